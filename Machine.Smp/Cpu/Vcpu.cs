@@ -1,0 +1,408 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Harness.Machine.Apic;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Harness.Machine.Decode;
+using Harness.Machine.Memory;
+
+namespace Harness.Machine;
+
+/// <summary>
+/// One virtual CPU: its architectural state, TLB, local APIC and the interpreter loop. All of it
+/// is touched only by the host thread that runs the vCPU, except <see cref="Post"/> and the
+/// wake/stop signals, which other threads use.
+/// </summary>
+public sealed unsafe partial class Vcpu : IDisposable
+{
+    public readonly Machine Machine;
+    public readonly PhysicalMemory Mem;
+    public readonly int Index;
+    public readonly CpuState* S;
+    public readonly LocalApic Apic = new();
+    internal readonly ExecutionControl Control;
+    private readonly BlockBuilder builder;
+
+    /// <summary>Set by a handler to end the current block after this instruction (self-modifying code, mode changes).</summary>
+    internal bool BreakBlock;
+    /// <summary>Non-zero when another thread asked this vCPU to look at its events (IPI, stop).</summary>
+    private volatile int eventFlag;
+    /// <summary>Guest time at which the loop must stop and service events: timer, interrupt, slice end, limit.</summary>
+    private long nextEvent;
+    private long sliceEnd;
+    internal int IdleFlag;
+    internal readonly ManualResetEventSlim WakeEvent = new(false);
+    public bool Started { get; internal set; }
+
+    // Per-vCPU lookup cache from (rip, user) to decoded block; flushed with the TLB.
+    private const int L1Size = 1024;
+    private readonly ulong[] l1Keys = new ulong[L1Size];
+    private readonly Block?[] l1Blocks = new Block?[L1Size];
+
+    // Statistics (exact, reproducible counts).
+    public long BlocksDecoded, InterruptsDelivered, ExceptionsDelivered;
+
+    internal Vcpu(Machine machine, int index)
+    {
+        Machine = machine;
+        Mem = machine.Memory;
+        Index = index;
+        Control = machine.Control;
+        S = (CpuState*)NativeMemory.AllocZeroed((nuint)sizeof(CpuState));
+        builder = new BlockBuilder(this);
+        InitMemory();
+    }
+
+    public long Retired => S->Retired;
+    public ulong Rip { get => S->Rip; set => S->Rip = value; }
+    public bool IsHalted => S->Halted != 0;
+
+    public ref ulong Gpr(int r) => ref S->Gpr[r];
+
+    public int Cpl
+    {
+        get => S->Cpl;
+        internal set { S->Cpl = value; UserBit = value == 3 ? 1UL : 0; }
+    }
+
+    /// <summary>True when something could take this vCPU out of halt now or later without another vCPU's help.</summary>
+    internal bool CanWake
+    {
+        get
+        {
+            if (Machine.Stopping) return true;
+            if (Apic.HasIncoming) return (S->RflagsRaw & Cpu.Rflags.IF) != 0 || !IsHalted;
+            if (!IsHalted) return true;
+            if ((S->RflagsRaw & Cpu.Rflags.IF) == 0) return false;
+            return Apic.AnyPending || Apic.TimerWakes;
+        }
+    }
+
+    /// <summary>From any thread: post a fixed interrupt to this vCPU.</summary>
+    public void Post(int vector)
+    {
+        Apic.Post(vector);
+        eventFlag = 1;
+        Control.Wake(this);
+    }
+
+    /// <summary>From any thread: make the vCPU look at the machine's stop flag.</summary>
+    internal void Poke()
+    {
+        eventFlag = 1;
+        Control.Wake(this);
+    }
+
+    /// <summary>Forces the event check at the next block boundary (state that affects delivery changed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void RequestService() => nextEvent = 0;
+
+    // ---- the interpreter loop ------------------------------------------------------------------
+
+    /// <summary>Runs until the machine stops, the vCPU idles, or the control's slice ends.</summary>
+    public RunExit Run()
+    {
+        long slice = Control.Slice;
+        sliceEnd = slice == long.MaxValue ? long.MaxValue : S->Retired + slice;
+        nextEvent = 0;
+        try
+        {
+            while (true)
+            {
+                if (eventFlag != 0 || S->Retired >= nextEvent)
+                {
+                    var exit = Service();
+                    if (exit is { } e) return e;
+                    if (S->Halted != 0) continue;
+                }
+                var block = Lookup(S->Rip);
+                long budget = nextEvent - S->Retired;
+                ExecBlock(block, budget < block.Count ? (int)budget : block.Count);
+            }
+        }
+        catch (MachineStop stop)
+        {
+            Machine.Stop(stop.Reason, 0, $"vCPU {Index}: {stop.Message}");
+            return RunExit.Stopped;
+        }
+        catch (Exception e)
+        {
+            Machine.HostFault(this, e);
+            return RunExit.Stopped;
+        }
+    }
+
+    private void ExecBlock(Block block, int n)
+    {
+        var insns = block.Insns;
+        long start = S->Retired;
+        BreakBlock = false;
+        int i = 0;
+        try
+        {
+            do
+            {
+                ref Insn x = ref insns[i];
+                x.Exec(this, ref x);
+                S->Retired++;
+            }
+            while (++i < n && !BreakBlock);
+        }
+        catch (GuestFault f)
+        {
+            ref Insn x = ref insns[(int)(S->Retired - start)];
+            S->Rip = x.Ip;
+            RaiseException(f, ref x);
+            return;
+        }
+        ref Insn last = ref insns[i - 1];
+        if (!last.Has(InsnFlags.Branch)) S->Rip = last.NextIp;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Block Lookup(ulong rip)
+    {
+        ulong key = rip ^ (UserBit << 62);
+        int i = (int)(rip ^ (rip >> 10)) & (L1Size - 1);
+        var b = l1Blocks[i];
+        if (l1Keys[i] == key && b is not null && b.Valid) return b;
+        return LookupSlow(rip, key, i);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Block LookupSlow(ulong rip, ulong key, int slot)
+    {
+        while (true)
+        {
+            try
+            {
+                ulong pa = TranslateFetch(rip);
+                var b = builder.GetOrBuild(rip, pa);
+                l1Keys[slot] = key;
+                l1Blocks[slot] = b;
+                return b;
+            }
+            catch (GuestFault f)
+            {
+                // The fetch of the first instruction faulted: deliver it; the handler is the next block.
+                var fake = new Insn { Ip = rip, NextIp = rip, Code = Iced.Intel.Code.INVALID };
+                RaiseException(f, ref fake);
+                rip = S->Rip;
+                key = rip ^ (UserBit << 62);
+                slot = (int)(rip ^ (rip >> 10)) & (L1Size - 1);
+            }
+        }
+    }
+
+    // ---- events: interrupts, timer, stop, slice ------------------------------------------------
+
+    /// <summary>Handles everything due at this boundary; returns an exit, or null to keep running.</summary>
+    private RunExit? Service()
+    {
+        if (Machine.Stopping) return RunExit.Stopped;
+        if (eventFlag != 0)
+        {
+            eventFlag = 0;
+            Apic.Accept(S->Retired, v => Control.InterruptDelay(this, v));
+        }
+        while (true)
+        {
+            long now = S->Retired;
+            if (now >= Apic.TimerDeadline) { Apic.TimerExpired(Control.InterruptDelay(this, (int)(Apic.LvtTimer & 0xFF))); continue; }
+            if (now >= Machine.MaxInstructions)
+            {
+                Machine.Stop(StopReason.InstructionLimit, 0, $"vCPU {Index} reached the instruction limit ({Machine.MaxInstructions:N0}) at rip 0x{S->Rip:x}");
+                return RunExit.Stopped;
+            }
+            bool ifOn = (S->RflagsRaw & Cpu.Rflags.IF) != 0;
+            int vector = Apic.Deliverable(now, out long earliest);
+            if (ifOn && vector >= 0 && now >= S->ShadowUntil)
+            {
+                Apic.Acknowledge(vector);
+                S->Halted = 0;
+                InterruptsDelivered++;
+                DeliverEvent(vector, EventKind.External, 0, S->Rip);
+                continue;
+            }
+            if (now >= sliceEnd) return RunExit.SliceEnd;
+
+            long interrupt = ifOn && earliest != long.MaxValue ? Math.Max(earliest, S->ShadowUntil) : long.MaxValue;
+            if (S->Halted != 0)
+            {
+                // Halted: guest time jumps to the next event that can wake the vCPU.
+                long wake = ifOn ? Math.Min(interrupt, Apic.TimerWakes ? Apic.TimerDeadline : long.MaxValue) : long.MaxValue;
+                if (wake == long.MaxValue) return Machine.Stopping ? RunExit.Stopped : RunExit.Idle;
+                if (wake > sliceEnd) { S->Retired = sliceEnd; return RunExit.SliceEnd; }
+                S->Retired = Math.Min(Math.Max(now, wake), Machine.MaxInstructions);
+                continue;
+            }
+            long next = Math.Min(Math.Min(Apic.TimerDeadline, interrupt), Math.Min(sliceEnd, Machine.MaxInstructions));
+            nextEvent = next;
+            return null;
+        }
+    }
+
+    internal enum EventKind { Fault, Trap, Software, External }
+
+    /// <summary>An instruction raised an exception: deliver it, escalating to #DF and triple fault as the SDM says.</summary>
+    private void RaiseException(GuestFault f, ref Insn at)
+    {
+        ExceptionsDelivered++;
+        var chain = new List<string>();
+        string first = Describe(f, ref at);
+        chain.Add(first);
+        GuestFault current = f;
+        int previous = -1;
+        while (true)
+        {
+            try
+            {
+                if (current.Vector == Vectors.PF) S->Cr2 = current.Cr2;
+                var kind = current.Vector == Vectors.BP ? EventKind.Trap : EventKind.Fault;
+                ulong ret = kind == EventKind.Trap ? at.NextIp : at.Ip;
+                DeliverEvent(current.Vector, kind, current.ErrorCode, ret);
+                return;
+            }
+            catch (GuestFault g)
+            {
+                chain.Add($"{g} while delivering {Vectors.Name(current.Vector)}");
+                int v1 = current.Vector, v2 = g.Vector;
+                if (v1 == Vectors.DF || previous == Vectors.DF)
+                {
+                    chain.Add("triple fault");
+                    throw new MachineStop(StopReason.TripleFault, "triple fault: " + string.Join(" -> ", chain));
+                }
+                bool escalate = (Vectors.IsContributory(v1) && Vectors.IsContributory(v2))
+                             || (v1 == Vectors.PF && (v2 == Vectors.PF || Vectors.IsContributory(v2)));
+                previous = v1;
+                current = escalate ? new GuestFault(Vectors.DF, 0) : g;
+            }
+        }
+    }
+
+    private string Describe(GuestFault f, ref Insn at)
+    {
+        string where = $"{f} at rip 0x{at.Ip:x}";
+        if (f.Vector == Vectors.UD)
+        {
+            var bytes = PeekCode(at.Ip, Math.Max((int)at.Length, 8));
+            where += $" (bytes {bytes})";
+        }
+        return where;
+    }
+
+    /// <summary>Instruction bytes for reports; never faults.</summary>
+    internal string PeekCode(ulong va, int n)
+    {
+        var sb = new System.Text.StringBuilder();
+        for (int i = 0; i < n; i++)
+        {
+            try { sb.Append(ReadPhys(Translate(va + (ulong)i, Access.Read), 1).ToString("x2")).Append(' '); }
+            catch (GuestFault) { sb.Append("?? "); }
+        }
+        return sb.ToString().TrimEnd();
+    }
+
+    /// <summary>
+    /// Delivers vector through the IDT: 64-bit gate, stack switch to TSS.RSP0 (or IST) on a CPL
+    /// change, RSP aligned to 16, SS/RSP/RFLAGS/CS/RIP and the error code pushed. State is only
+    /// committed after every push succeeded, so a fault here can escalate cleanly.
+    /// </summary>
+    internal void DeliverEvent(int vector, EventKind kind, uint errorCode, ulong returnRip)
+    {
+        uint ext = kind == EventKind.External ? 1u : 0u;
+        uint idtError = (uint)vector * 8 + 2 + ext;
+        if ((ulong)vector * 16 + 15 > S->IdtLimit) throw GuestFault.Gp(idtError);
+        ulong savedUser = UserBit;
+        UserBit = 0; // descriptor-table and new-stack accesses are supervisor accesses
+        try
+        {
+            ulong gateAddr = S->IdtBase + (ulong)vector * 16;
+            ulong lo = Read64(gateAddr), hi = Read64(gateAddr + 8);
+            int type = (int)(lo >> 40) & 0xF, dpl = (int)(lo >> 45) & 3;
+            bool present = ((lo >> 47) & 1) != 0;
+            if (type != 0xE && type != 0xF) throw GuestFault.Gp(idtError);
+            if (kind == EventKind.Software && dpl < S->Cpl) throw GuestFault.Gp(idtError);
+            if (!present) throw new GuestFault(Vectors.NP, idtError);
+            ulong target = (lo & 0xFFFF) | ((lo >> 32) & 0xFFFF0000) | (hi << 32);
+            ushort selector = (ushort)(lo >> 16);
+            int ist = (int)(lo >> 32) & 7;
+            int newCpl = selector & 3;
+            if (newCpl > S->Cpl) throw GuestFault.Gp(idtError);
+            if (selector < 8) throw GuestFault.Gp(ext);
+
+            ulong rsp = S->Gpr[Reg.Rsp];
+            ulong oldRsp = rsp;
+            ushort oldSs = S->Ss, oldCs = S->Cs;
+            if (ist != 0) rsp = ReadTss(36 + (ist - 1) * 8);
+            else if (newCpl < S->Cpl) rsp = ReadTss(4 + newCpl * 8);
+            rsp &= ~0xFUL;
+            ulong flags = Rflags;
+            bool hasError = kind == EventKind.Fault && Vectors.HasErrorCode(vector);
+            Write64(rsp - 8, oldSs);
+            Write64(rsp - 16, oldRsp);
+            Write64(rsp - 24, flags);
+            Write64(rsp - 32, oldCs);
+            Write64(rsp - 40, returnRip);
+            rsp -= 40;
+            if (hasError) { rsp -= 8; Write64(rsp, errorCode); }
+
+            // Commit.
+            if (newCpl != S->Cpl) S->Ss = (ushort)newCpl;
+            S->Gpr[Reg.Rsp] = rsp;
+            S->Cs = selector;
+            ulong clear = Cpu.Rflags.TF | Cpu.Rflags.NT | Cpu.Rflags.RF | Cpu.Rflags.VM;
+            if (type == 0xE) clear |= Cpu.Rflags.IF;
+            S->RflagsRaw &= ~clear;
+            Cpl = newCpl;
+            savedUser = UserBit;
+            S->Rip = target;
+            S->Halted = 0;
+        }
+        finally
+        {
+            UserBit = savedUser;
+        }
+    }
+
+    private ulong ReadTss(int offset)
+    {
+        if ((uint)offset + 7 > S->TrLimit) throw new GuestFault(Vectors.TS, S->Tr & 0xFFF8u);
+        return Read64(S->TrBase + (ulong)offset);
+    }
+
+    /// <summary>A scheduling point for a data access; compiled away unless the seams are on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Point(PointKind kind, ulong address)
+    {
+        if (Seams.Points) Control.Point(this, kind, address);
+    }
+
+    /// <summary>Sets the initial architectural state (BSP at e_entry, or an AP from its mailbox).</summary>
+    internal void Reset(ulong rip, ulong rsp, ulong rdi, in BootState boot)
+    {
+        for (int i = 0; i < 16; i++) S->Gpr[i] = 0;
+        S->Gpr[Reg.Rsp] = rsp;
+        S->Gpr[Reg.Rdi] = rdi;
+        S->Rip = rip;
+        S->RflagsRaw = Cpu.Rflags.Fixed1;
+        S->LazyOp = 0;
+        S->Cr0 = boot.Cr0; S->Cr3 = boot.Cr3; S->Cr4 = boot.Cr4; S->Efer = boot.Efer;
+        S->GdtBase = boot.GdtBase; S->GdtLimit = boot.GdtLimit;
+        S->IdtBase = 0; S->IdtLimit = 0;
+        S->Cs = 0x08; S->Ss = S->Ds = S->Es = 0x10; S->Fs = S->Gs = 0;
+        Cpl = 0;
+        S->Halted = 0;
+        FlushTlb();
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.Free(S);
+        NativeMemory.Free(tlbR);
+        WakeEvent.Dispose();
+    }
+}
+
+/// <summary>The control-register state the machine's boot setup gives every vCPU.</summary>
+public readonly record struct BootState(ulong Cr0, ulong Cr3, ulong Cr4, ulong Efer, ulong GdtBase, uint GdtLimit);

@@ -1,0 +1,74 @@
+using System.Runtime.CompilerServices;
+using Iced.Intel;
+
+namespace Harness.Machine.Decode;
+
+/// <summary>
+/// One decoded instruction in the machine's own compact form: the handler to run plus operands
+/// already resolved to register indices, a memory-operand recipe and an immediate. Built once per
+/// instruction address by <see cref="BlockBuilder"/>, executed many times.
+/// </summary>
+public unsafe struct Insn
+{
+    public delegate*<Vcpu, ref Insn, void> Exec;
+    public ulong Ip;
+    public ulong NextIp;
+    /// <summary>Immediate (sign-extended as the encoding specifies), or the absolute branch target.</summary>
+    public ulong Imm;
+    /// <summary>Memory displacement; absolute target for RIP-relative operands.</summary>
+    public long Disp;
+    public byte Size;       // operand size in bytes: 1, 2, 4, 8
+    public byte SizeLog;    // log2(Size)
+    public byte R0, R1;     // register operands in operand order (Reg.None when absent)
+    public byte MBase, MIndex, MScale, MSeg; // MScale is a shift; MSeg: 0 none, 1 fs, 2 gs
+    public byte Sub;        // family-specific selector: ALU op, condition code, shift kind...
+    public byte Size2;      // source size for movzx/movsx/movsxd, second size where needed
+    public InsnFlags Flags;
+    public Code Code;       // Iced code, for messages
+    public byte Length;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly bool Has(InsnFlags f) => (Flags & f) != 0;
+}
+
+[Flags]
+public enum InsnFlags : ushort
+{
+    None = 0,
+    Lock = 1,
+    Rep = 2,        // rep / repe
+    RepNe = 4,
+    Addr32 = 8,     // 0x67: 32-bit effective address
+    MemOperand = 16,
+    ImmSecond = 32, // operand extraction: the first immediate is taken
+    Branch = 64,    // the handler sets RIP
+    EndsBlock = 128,// a builder asks for the block to end after this instruction
+}
+
+/// <summary>A run of decoded instructions ending at a control transfer, a system instruction or a page end.</summary>
+public sealed class Block
+{
+    public required Insn[] Insns;
+    public required int Count;
+    public required ulong PhysStart;
+    public required CodePage Page;
+    /// <summary>Set when the last instruction straddles into the next physical page.</summary>
+    public CodePage? Page2;
+
+    public bool Valid
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Page.Valid && (Page2 is null || Page2.Valid);
+    }
+}
+
+/// <summary>
+/// The decoded blocks of one physical page. A write to the page invalidates the whole object;
+/// a fresh one is made on the next decode. Shared by every vCPU.
+/// </summary>
+public sealed class CodePage(ulong ppn)
+{
+    public readonly ulong Ppn = ppn;
+    public volatile bool Valid = true;
+    public readonly Block?[] Blocks = new Block?[4096];
+}

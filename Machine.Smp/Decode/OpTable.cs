@@ -1,0 +1,180 @@
+using Harness.Machine.Cpu;
+using Iced.Intel;
+
+namespace Harness.Machine.Decode;
+
+/// <summary>How a mnemonic is turned into an executable <see cref="Insn"/>.</summary>
+internal unsafe readonly struct Rule(delegate*<ref Insn, in Instruction, bool> build, byte sub, RuleKind kind)
+{
+    /// <summary>Chooses the handler for the operand form; false if the form is not supported.</summary>
+    public readonly delegate*<ref Insn, in Instruction, bool> Build = build;
+    public readonly byte Sub = sub;
+    public readonly RuleKind Kind = kind;
+}
+
+[Flags]
+internal enum RuleKind : byte
+{
+    Plain = 0,
+    /// <summary>Transfers control: the handler sets RIP, and the block ends.</summary>
+    Branch = 1,
+    /// <summary>Changes state the block loop or event check depends on (IF, CPL, paging, MSRs...): the block ends after it.</summary>
+    EndsBlock = 2,
+}
+
+/// <summary>
+/// The ISA as data: every supported mnemonic maps to a rule, registered by the file of its
+/// instruction family. An instruction Iced decodes whose mnemonic (or operand form) has no rule
+/// stops the machine with a clear report rather than guessing.
+/// </summary>
+internal static unsafe class OpTable
+{
+    public static readonly int MnemonicCount = (int)Enum.GetValues<Mnemonic>().Max() + 1;
+    private static readonly Rule[] rules = new Rule[MnemonicCount];
+    private static readonly bool[] known = new bool[MnemonicCount];
+
+    static OpTable()
+    {
+        Exec.Alu.Install();
+        Exec.Moves.Install();
+        Exec.Shifts.Install();
+        Exec.MulDiv.Install();
+        Exec.Bits.Install();
+        Exec.Atomics.Install();
+        Exec.Stack.Install();
+        Exec.Branches.Install();
+        Exec.Strings.Install();
+        Exec.SystemOps.Install();
+    }
+
+    public static void Add(Mnemonic m, delegate*<ref Insn, in Instruction, bool> build, byte sub = 0, RuleKind kind = RuleKind.Plain)
+    {
+        if (known[(int)m]) throw new InvalidOperationException($"mnemonic {m} registered twice");
+        rules[(int)m] = new Rule(build, sub, kind);
+        known[(int)m] = true;
+    }
+
+    public static bool IsSupported(Mnemonic m) => known[(int)m];
+
+    /// <summary>Fills x from ins. Returns the rule kind; sets x.Exec to a stop handler when unsupported.</summary>
+    public static RuleKind Build(ref Insn x, in Instruction ins)
+    {
+        x = default;
+        x.Ip = ins.IP;
+        x.NextIp = ins.NextIP;
+        x.Length = (byte)ins.Length;
+        x.Code = ins.Code;
+        x.R0 = x.R1 = x.MBase = x.MIndex = Reg.None;
+        if (ins.Code == Code.INVALID) { x.Exec = &Exec.SystemOps.InvalidOpcode; return RuleKind.EndsBlock; }
+        if (!known[(int)ins.Mnemonic] || !Operands(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return RuleKind.EndsBlock; }
+        if (ins.HasLockPrefix) x.Flags |= InsnFlags.Lock;
+        if (ins.HasRepePrefix || ins.HasRepPrefix) x.Flags |= InsnFlags.Rep;
+        if (ins.HasRepnePrefix) x.Flags |= InsnFlags.RepNe;
+        ref readonly Rule r = ref rules[(int)ins.Mnemonic];
+        x.Sub = r.Sub;
+        if (!r.Build(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return RuleKind.EndsBlock; }
+        var kind = r.Kind;
+        if (x.Has(InsnFlags.Branch)) kind |= RuleKind.Branch;
+        if (x.Has(InsnFlags.EndsBlock)) kind |= RuleKind.EndsBlock;
+        if ((kind & RuleKind.Branch) != 0) x.Flags |= InsnFlags.Branch;
+        return kind;
+    }
+
+    /// <summary>Register index for a GPR: 0..15 (any width), 16..19 for AH/CH/DH/BH. -1 if not a GPR.</summary>
+    public static int GprIndex(Register r)
+    {
+        if (r is Register.AH or Register.CH or Register.DH or Register.BH) return Reg.HighByteBase + (r - Register.AH);
+        if (!r.IsGPR()) return -1;
+        return r.GetFullRegister().GetNumber();
+    }
+
+    public static int SizeLog(int bytes) => bytes switch { 1 => 0, 2 => 1, 4 => 2, 8 => 3, _ => -1 };
+
+    /// <summary>Generic operand extraction: registers in order into R0/R1, the memory recipe, the immediate.</summary>
+    private static bool Operands(ref Insn x, in Instruction ins)
+    {
+        int regs = 0;
+        int size = 0;
+        for (int i = 0; i < ins.OpCount; i++)
+        {
+            switch (ins.GetOpKind(i))
+            {
+                case OpKind.Register:
+                {
+                    var reg = ins.GetOpRegister(i);
+                    int idx = GprIndex(reg);
+                    if (idx < 0)
+                    {
+                        // Segment and control registers are handled by their family's builder.
+                        if (reg.IsSegmentRegister() || reg.IsCR()) continue;
+                        return false;
+                    }
+                    if (regs == 0) x.R0 = (byte)idx; else if (regs == 1) x.R1 = (byte)idx; else return false;
+                    if (i == 0 || size == 0) size = reg.GetSize();
+                    regs++;
+                    break;
+                }
+                case OpKind.Memory:
+                {
+                    x.Flags |= InsnFlags.MemOperand;
+                    var b = ins.MemoryBase;
+                    if (b == Register.RIP || b == Register.EIP) x.Disp = (long)ins.MemoryDisplacement64;
+                    else
+                    {
+                        x.Disp = (long)ins.MemoryDisplacement64;
+                        if (b != Register.None) { int bi = GprIndex(b); if (bi < 0 || bi >= 16) return false; x.MBase = (byte)bi; if (b.GetSize() == 4) x.Flags |= InsnFlags.Addr32; }
+                        var ix = ins.MemoryIndex;
+                        if (ix != Register.None)
+                        {
+                            int ii = GprIndex(ix);
+                            if (ii < 0 || ii >= 16) return false;
+                            x.MIndex = (byte)ii;
+                            x.MScale = (byte)System.Numerics.BitOperations.Log2((uint)ins.MemoryIndexScale);
+                            if (ix.GetSize() == 4) x.Flags |= InsnFlags.Addr32;
+                        }
+                        if ((x.Flags & InsnFlags.Addr32) != 0) x.Disp = (long)(uint)x.Disp;
+                    }
+                    x.MSeg = ins.MemorySegment switch { Register.FS => 1, Register.GS => 2, _ => 0 };
+                    if (i == 0 || size == 0) size = ins.MemorySize.GetSize();
+                    break;
+                }
+                case OpKind.Immediate8: case OpKind.Immediate16: case OpKind.Immediate32: case OpKind.Immediate64:
+                case OpKind.Immediate8to16: case OpKind.Immediate8to32: case OpKind.Immediate8to64: case OpKind.Immediate32to64:
+                    if ((x.Flags & InsnFlags.ImmSecond) != 0) x.Size2 = (byte)ins.GetImmediate(i);
+                    else { x.Imm = ins.GetImmediate(i); x.Flags |= InsnFlags.ImmSecond; }
+                    break;
+                case OpKind.Immediate8_2nd:
+                    x.Size2 = ins.Immediate8_2nd;
+                    break;
+                case OpKind.NearBranch16: case OpKind.NearBranch32: case OpKind.NearBranch64:
+                    x.Imm = ins.NearBranchTarget;
+                    break;
+                default:
+                    // String operands ([rsi]/[rdi] implicit forms) are handled by their family.
+                    if (ins.GetOpKind(i) is OpKind.MemorySegRSI or OpKind.MemorySegESI or OpKind.MemoryESRDI or OpKind.MemoryESEDI
+                        or OpKind.MemorySegRDI or OpKind.MemorySegEDI) { size = ins.MemorySize.GetSize(); continue; }
+                    return false;
+            }
+        }
+        x.Flags &= ~InsnFlags.ImmSecond;
+        if (size == 0) size = 8;
+        int log = SizeLog(size);
+        if (log < 0) log = 3;
+        x.Size = (byte)size;
+        x.SizeLog = (byte)log;
+        return true;
+    }
+
+    /// <summary>Operand form of a two-operand instruction after <see cref="Operands"/>.</summary>
+    public static Form FormOf(in Insn x, in Instruction ins)
+    {
+        bool mem = (x.Flags & InsnFlags.MemOperand) != 0;
+        bool imm = ins.OpCount >= 2 && ins.GetOpKind(ins.OpCount - 1) is >= OpKind.Immediate8 and <= OpKind.Immediate32to64 and not OpKind.Immediate8_2nd;
+        if (ins.OpCount == 1) return mem ? Form.M : Form.R;
+        if (imm) return mem ? Form.MI : Form.RI;
+        if (!mem) return Form.RR;
+        return ins.GetOpKind(0) == OpKind.Memory ? Form.MR : Form.RM;
+    }
+}
+
+internal enum Form { R, M, RR, RM, MR, RI, MI }

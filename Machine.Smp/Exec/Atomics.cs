@@ -1,0 +1,175 @@
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Harness.Machine.Decode;
+using Iced.Intel;
+
+namespace Harness.Machine.Exec;
+
+/// <summary>
+/// Locked read-modify-writes (lock-prefixed ALU ops, xchg with memory, xadd, cmpxchg,
+/// cmpxchg8b/16b). They run as host compare-and-swap loops on the guest page's host address, so
+/// they are atomic against every other vCPU thread; accesses that cross a page take the
+/// machine's split-lock instead (as a split lock does on hardware, slowly).
+/// </summary>
+internal static unsafe class Atomics
+{
+    public static void Install()
+    {
+        OpTable.Add(Mnemonic.Xadd, &BuildXadd);
+        OpTable.Add(Mnemonic.Cmpxchg, &BuildCmpxchg);
+        OpTable.Add(Mnemonic.Cmpxchg16b, &BuildCmpxchgDouble);
+        OpTable.Add(Mnemonic.Cmpxchg8b, &BuildCmpxchgDouble);
+    }
+
+    /// <summary>
+    /// Atomically replaces the value at ea with f(old); returns old. f may record flags: they are
+    /// rolled back before each retry, so the flags seen afterwards are those of the winning attempt.
+    /// </summary>
+    public static ulong Rmw(Vcpu c, ref Insn x, ulong ea, delegate*<Vcpu, ref Insn, ulong, ulong> f)
+    {
+        c.Point(PointKind.Atomic, ea);
+        int log = x.SizeLog;
+        byte* p = c.HostForRmw(ea, 1 << log);
+        if (p == null)
+        {
+            lock (c.Machine.SplitLock)
+            {
+                ulong o = c.Read(ea, log);
+                c.Write(ea, log, f(c, ref x, o));
+                return o;
+            }
+        }
+        var s = c.S;
+        int lazyOp = s->LazyOp, lazySize = s->LazySize;
+        ulong res = s->LazyRes, s1 = s->LazySrc1, s2 = s->LazySrc2, cfin = s->LazyCfIn, raw = s->RflagsRaw;
+        while (true)
+        {
+            ulong old = log switch
+            {
+                0 => Volatile.Read(ref *p),
+                1 => Volatile.Read(ref *(ushort*)p),
+                2 => Volatile.Read(ref *(uint*)p),
+                _ => Volatile.Read(ref *(ulong*)p),
+            };
+            ulong nv = f(c, ref x, old);
+            bool ok = log switch
+            {
+                0 => Interlocked.CompareExchange(ref *p, (byte)nv, (byte)old) == (byte)old,
+                1 => Interlocked.CompareExchange(ref *(ushort*)p, (ushort)nv, (ushort)old) == (ushort)old,
+                2 => Interlocked.CompareExchange(ref *(uint*)p, (uint)nv, (uint)old) == (uint)old,
+                _ => Interlocked.CompareExchange(ref *(ulong*)p, nv, old) == old,
+            };
+            if (ok)
+            {
+                c.AfterHostWrite(p);
+                return old;
+            }
+            s->LazyOp = lazyOp; s->LazySize = lazySize; s->LazyRes = res; s->LazySrc1 = s1; s->LazySrc2 = s2; s->LazyCfIn = cfin; s->RflagsRaw = raw;
+        }
+    }
+
+    private static bool BuildXadd(ref Insn x, in Instruction ins)
+    {
+        var form = OpTable.FormOf(x, ins);
+        x.Exec = form switch { Form.RR => &XaddRR, Form.MR => &XaddM, _ => null };
+        return x.Exec != null;
+    }
+
+    private static void XaddRR(Vcpu c, ref Insn x)
+    {
+        int log = x.SizeLog;
+        ulong d = c.GetReg(x.R0, log), s = c.GetReg(x.R1, log);
+        ulong sum = Alu.Compute(c, Alu.Add, log, d, s);
+        c.SetReg(x.R1, log, d);
+        c.SetReg(x.R0, log, sum);
+    }
+
+    private static ulong XaddNew(Vcpu c, ref Insn x, ulong old) => Alu.Compute(c, Alu.Add, x.SizeLog, old, c.GetReg(x.R0, x.SizeLog));
+
+    // Without lock the memory form is still done as one atomic RMW: indistinguishable, and simpler.
+    private static void XaddM(Vcpu c, ref Insn x)
+    {
+        ulong old = Rmw(c, ref x, c.Ea(ref x), &XaddNew);
+        c.SetReg(x.R0, x.SizeLog, old);
+    }
+
+    private static bool BuildCmpxchg(ref Insn x, in Instruction ins)
+    {
+        var form = OpTable.FormOf(x, ins);
+        x.Exec = form switch { Form.RR => &CmpxchgRR, Form.MR => &CmpxchgM, _ => null };
+        return x.Exec != null;
+    }
+
+    private static void CmpxchgRR(Vcpu c, ref Insn x)
+    {
+        int log = x.SizeLog;
+        ulong acc = c.GetReg(Reg.Rax, log), d = c.GetReg(x.R0, log);
+        Alu.Compute(c, Alu.Cmp, log, acc, d);
+        if (((acc ^ d) & Vcpu.SizeMask(log)) == 0) c.SetReg(x.R0, log, c.GetReg(x.R1, log));
+        else c.SetReg(Reg.Rax, log, d);
+    }
+
+    private static ulong CmpxchgNew(Vcpu c, ref Insn x, ulong old)
+    {
+        int log = x.SizeLog;
+        ulong acc = c.GetReg(Reg.Rax, log);
+        Alu.Compute(c, Alu.Cmp, log, acc, old);
+        // On failure the processor writes the old value back: same bits, still a locked write.
+        return ((acc ^ old) & Vcpu.SizeMask(log)) == 0 ? c.GetReg(x.R0, log) : old;
+    }
+
+    private static void CmpxchgM(Vcpu c, ref Insn x)
+    {
+        int log = x.SizeLog;
+        ulong old = Rmw(c, ref x, c.Ea(ref x), &CmpxchgNew);
+        if (((c.GetReg(Reg.Rax, log) ^ old) & Vcpu.SizeMask(log)) != 0) c.SetReg(Reg.Rax, log, old);
+    }
+
+    private static bool BuildCmpxchgDouble(ref Insn x, in Instruction ins)
+    {
+        if (!x.Has(InsnFlags.MemOperand)) return false;
+        x.Size = (byte)ins.MemorySize.GetSize(); // 8 or 16
+        x.Exec = x.Size == 16 ? &Cmpxchg16b : &Cmpxchg8b;
+        return true;
+    }
+
+    private static void Cmpxchg8b(Vcpu c, ref Insn x)
+    {
+        ulong ea = c.Ea(ref x);
+        c.Point(PointKind.Atomic, ea);
+        ulong expected = (uint)c.S->Gpr[Reg.Rax] | (ulong)(uint)c.S->Gpr[Reg.Rdx] << 32;
+        ulong desired = (uint)c.S->Gpr[Reg.Rbx] | (ulong)(uint)c.S->Gpr[Reg.Rcx] << 32;
+        byte* p = c.HostForRmw(ea, 8);
+        ulong old;
+        if (p == null) lock (c.Machine.SplitLock) { old = c.Read64(ea); c.Write64(ea, old == expected ? desired : old); }
+        else { old = Interlocked.CompareExchange(ref *(ulong*)p, desired, expected); c.AfterHostWrite(p); }
+        bool eq = old == expected;
+        c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
+        if (!eq) { c.S->Gpr[Reg.Rax] = (uint)old; c.S->Gpr[Reg.Rdx] = old >> 32; }
+    }
+
+    private static void Cmpxchg16b(Vcpu c, ref Insn x)
+    {
+        ulong ea = c.Ea(ref x);
+        if ((ea & 15) != 0) throw GuestFault.Gp(0);
+        c.Point(PointKind.Atomic, ea);
+        var s = c.S;
+        UInt128 expected = new(s->Gpr[Reg.Rdx], s->Gpr[Reg.Rax]);
+        UInt128 desired = new(s->Gpr[Reg.Rcx], s->Gpr[Reg.Rbx]);
+        byte* p = c.HostForRmw(ea, 16);
+        UInt128 old;
+        // .NET has no 128-bit CAS; the machine-wide split lock serializes every cmpxchg16b against
+        // each other. Plain 8-byte stores by other vCPUs can still interleave, which is acceptable:
+        // guests that mix cmpxchg16b with plain stores to the same pair race on hardware too.
+        lock (c.Machine.SplitLock)
+        {
+            ulong lo = c.Read64(ea), hi = c.Read64(ea + 8);
+            old = new UInt128(hi, lo);
+            if (old == expected) { c.Write64(ea, (ulong)desired); c.Write64(ea + 8, (ulong)(desired >> 64)); }
+            else { c.Write64(ea, lo); c.Write64(ea + 8, hi); }
+        }
+        bool eq = old == expected;
+        c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
+        if (!eq) { s->Gpr[Reg.Rax] = (ulong)old; s->Gpr[Reg.Rdx] = (ulong)(old >> 64); }
+    }
+}

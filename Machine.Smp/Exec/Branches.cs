@@ -1,0 +1,109 @@
+using Harness.Machine.Cpu;
+using Harness.Machine.Decode;
+using Iced.Intel;
+
+namespace Harness.Machine.Exec;
+
+/// <summary>jmp jcc call ret (near), jrcxz/jecxz, loop/loope/loopne. Every handler sets RIP.</summary>
+internal static unsafe class Branches
+{
+    public static void Install()
+    {
+        OpTable.Add(Mnemonic.Jmp, &BuildJmp, 0, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Call, &BuildCall, 0, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Ret, &BuildRet, 0, RuleKind.Branch);
+        foreach (var m in new[] { Mnemonic.Jo, Mnemonic.Jno, Mnemonic.Jb, Mnemonic.Jae, Mnemonic.Je, Mnemonic.Jne, Mnemonic.Jbe, Mnemonic.Ja,
+                     Mnemonic.Js, Mnemonic.Jns, Mnemonic.Jp, Mnemonic.Jnp, Mnemonic.Jl, Mnemonic.Jge, Mnemonic.Jle, Mnemonic.Jg })
+            OpTable.Add(m, &BuildJcc, 0, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Jrcxz, &BuildLoop, 0, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Jecxz, &BuildLoop, 1, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Loop, &BuildLoop, 2, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Loope, &BuildLoop, 3, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Loopne, &BuildLoop, 4, RuleKind.Branch);
+    }
+
+    private static bool IsNear(in Instruction ins) => ins.GetOpKind(0) is OpKind.NearBranch64 or OpKind.NearBranch32 or OpKind.NearBranch16;
+
+    private static bool BuildJmp(ref Insn x, in Instruction ins)
+    {
+        if (IsNear(ins)) x.Exec = &JmpRel;
+        else if (ins.GetOpKind(0) == OpKind.Register) x.Exec = &JmpR;
+        else if (ins.GetOpKind(0) == OpKind.Memory && x.Size == 8) x.Exec = &JmpM;
+        else return false; // far jumps
+        return true;
+    }
+
+    private static void JmpRel(Vcpu c, ref Insn x) => c.S->Rip = x.Imm;
+    private static void JmpR(Vcpu c, ref Insn x) => c.S->Rip = c.S->Gpr[x.R0];
+    private static void JmpM(Vcpu c, ref Insn x) => c.S->Rip = c.Load(c.Ea(ref x), 3);
+
+    private static bool BuildJcc(ref Insn x, in Instruction ins)
+    {
+        x.Sub = Moves.CondOf(ins);
+        x.Exec = &Jcc;
+        return true;
+    }
+
+    private static void Jcc(Vcpu c, ref Insn x) => c.S->Rip = c.Cond(x.Sub) ? x.Imm : x.NextIp;
+
+    private static bool BuildCall(ref Insn x, in Instruction ins)
+    {
+        if (IsNear(ins)) x.Exec = &CallRel;
+        else if (ins.GetOpKind(0) == OpKind.Register) x.Exec = &CallR;
+        else if (ins.GetOpKind(0) == OpKind.Memory && x.Size == 8) x.Exec = &CallM;
+        else return false;
+        return true;
+    }
+
+    private static void CallRel(Vcpu c, ref Insn x) { c.Push64(x.NextIp); c.S->Rip = x.Imm; }
+    private static void CallR(Vcpu c, ref Insn x) { ulong t = c.S->Gpr[x.R0]; c.Push64(x.NextIp); c.S->Rip = t; }
+    private static void CallM(Vcpu c, ref Insn x) { ulong t = c.Load(c.Ea(ref x), 3); c.Push64(x.NextIp); c.S->Rip = t; }
+
+    private static bool BuildRet(ref Insn x, in Instruction ins)
+    {
+        x.Imm = ins.OpCount == 1 ? ins.Immediate16 : 0UL;
+        x.Exec = &Ret;
+        return true;
+    }
+
+    private static void Ret(Vcpu c, ref Insn x)
+    {
+        var s = c.S;
+        ulong sp = s->Gpr[Reg.Rsp];
+        ulong t = c.Read64(sp);
+        s->Gpr[Reg.Rsp] = sp + 8 + x.Imm;
+        s->Rip = t;
+    }
+
+    private static bool BuildLoop(ref Insn x, in Instruction ins)
+    {
+        if ((x.Flags & InsnFlags.Addr32) != 0 || ins.CodeSize != CodeSize.Code64) return false;
+        x.Exec = &LoopFamily;
+        // The 0x67 prefix selects ecx for loop*/jecxz; Iced reports it as the Jecxz mnemonic or a 32-bit counter.
+        if (ins.Op0Kind != OpKind.NearBranch64) return false;
+        if (ins.HasAddressSizePrefix() && x.Sub >= 2) x.Sub |= 0x80;
+        return true;
+    }
+
+    private static void LoopFamily(Vcpu c, ref Insn x)
+    {
+        var s = c.S;
+        bool ecx = x.Sub == 1 || (x.Sub & 0x80) != 0;
+        int kind = x.Sub & 0x7F;
+        bool taken;
+        if (kind <= 1) taken = (ecx ? (uint)s->Gpr[Reg.Rcx] : s->Gpr[Reg.Rcx]) == 0;
+        else
+        {
+            ulong n = ecx ? (uint)(s->Gpr[Reg.Rcx] - 1) : s->Gpr[Reg.Rcx] - 1;
+            if (ecx) s->Gpr[Reg.Rcx] = n; else s->Gpr[Reg.Rcx] = n;
+            taken = n != 0 && (kind == 2 || (kind == 3 ? c.ZF : !c.ZF));
+        }
+        s->Rip = taken ? x.Imm : x.NextIp;
+    }
+}
+
+internal static class InstructionExtensions
+{
+    public static bool HasAddressSizePrefix(this in Instruction ins) =>
+        ins.MemoryBase.GetSize() == 4 || ins.Code is Code.Loop_rel8_64_ECX or Code.Loope_rel8_64_ECX or Code.Loopne_rel8_64_ECX;
+}

@@ -1,0 +1,83 @@
+using System.Runtime.CompilerServices;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Harness.Machine.Decode;
+
+namespace Harness.Machine;
+
+// Register and memory operand access shared by every instruction family.
+public unsafe partial class Vcpu
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong GetReg(int r, int sizeLog)
+    {
+        switch (sizeLog)
+        {
+            case 3: return S->Gpr[r];
+            case 2: return (uint)S->Gpr[r];
+            case 1: return (ushort)S->Gpr[r];
+            default: return r >= Reg.HighByteBase ? (byte)(S->Gpr[r - Reg.HighByteBase] >> 8) : (byte)S->Gpr[r];
+        }
+    }
+
+    /// <summary>Writes a register with x86-64 semantics: 32-bit writes zero-extend, 8/16-bit writes merge.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void SetReg(int r, int sizeLog, ulong v)
+    {
+        switch (sizeLog)
+        {
+            case 3: S->Gpr[r] = v; break;
+            case 2: S->Gpr[r] = (uint)v; break;
+            case 1: *(ushort*)&S->Gpr[r] = (ushort)v; break;
+            default:
+                if (r >= Reg.HighByteBase) *((byte*)&S->Gpr[r - Reg.HighByteBase] + 1) = (byte)v;
+                else *(byte*)&S->Gpr[r] = (byte)v;
+                break;
+        }
+    }
+
+    /// <summary>Effective (linear) address of the instruction's memory operand.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong Ea(ref Insn x)
+    {
+        ulong a = (ulong)x.Disp;
+        if (x.MBase != Reg.None) a += S->Gpr[x.MBase];
+        if (x.MIndex != Reg.None) a += S->Gpr[x.MIndex] << x.MScale;
+        if ((x.Flags & InsnFlags.Addr32) != 0) a = (uint)a;
+        if (x.MSeg != 0) a += x.MSeg == 1 ? S->FsBase : S->GsBase;
+        return a;
+    }
+
+    /// <summary>Data load through a memory operand: a scheduling point when the seams are on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong Load(ulong ea, int sizeLog)
+    {
+        if (Seams.Points) Control.Point(this, PointKind.Load, ea);
+        return Read(ea, sizeLog);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Store(ulong ea, int sizeLog, ulong v)
+    {
+        if (Seams.Points) Control.Point(this, PointKind.Store, ea);
+        Write(ea, sizeLog, v);
+    }
+
+    // Stack accesses of the running thread: no scheduling point (policy), SS fault semantics.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Push64(ulong v)
+    {
+        ulong sp = S->Gpr[Reg.Rsp] - 8;
+        Write64(sp, v);
+        S->Gpr[Reg.Rsp] = sp;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong Pop64()
+    {
+        ulong sp = S->Gpr[Reg.Rsp];
+        ulong v = Read64(sp);
+        S->Gpr[Reg.Rsp] = sp + 8;
+        return v;
+    }
+}

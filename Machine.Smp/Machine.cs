@@ -1,0 +1,203 @@
+using System.Diagnostics;
+using Harness.Machine.Boot;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Harness.Machine.Memory;
+
+namespace Harness.Machine;
+
+public sealed class MachineOptions
+{
+    public int Vcpus { get; init; } = 1;
+    public ulong MemoryBytes { get; init; } = 256UL << 20;
+    /// <summary>Size of the reserved region at the top of RAM (the DBT's code cache lives there).</summary>
+    public ulong ReservedBytes { get; init; } = 16UL << 20;
+    /// <summary>Stop when any vCPU has retired this many instructions (guest time). 0: no limit.</summary>
+    public long MaxInstructions { get; init; }
+    public ExecutionControl? Control { get; init; }
+    /// <summary>Receives the guest's console bytes (port 0xE9) as they are written.</summary>
+    public Stream? Console { get; init; }
+}
+
+public sealed record VcpuStats(int Index, bool Started, long Instructions, long BlocksDecoded, long Interrupts, long Exceptions);
+
+public sealed record RunResult(StopReason Reason, int ExitStatus, string Message, TimeSpan Wall, IReadOnlyList<VcpuStats> Vcpus, Exception? HostException)
+{
+    public long TotalInstructions => Vcpus.Sum(v => v.Instructions);
+    public bool Exited => Reason == StopReason.Exited;
+}
+
+/// <summary>
+/// The emulated SMP machine: RAM, vCPUs with local APICs, the debug console and exit ports, the
+/// boot protocol, and the execution control that runs the vCPUs.
+/// </summary>
+public sealed class Machine : IDisposable
+{
+    public const ushort ConsolePort = 0xE9, ExitPort = 0xF4;
+
+    public readonly PhysicalMemory Memory;
+    public readonly Vcpu[] Vcpus;
+    public readonly ExecutionControl Control;
+    public readonly long MaxInstructions;
+    public readonly ulong ReservedBase, ReservedSize;
+    /// <summary>Serializes locked accesses that cross a page (split locks) and cmpxchg16b.</summary>
+    internal readonly object SplitLock = new();
+    /// <summary>The host call-out for vmcall (#UD in the guest when null).</summary>
+    public Action<Vcpu>? Vmcall { get; set; }
+    public ElfImage? Image { get; private set; }
+
+    private readonly BootState boot;
+    private readonly Stream? console;
+    private readonly object consoleLock = new();
+    private int stopped;
+    private volatile bool stopping;
+    private StopReason reason;
+    private int exitStatus;
+    private string message = "";
+    private Exception? hostException;
+    internal readonly ManualResetEventSlim StoppedEvent = new(false);
+
+    public Machine(MachineOptions o)
+    {
+        if (o.Vcpus < 1 || o.Vcpus > BootLayout.MaxCpus) throw new ArgumentOutOfRangeException(nameof(o), $"vCPU count must be 1..{BootLayout.MaxCpus} (got {o.Vcpus})");
+        if (o.MemoryBytes < 4UL << 20) throw new ArgumentOutOfRangeException(nameof(o), $"memory must be at least 4 MiB (got {o.MemoryBytes})");
+        if (o.ReservedBytes % PhysicalMemory.PageSize != 0 || o.ReservedBytes + (2UL << 20) > o.MemoryBytes)
+            throw new ArgumentOutOfRangeException(nameof(o), $"reserved region of {o.ReservedBytes} bytes does not fit in {o.MemoryBytes} bytes of RAM above 2 MiB");
+        Memory = new PhysicalMemory(o.MemoryBytes);
+        Control = o.Control ?? new FreeRunning();
+        MaxInstructions = o.MaxInstructions > 0 ? o.MaxInstructions : long.MaxValue;
+        ReservedSize = o.ReservedBytes;
+        ReservedBase = o.MemoryBytes - o.ReservedBytes;
+        console = o.Console;
+        boot = BootLayout.Write(Memory, o.Vcpus, ReservedBase, ReservedSize);
+        Vcpus = new Vcpu[o.Vcpus];
+        for (int i = 0; i < Vcpus.Length; i++) Vcpus[i] = new Vcpu(this, i);
+    }
+
+    public BootState BootState => boot;
+
+    public bool Stopping => stopping;
+
+    public ElfImage LoadElf(ReadOnlySpan<byte> file, string name) => Image = ElfLoader.Load(this, file, name);
+
+    public ElfImage LoadElf(string path)
+    {
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ImageException($"{path}: cannot read: {e.Message}"); }
+        return LoadElf(bytes, path);
+    }
+
+    /// <summary>Boots the BSP at the image's entry point (or at entry) and runs until the machine stops.</summary>
+    public RunResult Run(CancellationToken cancel = default, ulong? entry = null)
+    {
+        ulong rip = entry ?? Image?.Entry ?? throw new InvalidOperationException("no image loaded and no entry point given");
+        var bsp = Vcpus[0];
+        bsp.Reset(rip, BootLayout.BootStackTop, BootLayout.BootInfo, boot);
+        bsp.Started = true;
+        var sw = Stopwatch.StartNew();
+        using (cancel.Register(() => Stop(StopReason.Interrupted, 0, "interrupted by the host (Ctrl-C or cancellation)")))
+        {
+            Control.StartVcpu(this, bsp);
+            Control.Run(this);
+        }
+        sw.Stop();
+        lock (consoleLock) console?.Flush();
+        var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
+        return new RunResult(reason, exitStatus, message, sw.Elapsed, stats, hostException);
+    }
+
+    /// <summary>Stops the machine; the first reason wins. Safe from any thread.</summary>
+    public void Stop(StopReason why, int status, string text)
+    {
+        if (Interlocked.CompareExchange(ref stopped, 1, 0) != 0) return;
+        reason = why;
+        exitStatus = status;
+        message = text;
+        stopping = true;
+        foreach (var v in Vcpus) v.Poke();
+        StoppedEvent.Set();
+    }
+
+    /// <summary>An exception escaped the interpreter on a vCPU thread: a harness bug. Reported, never swallowed.</summary>
+    internal void HostFault(Vcpu? v, Exception e)
+    {
+        string where = v is null ? "the scheduler" : $"vCPU {v.Index} at rip 0x{v.Rip:x}";
+        if (Interlocked.CompareExchange(ref hostException, e, null) == null)
+            Stop(StopReason.HostError, 0, $"host exception on {where}: {e.GetType().Name}: {e.Message}");
+    }
+
+    // ---- devices -------------------------------------------------------------------------------
+
+    internal ulong PortIn(Vcpu v, ushort port, int size) => size == 4 ? 0xFFFF_FFFF : size == 2 ? 0xFFFFUL : 0xFFUL;
+
+    internal void PortOut(Vcpu v, ushort port, int size, ulong value)
+    {
+        switch (port)
+        {
+            case ConsolePort:
+                lock (consoleLock)
+                {
+                    console?.WriteByte((byte)value);
+                    if ((byte)value == (byte)'\n') console?.Flush();
+                }
+                break;
+            case ExitPort when size == 4:
+                Stop(StopReason.Exited, (int)(uint)value, $"guest exited with status {(uint)value} (vCPU {v.Index})");
+                break;
+        }
+    }
+
+    // ---- inter-processor interrupts --------------------------------------------------------------
+
+    /// <summary>A write to the x2APIC ICR: fixed IPIs and start-up IPIs, with destination shorthands.</summary>
+    internal void SendIpi(Vcpu from, ulong icr)
+    {
+        int vector = (int)(icr & 0xFF);
+        int mode = (int)(icr >> 8) & 7;
+        int shorthand = (int)(icr >> 18) & 3;
+        uint dest = (uint)(icr >> 32);
+        for (int i = 0; i < Vcpus.Length; i++)
+        {
+            bool hit = shorthand switch
+            {
+                0 => dest == 0xFFFF_FFFF || dest == (uint)i,
+                1 => i == from.Index,
+                2 => true,
+                _ => i != from.Index,
+            };
+            if (!hit) continue;
+            switch (mode)
+            {
+                case 0: case 1: // fixed, lowest priority (delivered as fixed)
+                    if (vector >= 16) Vcpus[i].Post(vector);
+                    break;
+                case 6:
+                    StartAp(i);
+                    break;
+                // INIT (5) and the other modes are accepted and ignored.
+            }
+        }
+    }
+
+    private void StartAp(int index)
+    {
+        var v = Vcpus[index];
+        lock (v) // concurrent start-up IPIs to the same AP: only the first starts it
+        {
+            if (v.Started) return;
+            ulong mb = BootLayout.MailboxAddress(index);
+            ulong rip = Memory.ReadU64(mb), rsp = Memory.ReadU64(mb + 8), arg = Memory.ReadU64(mb + 16);
+            v.Reset(rip, rsp, arg, boot);
+            v.Started = true;
+        }
+        Control.StartVcpu(this, v);
+    }
+
+    public void Dispose()
+    {
+        foreach (var v in Vcpus) v.Dispose();
+        Memory.Dispose();
+        StoppedEvent.Dispose();
+    }
+}

@@ -1,0 +1,87 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Harness.Machine.Decode;
+
+namespace Harness.Machine.Memory;
+
+/// <summary>
+/// Guest physical RAM: one zeroed native allocation, so aligned host loads and stores of up to
+/// 8 bytes are single-copy atomic across vCPU threads exactly as on the x86-64 host (TSO).
+/// Also owns the code-page map that makes writes to decoded code invalidate the decode cache.
+/// Physical addresses at or above Size read as all ones and ignore writes.
+/// </summary>
+public sealed unsafe class PhysicalMemory : IDisposable
+{
+    public const int PageShift = 12;
+    public const ulong PageSize = 1UL << PageShift;
+
+    public readonly ulong Size;
+    public readonly byte* Base;
+    /// <summary>One byte per physical page: non-zero while decoded blocks exist for the page.</summary>
+    internal readonly byte* CodeMap;
+    private readonly CodePage?[] codePages;
+
+    public PhysicalMemory(ulong size)
+    {
+        if (size < 2 * 1024 * 1024 || size % PageSize != 0)
+            throw new ArgumentException($"memory size must be a multiple of 4 KiB and at least 2 MiB (got {size})");
+        Size = size;
+        Base = (byte*)NativeMemory.AlignedAlloc((nuint)size, 4096);
+        NativeMemory.Clear(Base, (nuint)size);
+        CodeMap = (byte*)NativeMemory.AllocZeroed((nuint)(size >> PageShift));
+        codePages = new CodePage?[size >> PageShift];
+    }
+
+    public ulong PageCount => Size >> PageShift;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool InRam(ulong pa, ulong len = 1) => pa < Size && len <= Size - pa;
+
+    public Span<byte> Span(ulong pa, int len)
+    {
+        if (!InRam(pa, (ulong)len)) throw new ArgumentOutOfRangeException(nameof(pa), $"physical range 0x{pa:x}+{len} outside RAM");
+        return new Span<byte>(Base + pa, len);
+    }
+
+    public ulong ReadU64(ulong pa) => InRam(pa, 8) ? *(ulong*)(Base + pa) : ulong.MaxValue;
+    public uint ReadU32(ulong pa) => InRam(pa, 4) ? *(uint*)(Base + pa) : uint.MaxValue;
+
+    /// <summary>Host-side write (loader, boot setup, host call-outs): honours code invalidation.</summary>
+    public void Write(ulong pa, ReadOnlySpan<byte> data)
+    {
+        data.CopyTo(Span(pa, data.Length));
+        for (ulong p = pa >> PageShift; p <= (pa + (ulong)data.Length - 1) >> PageShift && data.Length > 0; p++)
+            if (CodeMap[p] != 0) InvalidateCode(p);
+    }
+
+    public void WriteU64(ulong pa, ulong v) { Span<byte> b = stackalloc byte[8]; BitConverter.TryWriteBytes(b, v); Write(pa, b); }
+    public void WriteU32(ulong pa, uint v) { Span<byte> b = stackalloc byte[4]; BitConverter.TryWriteBytes(b, v); Write(pa, b); }
+
+    /// <summary>
+    /// The page's decode cache, created on first use. The code-map byte is set and fenced before
+    /// the caller reads instruction bytes, so a write that lands after the fence finds it set.
+    /// </summary>
+    internal CodePage GetOrCreateCodePage(ulong ppn)
+    {
+        var page = Volatile.Read(ref codePages[ppn]);
+        if (page is not null) return page;
+        CodeMap[ppn] = 1;
+        Interlocked.MemoryBarrier();
+        var fresh = new CodePage(ppn);
+        return Interlocked.CompareExchange(ref codePages[ppn], fresh, null) ?? fresh;
+    }
+
+    /// <summary>Called after a write to a page with decoded code: every vCPU re-decodes it at its next block boundary.</summary>
+    internal void InvalidateCode(ulong ppn)
+    {
+        CodeMap[ppn] = 0;
+        var old = Interlocked.Exchange(ref codePages[ppn], null);
+        if (old is not null) old.Valid = false;
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(Base);
+        NativeMemory.Free(CodeMap);
+    }
+}

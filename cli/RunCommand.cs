@@ -1,0 +1,115 @@
+using System.CommandLine;
+using System.Text.Json;
+using Harness.Machine;
+using Harness.Machine.Boot;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Spectre.Console;
+
+namespace Harness.Cli;
+
+/// <summary>`harness run`: boot an ELF image (default: the bundled sample guest) and run it to completion.</summary>
+internal static class RunCommand
+{
+    public static Command Create()
+    {
+        var image = new Argument<FileInfo?>("image") { Description = "ELF64 x86-64 image to boot (default: the bundled sample guest, built if needed)", Arity = ArgumentArity.ZeroOrOne };
+        var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs (1..64)", DefaultValueFactory = _ => 2 };
+        var maxInsns = new Option<long>("--max-instructions") { Description = "stop when any vCPU has retired this many instructions (0 = no limit)" };
+        var memory = new Option<int>("--memory") { Description = "guest RAM in MiB", DefaultValueFactory = _ => 256 };
+        var stats = new Option<string?>("--stats") { Description = "print per-vCPU statistics to stderr: text or json" };
+        stats.AcceptOnlyFromAmong("text", "json");
+        var exec = new Option<string>("--exec") { Description = "execution control: free (real threads) or deterministic (one thread, round-robin)", DefaultValueFactory = _ => "free" };
+        exec.AcceptOnlyFromAmong("free", "deterministic");
+        var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
+
+        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, vcpus, maxInsns, memory, stats, exec, quantum };
+        cmd.SetAction((r, ct) => Task.FromResult(Run(
+            r.GetValue(image), r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
+            r.GetValue(exec)!, r.GetValue(quantum), ct)));
+        return cmd;
+    }
+
+    private static int Run(FileInfo? image, int vcpus, long maxInsns, int memoryMiB, string? stats, string exec, long quantum, CancellationToken ct)
+    {
+        string? error = vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
+            : memoryMiB < 8 ? $"--memory must be at least 8 (MiB) (got {memoryMiB})"
+            : maxInsns < 0 ? $"--max-instructions must not be negative (got {maxInsns})"
+            : quantum < 1 ? $"--quantum must be positive (got {quantum})"
+            : image is { Exists: false } ? $"image not found: {image.FullName}"
+            : null;
+        if (error is not null) { Console.Error.WriteLine($"harness: {error}"); return ExitCodes.BadInput; }
+        string path;
+        try { path = image?.FullName ?? DefaultImage.Ensure(); }
+        catch (DefaultImage.BuildException e) { Console.Error.WriteLine($"harness: {e.Message}"); return ExitCodes.BadInput; }
+
+        ExecutionControl control = exec == "deterministic" ? new Deterministic(quantum) : new FreeRunning();
+        using var stdout = Console.OpenStandardOutput();
+        using var machine = new Harness.Machine.Machine(new MachineOptions
+        {
+            Vcpus = vcpus,
+            MemoryBytes = (ulong)memoryMiB << 20,
+            MaxInstructions = maxInsns,
+            Control = control,
+            Console = stdout,
+        });
+        try { machine.LoadElf(path); }
+        catch (ImageException e) { Console.Error.WriteLine($"harness: bad image: {e.Message}"); return ExitCodes.BadInput; }
+
+        // Ctrl-C: stop the machine cleanly (output flushed, stats printed) instead of killing the process.
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        RunResult result;
+        try { result = machine.Run(cts.Token); }
+        finally { Console.CancelKeyPress -= onCancel; }
+        stdout.Flush();
+
+        if (result.Reason != StopReason.Exited) Console.Error.WriteLine($"harness: machine stopped: {result.Reason}: {result.Message}");
+        if (result.HostException is { } hx) Console.Error.WriteLine(hx);
+        if (stats is not null) PrintStats(result, stats, control.Name);
+        return ExitCodes.For(result);
+    }
+
+    private static void PrintStats(RunResult r, string format, string control)
+    {
+        double secs = Math.Max(r.Wall.TotalSeconds, 1e-9);
+        if (format == "json")
+        {
+            var doc = new
+            {
+                reason = r.Reason.ToString(),
+                exitStatus = r.ExitStatus,
+                control,
+                wallSeconds = r.Wall.TotalSeconds,
+                totalInstructions = r.TotalInstructions,
+                guestMips = r.TotalInstructions / secs / 1e6,
+                vcpus = r.Vcpus.Select(v => new { index = v.Index, started = v.Started, instructions = v.Instructions, blocksDecoded = v.BlocksDecoded, interrupts = v.Interrupts, exceptions = v.Exceptions }),
+            };
+            Console.Error.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        var t = new Table().AddColumns("vCPU", "instructions", "blocks decoded", "interrupts", "exceptions");
+        foreach (var v in r.Vcpus.Where(v => v.Started))
+            t.AddRow(v.Index.ToString(), v.Instructions.ToString("N0"), v.BlocksDecoded.ToString("N0"), v.Interrupts.ToString("N0"), v.Exceptions.ToString("N0"));
+        console.Write(t);
+        console.WriteLine($"control {control}; stop {r.Reason}; wall {r.Wall.TotalMilliseconds:F1} ms; {r.TotalInstructions:N0} instructions; {r.TotalInstructions / secs / 1e6:F1} guest MIPS");
+    }
+}
+
+/// <summary>Process exit codes: the guest's status when it exits, fixed codes for every other stop (docs/cli.md).</summary>
+internal static class ExitCodes
+{
+    public const int BadInput = 2, InstructionLimit = 124, MachineFault = 125, Deadlock = 126, Interrupted = 130;
+
+    public static int For(RunResult r) => r.Reason switch
+    {
+        // The guest's 32-bit status maps to the low 8 bits; a non-zero status never maps to 0.
+        StopReason.Exited => r.ExitStatus == 0 ? 0 : (r.ExitStatus & 0xFF) == 0 ? 1 : r.ExitStatus & 0xFF,
+        StopReason.InstructionLimit => InstructionLimit,
+        StopReason.Deadlock => Deadlock,
+        StopReason.Interrupted => Interrupted,
+        _ => MachineFault,
+    };
+}

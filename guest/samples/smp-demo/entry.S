@@ -1,0 +1,220 @@
+/*
+ * smp-demo: entry points, descriptor-table reload, interrupt stubs and the
+ * exception-test routines with their fixup-table entries.
+ *
+ * Linked at 0xFFFFFFFF80100000 (-mcmodel=kernel), loaded at physical 0x100000.
+ * The machine enters _start in 64-bit mode with the first 4 GiB identity
+ * mapped and physical 0..2 GiB aliased at 0xFFFFFFFF80000000.
+ */
+
+/* Record a fault address -> fixup address pair (cf. Linux's __ex_table). */
+#define EX_ENTRY(fault, fixup)          \
+    .pushsection __ex_table, "a";       \
+    .balign 8;                          \
+    .quad fault, fixup;                 \
+    .popsection
+
+    .section .text.entry, "ax"
+
+/* BSP entry: RDI = physical address of the boot-info block. */
+    .globl _start
+    .type _start, @function
+_start:
+    cli
+    cld
+    movq    %rdi, %r12                  /* keep the boot-info pointer */
+
+    /* Zero .bss (the loader should already have; be defensive). */
+    leaq    __bss_start(%rip), %rdi
+    leaq    __bss_end(%rip), %rcx
+    subq    %rdi, %rcx
+    shrq    $3, %rcx
+    xorl    %eax, %eax
+    rep stosq
+
+    leaq    bsp_stack_top(%rip), %rsp   /* 16-byte aligned */
+    xorl    %ebp, %ebp
+    movq    %r12, %rdi
+    call    bsp_main
+1:  cli
+    hlt
+    jmp     1b
+    .size _start, . - _start
+
+/* AP entry: RSP = mailbox rsp, RDI = mailbox arg (cpu index). */
+    .globl ap_entry
+    .type ap_entry, @function
+ap_entry:
+    cli
+    cld
+    andq    $-16, %rsp
+    xorl    %ebp, %ebp
+    call    ap_main
+1:  cli
+    hlt
+    jmp     1b
+    .size ap_entry, . - ap_entry
+
+    .text
+
+/*
+ * void gdt_load(const struct desc_ptr *gdtr)
+ * lgdt, reload CS with a far return, reload the data segments, load TR.
+ */
+    .globl gdt_load
+    .type gdt_load, @function
+gdt_load:
+    lgdt    (%rdi)
+    pushq   $0x08                       /* new CS */
+    leaq    1f(%rip), %rax
+    pushq   %rax                        /* new RIP */
+    lretq
+1:  movl    $0x10, %eax
+    movw    %ax, %ds
+    movw    %ax, %es
+    movw    %ax, %ss
+    movl    $0x18, %eax
+    ltr     %ax
+    ret
+    .size gdt_load, . - gdt_load
+
+/*
+ * Interrupt stubs: 256 of them, each 16-byte aligned, so the stub for
+ * vector v is at isr_stubs + 16*v. Vectors without a CPU-pushed error code
+ * push a dummy 0 so every frame looks the same; then the vector is pushed.
+ * Error-code vectors: 8, 10-14, 17, 21, 29, 30.
+ */
+    .p2align 4
+    .globl isr_stubs
+isr_stubs:
+    .set vec, 0
+    .rept 256
+    .p2align 4
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    pushq   $0
+    .endif
+    pushq   $vec
+    jmp     isr_common
+    .set vec, vec + 1
+    .endr
+
+/*
+ * Common path. Stack on entry (low to high): vector, error code, RIP, CS,
+ * RFLAGS, RSP, SS. After the 15 pushes below the stack holds a struct
+ * int_frame (demo.h); isr_dispatch(frame) may rewrite any field, including
+ * RIP for exception fixups.
+ */
+    .p2align 4
+isr_common:
+    pushq   %rax
+    pushq   %rbx
+    pushq   %rcx
+    pushq   %rdx
+    pushq   %rsi
+    pushq   %rdi
+    pushq   %rbp
+    pushq   %r8
+    pushq   %r9
+    pushq   %r10
+    pushq   %r11
+    pushq   %r12
+    pushq   %r13
+    pushq   %r14
+    pushq   %r15
+    cld
+    movq    %rsp, %rdi                  /* arg: struct int_frame * */
+    movq    %rsp, %rbx                  /* callee-saved copy of the frame pointer */
+    andq    $-16, %rsp                  /* ABI alignment for the C call */
+    call    isr_dispatch
+    movq    %rbx, %rsp
+    popq    %r15
+    popq    %r14
+    popq    %r13
+    popq    %r12
+    popq    %r11
+    popq    %r10
+    popq    %r9
+    popq    %r8
+    popq    %rbp
+    popq    %rdi
+    popq    %rsi
+    popq    %rdx
+    popq    %rcx
+    popq    %rbx
+    popq    %rax
+    addq    $16, %rsp                   /* drop vector and error code */
+    iretq
+
+/* ---- exception tests ------------------------------------------------- */
+
+/* u64 test_breakpoint(void): returns the address following the int3. */
+    .globl test_breakpoint
+    .type test_breakpoint, @function
+test_breakpoint:
+    int3
+1:  leaq    1b(%rip), %rax
+    ret
+    .size test_breakpoint, . - test_breakpoint
+
+/* int test_divide_error(void): 1 if the #DE was recovered via the fixup. */
+    .globl test_divide_error
+    .type test_divide_error, @function
+test_divide_error:
+    movl    $1, %eax
+    xorl    %edx, %edx
+    xorl    %ecx, %ecx
+1:  divl    %ecx                        /* #DE */
+    xorl    %eax, %eax
+    ret
+2:  movl    $1, %eax
+    ret
+    EX_ENTRY(1b, 2b)
+    .size test_divide_error, . - test_divide_error
+
+/* int test_invalid_opcode(void) */
+    .globl test_invalid_opcode
+    .type test_invalid_opcode, @function
+test_invalid_opcode:
+1:  ud2                                 /* #UD */
+    xorl    %eax, %eax
+    ret
+2:  movl    $1, %eax
+    ret
+    EX_ENTRY(1b, 2b)
+    .size test_invalid_opcode, . - test_invalid_opcode
+
+/* int test_general_protection(void): load from a non-canonical address. */
+    .globl test_general_protection
+    .type test_general_protection, @function
+test_general_protection:
+    movabsq $0x8000000000000000, %rdx
+1:  movq    (%rdx), %rax                /* #GP(0) */
+    xorl    %eax, %eax
+    ret
+2:  movl    $1, %eax
+    ret
+    EX_ENTRY(1b, 2b)
+    .size test_general_protection, . - test_general_protection
+
+/* int test_page_fault(u64 addr): load from an unmapped address. */
+    .globl test_page_fault
+    .type test_page_fault, @function
+test_page_fault:
+1:  movq    (%rdi), %rax                /* #PF, not-present read */
+    xorl    %eax, %eax
+    ret
+2:  movl    $1, %eax
+    ret
+    EX_ENTRY(1b, 2b)
+    .size test_page_fault, . - test_page_fault
+
+/* ---- BSP boot stack -------------------------------------------------- */
+
+    .bss
+    .balign 16
+bsp_stack:
+    .skip 16384
+bsp_stack_top:
+
+    .section .note.GNU-stack, "", @progbits
