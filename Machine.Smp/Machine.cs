@@ -88,12 +88,16 @@ public sealed class Machine : IDisposable
         return LoadElf(bytes, path);
     }
 
-    /// <summary>Boots the BSP at the image's entry point (or at entry) and runs until the machine stops.</summary>
-    public RunResult Run(CancellationToken cancel = default, ulong? entry = null)
+    /// <summary>
+    /// Boots the BSP at the image's entry point (or at entry) and runs until the machine stops.
+    /// setup, if given, adjusts the BSP's initial state after the boot-protocol reset (tests use it).
+    /// </summary>
+    public RunResult Run(CancellationToken cancel = default, ulong? entry = null, Action<Vcpu>? setup = null)
     {
         ulong rip = entry ?? Image?.Entry ?? throw new InvalidOperationException("no image loaded and no entry point given");
         var bsp = Vcpus[0];
         bsp.Reset(rip, BootLayout.BootStackTop, BootLayout.BootInfo, boot);
+        setup?.Invoke(bsp);
         bsp.Started = true;
         var sw = Stopwatch.StartNew();
         using (cancel.Register(() => Stop(StopReason.Interrupted, 0, "interrupted by the host (Ctrl-C or cancellation)")))
