@@ -3,4 +3,13 @@ using Harness.Cli;
 
 var root = new RootCommand("harness: an emulated multi-vCPU x86-64 machine for testing kernel binary translators");
 root.Subcommands.Add(RunCommand.Create());
-return await root.Parse(args).InvokeAsync();
+var parsed = root.Parse(args);
+// Bad arguments (unparsable values, unknown options, missing command) exit 2 like every other bad
+// input (System.CommandLine's default is 1, which a guest can also return).
+if (parsed.Errors.Count > 0)
+{
+    foreach (var e in parsed.Errors) Console.Error.WriteLine($"harness: {e.Message}");
+    Console.Error.WriteLine("harness: see 'harness run --help'");
+    return ExitCodes.BadInput;
+}
+return await parsed.InvokeAsync();

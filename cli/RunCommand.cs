@@ -16,7 +16,7 @@ internal static class RunCommand
         var image = new Argument<FileInfo?>("image") { Description = "ELF64 x86-64 image to boot (default: the bundled sample guest, built if needed)", Arity = ArgumentArity.ZeroOrOne };
         var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs (1..64)", DefaultValueFactory = _ => 2 };
         var maxInsns = new Option<long>("--max-instructions") { Description = "stop when any vCPU has retired this many instructions (0 = no limit)" };
-        var memory = new Option<int>("--memory") { Description = "guest RAM in MiB", DefaultValueFactory = _ => 256 };
+        var memory = new Option<int>("--memory") { Description = "guest RAM in MiB (18..65536)", DefaultValueFactory = _ => 256 };
         var stats = new Option<string?>("--stats") { Description = "print per-vCPU statistics to stderr: text or json" };
         stats.AcceptOnlyFromAmong("text", "json");
         var exec = new Option<string>("--exec") { Description = "execution control: free (real threads) or deterministic (one thread, round-robin)", DefaultValueFactory = _ => "free" };
@@ -30,10 +30,13 @@ internal static class RunCommand
         return cmd;
     }
 
+    // The machine reserves the top 16 MiB and needs 2 MiB below it (Machine's constructor checks it).
+    private const int MinMemoryMiB = 18, MaxMemoryMiB = 64 * 1024;
+
     private static int Run(FileInfo? image, int vcpus, long maxInsns, int memoryMiB, string? stats, string exec, long quantum, CancellationToken ct)
     {
         string? error = vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
-            : memoryMiB < 8 ? $"--memory must be at least 8 (MiB) (got {memoryMiB})"
+            : memoryMiB < MinMemoryMiB || memoryMiB > MaxMemoryMiB ? $"--memory must be between {MinMemoryMiB} and {MaxMemoryMiB} (MiB; the top 16 MiB are reserved) (got {memoryMiB})"
             : maxInsns < 0 ? $"--max-instructions must not be negative (got {maxInsns})"
             : quantum < 1 ? $"--quantum must be positive (got {quantum})"
             : image is { Exists: false } ? $"image not found: {image.FullName}"
@@ -45,14 +48,29 @@ internal static class RunCommand
 
         ExecutionControl control = exec == "deterministic" ? new Deterministic(quantum) : new FreeRunning();
         using var stdout = Console.OpenStandardOutput();
-        using var machine = new Harness.Machine.Machine(new MachineOptions
+        Harness.Machine.Machine created;
+        try
         {
-            Vcpus = vcpus,
-            MemoryBytes = (ulong)memoryMiB << 20,
-            MaxInstructions = maxInsns,
-            Control = control,
-            Console = stdout,
-        });
+            created = new Harness.Machine.Machine(new MachineOptions
+            {
+                Vcpus = vcpus,
+                MemoryBytes = (ulong)memoryMiB << 20,
+                MaxInstructions = maxInsns,
+                Control = control,
+                Console = stdout,
+            });
+        }
+        catch (OutOfMemoryException)
+        {
+            Console.Error.WriteLine($"harness: cannot allocate {memoryMiB} MiB of guest RAM on this host (--memory)");
+            return ExitCodes.BadInput;
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            Console.Error.WriteLine($"harness: bad machine configuration: {e.Message}");
+            return ExitCodes.BadInput;
+        }
+        using var machine = created;
         try { machine.LoadElf(path); }
         catch (ImageException e) { Console.Error.WriteLine($"harness: bad image: {e.Message}"); return ExitCodes.BadInput; }
 
