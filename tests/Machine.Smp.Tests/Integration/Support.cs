@@ -1,0 +1,215 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Text;
+using Harness.Machine.Control;
+using Iced.Intel;
+using Xunit;
+
+namespace Harness.Machine.Tests.Integration;
+
+/// <summary>Shared helpers for the integration suite: repository paths, guest assembly, ELF writing, machine runs.</summary>
+internal static class Support
+{
+    public const ulong Code = 0x100000;
+    public const ulong Ram = 32UL << 20;
+
+    private static readonly Lazy<string> root = new(() =>
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "Harness.sln"))) return d.FullName;
+        throw new InvalidOperationException($"repository root (the folder holding Harness.sln) not found above {AppContext.BaseDirectory}");
+    });
+
+    public static string RepoRoot => root.Value;
+
+    public static string IntegrationDir => Path.Combine(RepoRoot, "tests", "Machine.Smp.Tests", "Integration");
+
+    /// <summary>Assembles 64-bit code at the given address.</summary>
+    public static byte[] Asm(Action<Assembler> body, ulong at = Code)
+    {
+        var a = new Assembler(64);
+        body(a);
+        using var ms = new MemoryStream();
+        a.Assemble(new StreamCodeWriter(ms), at);
+        return ms.ToArray();
+    }
+
+    public static Machine NewMachine(int vcpus, ExecutionControl control, Stream? console = null, long maxInstructions = 10_000_000) =>
+        new(new MachineOptions
+        {
+            Vcpus = vcpus,
+            MemoryBytes = Ram,
+            ReservedBytes = 1UL << 20,
+            Control = control,
+            MaxInstructions = maxInstructions,
+            Console = console,
+        });
+
+    /// <summary>Runs raw code at 0x100000 with a watchdog so a hung machine fails the test instead of the suite.</summary>
+    public static RunResult RunCode(byte[] code, int vcpus = 1, ExecutionControl? control = null, long maxInstructions = 10_000_000,
+        Action<Machine>? prepare = null, Stream? console = null)
+    {
+        using var m = NewMachine(vcpus, control ?? new Deterministic(100), console, maxInstructions);
+        m.Memory.Write(Code, code);
+        prepare?.Invoke(m);
+        return RunWithWatchdog(m, entry: Code);
+    }
+
+    public static RunResult RunWithWatchdog(Machine m, ulong? entry = null, TimeSpan? limit = null)
+    {
+        using var cts = new CancellationTokenSource(limit ?? TimeSpan.FromSeconds(20));
+        var r = m.Run(cts.Token, entry);
+        Assert.False(r.Reason == Harness.Machine.Cpu.StopReason.Interrupted && cts.IsCancellationRequested,
+            $"watchdog: the machine did not stop within {(limit ?? TimeSpan.FromSeconds(20)).TotalSeconds} s");
+        return r;
+    }
+
+    public static string Hex(ulong v) => $"0x{v:x}";
+}
+
+/// <summary>A tiny ELF64 writer: a header, program headers right after it, then each segment's bytes.</summary>
+internal sealed class ElfBuilder
+{
+    public sealed record Segment(ulong PAddr, ulong VAddr, byte[] Data, ulong MemSize, uint Type = 1, uint Flags = 7);
+
+    public byte Class = 2, DataEncoding = 1;
+    public ushort Type = 2, MachineId = 62, PhEntSize = 56;
+    public ulong Entry = Support.Code;
+    public ulong? PhOffOverride;
+    public ushort? PhNumOverride;
+    public List<Segment> Segments = [];
+    /// <summary>Added to each segment's p_offset after layout (to point it past the file).</summary>
+    public ulong OffsetSkew;
+
+    public static ElfBuilder For(byte[] code, ulong at = Support.Code) => new() { Entry = at, Segments = { new Segment(at, at, code, (ulong)code.Length) } };
+
+    public byte[] Build()
+    {
+        int phnum = Segments.Count;
+        int dataStart = 64 + phnum * 56;
+        var offsets = new List<int>();
+        int pos = (dataStart + 15) & ~15;
+        foreach (var s in Segments) { offsets.Add(pos); pos = (pos + s.Data.Length + 15) & ~15; }
+        var f = new byte[pos];
+        f[0] = 0x7F; f[1] = (byte)'E'; f[2] = (byte)'L'; f[3] = (byte)'F';
+        f[4] = Class; f[5] = DataEncoding; f[6] = 1;
+        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(16), Type);
+        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(18), MachineId);
+        BinaryPrimitives.WriteUInt32LittleEndian(f.AsSpan(20), 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(f.AsSpan(24), Entry);
+        BinaryPrimitives.WriteUInt64LittleEndian(f.AsSpan(32), PhOffOverride ?? 64);
+        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(52), 64);
+        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(54), PhEntSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(56), PhNumOverride ?? (ushort)phnum);
+        for (int i = 0; i < phnum; i++)
+        {
+            var s = Segments[i];
+            var ph = f.AsSpan(64 + i * 56);
+            BinaryPrimitives.WriteUInt32LittleEndian(ph, s.Type);
+            BinaryPrimitives.WriteUInt32LittleEndian(ph[4..], s.Flags);
+            BinaryPrimitives.WriteUInt64LittleEndian(ph[8..], (ulong)offsets[i] + OffsetSkew);
+            BinaryPrimitives.WriteUInt64LittleEndian(ph[16..], s.VAddr);
+            BinaryPrimitives.WriteUInt64LittleEndian(ph[24..], s.PAddr);
+            BinaryPrimitives.WriteUInt64LittleEndian(ph[32..], (ulong)s.Data.Length);
+            BinaryPrimitives.WriteUInt64LittleEndian(ph[40..], s.MemSize);
+            BinaryPrimitives.WriteUInt64LittleEndian(ph[48..], 0x1000);
+            s.Data.CopyTo(f.AsSpan(offsets[i]));
+        }
+        return f;
+    }
+}
+
+/// <summary>Builds guest/build/samples/smp-demo.elf once (guest/build.sh) for the whole suite.</summary>
+public sealed class SampleGuestFixture
+{
+    private readonly Lazy<byte[]> image;
+
+    public SampleGuestFixture() => image = new(Build, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    public string ImagePath => Path.Combine(Support.RepoRoot, "guest", "build", "samples", "smp-demo.elf");
+
+    public byte[] Image => image.Value;
+
+    private byte[] Build()
+    {
+        string script = Path.Combine(Support.RepoRoot, "guest", "build.sh");
+        var psi = new ProcessStartInfo("bash", [script]) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Support.RepoRoot };
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+            throw new InvalidOperationException($"guest/build.sh failed (exit {p.ExitCode}): {stderr.Result.Trim()}\n{stdout.Trim()}");
+        return File.ReadAllBytes(ImagePath);
+    }
+
+    /// <summary>The expected console output for n vCPUs, from the checked-in 2-vCPU file.</summary>
+    public static string Expected(int n)
+    {
+        string template = File.ReadAllText(Path.Combine(Support.IntegrationDir, "smp-demo.expected.txt")).ReplaceLineEndings("\n");
+        var sb = new StringBuilder();
+        bool cpusDone = false;
+        foreach (var line in template.Split('\n'))
+        {
+            if (line.StartsWith("cpu ") && line.Contains(": apic-id "))
+            {
+                if (cpusDone) continue;
+                cpusDone = true;
+                for (int k = 0; k < n; k++) sb.Append($"cpu {k}: apic-id {k} ticks>=3 ok\n");
+            }
+            else if (line.StartsWith("cpus: ")) sb.Append($"cpus: {n}\n");
+            else if (line.StartsWith("counter: ")) sb.Append($"counter: {1000 * n}\n");
+            else if (line.Length > 0) sb.Append(line).Append('\n');
+        }
+        return sb.ToString();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class SampleGuestCollection : ICollectionFixture<SampleGuestFixture>
+{
+    public const string Name = "sample guest";
+}
+
+/// <summary>Runs the built harness CLI (cli/bin/Release/net10.0/harness.dll), building it first when missing or stale.</summary>
+public sealed class CliFixture
+{
+    public string Dll { get; }
+
+    public CliFixture()
+    {
+        Dll = Path.Combine(Support.RepoRoot, "cli", "bin", "Release", "net10.0", "harness.dll");
+        var cliDir = Path.Combine(Support.RepoRoot, "cli");
+        DateTime newestSource = Directory.EnumerateFiles(cliDir, "*.cs", SearchOption.TopDirectoryOnly)
+            .Concat([Path.Combine(cliDir, "cli.csproj")])
+            .Select(File.GetLastWriteTimeUtc).Max();
+        if (!File.Exists(Dll) || File.GetLastWriteTimeUtc(Dll) < newestSource)
+        {
+            var (code, output, error) = Exec("dotnet", ["build", cliDir, "-c", "Release", "-nologo", "-v", "q"], TimeSpan.FromMinutes(3));
+            if (code != 0 || !File.Exists(Dll)) throw new InvalidOperationException($"building the CLI failed (exit {code}):\n{output}\n{error}");
+        }
+    }
+
+    public (int Code, string Stdout, string Stderr) Run(params string[] args) =>
+        Exec("dotnet", [Dll, .. args], TimeSpan.FromSeconds(60));
+
+    public static (int, string, string) Exec(string file, string[] args, TimeSpan timeout)
+    {
+        var psi = new ProcessStartInfo(file, args)
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Support.RepoRoot,
+            StandardOutputEncoding = Encoding.UTF8, StandardErrorEncoding = Encoding.UTF8,
+        };
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeout))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
+        }
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+}
