@@ -138,7 +138,8 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void SetArith(ulong mask, ulong values)
     {
-        MaterializeFlags();
+        if (mask == Cpu.Rflags.Arith) S->LazyOp = 0; // every arithmetic flag is replaced: nothing to compute
+        else MaterializeFlags();
         S->RflagsRaw = (S->RflagsRaw & ~mask) | (values & mask);
     }
 

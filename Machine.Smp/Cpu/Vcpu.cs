@@ -99,64 +99,82 @@ public sealed unsafe partial class Vcpu : IDisposable
 
     // ---- the interpreter loop ------------------------------------------------------------------
 
+    // The instruction being executed and its block's first instruction: read only when a handler
+    // throws, to find the faulting instruction (the hot loop keeps no EH-visible state of its own).
+    private Insn* curInsn, blockStart;
+
     /// <summary>Runs until the machine stops, the vCPU idles, or the control's slice ends.</summary>
     public RunExit Run()
     {
         long slice = Control.Slice;
         sliceEnd = slice == long.MaxValue ? long.MaxValue : S->Retired + slice;
         nextEvent = 0;
-        try
+        while (true)
         {
-            while (true)
+            try
             {
-                if (eventFlag != 0 || S->Retired >= nextEvent)
-                {
-                    var exit = Service();
-                    if (exit is { } e) return e;
-                    if (S->Halted != 0) continue;
-                }
-                var block = Lookup(S->Rip);
-                long budget = nextEvent - S->Retired;
-                ExecBlock(block, budget < block.Count ? (int)budget : block.Count);
+                return Loop();
             }
-        }
-        catch (MachineStop stop)
-        {
-            Machine.Stop(stop.Reason, 0, $"vCPU {Index}: {stop.Message}");
-            return RunExit.Stopped;
-        }
-        catch (Exception e)
-        {
-            Machine.HostFault(this, e);
-            return RunExit.Stopped;
+            catch (GuestFault f) when (curInsn != null)
+            {
+                try
+                {
+                    ref Insn x = ref *curInsn;
+                    S->Retired += curInsn - blockStart;
+                    curInsn = null;
+                    S->Rip = x.Ip;
+                    RaiseException(f, ref x);
+                }
+                catch (MachineStop stop) { Machine.Stop(stop.Reason, 0, $"vCPU {Index}: {stop.Message}"); return RunExit.Stopped; }
+                catch (Exception e) { Machine.HostFault(this, e); return RunExit.Stopped; }
+            }
+            catch (MachineStop stop)
+            {
+                Machine.Stop(stop.Reason, 0, $"vCPU {Index}: {stop.Message}");
+                return RunExit.Stopped;
+            }
+            catch (Exception e)
+            {
+                Machine.HostFault(this, e);
+                return RunExit.Stopped;
+            }
         }
     }
 
-    private void ExecBlock(Block block, int n)
+    /// <summary>
+    /// The interpreter loop. Per block: check events, find the block, run its instructions through
+    /// their handler pointers, then advance guest time once. No try region here, so the JIT keeps
+    /// the loop state in registers.
+    /// </summary>
+    private RunExit Loop()
     {
-        var insns = block.Insns;
-        long start = S->Retired;
-        BreakBlock = false;
-        int i = 0;
-        try
+        var s = S;
+        while (true)
         {
+            if (eventFlag != 0 || s->Retired >= nextEvent)
+            {
+                var exit = Service();
+                if (exit is { } e) return e;
+                continue;
+            }
+            var block = Lookup(s->Rip);
+            long budget = nextEvent - s->Retired;
+            Insn* p = block.Ptr;
+            Insn* end = p + (budget < block.Count ? (int)budget : block.Count);
+            blockStart = p;
+            BreakBlock = false;
             do
             {
-                ref Insn x = ref insns[i];
-                x.Exec(this, ref x);
-                S->Retired++;
+                curInsn = p;
+                p->Exec(this, ref *p);
+                p++;
             }
-            while (++i < n && !BreakBlock);
+            while (p < end && !BreakBlock);
+            curInsn = null;
+            s->Retired += p - blockStart;
+            Insn* last = p - 1;
+            if ((last->Flags & InsnFlags.Branch) == 0) s->Rip = last->NextIp;
         }
-        catch (GuestFault f)
-        {
-            ref Insn x = ref insns[(int)(S->Retired - start)];
-            S->Rip = x.Ip;
-            RaiseException(f, ref x);
-            return;
-        }
-        ref Insn last = ref insns[i - 1];
-        if (!last.Has(InsnFlags.Branch)) S->Rip = last.NextIp;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -221,7 +239,13 @@ public sealed unsafe partial class Vcpu : IDisposable
                 Apic.Acknowledge(vector);
                 S->Halted = 0;
                 InterruptsDelivered++;
-                DeliverEvent(vector, EventKind.External, 0, S->Rip);
+                try { DeliverEvent(vector, EventKind.External, 0, S->Rip); }
+                catch (GuestFault g)
+                {
+                    // The IDT, gate or stack is bad: the fault is raised at the interrupted instruction.
+                    var at = new Insn { Ip = S->Rip, NextIp = S->Rip, Code = Iced.Intel.Code.INVALID };
+                    RaiseException(g, ref at);
+                }
                 continue;
             }
             if (now >= sliceEnd) return RunExit.SliceEnd;

@@ -70,7 +70,11 @@ internal sealed unsafe class BlockBuilder
                 if (count == 0) throw nextPageFault ?? GuestFault.Ud();
                 break;
             }
+            // Instructions that read or set guest time run as the first instruction of their block,
+            // where the interpreter's time (updated once per block) is exact.
+            if (count > 0 && OpTable.ReadsTime(ins)) break;
             var kind = OpTable.Build(ref scratch[count], ins);
+            if (OpTable.ReadsTime(ins)) kind |= RuleKind.EndsBlock;
             count++;
             bool crosses = ins.Length > avail;
             if (crosses) page2 = mem.GetOrCreateCodePage(pa2 >> PhysicalMemory.PageShift);
@@ -78,7 +82,9 @@ internal sealed unsafe class BlockBuilder
             ipa += (ulong)ins.Length;
             if (kind != RuleKind.Plain || crosses || (ipa & 0xFFF) == 0) break;
         }
-        var block = new Block { Insns = scratch.AsSpan(0, count).ToArray(), Count = count, PhysStart = pa, Page = page, Page2 = page2 };
+        var pinned = GC.AllocateArray<Insn>(count, pinned: true);
+        scratch.AsSpan(0, count).CopyTo(pinned);
+        var block = new Block { Insns = pinned, Count = count, PhysStart = pa, Page = page, Page2 = page2 };
         // Re-reading the bytes is unnecessary: a write after the code map was set invalidates the page,
         // and the block is then rebuilt at the next lookup.
         Interlocked.CompareExchange(ref page.Blocks[off], block, existing);

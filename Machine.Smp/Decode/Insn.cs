@@ -46,9 +46,16 @@ public enum InsnFlags : ushort
 }
 
 /// <summary>A run of decoded instructions ending at a control transfer, a system instruction or a page end.</summary>
-public sealed class Block
+public sealed unsafe class Block
 {
-    public required Insn[] Insns;
+    /// <summary>Pinned (POH) so the interpreter walks it with a pointer: no bounds checks, no EH-spilled index.</summary>
+    public Insn[] Insns
+    {
+        get => insns;
+        init { insns = value; Ptr = (Insn*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref value[0]); }
+    }
+    private readonly Insn[] insns = null!;
+    public Insn* Ptr { get; private init; }
     public required int Count;
     public required ulong PhysStart;
     public required CodePage Page;

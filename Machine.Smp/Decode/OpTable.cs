@@ -56,6 +56,18 @@ internal static unsafe class OpTable
 
     public static bool IsSupported(Mnemonic m) => known[(int)m];
 
+    /// <summary>
+    /// Instructions whose result depends on, or that set something relative to, the current guest
+    /// time (rdtsc, the APIC timer MSRs, the sti and mov-ss interrupt shadows). The block builder
+    /// gives each its own block, where the interpreter's time (updated once per block) is exact.
+    /// </summary>
+    public static bool ReadsTime(in Instruction ins) => ins.Mnemonic switch
+    {
+        Mnemonic.Rdtsc or Mnemonic.Rdtscp or Mnemonic.Rdmsr or Mnemonic.Wrmsr or Mnemonic.Sti => true,
+        Mnemonic.Mov or Mnemonic.Pop => ins.Op0Kind == OpKind.Register && ins.Op0Register == Register.SS,
+        _ => false,
+    };
+
     /// <summary>Fills x from ins. Returns the rule kind; sets x.Exec to a stop handler when unsupported.</summary>
     public static RuleKind Build(ref Insn x, in Instruction ins)
     {
