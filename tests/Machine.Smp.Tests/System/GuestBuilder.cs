@@ -56,9 +56,21 @@ public sealed class Guest : IDisposable
 
     public string ConsoleText => global::System.Text.Encoding.ASCII.GetString(ConsoleStream.ToArray());
 
-    /// <summary>An IDT gate (64-bit interrupt gate 0x8E, or trap gate 0x8F) pointing at handler.</summary>
+    /// <summary>
+    /// An IDT gate (64-bit interrupt gate 0x8E, or trap gate 0x8F) pointing at handler. Iced labels
+    /// are values: pass the label after <c>A.Label(ref l)</c> emitted it, or use <see cref="HandlerHere"/>.
+    /// </summary>
     public void Gate(int vector, Label handler, bool trap = false, int dpl = 0, int ist = 0, bool present = true)
         => gates[vector] = (handler, trap, dpl, ist, present);
+
+    /// <summary>Emits a label here and points the IDT gate for vector at it.</summary>
+    public Label HandlerHere(int vector, bool trap = false, int dpl = 0, int ist = 0, bool present = true)
+    {
+        var l = A.CreateLabel($"vec{vector:x}");
+        A.Label(ref l);
+        Gate(vector, l, trap, dpl, ist, present);
+        return l;
+    }
 
     /// <summary>Emits: lgdt, lidt (limit 0xFFF), ltr 0x30, mov rsp, KStackTop.</summary>
     public void Prologue(bool loadTss = true, ulong stack = KStackTop)
