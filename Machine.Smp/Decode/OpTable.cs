@@ -85,6 +85,7 @@ internal static unsafe class OpTable
         ref readonly Rule r = ref rules[(int)ins.Mnemonic];
         x.Sub = r.Sub;
         if (!r.Build(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return RuleKind.EndsBlock; }
+        Exec.Specialized.Apply(ref x, ins);
         var kind = r.Kind;
         if (x.Has(InsnFlags.Branch)) kind |= RuleKind.Branch;
         if (x.Has(InsnFlags.EndsBlock)) kind |= RuleKind.EndsBlock;
