@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using Harness.Cli;
 
 var root = new RootCommand("harness: an emulated multi-vCPU x86-64 machine for testing kernel binary translators");
@@ -8,8 +9,16 @@ var parsed = root.Parse(args);
 // input (System.CommandLine's default is 1, which a guest can also return).
 if (parsed.Errors.Count > 0)
 {
-    foreach (var e in parsed.Errors) Console.Error.WriteLine($"harness: {e.Message}");
+    foreach (var e in parsed.Errors) Console.Error.WriteLine($"harness: {Describe(e)}");
     Console.Error.WriteLine("harness: see 'harness run --help'");
     return ExitCodes.BadInput;
 }
 return await parsed.InvokeAsync();
+
+// Name the option a bad value belongs to ("Argument 'x' not recognized" alone does not say which).
+static string Describe(ParseError e)
+{
+    SymbolResult? s = e.SymbolResult;
+    while (s is not null and not OptionResult) s = s.Parent;
+    return s is OptionResult o && !e.Message.Contains(o.Option.Name) ? $"{o.Option.Name}: {e.Message}" : e.Message;
+}

@@ -126,7 +126,10 @@ public sealed class SampleGuestFixture
 
     public SampleGuestFixture() => image = new(Build, LazyThreadSafetyMode.ExecutionAndPublication);
 
-    public string ImagePath => Path.Combine(Support.RepoRoot, "guest", "build", "samples", "smp-demo.elf");
+    /// <summary>The built image's path (building it first).</summary>
+    public string ImagePath { get { _ = image.Value; return PathOf; } }
+
+    private static string PathOf => Path.Combine(Support.RepoRoot, "guest", "build", "samples", "smp-demo.elf");
 
     public byte[] Image => image.Value;
 
@@ -140,7 +143,7 @@ public sealed class SampleGuestFixture
         p.WaitForExit();
         if (p.ExitCode != 0)
             throw new InvalidOperationException($"guest/build.sh failed (exit {p.ExitCode}): {stderr.Result.Trim()}\n{stdout.Trim()}");
-        return File.ReadAllBytes(ImagePath);
+        return File.ReadAllBytes(PathOf);
     }
 
     /// <summary>The expected console output for n vCPUs, from the checked-in 2-vCPU file.</summary>

@@ -1,0 +1,200 @@
+using System.Text.Json;
+using Xunit;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Harness.Machine.Tests.Integration;
+
+/// <summary>The `harness run` command line: exit codes, messages, and the stdout/stderr split.</summary>
+[Collection(SampleGuestCollection.Name)]
+public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFixture<CliTests.Fixture>
+{
+    public sealed class Fixture : IDisposable
+    {
+        public readonly CliFixture Cli = new();
+        public readonly string Dir = Directory.CreateTempSubdirectory("harness-cli-tests-").FullName;
+
+        public string Write(string name, byte[] bytes)
+        {
+            string path = Path.Combine(Dir, name);
+            File.WriteAllBytes(path, bytes);
+            return path;
+        }
+
+        public void Dispose()
+        {
+            try { Directory.Delete(Dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    (int Code, string Stdout, string Stderr) Run(params string[] args) => cli.Cli.Run(args);
+
+    [Fact]
+    public void HelpListsTheOptions()
+    {
+        var (code, stdout, _) = Run("run", "--help");
+        Assert.Equal(0, code);
+        foreach (var o in new[] { "--vcpus", "--max-instructions", "--memory", "--stats", "--exec", "--quantum", "<image>" })
+            Assert.Contains(o, stdout);
+    }
+
+    [Fact]
+    public void RootHelpListsRun()
+    {
+        var (code, stdout, _) = Run("--help");
+        Assert.Equal(0, code);
+        Assert.Contains("run", stdout);
+    }
+
+    [Theory]
+    [InlineData("--vcpus", "0")]
+    [InlineData("--vcpus", "65")]
+    [InlineData("--vcpus", "abc")]
+    [InlineData("--max-instructions", "-1")]
+    [InlineData("--quantum", "0")]
+    [InlineData("--memory", "8")]
+    [InlineData("--memory", "lots")]
+    [InlineData("--exec", "turbo")]
+    [InlineData("--stats", "xml")]
+    public void BadOptionValueExits2NamingTheOption(string option, string value)
+    {
+        var (code, stdout, stderr) = Run("run", option, value, guest.ImagePath);
+        Assert.True(code == 2, $"exit {code}; stderr: {stderr}");
+        Assert.Contains(option, stderr);
+        Assert.DoesNotContain("smp-demo", stdout);
+    }
+
+    [Fact]
+    public void UnknownOptionExits2()
+    {
+        var (code, _, stderr) = Run("run", guest.ImagePath, "--frobnicate");
+        Assert.True(code == 2, $"exit {code}; stderr: {stderr}");
+        Assert.Contains("--frobnicate", stderr);
+    }
+
+    [Fact]
+    public void MissingImageExits2NamingThePath()
+    {
+        string path = Path.Combine(cli.Dir, "does-not-exist.elf");
+        var (code, _, stderr) = Run("run", path);
+        Assert.Equal(2, code);
+        Assert.Contains(path, stderr);
+    }
+
+    [Fact]
+    public void CorruptImageExits2NamingThePathAndProblem()
+    {
+        string path = cli.Write("corrupt.elf", [0x7F, (byte)'E', (byte)'L', (byte)'F', 2, 1, 1, 0, 0, 0]);
+        var (code, stdout, stderr) = Run("run", path);
+        Assert.Equal(2, code);
+        Assert.Contains(path, stderr);
+        Assert.Contains("10 bytes", stderr);
+        Assert.Equal("", stdout);
+    }
+
+    [Fact]
+    public void WrongMachineImageExits2()
+    {
+        var b = ElfBuilder.For([0xEB, 0xFE]);
+        b.MachineId = 40; // ARM
+        string path = cli.Write("arm.elf", b.Build());
+        var (code, _, stderr) = Run("run", path);
+        Assert.Equal(2, code);
+        Assert.Contains("e_machine", stderr);
+    }
+
+    [Theory]
+    [InlineData("free")]
+    [InlineData("deterministic")]
+    public void InstructionLimitExits124(string exec)
+    {
+        string path = cli.Write($"spin-{exec}.elf", ElfBuilder.For([0xEB, 0xFE]).Build());
+        var (code, stdout, stderr) = Run("run", path, "--max-instructions", "100000", "--exec", exec);
+        Assert.True(code == 124, $"exit {code}; stderr: {stderr}");
+        Assert.Contains("InstructionLimit", stderr);
+        Assert.Contains("instruction limit", stderr);
+        Assert.Equal("", stdout);
+    }
+
+    [Theory]
+    [InlineData(0, 0)]
+    [InlineData(3, 3)]
+    [InlineData(256, 1)]   // non-zero never maps to 0
+    [InlineData(0x1FF, 0xFF)]
+    public void GuestStatusBecomesTheExitCode(int status, int expected)
+    {
+        var code = Support.Asm(a => { a.mov(eax, status); a.@out(0xF4, eax); a.hlt(); });
+        string path = cli.Write($"exit-{status}.elf", ElfBuilder.For(code).Build());
+        var (exit, _, stderr) = Run("run", path, "--vcpus", "1");
+        Assert.True(exit == expected, $"exit {exit}; stderr: {stderr}");
+    }
+
+    [Fact]
+    public void MachineFaultExits125()
+    {
+        string path = cli.Write("ud2.elf", ElfBuilder.For([0x0F, 0x0B]).Build());
+        var (code, _, stderr) = Run("run", path, "--vcpus", "1");
+        Assert.Equal(125, code);
+        Assert.Contains("TripleFault", stderr);
+        Assert.Contains("0f 0b", stderr);
+    }
+
+    [Fact]
+    public void DeadlockExits126()
+    {
+        string path = cli.Write("cli-hlt.elf", ElfBuilder.For([0xFA, 0xF4]).Build());
+        var (code, _, stderr) = Run("run", path, "--vcpus", "1");
+        Assert.Equal(126, code);
+        Assert.Contains("Deadlock", stderr);
+    }
+
+    [Theory]
+    [InlineData("free")]
+    [InlineData("deterministic")]
+    public void StatsJsonGoesToStderrAndStdoutIsOnlyTheConsole(string exec)
+    {
+        var (code, stdout, stderr) = Run("run", guest.ImagePath, "--vcpus", "2", "--stats", "json", "--exec", exec, "--quantum", "500");
+        Assert.True(code == 0, $"exit {code}; stderr: {stderr}");
+        Assert.Equal(SampleGuestFixture.Expected(2), stdout.ReplaceLineEndings("\n"));
+        using var doc = JsonDocument.Parse(stderr);
+        var rootEl = doc.RootElement;
+        Assert.Equal("Exited", rootEl.GetProperty("reason").GetString());
+        Assert.Equal(0, rootEl.GetProperty("exitStatus").GetInt32());
+        var vcpus = rootEl.GetProperty("vcpus").EnumerateArray().ToList();
+        Assert.Equal(2, vcpus.Count);
+        long total = 0;
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(i, vcpus[i].GetProperty("index").GetInt32());
+            Assert.True(vcpus[i].GetProperty("started").GetBoolean());
+            long n = vcpus[i].GetProperty("instructions").GetInt64();
+            Assert.True(n > 0, $"vCPU {i} retired no instructions");
+            total += n;
+        }
+        Assert.Equal(total, rootEl.GetProperty("totalInstructions").GetInt64());
+    }
+
+    [Fact]
+    public void DeterministicStatsAreReproducible()
+    {
+        string[] args = ["run", guest.ImagePath, "--vcpus", "4", "--stats", "json", "--exec", "deterministic", "--quantum", "7"];
+        var a = Run(args);
+        var b = Run(args);
+        Assert.Equal(0, a.Code);
+        Assert.Equal(a.Stdout, b.Stdout);
+        static long[] Counts(string json)
+        {
+            using var d = JsonDocument.Parse(json);
+            return d.RootElement.GetProperty("vcpus").EnumerateArray().Select(v => v.GetProperty("instructions").GetInt64()).ToArray();
+        }
+        Assert.Equal(Counts(a.Stderr), Counts(b.Stderr));
+    }
+
+    [Fact]
+    public void StatsTextGoesToStderr()
+    {
+        var (code, stdout, stderr) = Run("run", guest.ImagePath, "--vcpus", "1", "--stats", "text");
+        Assert.Equal(0, code);
+        Assert.Equal(SampleGuestFixture.Expected(1), stdout.ReplaceLineEndings("\n"));
+        Assert.Contains("instructions", stderr);
+    }
+}
