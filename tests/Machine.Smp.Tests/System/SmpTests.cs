@@ -1,0 +1,189 @@
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Iced.Intel;
+using Xunit;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Harness.Machine.Tests.SystemTests;
+
+public class SmpTests
+{
+    const ulong Count = Guest.Data, PerCpu = Guest.Data + 0x100;
+
+    static ExecutionControl Control(string name) => name == "det" ? new Deterministic(quantum: 100) : new FreeRunning();
+
+    static void AssertExited(RunResult r, int status = 0) =>
+        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == status, $"expected exit {status}, got {r.Reason} {r.ExitStatus}: {r.Message}");
+
+    /// <summary>Emits the BSP side of starting AP n: mailbox (rip = label, rsp, arg) and the start-up IPI.</summary>
+    static void StartAp(Guest g, int n, Label entry, ulong arg)
+    {
+        var a = g.A;
+        ulong mb = Guest.Mailbox(n);
+        a.lea(rax, __[entry]);
+        a.mov(__qword_ptr[mb], rax);
+        a.mov(rax, Guest.ApStackBase + (ulong)n * 0x4000);
+        a.mov(__qword_ptr[mb + 8], rax);
+        a.mov(rax, arg);
+        a.mov(__qword_ptr[mb + 16], rax);
+        g.Wrmsr(0x830, ((ulong)n << 32) | 0x600);
+    }
+
+    /// <summary>Emits: spin (pause) until the qword at addr equals value.</summary>
+    static void WaitFor(Guest g, ulong addr, ulong value)
+    {
+        var a = g.A;
+        var loop = a.CreateLabel();
+        a.Label(ref loop);
+        a.pause();
+        a.mov(rax, __qword_ptr[addr]);
+        a.cmp(rax, (int)value);
+        a.jne(loop);
+    }
+
+    [Theory]
+    [InlineData(2, "det")]
+    [InlineData(4, "det")]
+    [InlineData(2, "free")]
+    [InlineData(4, "free")]
+    public void ApsStartFromMailboxWithRspAndArg(int cpus, string control)
+    {
+        using var g = new Guest(cpus, Control(control), maxInstructions: 20_000_000);
+        var a = g.A;
+        var ap = a.CreateLabel();
+        g.Prologue();
+        for (int n = 1; n < cpus; n++) StartAp(g, n, ap, 0xA000 + (ulong)n);
+        WaitFor(g, Count, (ulong)(cpus - 1));
+        g.Exit(0);
+
+        a.Label(ref ap);
+        a.mov(r9, rsp);                     // before anything touches the stack
+        a.pushfq();
+        a.pop(r10);
+        a.xor(r11d, r11d);
+        a.mov(r11w, cs);
+        g.Rdmsr(0x802);                     // APIC ID
+        a.mov(rbx, rax);
+        a.shl(rbx, 6);
+        a.add(rbx, (int)PerCpu);
+        a.mov(__qword_ptr[rbx], rdi);
+        a.mov(__qword_ptr[rbx + 8], r9);
+        a.mov(__qword_ptr[rbx + 16], rax);
+        a.mov(__qword_ptr[rbx + 24], r10);
+        a.mov(__qword_ptr[rbx + 32], r11);
+        a.@lock.inc(__qword_ptr[Count]);
+        var park = a.CreateLabel();
+        a.Label(ref park);
+        a.cli();
+        a.hlt();
+        a.jmp(park);
+
+        var r = g.Run();
+        AssertExited(r);
+        for (int n = 1; n < cpus; n++)
+        {
+            ulong b = PerCpu + (ulong)n * 64;
+            Assert.Equal(0xA000 + (ulong)n, g.ReadU64(b));                            // RDI = arg
+            Assert.Equal(Guest.ApStackBase + (ulong)n * 0x4000, g.ReadU64(b + 8));   // RSP
+            Assert.Equal((ulong)n, g.ReadU64(b + 16));                                // APIC ID = index
+            Assert.Equal(0x2UL, g.ReadU64(b + 24) & ~(ulong)Rflags.Arith);            // IF = 0
+            Assert.Equal(0x08UL, g.ReadU64(b + 32));
+            Assert.True(r.Vcpus[n].Started);
+        }
+    }
+
+    /// <summary>A fixed IPI from vCPU 0 wakes vCPU 1 from hlt (IF = 1); its handler sees the vector and EOIs.</summary>
+    [Theory]
+    [InlineData("det")]
+    [InlineData("free")]
+    public void FixedIpiWakesHaltedAp(string control)
+    {
+        using var g = new Guest(2, Control(control), maxInstructions: 20_000_000);
+        var a = g.A;
+        var ap = a.CreateLabel();
+        var afterHlt = a.CreateLabel();
+        g.Prologue();
+        StartAp(g, 1, ap, 0);
+        WaitFor(g, Guest.Data + 8, 1);      // AP ready
+        g.Wrmsr(0x830, (1UL << 32) | 0x50);
+        WaitFor(g, Guest.Data + 16, 1);     // IPI handled
+        g.Exit(0);
+
+        a.Label(ref ap);
+        a.lidt(__[Guest.Idtr]);
+        a.mov(__qword_ptr[Guest.Data + 8], 1);
+        var park = a.CreateLabel();
+        a.Label(ref park);
+        a.sti();
+        a.hlt();
+        a.Label(ref afterHlt);
+        a.jmp(park);
+
+        g.HandlerHere(0x50);
+        g.Rdmsr(0x802);
+        g.Store(3, rax);
+        a.mov(rax, __qword_ptr[rsp]);
+        g.Store(4, rax);
+        g.Wrmsr(0x80B, 0);
+        a.@lock.inc(__qword_ptr[Guest.Data + 16]);
+        a.iretq();
+
+        var r = g.Run();
+        AssertExited(r);
+        Assert.Equal(1UL, g.Slot(2));
+        Assert.Equal(1UL, g.Slot(3));        // handled on APIC 1
+        Assert.Equal(1L, r.Vcpus[1].Interrupts);
+        Assert.Equal(0L, r.Vcpus[0].Interrupts);
+        ulong rip = g.Slot(4);
+        Assert.True(rip == g.Addr(afterHlt) || (control == "free" && rip < g.Addr(afterHlt) && rip >= g.Addr(park)),
+            $"frame rip 0x{rip:x}");
+        if (control == "det") Assert.Equal(g.Addr(afterHlt), rip);
+    }
+
+    /// <summary>Every vCPU halted with IF = 0 and nothing to wake it: the machine reports a deadlock.</summary>
+    [Theory]
+    [InlineData(1, "det")]
+    [InlineData(1, "free")]
+    [InlineData(2, "det")]
+    [InlineData(2, "free")]
+    public void HltWithInterruptsOffEverywhereIsDeadlock(int cpus, string control)
+    {
+        using var g = new Guest(cpus, Control(control), maxInstructions: 20_000_000);
+        var a = g.A;
+        var ap = a.CreateLabel();
+        g.Prologue();
+        if (cpus > 1)
+        {
+            StartAp(g, 1, ap, 0);
+            WaitFor(g, Guest.Data + 8, 1);
+        }
+        a.cli();
+        a.hlt();
+        g.Exit(1);
+        a.Label(ref ap);
+        a.mov(__qword_ptr[Guest.Data + 8], 1);
+        a.hlt();
+        g.Exit(2);
+        var r = g.Run();
+        Assert.Equal(StopReason.Deadlock, r.Reason);
+        Assert.True(g.M.Vcpus.All(v => v.IsHalted));
+    }
+
+    /// <summary>hlt with IF = 1 but no timer, no IPI source and a masked timer: still a deadlock.</summary>
+    [Theory]
+    [InlineData("det")]
+    [InlineData("free")]
+    public void HltWithInterruptsOnButNoSourceIsDeadlock(string control)
+    {
+        using var g = new Guest(1, Control(control));
+        var a = g.A;
+        g.Prologue();
+        g.Wrmsr(0x832, 0x40 | (1 << 16));   // masked
+        g.Wrmsr(0x838, 100);
+        a.sti();
+        a.hlt();
+        g.Exit(1);
+        var r = g.Run();
+        Assert.Equal(StopReason.Deadlock, r.Reason);
+    }
+}
