@@ -98,7 +98,21 @@ public sealed class LocalApic
         return best;
     }
 
-    public bool AnyPending => (irr[0] | irr[1] | irr[2] | irr[3]) != 0;
+    /// <summary>
+    /// Some pending vector can be delivered without an EOI first: its priority class beats the
+    /// highest in service. (A vector blocked by the in-service one cannot wake a halted vCPU: only
+    /// the vCPU itself could EOI, so counting it would turn a deadlock into an endless spin.)
+    /// </summary>
+    public bool AnyPending
+    {
+        get
+        {
+            int pending = Highest(irr);
+            if (pending < 0) return false;
+            int inService = Highest(isr);
+            return inService < 0 || (pending >> 4) > (inService >> 4);
+        }
+    }
 
     /// <summary>Owner: the vector is being delivered.</summary>
     public void Acknowledge(int vector)
@@ -130,7 +144,9 @@ public sealed class LocalApic
     public uint CurrentCount(long now)
     {
         if (TimerDeadline == long.MaxValue || InitialCount == 0) return 0;
-        long left = (TimerDeadline - now) / Divisor;
+        // Decrements once per divisor instructions: after t instructions, initial - floor(t / divisor),
+        // i.e. the remaining time divided by the divisor rounded up.
+        long left = (TimerDeadline - now + Divisor - 1) / Divisor;
         return left <= 0 ? 0 : (uint)Math.Min(left, InitialCount);
     }
 
