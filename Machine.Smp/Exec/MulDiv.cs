@@ -140,6 +140,8 @@ internal static unsafe class MulDiv
             // Sign-extend the 2*bits-wide dividend.
             Int128 dividend = (Int128)(dividendU << (128 - 2 * bits)) >> (128 - 2 * bits);
             Int128 d = Sx(divisor, log);
+            // -2^127 / -1 overflows Int128 itself (the host would throw): its quotient never fits anyway.
+            if (dividend == Int128.MinValue && d == -1) throw new GuestFault(Vectors.DE);
             Int128 qq = dividend / d;
             Int128 min = -((Int128)1 << (bits - 1)), max = ((Int128)1 << (bits - 1)) - 1;
             if (qq < min || qq > max) throw new GuestFault(Vectors.DE);

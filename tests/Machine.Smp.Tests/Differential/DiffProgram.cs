@@ -269,6 +269,8 @@ public static class ProgramGen
             var step = new Step(f, regs, mem, disp, imm, lockIt, rep, lea, a, b, c);
             if (step.IsBtMemRegOffset) step = step with { SetupA = r.Range(-512, 511) };
             if (step.IsDiv) step = step with { SetupA = r.Chance(0.25) ? 0 : r.Range(1, 2) };
+            // cmpxchg mostly fails with random inputs: half the time load the accumulator from the destination first.
+            if (f.Mnemonic == Mnemonic.Cmpxchg && r.Chance(0.5)) step = step with { SetupA = 1 };
             // 16-bit shld/shrd to memory with a count above 16 writes an undefined value: keep immediates in range.
             if (f.Mnemonic is Mnemonic.Shld or Mnemonic.Shrd && mem && f.Slots[0].Size == 2 && (imm & 31) > 16) step = step with { Imm = imm & 15 };
             if (Instructions(step).All(x => Encode(x.Ins) is not null)) return step;
@@ -323,6 +325,12 @@ public static class ProgramGen
                 4 => zero ? Instruction.Create(Code.Mov_r32_imm32, Register.EDX, 0) : Instruction.Create(Code.Cdq),
                 _ => zero ? Instruction.Create(Code.Mov_r32_imm32, Register.EDX, 0) : Instruction.Create(Code.Cqo),
             }, true));
+        }
+        if (f.Mnemonic == Mnemonic.Cmpxchg && s.SetupA == 1)
+        {
+            // mov rax, <destination> (64-bit, so the comparison succeeds whatever the operand size).
+            list.Add((s.Mem ? Instruction.Create(Code.Mov_r64_rm64, Register.RAX, ScratchMem(s.Disp))
+                : Instruction.Create(Code.Mov_r64_rm64, Register.RAX, s.Regs[0].GetFullRegister()), true));
         }
         var ins = new Instruction { Code = f.Code };
         for (int i = 0; i < f.Slots.Length; i++)

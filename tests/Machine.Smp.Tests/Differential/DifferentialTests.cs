@@ -109,6 +109,67 @@ public class DifferentialTests(ITestOutputHelper output)
         Assert.All(expected, c => Assert.Contains(c, have));
     }
 
+    /// <summary>
+    /// Guards the generator's usefulness: most generated instructions must really be compared (not cut
+    /// off by a predicted #DE or a read of an undefined flag), and every family must be exercised.
+    /// </summary>
+    [Fact]
+    public void MostGeneratedInstructionsAreCompared()
+    {
+        var rng = new Rng(12345);
+        int executed = 0, total = 0, divideErrors = 0;
+        var reasons = new Dictionary<string, int>();
+        for (int i = 0; i < 300; i++)
+        {
+            var p = ProgramGen.RandomProgram(rng, ProgramArbitrary.MaxSteps);
+            var o = DifferentialChecker.Check(p);
+            executed += o.Executed;
+            total += o.Total;
+            if (o.DivideError) divideErrors++;
+            string key = o.CutReason is null ? "-" : System.Text.RegularExpressions.Regex.Replace(o.CutReason, "undefined .*", "undefined state");
+            reasons[key] = reasons.GetValueOrDefault(key) + 1;
+        }
+        output.WriteLine($"compared {executed}/{total} instructions ({100.0 * executed / total:F1}%), {divideErrors} programs end in #DE");
+        foreach (var (k, v) in reasons) output.WriteLine($"  cut reason {k}: {v}");
+        Assert.True(executed > total * 0.6, $"only {executed} of {total} generated instructions were compared");
+    }
+
+    /// <summary>Cross-checks the UndefinedFlags table against Iced's per-instruction flag info (value-independent rows).</summary>
+    [Fact]
+    public void UndefinedFlagTableAgreesWithIced()
+    {
+        var problems = new List<string>();
+        foreach (var form in InstructionCatalog.All)
+        {
+            if (form.Family is Family.Shift or Family.String) continue; // count- or rcx-dependent: covered by the table's code
+            var ins = ProgramGen.Instructions(ProgramGen.RandomStep(new Rng(1), form)).Last().Ins;
+            var state = new NativeState();
+            state.Gpr[0] = 1; state.Gpr[1] = 1; state.Gpr[3] = 1; state.Gpr[15] = DiffProgram.Base; // non-zero sources, no #DE
+            for (int i = 0; i < 16; i++) if (i != 15) state.Gpr[i] = 1;
+            var scratch = Enumerable.Repeat((byte)1, NativeRunner.ScratchSize).ToArray();
+            var e = UndefinedFlags.Evaluate(ins, state, scratch);
+            ulong icedModified = Flags(ins.RflagsModified) & UndefinedFlags.All6;
+            ulong icedUndefined = Flags(ins.RflagsUndefined) & UndefinedFlags.All6;
+            if ((e.Defined | e.Undefined) != icedModified)
+                problems.Add($"{form.Code}: table writes {DiffProgram.FlagText(e.Defined | e.Undefined)}, Iced says {DiffProgram.FlagText(icedModified)}");
+            if (e.Undefined != icedUndefined)
+                problems.Add($"{form.Code}: table undefined {DiffProgram.FlagText(e.Undefined)}, Iced says {DiffProgram.FlagText(icedUndefined)}");
+        }
+        Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems));
+    }
+
+    static ulong Flags(RflagsBits b)
+    {
+        ulong f = 0;
+        if ((b & RflagsBits.CF) != 0) f |= NativeState.CF;
+        if ((b & RflagsBits.PF) != 0) f |= NativeState.PF;
+        if ((b & RflagsBits.AF) != 0) f |= NativeState.AF;
+        if ((b & RflagsBits.ZF) != 0) f |= NativeState.ZF;
+        if ((b & RflagsBits.SF) != 0) f |= NativeState.SF;
+        if ((b & RflagsBits.OF) != 0) f |= NativeState.OF;
+        return f;
+    }
+
     // ---- readable regression vectors -------------------------------------------------------------
 
     static DiffProgram Single(Instruction ins, ulong flags, params (int reg, ulong value)[] regs)
@@ -156,6 +217,23 @@ public class DifferentialTests(ITestOutputHelper output)
         var p = Single(Instruction.Create(Code.Div_rm64, Register.RBX), 0, (0, 5), (2, 1), (3, 1));
         var outcome = DifferentialChecker.Check(p);
         Assert.True(outcome.DivideError);
+    }
+
+    [Theory]
+    [InlineData(Code.Idiv_rm8, 0xFF80UL, 0UL, 0xFFUL)]                                   // -128 / -1 = 128: overflow
+    [InlineData(Code.Idiv_rm16, 0x8000UL, 0xFFFFUL, 0xFFFFUL)]                            // -32768 / -1
+    [InlineData(Code.Idiv_rm32, 0x8000_0000UL, 0xFFFF_FFFFUL, 0xFFFF_FFFFUL)]             // -2^31 / -1
+    [InlineData(Code.Idiv_rm64, 0UL, 0x8000_0000_0000_0000UL, ulong.MaxValue)]            // -2^127 / -1
+    [InlineData(Code.Idiv_rm64, 0x8000_0000_0000_0000UL, ulong.MaxValue, ulong.MaxValue)] // -2^63 / -1
+    [InlineData(Code.Idiv_rm64, 0x8000_0000_0000_0000UL, ulong.MaxValue, 1UL)]            // -2^63 / 1: fits
+    [InlineData(Code.Idiv_rm32, 0x7FFF_FFFFUL, 0UL, 1UL)]                                 // 2^31-1 / 1: fits
+    [InlineData(Code.Div_rm64, ulong.MaxValue, 0xFFFF_FFFF_FFFF_FFFEUL, ulong.MaxValue)]  // largest quotient that fits
+    [InlineData(Code.Div_rm8, 0xFFFFUL, 0UL, 0xFFUL)]                                     // 65535 / 255 = 257: overflow
+    public void DivideEdges(Code code, ulong rax, ulong rdx, ulong divisor)
+    {
+        var size = InstructionCatalog.All.Single(f => f.Code == code).Slots[0].Size;
+        var p = Single(Instruction.Create(code, ProgramGen.Gpr(3, size)), 0, (0, rax), (2, rdx), (3, divisor));
+        DifferentialChecker.Check(p);
     }
 
     // ---- the checker can fail --------------------------------------------------------------------

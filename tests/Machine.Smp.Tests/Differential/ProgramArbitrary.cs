@@ -75,7 +75,7 @@ public static class ProgramArbitrary
             foreach (var v in new long[] { 0, 1, s.Imm / 2 }.Distinct())
                 if (v != s.Imm && Math.Abs(v) < Math.Abs(s.Imm)) yield return s with { Imm = v };
         }
-        if (s.SetupA != 0 && (s.IsBtMemRegOffset || s.Form.Family == Family.String)) yield return s with { SetupA = 0 };
+        if (s.SetupA != 0 && (s.IsBtMemRegOffset || s.Form.Family == Family.String || s.Form.Mnemonic == Mnemonic.Cmpxchg)) yield return s with { SetupA = 0 };
         if (s.SetupB != 0 && s.Form.Family == Family.String) yield return s with { SetupB = 0 };
     }
 }
