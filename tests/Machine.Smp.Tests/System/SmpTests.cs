@@ -186,4 +186,46 @@ public class SmpTests
         var r = g.Run();
         Assert.Equal(StopReason.Deadlock, r.Reason);
     }
+
+    /// <summary>A broadcast fixed IPI (shorthand "all excluding self") reaches every AP once and not the sender.</summary>
+    [Theory]
+    [InlineData("det")]
+    [InlineData("free")]
+    public void BroadcastIpiExcludingSelfReachesEveryAp(string control)
+    {
+        const int cpus = 4;
+        using var g = new Guest(cpus, Control(control), maxInstructions: 20_000_000);
+        var a = g.A;
+        var ap = a.CreateLabel();
+        g.Prologue();
+        for (int n = 1; n < cpus; n++) StartAp(g, n, ap, 0);
+        WaitFor(g, Guest.Data + 8, cpus - 1);       // every AP ready
+        a.sti();
+        g.Wrmsr(0x830, (3UL << 18) | 0x50);
+        WaitFor(g, Guest.Data + 16, cpus - 1);      // every AP handled it
+        for (int i = 0; i < 50; i++) a.nop();
+        g.Exit(0);
+
+        a.Label(ref ap);
+        a.lidt(__[Guest.Idtr]);
+        a.@lock.inc(__qword_ptr[Guest.Data + 8]);
+        var park = a.CreateLabel();
+        a.Label(ref park);
+        a.sti();
+        a.hlt();
+        a.jmp(park);
+
+        g.HandlerHere(0x50);
+        g.Rdmsr(0x802);
+        a.@lock.bts(__qword_ptr[Guest.Data + 24], eax);
+        a.@lock.inc(__qword_ptr[Guest.Data + 16]);
+        g.Wrmsr(0x80B, 0);
+        a.iretq();
+
+        var r = g.Run();
+        AssertExited(r);
+        Assert.Equal(0b1110UL, g.Slot(3));
+        Assert.Equal(0L, r.Vcpus[0].Interrupts);
+        for (int n = 1; n < cpus; n++) Assert.Equal(1L, r.Vcpus[n].Interrupts);
+    }
 }
