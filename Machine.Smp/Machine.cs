@@ -126,7 +126,7 @@ public sealed class Machine : IDisposable
     /// <summary>An exception escaped the interpreter on a vCPU thread: a harness bug. Reported, never swallowed.</summary>
     internal void HostFault(Vcpu? v, Exception e)
     {
-        string where = v is null ? "the scheduler" : $"vCPU {v.Index} at rip 0x{v.Rip:x}";
+        string where = v is null ? "the scheduler" : $"vCPU {v.Index} at rip 0x{v.CurrentRip:x}";
         if (Interlocked.CompareExchange(ref hostException, e, null) == null)
             Stop(StopReason.HostError, 0, $"host exception on {where}: {e.GetType().Name}: {e.Message}");
     }

@@ -72,7 +72,7 @@ public static class ElfLoader
             string range = $"segment {i} [0x{s.PhysAddr:x}, 0x{end:x})";
             if (s.PhysAddr < BootLayout.ImageBase)
                 throw new ImageException($"{name}: {range} starts below 1 MiB, which the machine keeps for its own tables (p_paddr must be >= 0x{BootLayout.ImageBase:x})");
-            if (end < s.PhysAddr || end > ram)
+            if (s.MemSize > ram || end < s.PhysAddr || end > ram)
                 throw new ImageException($"{name}: {range} lies outside RAM ({ram / (1024 * 1024)} MiB); use --memory to give the machine more");
             if (s.PhysAddr < m.ReservedBase + m.ReservedSize && end > m.ReservedBase)
                 throw new ImageException($"{name}: {range} overlaps the reserved region [0x{m.ReservedBase:x}, 0x{m.ReservedBase + m.ReservedSize:x})");
@@ -83,7 +83,7 @@ public static class ElfLoader
         foreach (var (off, s) in ph)
         {
             m.Memory.Write(s.PhysAddr, file.Slice((int)off, (int)s.FileSize));
-            m.Memory.Span(s.PhysAddr + s.FileSize, (int)(s.MemSize - s.FileSize)).Clear();
+            m.Memory.Clear(s.PhysAddr + s.FileSize, s.MemSize - s.FileSize);
         }
         return img;
     }

@@ -103,6 +103,9 @@ public sealed unsafe partial class Vcpu : IDisposable
     // throws, to find the faulting instruction (the hot loop keeps no EH-visible state of its own).
     private Insn* curInsn, blockStart;
 
+    /// <summary>The address of the instruction executing now (for reports), or RIP between instructions.</summary>
+    public ulong CurrentRip => curInsn != null ? curInsn->Ip : S->Rip;
+
     /// <summary>Runs until the machine stops, the vCPU idles, or the control's slice ends.</summary>
     public RunExit Run()
     {

@@ -44,6 +44,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return new Span<byte>(Base + pa, len);
     }
 
+    /// <summary>Zeroes a physical range of any length (a large bss).</summary>
+    public void Clear(ulong pa, ulong len)
+    {
+        if (!InRam(pa, len)) throw new ArgumentOutOfRangeException(nameof(pa), $"physical range 0x{pa:x}+0x{len:x} outside RAM");
+        NativeMemory.Clear(Base + pa, (nuint)len);
+    }
+
     public ulong ReadU64(ulong pa) => InRam(pa, 8) ? *(ulong*)(Base + pa) : ulong.MaxValue;
     public uint ReadU32(ulong pa) => InRam(pa, 4) ? *(uint*)(Base + pa) : uint.MaxValue;
 
