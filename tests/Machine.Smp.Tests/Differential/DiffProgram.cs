@@ -255,7 +255,8 @@ public static class ProgramGen
             }
             if (mem || f.Slots.Any(s => s.Kind == SlotKind.MemOffs))
                 disp = r.Chance(0.5) ? r.Range(-8, 8) * 8 : r.Range(-0x400, 0x3F0);
-            bool lockIt = mem && f.CanLock && f.Slots[0].Kind == SlotKind.RegOrMem && r.Chance(0.3);
+            // lock only where it is legal (memory destination of a lockable instruction): anything else is #UD natively.
+            bool lockIt = mem && f.CanLock && f.Mnemonic != Mnemonic.Bt && f.Slots[0].Kind == SlotKind.RegOrMem && r.Chance(0.3);
             var rep = RepPrefixKind.None;
             int a = 0, b = 0, c = -1;
             if (f.Family == Family.String)

@@ -96,6 +96,7 @@ public static class InstructionCatalog
             var op = code.ToOpCode();
             if (!op.IsInstruction || op.Encoding != EncodingKind.Legacy || !op.Mode64) continue;
             if (!Families.TryGetValue(op.Mnemonic, out var family)) continue;
+            if (!HostSupports(op.Mnemonic)) continue;
             var slots = new Slot[op.OpCount];
             bool ok = true;
             for (int i = 0; i < op.OpCount && ok; i++)
@@ -109,6 +110,18 @@ public static class InstructionCatalog
         }
         return list;
     }
+
+    /// <summary>
+    /// Never run an encoding the host does not implement: without BMI1/LZCNT, tzcnt/lzcnt silently run
+    /// as bsf/bsr; without POPCNT, popcnt is #UD and would kill the test process.
+    /// </summary>
+    public static bool HostSupports(Mnemonic m) => m switch
+    {
+        Mnemonic.Tzcnt => System.Runtime.Intrinsics.X86.Bmi1.IsSupported,
+        Mnemonic.Lzcnt => System.Runtime.Intrinsics.X86.Lzcnt.IsSupported,
+        Mnemonic.Popcnt => System.Runtime.Intrinsics.X86.Popcnt.IsSupported,
+        _ => true,
+    };
 
     static Slot? SlotOf(OpCodeOperandKind k) => k switch
     {
