@@ -39,8 +39,12 @@ public sealed record Step(
     LeaAddress? Address,
     int SetupA,
     int SetupB,
-    int SetupC)
+    int SetupC,
+    Register Index = Register.None,
+    int Scale = 1)
 {
+    /// <summary>Memory operand [r15 + Index*Scale + Disp]; Index is loaded with SetupB right before the instruction.</summary>
+    public bool HasIndex => Mem && Index != Register.None;
     public bool IsBtMemRegOffset => Mem && Form.Mnemonic is Mnemonic.Bt or Mnemonic.Bts or Mnemonic.Btr or Mnemonic.Btc
         && Form.Slots.Length == 2 && Form.Slots[1].Kind == SlotKind.Reg;
     public bool IsDiv => Form.Mnemonic is Mnemonic.Div or Mnemonic.Idiv;
@@ -274,6 +278,10 @@ public static class ProgramGen
             if (f.Mnemonic == Mnemonic.Cmpxchg && r.Chance(0.5)) step = step with { SetupA = 1 };
             // 16-bit shld/shrd to memory with a count above 16 writes an undefined value: keep immediates in range.
             if (f.Mnemonic is Mnemonic.Shld or Mnemonic.Shrd && mem && f.Slots[0].Size == 2 && (imm & 31) > 16) step = step with { Imm = imm & 15 };
+            // Now and then an indexed memory operand; only for steps without other setup, so nothing can
+            // clobber the index between its load and its use.
+            if (mem && !step.IsBtMemRegOffset && !step.IsDiv && step.SetupA == 0 && f.Family != Family.String && r.Chance(0.25))
+                step = step with { Index = Register.RAX + r.Pick(Pool), Scale = 1 << r.Next(4), SetupB = r.Range(-16, 16) };
             if (Instructions(step).All(x => Encode(x.Ins) is not null)) return step;
             if (attempt > 20)
             {
@@ -333,6 +341,7 @@ public static class ProgramGen
             list.Add((s.Mem ? Instruction.Create(Code.Mov_r64_rm64, Register.RAX, ScratchMem(s.Disp))
                 : Instruction.Create(Code.Mov_r64_rm64, Register.RAX, s.Regs[0].GetFullRegister()), true));
         }
+        if (s.HasIndex) list.Add((Instruction.Create(Code.Mov_rm64_imm32, s.Index, s.SetupB), true));
         var ins = new Instruction { Code = f.Code };
         for (int i = 0; i < f.Slots.Length; i++)
         {
@@ -346,6 +355,7 @@ public static class ProgramGen
                     {
                         ins.SetOpKind(i, OpKind.Memory);
                         ins.MemoryBase = Register.R15;
+                        if (s.HasIndex) { ins.MemoryIndex = s.Index; ins.MemoryIndexScale = s.Scale; }
                         ins.MemoryDisplacement64 = (ulong)(long)s.Disp;
                         ins.MemoryDisplSize = 1;
                     }

@@ -42,6 +42,9 @@ public class DifferentialTests(ITestOutputHelper output)
     [Property(Arbitrary = [typeof(StringProgram)], MaxTest = 400)]
     public void Strings(DiffProgram p) => DifferentialChecker.Check(p);
 
+    [Property(Arbitrary = [typeof(LongProgram)], MaxTest = 150)]
+    public void LongMix(DiffProgram p) => DifferentialChecker.Check(p);
+
     // ---- every encoding, deterministically -------------------------------------------------------
 
     /// <summary>Every catalog encoding, several times each (register and memory variants), as one-step programs.</summary>

@@ -12,10 +12,12 @@ public static class ProgramArbitrary
 {
     public const int MaxSteps = 8;
 
-    public static Arbitrary<DiffProgram> For(params Family[] families) =>
+    public static Arbitrary<DiffProgram> For(params Family[] families) => For(MaxSteps, families);
+
+    public static Arbitrary<DiffProgram> For(int maxSteps, params Family[] families) =>
         Arb.From(
             Gen.Sized(size => Gen.Choose(0, int.MaxValue).Select(seed =>
-                ProgramGen.RandomProgram(new Rng((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)size), Math.Clamp(1 + size / 6, 1, MaxSteps), families))),
+                ProgramGen.RandomProgram(new Rng((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)size), Math.Clamp(1 + size * maxSteps / 50, 1, maxSteps), families))),
             Shrink);
 
     public static IEnumerable<DiffProgram> Shrink(DiffProgram p) => Candidates(p).Where(c => c.IsEncodable());
@@ -59,6 +61,7 @@ public static class ProgramArbitrary
     static IEnumerable<Step> SimplerSteps(Step s)
     {
         if (s.Lock) yield return s with { Lock = false };
+        if (s.HasIndex) yield return s with { Index = Register.None, Scale = 1, SetupB = 0 };
         if (s.Rep != RepPrefixKind.None) yield return s with { Rep = RepPrefixKind.None, SetupC = -1 };
         if (s.SetupC > 1) yield return s with { SetupC = s.SetupC / 2 };
         if (s.Mem && !InstructionCatalog.KnownUnsupported.Contains(s.Form.Code))
@@ -67,7 +70,7 @@ public static class ProgramArbitrary
             var regs = (Register[])s.Regs.Clone();
             int i = Array.FindIndex(s.Form.Slots, x => x.Kind == SlotKind.RegOrMem);
             regs[i] = ProgramGen.Gpr(3, s.Form.Slots[i].Size);
-            yield return s with { Mem = false, Regs = regs, Disp = 0, SetupA = s.IsBtMemRegOffset ? 0 : s.SetupA };
+            yield return s with { Mem = false, Regs = regs, Disp = 0, SetupA = s.IsBtMemRegOffset ? 0 : s.SetupA, Index = Register.None, SetupB = 0 };
         }
         if (s.Disp != 0 && !s.IsBtMemRegOffset) yield return s with { Disp = 0 };
         if (s.Form.Slots.Any(x => x.Kind == SlotKind.Imm && !x.ConstOne))
@@ -89,4 +92,6 @@ public static class BitsProgram { public static Arbitrary<DiffProgram> Programs(
 public static class CondProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Cond, Family.Alu); }
 public static class MoveProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Move); }
 public static class AtomicProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Atomic, Family.Alu); }
+/// <summary>Up to 40 steps: longer than a decoded block (48 instructions), so lazy flags and state cross block boundaries.</summary>
+public static class LongProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(40); }
 public static class StringProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.String); }

@@ -191,6 +191,7 @@ public static class UndefinedFlags
             {
                 ulong addr = ins.MemoryDisplacement64;
                 if (ins.MemoryBase != Register.None) addr += s.Gpr[GprNumber(ins.MemoryBase)];
+                if (ins.MemoryIndex != Register.None) addr += s.Gpr[GprNumber(ins.MemoryIndex)] * (ulong)ins.MemoryIndexScale;
                 long off = (long)(addr - NativeRunner.ScratchAddress);
                 int size = ins.MemorySize.GetSize();
                 if (off < 0 || off + size > scratch.Length) throw new InvalidOperationException($"memory operand outside the scratch page: {ins}");
