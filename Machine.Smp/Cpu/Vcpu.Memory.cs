@@ -297,6 +297,7 @@ public unsafe partial class Vcpu
         return Translate(va, Access.Exec);
     }
 
-    private static GuestFault PageFault(ulong va, bool present, bool write, bool user, bool fetch) =>
-        new(Vectors.PF, (present ? 1u : 0) | (write ? 2u : 0) | (user ? 4u : 0) | (fetch ? 16u : 0), va);
+    // The I/D bit is reported only when execute-disable is enabled (SDM 4.7; SMEP is not modelled).
+    private GuestFault PageFault(ulong va, bool present, bool write, bool user, bool fetch) =>
+        new(Vectors.PF, (present ? 1u : 0) | (write ? 2u : 0) | (user ? 4u : 0) | (fetch && (S->Efer & EferBits.NXE) != 0 ? 16u : 0), va);
 }

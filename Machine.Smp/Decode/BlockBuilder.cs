@@ -38,7 +38,9 @@ internal sealed unsafe class BlockBuilder
         var page = mem.GetOrCreateCodePage(pa >> PhysicalMemory.PageShift);
         int off = (int)(pa & 0xFFF);
         var existing = Volatile.Read(ref page.Blocks[off]);
-        if (existing is not null && existing.Valid) return existing;
+        // A block holds absolute addresses (RIP, branch targets, RIP-relative operands), so it is only
+        // reused at the virtual address it was decoded for: code aliased at two addresses gets one per alias.
+        if (existing is not null && existing.Valid && existing.Insns[0].Ip == rip) return existing;
 
         int count = 0;
         ulong ip = rip, ipa = pa;

@@ -14,7 +14,7 @@ public class MiscSystemTests
     /// The same physical code page executed through two virtual addresses (identity and the boot
     /// map's -2 GiB alias): RIP-relative results and return addresses must follow the virtual address used.
     /// </summary>
-    [Fact(Skip = "emulator bug outside System/: BlockBuilder.GetOrBuild returns a block cached by physical address that was decoded for another virtual address (Ip/NextIp/rip-relative and branch targets of the first VA) (reported)")]
+    [Fact]
     public void AliasedCodeRunsAtItsOwnVirtualAddress()
     {
         using var g = new Guest();

@@ -100,7 +100,7 @@ public class PagingTests
     }
 
     /// <summary>SDM 4.7: the I/D bit is set only when EFER.NXE = 1 (or CR4.SMEP = 1); with NXE clear a fetch fault reports 0.</summary>
-    [Fact(Skip = "emulator bug outside System/: Vcpu.Memory.cs PageFault sets the I bit (16) for every fetch, even with EFER.NXE = 0 (reported)")]
+    [Fact]
     public void FetchFaultHasNoIBitWhenEferNxeIsClear()
     {
         var (r, g, _) = RunFault("sup-unmapped-fetch", g =>
