@@ -122,6 +122,8 @@ internal static unsafe class OpTable
                         if (reg.IsSegmentRegister() || reg.IsCR()) continue;
                         return false;
                     }
+                    // A third register operand is only ever shld/shrd's CL count: the family reads it from the encoding.
+                    if (regs == 2 && reg == Register.CL && i == 2) continue;
                     if (regs == 0) x.R0 = (byte)idx; else if (regs == 1) x.R1 = (byte)idx; else return false;
                     if (i == 0 || size == 0) size = reg.GetSize();
                     regs++;

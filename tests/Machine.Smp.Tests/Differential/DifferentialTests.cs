@@ -69,25 +69,6 @@ public class DifferentialTests(ITestOutputHelper output)
         Assert.True(failures.Count == 0, $"{failures.Count} encodings differ:{Environment.NewLine}{string.Join(Environment.NewLine + new string('-', 60) + Environment.NewLine, failures.Take(12))}");
     }
 
-    /// <summary>
-    /// Ratchet for InstructionCatalog.KnownUnsupported: the register forms still stop as unsupported.
-    /// When this fails the emulator learnt them: delete them from the list so they get generated.
-    /// </summary>
-    [Fact]
-    public void KnownUnsupportedFormsStillFail()
-    {
-        foreach (var code in InstructionCatalog.KnownUnsupported)
-        {
-            var form = InstructionCatalog.All.Single(f => f.Code == code);
-            int size = form.Slots[0].Size;
-            var step = new Step(form, [ProgramGen.Gpr(0, size), ProgramGen.Gpr(3, size), Register.CL], false, 0, 0, false,
-                RepPrefixKind.None, null, 0, 0, -1);
-            var p = new DiffProgram { Regs = new ulong[16], Flags = 0, ScratchSeed = 0, Steps = [step] };
-            var emu = EmulatorRunner.Run(DiffProgram.Code(p.Lines, p.Lines.Count), p.Input(), p.Scratch());
-            Assert.True(emu.Run.Reason == StopReason.Unsupported, $"{code} now runs ({emu.Run.Reason}): remove it from InstructionCatalog.KnownUnsupported");
-        }
-    }
-
     [Fact]
     public void CatalogCoversEveryFamily()
     {
