@@ -57,6 +57,14 @@ public sealed class Machine : IDisposable
     private Exception? hostException;
     internal readonly ManualResetEventSlim StoppedEvent = new(false);
 
+    static Machine()
+    {
+        // Initialize the seam switch before any handler is compiled: the JIT folds a static readonly
+        // bool only when its class is already initialized (otherwise, with tiering off, every data
+        // access would keep a test of the flag).
+        System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(Seams).TypeHandle);
+    }
+
     public Machine(MachineOptions o)
     {
         if (o.Vcpus < 1 || o.Vcpus > BootLayout.MaxCpus) throw new ArgumentOutOfRangeException(nameof(o), $"vCPU count must be 1..{BootLayout.MaxCpus} (got {o.Vcpus})");

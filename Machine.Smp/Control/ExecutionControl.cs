@@ -14,6 +14,9 @@ public static class Seams
     public const string PointsSwitch = "Harness.Machine.SchedulingPoints";
 #if NO_SEAMS
     public const bool Points = false;
+#elif SEAMS_PLANTED_COST
+    // Planted bug for benchmarks/seams-codegen.sh --planted: a mutable flag the JIT cannot fold.
+    public static bool Points = AppContext.TryGetSwitch(PointsSwitch, out bool on) && on;
 #else
     /// <summary>Set the AppContext switch before any machine type is touched (test module initializer).</summary>
     public static readonly bool Points = AppContext.TryGetSwitch(PointsSwitch, out bool on) && on;
