@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shows that the controlled-execution seams cost nothing in free-running mode: builds the harness
 # twice (normal, and with NO_SEAMS so Seams.Points is a compile-time const), runs the compute guest
-# under each with the JIT's disassembly on, and compares the optimized (Tier1) machine code of every
+# under each with the JIT's disassembly on, and compares the optimized machine code of every
 # Harness.Machine method both runs compiled. Timing comparisons on this 2-core VM are noisier than
 # the 3% the goal asks about; identical code is a stronger answer.
 #
@@ -18,8 +18,8 @@ out=$(mktemp -d)
 dotnet build cli -c ReleaseSeams -p:Optimize=true $planted --nologo -v q -o "$out/seams" >/dev/null
 dotnet build cli -c ReleaseNoSeams -p:Optimize=true -p:DefineConstants=NO_SEAMS --nologo -v q -o "$out/noseams" >/dev/null
 for v in seams noseams; do
-  # Dynamic PGO lays code out by the run's own profile; off, the code depends only on the source.
-  # Only optimized code is listed, and OSR is held off, so only the background tier-1 thread writes.
+  # Tiering off: every method is compiled fully optimized, once, on the one thread that runs the
+  # deterministic machine, so listings never interleave and no run-specific profile shapes the code.
   DOTNET_TieredCompilation=0 DOTNET_JitDisasm='*' DOTNET_JitStdOutFile="$out/jit-$v.txt" \
     dotnet "$out/$v/harness.dll" run guest/build/samples/compute.elf --vcpus 2 --exec deterministic >/dev/null
 done
