@@ -129,10 +129,10 @@ internal static unsafe class Alu
         if (Writes(x.Sub)) c.Store(ea, log, r);
     }
 
-    private static ulong NewMR(Vcpu c, ref Insn x, ulong a) => Compute(c, x.Sub, x.SizeLog, a, c.GetReg(x.R0, x.SizeLog));
-    private static ulong NewMI(Vcpu c, ref Insn x, ulong a) => Compute(c, x.Sub, x.SizeLog, a, x.Imm);
-    private static void LockedMR(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMR);
-    private static void LockedMI(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMI);
+    private static ulong NewMR(Vcpu c, ref Insn x, ulong a, ulong _) => Compute(c, x.Sub, x.SizeLog, a, c.GetReg(x.R0, x.SizeLog));
+    private static ulong NewMI(Vcpu c, ref Insn x, ulong a, ulong _) => Compute(c, x.Sub, x.SizeLog, a, x.Imm);
+    private static void LockedMR(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMR, 0);
+    private static void LockedMI(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMI, 0);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static ulong Unary(Vcpu c, int op, int log, ulong a)
@@ -173,6 +173,6 @@ internal static unsafe class Alu
         c.Store(ea, x.SizeLog, Unary(c, x.Sub, x.SizeLog, c.Load(ea, x.SizeLog)));
     }
 
-    private static ulong NewUnary(Vcpu c, ref Insn x, ulong a) => Unary(c, x.Sub, x.SizeLog, a);
-    private static void LockedUnary_M(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewUnary);
+    private static ulong NewUnary(Vcpu c, ref Insn x, ulong a, ulong _) => Unary(c, x.Sub, x.SizeLog, a);
+    private static void LockedUnary_M(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewUnary, 0);
 }

@@ -22,10 +22,10 @@ internal static unsafe class Atomics
     }
 
     /// <summary>
-    /// Atomically replaces the value at ea with f(old); returns old. f may record flags: they are
+    /// Atomically replaces the value at ea with f(old, operand); returns old. f may record flags: they are
     /// rolled back before each retry, so the flags seen afterwards are those of the winning attempt.
     /// </summary>
-    public static ulong Rmw(Vcpu c, ref Insn x, ulong ea, delegate*<Vcpu, ref Insn, ulong, ulong> f)
+    public static ulong Rmw(Vcpu c, ref Insn x, ulong ea, delegate*<Vcpu, ref Insn, ulong, ulong, ulong> f, ulong operand)
     {
         c.Point(PointKind.Atomic, ea);
         int log = x.SizeLog;
@@ -35,7 +35,7 @@ internal static unsafe class Atomics
             lock (c.Machine.SplitLock)
             {
                 ulong o = c.Read(ea, log);
-                c.Write(ea, log, f(c, ref x, o));
+                c.Write(ea, log, f(c, ref x, o, operand));
                 return o;
             }
         }
@@ -51,7 +51,7 @@ internal static unsafe class Atomics
                 2 => Volatile.Read(ref *(uint*)p),
                 _ => Volatile.Read(ref *(ulong*)p),
             };
-            ulong nv = f(c, ref x, old);
+            ulong nv = f(c, ref x, old, operand);
             bool ok = log switch
             {
                 0 => Interlocked.CompareExchange(ref *p, (byte)nv, (byte)old) == (byte)old,
@@ -84,12 +84,12 @@ internal static unsafe class Atomics
         c.SetReg(x.R0, log, sum);
     }
 
-    private static ulong XaddNew(Vcpu c, ref Insn x, ulong old) => Alu.Compute(c, Alu.Add, x.SizeLog, old, c.GetReg(x.R0, x.SizeLog));
+    private static ulong XaddNew(Vcpu c, ref Insn x, ulong old, ulong _) => Alu.Compute(c, Alu.Add, x.SizeLog, old, c.GetReg(x.R0, x.SizeLog));
 
     // Without lock the memory form is still done as one atomic RMW: indistinguishable, and simpler.
     private static void XaddM(Vcpu c, ref Insn x)
     {
-        ulong old = Rmw(c, ref x, c.Ea(ref x), &XaddNew);
+        ulong old = Rmw(c, ref x, c.Ea(ref x), &XaddNew, 0);
         c.SetReg(x.R0, x.SizeLog, old);
     }
 
@@ -109,7 +109,7 @@ internal static unsafe class Atomics
         else c.SetReg(Reg.Rax, log, d);
     }
 
-    private static ulong CmpxchgNew(Vcpu c, ref Insn x, ulong old)
+    private static ulong CmpxchgNew(Vcpu c, ref Insn x, ulong old, ulong _)
     {
         int log = x.SizeLog;
         ulong acc = c.GetReg(Reg.Rax, log);
@@ -121,7 +121,7 @@ internal static unsafe class Atomics
     private static void CmpxchgM(Vcpu c, ref Insn x)
     {
         int log = x.SizeLog;
-        ulong old = Rmw(c, ref x, c.Ea(ref x), &CmpxchgNew);
+        ulong old = Rmw(c, ref x, c.Ea(ref x), &CmpxchgNew, 0);
         if (((c.GetReg(Reg.Rax, log) ^ old) & Vcpu.SizeMask(log)) != 0) c.SetReg(Reg.Rax, log, old);
     }
 

@@ -97,14 +97,12 @@ internal static unsafe class Bits
         if (x.Sub != Bt) c.Store(ea, x.SizeLog, Apply(x.Sub, v, bit));
     }
 
-    [ThreadStatic] private static ulong lockedBit;
-    private static ulong LockedNew(Vcpu c, ref Insn x, ulong old) => Apply(x.Sub, old, lockedBit);
+    private static ulong LockedNew(Vcpu c, ref Insn x, ulong old, ulong bit) => Apply(x.Sub, old, bit);
 
     private static void LockedBtM(Vcpu c, ref Insn x)
     {
         ulong ea = Element(c, ref x, out ulong bit);
-        lockedBit = bit;
-        ulong old = Atomics.Rmw(c, ref x, ea, &LockedNew);
+        ulong old = Atomics.Rmw(c, ref x, ea, &LockedNew, bit);
         SetCf(c, (old & bit) != 0);
     }
 

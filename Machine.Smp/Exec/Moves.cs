@@ -116,12 +116,12 @@ internal static unsafe class Moves
         c.SetReg(x.R1, log, a);
     }
 
-    private static ulong XchgNew(Vcpu c, ref Insn x, ulong old) => c.GetReg(x.R0, x.SizeLog);
+    private static ulong XchgNew(Vcpu c, ref Insn x, ulong old, ulong _) => c.GetReg(x.R0, x.SizeLog);
 
     // xchg with memory is always locked.
     private static void XchgM(Vcpu c, ref Insn x)
     {
-        ulong old = Atomics.Rmw(c, ref x, c.Ea(ref x), &XchgNew);
+        ulong old = Atomics.Rmw(c, ref x, c.Ea(ref x), &XchgNew, 0);
         c.SetReg(x.R0, x.SizeLog, old);
     }
 
