@@ -16,8 +16,15 @@ public class SeamSmokeTests
     const ulong Counter = 0x200000, Done0 = 0x200040, Done1 = 0x200080, ApStack = 0x300000;
     const int Iterations = 1000;
 
-    /// <summary>BSP starts AP 1; both add 1 to the counter Iterations times; the BSP waits for both and exits with the counter.</summary>
-    static byte[] Guest(bool locked) => Support.Asm(a =>
+    static byte[] Guest(bool locked) => Guest(Iterations, locked
+        ? a => a.@lock.add(__qword_ptr[rbx], 1)
+        : a => { a.mov(rax, __qword_ptr[rbx]); a.add(rax, 1); a.mov(__qword_ptr[rbx], rax); });
+
+    /// <summary>
+    /// BSP starts AP 1; both run `increment` (rbx = counter address; rax, rdx, rsi and rdi free)
+    /// `iterations` times; the BSP waits for both and exits with the counter.
+    /// </summary>
+    internal static byte[] Guest(int iterations, Action<Assembler> increment) => Support.Asm(a =>
     {
         var ap = a.CreateLabel("ap");
         var worker = a.CreateLabel("worker");
@@ -59,16 +66,9 @@ public class SeamSmokeTests
         // worker: Iterations increments of the shared counter
         a.Label(ref worker);
         a.mov(rbx, Counter);
-        a.mov(ecx, Iterations);
+        a.mov(ecx, iterations);
         a.Label(ref loop);
-        if (locked)
-            a.@lock.add(__qword_ptr[rbx], 1);
-        else
-        {
-            a.mov(rax, __qword_ptr[rbx]);
-            a.add(rax, 1);
-            a.mov(__qword_ptr[rbx], rax);
-        }
+        increment(a);
         a.dec(ecx);
         a.jnz(loop);
         a.ret();
