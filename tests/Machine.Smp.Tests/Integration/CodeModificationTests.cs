@@ -1,0 +1,153 @@
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Iced.Intel;
+using Xunit;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Harness.Machine.Tests.Integration;
+
+/// <summary>
+/// Written code is never executed stale: by the writing vCPU (even inside the block it is
+/// executing), by another vCPU (cross-modifying code, as a translator's chaining patch is), or
+/// after a host-side write (the DBT's call-outs write code through the host).
+/// </summary>
+public class CodeModificationTests
+{
+    [Fact]
+    public void StoreIntoTheNextInstructionOfTheSameBlockTakesEffect()
+    {
+        var code = Support.Asm(a =>
+        {
+            var patch = a.CreateLabel();
+            a.lea(rbx, __[patch]);
+            a.mov(__dword_ptr[rbx + 1], 42);   // the imm32 of `mov eax, 7` below
+            a.Label(ref patch);
+            a.mov(eax, 7);
+            a.@out(0xF4, eax);
+        });
+        var r = Support.RunCode(code);
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal(42, r.ExitStatus);
+    }
+
+    [Fact]
+    public void PatchingAFunctionAlreadyDecodedTakesEffectOnTheNextCall()
+    {
+        var code = Support.Asm(a =>
+        {
+            var f = a.CreateLabel();
+            a.call(f);                          // decodes and runs f: 7
+            a.mov(r12, rax);
+            a.lea(rbx, __[f]);
+            a.mov(__dword_ptr[rbx + 1], 35);
+            a.call(f);                          // must run the patched f: 35
+            a.add(rax, r12);
+            a.@out(0xF4, eax);
+            a.Label(ref f);
+            a.mov(eax, 7);
+            a.ret();
+        });
+        var r = Support.RunCode(code);
+        Assert.Equal(42, r.ExitStatus);
+    }
+
+    /// <summary>The BSP polls f() until it returns non-zero; AP 1 patches f's immediate. A stale decode would spin until the limit.</summary>
+    static byte[] CrossModifyingGuest() => Support.Asm(a =>
+    {
+        var ap = a.CreateLabel("ap");
+        var f = a.CreateLabel("f");
+        var poll = a.CreateLabel("poll");
+        var park = a.CreateLabel("park");
+        a.lea(rax, __[ap]);
+        a.mov(__qword_ptr[rdi + 64 + 24], rax);
+        a.mov(rax, 0x300000UL);
+        a.mov(__qword_ptr[rdi + 64 + 32], rax);
+        a.mov(ecx, 0x830);
+        a.mov(eax, 0x600);
+        a.mov(edx, 1);
+        a.wrmsr();
+        a.Label(ref poll);
+        a.call(f);
+        a.test(eax, eax);
+        a.jz(poll);
+        a.@out(0xF4, eax);
+        a.Label(ref f);
+        a.mov(eax, 0);
+        a.ret();
+        a.Label(ref ap);
+        a.mov(ecx, 5000);                        // let the BSP decode and run f many times first
+        var delay = a.CreateLabel();
+        a.Label(ref delay);
+        a.dec(ecx);
+        a.jnz(delay);
+        a.lea(rbx, __[f]);
+        a.mov(__dword_ptr[rbx + 1], 42);
+        a.Label(ref park);
+        a.cli();
+        a.hlt();
+        a.jmp(park);
+    });
+
+    public static TheoryData<string> Controls => new() { "free", "det1", "det7", "det1000" };
+
+    static ExecutionControl Control(string name) => name switch
+    {
+        "free" => new FreeRunning(),
+        "det1" => new Deterministic(1),
+        "det7" => new Deterministic(7),
+        _ => new Deterministic(1000),
+    };
+
+    [Theory]
+    [MemberData(nameof(Controls))]
+    public void AnotherVcpusPatchIsSeen(string control)
+    {
+        var r = Support.RunCode(CrossModifyingGuest(), vcpus: 2, control: Control(control), maxInstructions: 5_000_000);
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal(42, r.ExitStatus);
+    }
+
+    [Fact]
+    public void HostWriteThroughPhysicalMemoryInvalidatesDecodedCode()
+    {
+        const ulong fAddr = 0x100800;
+        var f0 = Support.Asm(a => { a.mov(eax, 7); a.ret(); }, fAddr);
+        var f1 = Support.Asm(a => { a.mov(eax, 35); a.ret(); }, fAddr);
+        var code = Support.Asm(a =>
+        {
+            a.mov(r13, fAddr);
+            a.call(r13);
+            a.mov(r12, rax);
+            a.vmcall();                          // the host rewrites f
+            a.call(r13);
+            a.add(rax, r12);
+            a.@out(0xF4, eax);
+        });
+        using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
+        m.Memory.Write(0x100000, code);
+        m.Memory.Write(fAddr, f0);
+        m.Vmcall = _ => m.Memory.Write(fAddr, f1);
+        var r = m.Run(entry: 0x100000);
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal(42, r.ExitStatus);
+    }
+
+    [Fact]
+    public void UnknownPortsReadAllOnesAndIgnoreWrites()
+    {
+        var code = Support.Asm(a =>
+        {
+            a.xor(eax, eax);
+            a.@out(0x80, al);                    // ignored
+            a.@in(al, 0x80);                     // 0xff
+            a.movzx(ebx, al);
+            a.mov(dx, 0x1234);
+            a.@in(eax, dx);                      // 0xffffffff
+            a.add(eax, ebx);                     // 0xffffffff + 0xff = 0xfe (mod 2^32)
+            a.@out(0xF4, eax);
+        });
+        var r = Support.RunCode(code);
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal(0xFE, r.ExitStatus);
+    }
+}
