@@ -16,7 +16,9 @@
 #define SYS_READDIR   6   /* int readdir(unsigned long index, struct h_dirent *d): 1 entry, 0 end    */
 #define SYS_PIPE      7   /* int pipe(int fds[2]): fds[0] read end, fds[1] write end                 */
 #define SYS_SPAWN     8   /* int spawn(const char *program, unsigned long arg): pid; the child gets
-                             arg in rdi at its entry point (program = a bundled program's name)      */
+                             arg in rdi at its entry point (program = a bundled program's name) and
+                             inherits the parent's open file descriptors, same numbers (like
+                             fork+exec), so pipes can be handed to children                          */
 #define SYS_EXIT      9   /* void exit(int status)                                                   */
 #define SYS_WAIT     10   /* int wait(int pid, int *status): pid, or -ECHILD                         */
 #define SYS_YIELD    11   /* int yield(void)                                                         */
