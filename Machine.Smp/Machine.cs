@@ -15,6 +15,8 @@ public sealed class MachineOptions
     /// <summary>Stop when any vCPU has retired this many instructions (guest time). 0: no limit.</summary>
     public long MaxInstructions { get; init; }
     public ExecutionControl? Control { get; init; }
+    /// <summary>A NUL-terminated ASCII string for the guest, its address in the boot-info block (offset 40).</summary>
+    public string? CommandLine { get; init; }
     /// <summary>Receives the guest's console bytes (port 0xE9) as they are written.</summary>
     public Stream? Console { get; init; }
 }
@@ -77,7 +79,9 @@ public sealed class Machine : IDisposable
         ReservedSize = o.ReservedBytes;
         ReservedBase = o.MemoryBytes - o.ReservedBytes;
         console = o.Console;
-        boot = BootLayout.Write(Memory, o.Vcpus, ReservedBase, ReservedSize);
+        if (o.CommandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~')))
+            throw new ArgumentException($"the command line must be printable ASCII of at most {BootLayout.CommandLineMax} characters");
+        boot = BootLayout.Write(Memory, o.Vcpus, ReservedBase, ReservedSize, o.CommandLine);
         Vcpus = new Vcpu[o.Vcpus];
         for (int i = 0; i < Vcpus.Length; i++) Vcpus[i] = new Vcpu(this, i);
     }

@@ -21,24 +21,30 @@ internal static class RunCommand
         stats.AcceptOnlyFromAmong("text", "json");
         var exec = new Option<string>("--exec") { Description = "execution control: free (real threads) or deterministic (one thread, round-robin)", DefaultValueFactory = _ => "free" };
         exec.AcceptOnlyFromAmong("free", "deterministic");
+        var cmdline = new Option<string?>("--cmdline") { Description = "command line passed to the guest (boot-info offset 40), e.g. run=selftest" };
         var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
 
-        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, vcpus, maxInsns, memory, stats, exec, quantum };
-        cmd.SetAction((r, ct) => Task.FromResult(Run(
+        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, vcpus, maxInsns, memory, stats, exec, quantum, cmdline };
+        cmd.SetAction((r, ct) => Task.FromResult(Run(new RunSettings(
             r.GetValue(image), r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
-            r.GetValue(exec)!, r.GetValue(quantum), ct)));
+            r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline)), ct)));
         return cmd;
     }
+
+    private sealed record RunSettings(FileInfo? Image, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats, string Exec, long Quantum, string? CommandLine);
 
     // The machine reserves the top 16 MiB and needs 2 MiB below it (Machine's constructor checks it).
     private const int MinMemoryMiB = 18, MaxMemoryMiB = 64 * 1024;
 
-    private static int Run(FileInfo? image, int vcpus, long maxInsns, int memoryMiB, string? stats, string exec, long quantum, CancellationToken ct)
+    private static int Run(RunSettings o, CancellationToken ct)
     {
+        var (image, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine) = o;
         string? error = vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
             : memoryMiB < MinMemoryMiB || memoryMiB > MaxMemoryMiB ? $"--memory must be between {MinMemoryMiB} and {MaxMemoryMiB} (MiB; the top 16 MiB are reserved) (got {memoryMiB})"
             : maxInsns < 0 ? $"--max-instructions must not be negative (got {maxInsns})"
             : quantum < 1 ? $"--quantum must be positive (got {quantum})"
+            : commandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~'))
+                ? $"--cmdline must be printable ASCII of at most {BootLayout.CommandLineMax} characters"
             : image is { Exists: false } ? $"image not found: {image.FullName}"
             : null;
         if (error is not null) { Console.Error.WriteLine($"harness: {error}"); return ExitCodes.BadInput; }
@@ -58,6 +64,7 @@ internal static class RunCommand
                 MaxInstructions = maxInsns,
                 Control = control,
                 Console = stdout,
+                CommandLine = commandLine,
             });
         }
         catch (OutOfMemoryException)

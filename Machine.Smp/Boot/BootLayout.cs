@@ -10,7 +10,9 @@ namespace Harness.Machine.Boot;
 /// </summary>
 public static class BootLayout
 {
-    public const ulong Pml4 = 0x1000, PdptLow = 0x2000, PdptHigh = 0x3000, Gdt = 0x4000, BootInfo = 0x5000;
+    public const ulong Pml4 = 0x1000, PdptLow = 0x2000, PdptHigh = 0x3000, Gdt = 0x4000, BootInfo = 0x5000, CommandLine = 0x6000;
+    /// <summary>Longest command line, without its terminating NUL.</summary>
+    public const int CommandLineMax = 4095;
     public const ulong BootStackTop = 0x80000;
     public const ulong ImageBase = 0x100000;
     public const ulong KernelAlias = 0xFFFF_FFFF_8000_0000;
@@ -19,7 +21,7 @@ public static class BootLayout
     public const int MailboxOffset = 64, MailboxEntrySize = 24, MaxCpus = 64;
     public const ushort KernelCs = 0x08, KernelDs = 0x10;
 
-    public static BootState Write(PhysicalMemory mem, int cpus, ulong reservedBase, ulong reservedSize)
+    public static BootState Write(PhysicalMemory mem, int cpus, ulong reservedBase, ulong reservedSize, string? commandLine = null)
     {
         const ulong P = 1, RW = 2, PS = 0x80;
         mem.Span(0, (int)ImageBase).Clear();
@@ -37,6 +39,13 @@ public static class BootLayout
         mem.WriteU64(BootInfo + 16, mem.Size);
         mem.WriteU64(BootInfo + 24, reservedBase);
         mem.WriteU64(BootInfo + 32, reservedSize);
+        if (commandLine is not null)
+        {
+            var bytes = System.Text.Encoding.ASCII.GetBytes(commandLine);
+            mem.Write(CommandLine, bytes);
+            mem.Write(CommandLine + (ulong)bytes.Length, [0]);
+            mem.WriteU64(BootInfo + 40, CommandLine);
+        }
         return new BootState(
             Cr0: Cr0Bits.PE | Cr0Bits.MP | Cr0Bits.ET | Cr0Bits.NE | Cr0Bits.WP | Cr0Bits.PG,
             Cr3: Pml4,
