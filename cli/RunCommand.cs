@@ -53,7 +53,7 @@ internal static class RunCommand
         catch (DefaultImage.BuildException e) { Console.Error.WriteLine($"harness: {e.Message}"); return ExitCodes.BadInput; }
 
         ExecutionControl control = exec == "deterministic" ? new Deterministic(quantum) : new FreeRunning();
-        using var stdout = Console.OpenStandardOutput();
+        using var stdout = new ConsoleTap(Console.OpenStandardOutput());
         Harness.Machine.Machine created;
         try
         {
@@ -92,6 +92,7 @@ internal static class RunCommand
 
         if (result.Reason != StopReason.Exited) Console.Error.WriteLine($"harness: machine stopped: {result.Reason}: {result.Message}");
         if (result.HostException is { } hx) Console.Error.WriteLine(hx);
+        if (stats != "json") stdout.PrintSummary(); // with --stats json, stderr is only the JSON document
         if (stats is not null) PrintStats(result, stats, control.Name);
         return ExitCodes.For(result);
     }

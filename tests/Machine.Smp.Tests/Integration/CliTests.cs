@@ -147,6 +147,25 @@ public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFi
         Assert.Contains("Deadlock", stderr);
     }
 
+    [Fact]
+    public void ResultLinesAreSummarizedOnStderr()
+    {
+        const string lines = "result alpha iterations=100 insns_per_op=57\nnoise line\nresult beta iterations=7 checksum=0xabc\n";
+        var code = Support.Asm(a =>
+        {
+            foreach (byte b in System.Text.Encoding.ASCII.GetBytes(lines)) { a.mov(Iced.Intel.AssemblerRegisters.al, b); a.@out(0xE9, Iced.Intel.AssemblerRegisters.al); }
+            a.xor(Iced.Intel.AssemblerRegisters.eax, Iced.Intel.AssemblerRegisters.eax);
+            a.@out(0xF4, Iced.Intel.AssemblerRegisters.eax);
+        });
+        string path = cli.Write("results.elf", ElfBuilder.For(code).Build());
+        var (exit, stdout, stderr) = Run("run", path, "--vcpus", "1");
+        Assert.True(exit == 0, $"exit {exit}; stderr: {stderr}");
+        Assert.Equal(lines, stdout.ReplaceLineEndings("\n"));
+        foreach (var cell in new[] { "workload", "iterations", "insns_per_op", "checksum", "alpha", "beta", "57", "0xabc" })
+            Assert.Contains(cell, stderr);
+        Assert.DoesNotContain("noise", stderr);
+    }
+
     [Theory]
     [InlineData("free")]
     [InlineData("deterministic")]
