@@ -22,24 +22,37 @@ internal static class RunCommand
         var exec = new Option<string>("--exec") { Description = "execution control: free (real threads) or deterministic (one thread, round-robin)", DefaultValueFactory = _ => "free" };
         exec.AcceptOnlyFromAmong("free", "deterministic");
         var cmdline = new Option<string?>("--cmdline") { Description = "command line passed to the guest (boot-info offset 40), e.g. run=selftest" };
+        var kernel = new Option<FileInfo?>("--kernel") { Description = "guest kernel image (the same as the image argument)" };
+        var workload = new Option<string[]>("--workload")
+        {
+            Description = "workload(s) the guest kernel runs, in order (repeat or comma-separate); passed as run=<a,b,...> on its command line",
+            AllowMultipleArgumentsPerToken = true,
+        };
         var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
 
-        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, vcpus, maxInsns, memory, stats, exec, quantum, cmdline };
+        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new RunSettings(
-            r.GetValue(image), r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
+            r.GetValue(image) ?? r.GetValue(kernel), r.GetValue(image) is not null && r.GetValue(kernel) is not null,
+            r.GetValue(workload) ?? [], r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
             r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline)), ct)));
         return cmd;
     }
 
-    private sealed record RunSettings(FileInfo? Image, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats, string Exec, long Quantum, string? CommandLine);
+    private sealed record RunSettings(FileInfo? Image, bool TwoImages, string[] Workloads, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats, string Exec, long Quantum, string? CommandLine);
 
     // The machine reserves the top 16 MiB and needs 2 MiB below it (Machine's constructor checks it).
     private const int MinMemoryMiB = 18, MaxMemoryMiB = 64 * 1024;
 
     private static int Run(RunSettings o, CancellationToken ct)
     {
-        var (image, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine) = o;
-        string? error = vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
+        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine) = o;
+        var names = workloads.SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        if (names.Count > 0)
+            commandLine = (commandLine is null ? "" : commandLine + " ") + "run=" + string.Join(',', names);
+        string? badName = names.FirstOrDefault(n => !n.All(ch => char.IsAsciiLetterOrDigit(ch) || ch == '_' || ch == '-'));
+        string? error = twoImages ? "give the image either as the argument or with --kernel, not both"
+            : badName is not null ? $"--workload: '{badName}' is not a workload name (letters, digits, _ and -)"
+            : vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
             : memoryMiB < MinMemoryMiB || memoryMiB > MaxMemoryMiB ? $"--memory must be between {MinMemoryMiB} and {MaxMemoryMiB} (MiB; the top 16 MiB are reserved) (got {memoryMiB})"
             : maxInsns < 0 ? $"--max-instructions must not be negative (got {maxInsns})"
             : quantum < 1 ? $"--quantum must be positive (got {quantum})"

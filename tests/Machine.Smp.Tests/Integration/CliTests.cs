@@ -148,6 +148,18 @@ public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFi
     }
 
     [Fact]
+    public void WorkloadsBecomeTheKernelCommandLine()
+    {
+        string path = cli.Write("echo-cmdline.elf", ElfBuilder.For(CommandLineTests.EchoGuest()).Build());
+        var (exit, stdout, stderr) = Run("run", "--kernel", path, "--vcpus", "1", "--cmdline", "quiet", "--workload", "selftest", "--workload", "null_syscall,pipe_rtt");
+        Assert.True(exit == 0, $"exit {exit}; stderr: {stderr}");
+        Assert.Equal("quiet run=selftest,null_syscall,pipe_rtt", stdout);
+        var both = Run("run", path, "--kernel", path);
+        Assert.Equal(2, both.Code);
+        Assert.Contains("not both", both.Stderr);
+    }
+
+    [Fact]
     public void ResultLinesAreSummarizedOnStderr()
     {
         const string lines = "result alpha iterations=100 insns_per_op=57\nnoise line\nresult beta iterations=7 checksum=0xabc\n";

@@ -9,7 +9,7 @@ namespace Harness.Machine.Tests.Integration;
 public class CommandLineTests
 {
     /// <summary>Prints the command line byte by byte, then exits with 1 if the pointer was 0, else 0.</summary>
-    static byte[] EchoGuest() => Support.Asm(a =>
+    internal static byte[] EchoGuest() => Support.Asm(a =>
     {
         var none = a.CreateLabel();
         var loop = a.CreateLabel();
