@@ -7,8 +7,12 @@ fs=$(mktemp -d)
 trap 'rm -rf "$fs"' EXIT
 cd "$fs"
 fail=0
+# fileserver's checksums with the default 150 operations per worker (golden values: the guest
+# kernel must print the same, for any vCPU count).
+declare -A golden=([1]=0x3820529883003e0b [2]=0xf240b5b901bd1fb6 [4]=0xf3d82c8728490a13 [8]=0x5d0bd2992ef3a695)
+out=
 run() { # run <program> [hex arg]
-    local out status
+    local status
     out=$("$bin/$1" "${2:-0}" </dev/null 2>&1); status=$?
     printf '%s\n' "$out" | sed "s/^/  /"
     if [ $status -ne 0 ]; then echo "host-test: $1 ${2:-} exited $status"; fail=1; fi
@@ -18,6 +22,8 @@ for p in hello selftest null_syscall read1 write1 open_close stat page_fault pip
 done
 for t in 1 2 4 8; do
     echo "== fileserver $t workers"; run fileserver "$t"
+    grep -q "^result fileserver workers=$t ops=$((t * 150)) checksum=${golden[$t]}\$" <<<"$out" \
+        || { echo "host-test: fileserver $t: expected checksum ${golden[$t]}"; fail=1; }
 done
 echo "== runall"; run runall
 left=$(ls -A | grep -v '^fs_w' || true)
