@@ -82,6 +82,12 @@ static void run_workloads(void)
         if (status != 0)
             failed++;
     }
+    extern u64 stat_shootdowns;
+    u64 ticks = 0;
+    for (u32 i = 0; i < ncpus; i++)
+        ticks += cpus[i].ticks;
+    printk("kernel: stats page-faults=%lu fixups=%lu tlb-shootdowns=%lu ticks=%lu free-pages=%lu\n",
+           stat_page_faults, stat_fixups, stat_shootdowns, ticks, pmm_free_pages());
     printk("init: %d workloads, %d failed\n", total, failed);
     machine_exit(failed || selftest_fail ? 1 : 0);
 }
