@@ -21,7 +21,8 @@ public sealed class MachineOptions
     public Stream? Console { get; init; }
 }
 
-public sealed record VcpuStats(int Index, bool Started, long Instructions, long BlocksDecoded, long Interrupts, long Exceptions);
+/// <summary>Instructions: executed; GuestTime: retired-instruction time, which also advances while halted.</summary>
+public sealed record VcpuStats(int Index, bool Started, long Instructions, long GuestTime, long BlocksDecoded, long Interrupts, long Exceptions);
 
 public sealed record RunResult(StopReason Reason, int ExitStatus, string Message, TimeSpan Wall, IReadOnlyList<VcpuStats> Vcpus, Exception? HostException)
 {
@@ -119,7 +120,7 @@ public sealed class Machine : IDisposable
         }
         sw.Stop();
         lock (consoleLock) console?.Flush();
-        var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
+        var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Executed, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
         return new RunResult(reason, exitStatus, message, sw.Elapsed, stats, hostException);
     }
 

@@ -41,15 +41,14 @@ internal sealed class ConsoleTap(Stream inner) : Stream
         return eq < 0 ? (w, "") : (w[..eq], w[(eq + 1)..]);
     }
 
-    /// <summary>One table row per result line, a column per key (in first-seen order), to stderr.</summary>
+    /// <summary>One table row per result line (workload, then its key=value pairs), to stderr.</summary>
     public void PrintSummary()
     {
         if (Results.Count == 0) return;
-        var keys = Results.SelectMany(r => r.Fields.Select(f => f.Key)).Distinct().ToList();
-        var table = new Table().AddColumn("workload");
-        foreach (var k in keys) table.AddColumn(new TableColumn(k).RightAligned());
+        // Workloads report different keys: one measurements column keeps the table narrow.
+        var table = new Table().AddColumn("workload").AddColumn("measurements");
         foreach (var (workload, fields) in Results)
-            table.AddRow([workload, .. keys.Select(k => fields.FirstOrDefault(f => f.Key == k).Value ?? "")]);
+            table.AddRow(Markup.Escape(workload), Markup.Escape(string.Join("  ", fields.Select(f => $"{f.Key}={f.Value}"))));
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         console.Write(table);
     }

@@ -123,15 +123,15 @@ internal static class RunCommand
                 wallSeconds = r.Wall.TotalSeconds,
                 totalInstructions = r.TotalInstructions,
                 guestMips = r.TotalInstructions / secs / 1e6,
-                vcpus = r.Vcpus.Select(v => new { index = v.Index, started = v.Started, instructions = v.Instructions, blocksDecoded = v.BlocksDecoded, interrupts = v.Interrupts, exceptions = v.Exceptions }),
+                vcpus = r.Vcpus.Select(v => new { index = v.Index, started = v.Started, instructions = v.Instructions, guestTime = v.GuestTime, blocksDecoded = v.BlocksDecoded, interrupts = v.Interrupts, exceptions = v.Exceptions }),
             };
             Console.Error.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        var t = new Table().AddColumns("vCPU", "instructions", "blocks decoded", "interrupts", "exceptions");
+        var t = new Table().AddColumns("vCPU", "instructions", "guest time", "blocks decoded", "interrupts", "exceptions");
         foreach (var v in r.Vcpus.Where(v => v.Started))
-            t.AddRow(v.Index.ToString(), v.Instructions.ToString("N0"), v.BlocksDecoded.ToString("N0"), v.Interrupts.ToString("N0"), v.Exceptions.ToString("N0"));
+            t.AddRow(v.Index.ToString(), v.Instructions.ToString("N0"), v.GuestTime.ToString("N0"), v.BlocksDecoded.ToString("N0"), v.Interrupts.ToString("N0"), v.Exceptions.ToString("N0"));
         console.Write(t);
         console.WriteLine($"control {control}; stop {r.Reason}; wall {r.Wall.TotalMilliseconds:F1} ms; {r.TotalInstructions:N0} instructions; {r.TotalInstructions / secs / 1e6:F1} guest MIPS");
     }

@@ -51,6 +51,13 @@ public abstract class ExecutionControl
     /// <summary>The vCPU is halted with nothing that can wake it but another vCPU: wait until <see cref="Wake"/> or a stop.</summary>
     public virtual void Idle(Vcpu vcpu) { }
 
+    /// <summary>
+    /// The vCPU is halted and its next wake event (timer or pending interrupt) is at guest time
+    /// `wake`. Returns the guest time to jump to: `wake`, or an earlier time to re-check (an interrupt
+    /// arrived, the machine is stopping). May block. By default time jumps at once.
+    /// </summary>
+    public virtual long HaltedUntil(Vcpu vcpu, long wake) => wake;
+
     /// <summary>Another vCPU posted an interrupt to this one, or the machine is stopping.</summary>
     public virtual void Wake(Vcpu vcpu) { }
 

@@ -64,6 +64,30 @@ public sealed class FreeRunning : ExecutionControl
         ev.Wait();
     }
 
+    /// <summary>
+    /// Free-running guest time: a halted vCPU's clock may jump no further than the running vCPUs
+    /// have got, so an idle vCPU sleeps instead of spinning through timer ticks on a host core the
+    /// busy vCPUs need (and cannot race ahead to the instruction limit). With no vCPU running, time
+    /// jumps at once. An interrupt posted to it, or a stop, ends the wait.
+    /// </summary>
+    public override long HaltedUntil(Vcpu vcpu, long wake)
+    {
+        var machine = vcpu.Machine;
+        while (true)
+        {
+            if (machine.Stopping || vcpu.Apic.HasIncoming) return vcpu.Retired;
+            long running = long.MinValue;
+            foreach (var other in machine.Vcpus)
+                if (other != vcpu && other.Started && !other.IsHalted && Volatile.Read(ref other.IdleFlag) == 0)
+                    running = Math.Max(running, other.Retired);
+            if (running == long.MinValue || running >= wake) return wake;
+            var ev = vcpu.WakeEvent;
+            ev.Reset();
+            if (machine.Stopping || vcpu.Apic.HasIncoming) return vcpu.Retired;
+            ev.Wait(TimeSpan.FromMicroseconds(100));
+        }
+    }
+
     public override void Wake(Vcpu vcpu)
     {
         if (Interlocked.Exchange(ref vcpu.IdleFlag, 0) == 1) Interlocked.Decrement(ref idleCount);

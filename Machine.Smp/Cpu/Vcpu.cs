@@ -41,6 +41,11 @@ public sealed unsafe partial class Vcpu : IDisposable
 
     // Statistics (exact, reproducible counts).
     public long BlocksDecoded, InterruptsDelivered, ExceptionsDelivered;
+    /// <summary>Guest time skipped while halted; Retired - HaltedTime instructions were executed.</summary>
+    public long HaltedTime;
+
+    /// <summary>Instructions this vCPU actually executed (guest time minus the time it spent halted).</summary>
+    public long Executed => S->Retired - HaltedTime;
 
     internal Vcpu(Machine machine, int index)
     {
@@ -259,14 +264,28 @@ public sealed unsafe partial class Vcpu : IDisposable
                 // Halted: guest time jumps to the next event that can wake the vCPU.
                 long wake = ifOn ? Math.Min(interrupt, Apic.TimerWakes ? Apic.TimerDeadline : long.MaxValue) : long.MaxValue;
                 if (wake == long.MaxValue) return Machine.Stopping ? RunExit.Stopped : RunExit.Idle;
-                if (wake > sliceEnd) { S->Retired = sliceEnd; return RunExit.SliceEnd; }
-                S->Retired = Math.Min(Math.Max(now, wake), Machine.MaxInstructions);
+                if (wake > sliceEnd) { SkipTo(sliceEnd); return RunExit.SliceEnd; }
+                long target = Control.HaltedUntil(this, Math.Min(Math.Max(now, wake), Machine.MaxInstructions));
+                if (Machine.Stopping) return RunExit.Stopped;
+                if (eventFlag != 0)
+                {
+                    eventFlag = 0;
+                    Apic.Accept(S->Retired, v => Control.InterruptDelay(this, v));
+                }
+                SkipTo(Math.Max(now, target));
                 continue;
             }
             long next = Math.Min(Math.Min(Apic.TimerDeadline, interrupt), Math.Min(sliceEnd, Machine.MaxInstructions));
             nextEvent = next;
             return null;
         }
+    }
+
+    /// <summary>A halted vCPU's guest time jumps forward: counted as time, not as executed instructions.</summary>
+    private void SkipTo(long time)
+    {
+        HaltedTime += time - S->Retired;
+        S->Retired = time;
     }
 
     internal enum EventKind { Fault, Trap, Software, External }

@@ -92,6 +92,52 @@ public class SmpTests
         }
     }
 
+    /// <summary>
+    /// Free-running guest time stays coherent: an idle AP (sti; hlt with a 1,000-instruction periodic
+    /// timer) may not jump its clock past the busy BSP's, so when the BSP exits after ~2M
+    /// instructions the AP's guest time is within a few ticks of it (not billions ahead), it took
+    /// roughly one interrupt per tick of that time, and it executed only its handlers.
+    /// </summary>
+    [Fact]
+    public void IdleApClockFollowsTheBusyVcpuFreeRunning()
+    {
+        using var g = new Guest(2, new FreeRunning(), maxInstructions: 1_000_000_000);
+        var a = g.A;
+        var ap = a.CreateLabel();
+        var busy = a.CreateLabel();
+        g.Prologue();
+        StartAp(g, 1, ap, 0);
+        WaitFor(g, Guest.Data + 8, 1);      // AP's timer is running
+        a.mov(ecx, 1_000_000);
+        a.Label(ref busy);
+        a.dec(ecx);
+        a.jnz(busy);
+        g.Exit(0);
+
+        a.Label(ref ap);
+        a.lidt(__[Guest.Idtr]);
+        g.Wrmsr(0x83E, 0xB);                // divide by 1
+        g.Wrmsr(0x832, (1UL << 17) | 0x40); // periodic, vector 0x40
+        g.Wrmsr(0x838, 1000);
+        a.mov(__qword_ptr[Guest.Data + 8], 1);
+        var park = a.CreateLabel();
+        a.Label(ref park);
+        a.sti();
+        a.hlt();
+        a.jmp(park);
+        g.HandlerHere(0x40);
+        g.Wrmsr(0x80B, 0);
+        a.iretq();
+
+        var r = g.Run();
+        AssertExited(r);
+        long bsp = r.Vcpus[0].GuestTime, apTime = r.Vcpus[1].GuestTime;
+        Assert.True(bsp >= 2_000_000, $"BSP time {bsp}");
+        Assert.True(apTime <= bsp + 10_000, $"the idle AP's clock ran ahead: AP {apTime:N0}, BSP {bsp:N0}");
+        Assert.InRange(r.Vcpus[1].Interrupts, apTime / 1000 / 2, apTime / 1000 + 2);
+        Assert.True(r.Vcpus[1].Instructions < apTime / 10, $"AP executed {r.Vcpus[1].Instructions:N0} of {apTime:N0}");
+    }
+
     /// <summary>A fixed IPI from vCPU 0 wakes vCPU 1 from hlt (IF = 1); its handler sees the vector and EOIs.</summary>
     [Theory]
     [InlineData("det")]
