@@ -2,23 +2,23 @@ using System.Diagnostics;
 
 namespace Harness.Cli;
 
-/// <summary>Finds the repository's bundled sample guest and builds it (guest/build.sh) when needed.</summary>
+/// <summary>Finds the repository's guest kernel and builds it (guest/build.sh, incremental) when needed.</summary>
 internal static class DefaultImage
 {
-    public const string RelativeImage = "guest/build/samples/smp-demo.elf";
+    public const string RelativeImage = "guest/build/kernel/kernel.elf";
 
     public sealed class BuildException(string message) : Exception(message);
 
     public static string Ensure()
     {
         string root = FindRoot() ?? throw new BuildException(
-            "no image given and the bundled sample guest was not found (run from inside the repository, or pass an image path)");
+            "no image given and the bundled guest kernel was not found (run from inside the repository, or pass an image path)");
         string script = Path.Combine(root, "guest", "build.sh");
         var psi = new ProcessStartInfo("bash", [script]) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
-        using var p = Process.Start(psi) ?? throw new BuildException("could not start bash to build the sample guest");
+        using var p = Process.Start(psi) ?? throw new BuildException("could not start bash to build the guest kernel");
         string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
         p.WaitForExit();
-        if (p.ExitCode != 0) throw new BuildException($"building the sample guest failed ({script}):\n{output.TrimEnd()}");
+        if (p.ExitCode != 0) throw new BuildException($"building the guest kernel failed ({script}):\n{output.TrimEnd()}");
         return Path.Combine(root, RelativeImage);
     }
 

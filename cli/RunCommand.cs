@@ -8,12 +8,12 @@ using Spectre.Console;
 
 namespace Harness.Cli;
 
-/// <summary>`harness run`: boot an ELF image (default: the bundled sample guest) and run it to completion.</summary>
+/// <summary>`harness run`: boot an ELF image (default: the guest kernel and its default workloads) and run it to completion.</summary>
 internal static class RunCommand
 {
     public static Command Create()
     {
-        var image = new Argument<FileInfo?>("image") { Description = "ELF64 x86-64 image to boot (default: the bundled sample guest, built if needed)", Arity = ArgumentArity.ZeroOrOne };
+        var image = new Argument<FileInfo?>("image") { Description = "ELF64 x86-64 image to boot (default: the bundled guest kernel running its default workload set, built if needed)", Arity = ArgumentArity.ZeroOrOne };
         var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs (1..64)", DefaultValueFactory = _ => 2 };
         var maxInsns = new Option<long>("--max-instructions") { Description = "stop when any vCPU has retired this many instructions (0 = no limit)" };
         var memory = new Option<int>("--memory") { Description = "guest RAM in MiB (18..65536)", DefaultValueFactory = _ => 256 };

@@ -17,7 +17,13 @@ public class KernelTests(SampleGuestFixture guest)
 {
     private static string KernelPath(string name) => Path.Combine(Support.RepoRoot, "guest", "build", "kernel", name);
 
-    private (RunResult Result, string Console) Boot(int vcpus, ExecutionControl control, string? cmdline = null,
+    /// <summary>The kernel's default run (no run= on its command line): the default workload set.</summary>
+    public static readonly string[] DefaultWorkloads =
+        ["selftest", "null_syscall", "read1", "write1", "open_close", "stat", "page_fault", "pipe_rtt", "spawn_exit", "fileserver"];
+    private static readonly string[] Lmbench = DefaultWorkloads[1..^1];
+    private const string FileServerChecksum = "0xf3d82c8728490a13"; // 4 workers x 150 ops; equals a native Linux run (guest/user/README.md)
+
+    private (RunResult Result, string Console) Boot(int vcpus, ExecutionControl control, string? cmdline = "run=ktest,selftest",
         string image = "kernel.elf")
     {
         _ = guest.ImagePath;   // builds guest/ (samples, user programs, kernel) once
@@ -112,6 +118,30 @@ public class KernelTests(SampleGuestFixture guest)
         var (r, output) = Boot(2, new Deterministic(100), "selftest=0 run=fileserver");
         Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == 0, $"{r.Reason} {r.ExitStatus}: {r.Message}\n{output}");
         Assert.Contains("result fileserver workers=4 ops=600 checksum=0xf3d82c8728490a13\n", output);
+    }
+
+    /// <summary>
+    /// Every workload of the default set passes on 1, 2 and 4 vCPUs, free-running and deterministic;
+    /// each lmbench-style program reports its line; the file-server checksum is the same everywhere.
+    /// </summary>
+    [Theory]
+    [InlineData(1, "free")]
+    [InlineData(2, "free")]
+    [InlineData(4, "free")]
+    [InlineData(1, "det")]
+    [InlineData(2, "det")]
+    [InlineData(4, "det")]
+    public void DefaultWorkloadSetPasses(int vcpus, string control)
+    {
+        var (r, output) = Boot(vcpus, control == "free" ? new FreeRunning() : new Deterministic(200), cmdline: null);
+        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == 0, $"{r.Reason} {r.ExitStatus}: {r.Message}\n{output}");
+        foreach (var w in DefaultWorkloads)
+            Assert.Contains($"workload {w} exit=0\n", output);
+        Assert.Contains($"init: {DefaultWorkloads.Length} workloads, 0 failed\n", output);
+        foreach (var w in Lmbench)
+            Assert.Matches($"(?m)^result {w} iterations=[1-9][0-9]* insns_per_op=[1-9][0-9]*", output);
+        Assert.Contains($"result fileserver workers=4 ops=600 checksum={FileServerChecksum}\n", output);
+        Assert.Contains("result selftest checks=25 failed=0\n", output);
     }
 
     [Theory]
