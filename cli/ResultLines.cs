@@ -12,6 +12,8 @@ internal sealed class ConsoleTap(Stream inner) : Stream
 {
     private readonly List<byte> line = [];
     public List<(string Workload, List<(string Key, string Value)> Fields)> Results { get; } = [];
+    /// <summary>`workload &lt;name&gt; exit=N time=T` lines: how each workload ended and its guest time.</summary>
+    public List<(string Workload, List<(string Key, string Value)> Fields)> Workloads { get; } = [];
 
     public override void Write(byte[] buffer, int offset, int count)
     {
@@ -33,6 +35,8 @@ internal sealed class ConsoleTap(Stream inner) : Stream
         var words = text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         if (words.Length >= 2 && words[0] == "result")
             Results.Add((words[1], words.Skip(2).Select(Field).ToList()));
+        else if (words.Length >= 3 && words[0] == "workload" && words[2].StartsWith("exit=", StringComparison.Ordinal))
+            Workloads.Add((words[1], words.Skip(2).Select(Field).ToList()));
     }
 
     private static (string, string) Field(string w)
@@ -44,11 +48,22 @@ internal sealed class ConsoleTap(Stream inner) : Stream
     /// <summary>One table row per result line (workload, then its key=value pairs), to stderr.</summary>
     public void PrintSummary()
     {
-        if (Results.Count == 0) return;
+        if (Results.Count == 0 && Workloads.Count == 0) return;
         // Workloads report different keys: one measurements column keeps the table narrow.
-        var table = new Table().AddColumn("workload").AddColumn("measurements");
-        foreach (var (workload, fields) in Results)
-            table.AddRow(Markup.Escape(workload), Markup.Escape(string.Join("  ", fields.Select(f => $"{f.Key}={f.Value}"))));
+        var table = new Table().AddColumn("workload").AddColumn("exit").AddColumn(new TableColumn("guest time").RightAligned()).AddColumn("measurements");
+        static string Get(List<(string Key, string Value)> f, string key) => f.FirstOrDefault(x => x.Key == key).Value ?? "";
+        var ran = Workloads.Select(w => w.Workload).ToList();
+        // A result named <workload>_<part> (fileserver_perf) is shown in its workload's row.
+        var names = ran.Concat(Results.Select(r => r.Workload)
+            .Where(r => !ran.Any(w => r == w || r.StartsWith(w + "_", StringComparison.Ordinal)))).Distinct();
+        foreach (var name in names)
+        {
+            var run = Workloads.FirstOrDefault(w => w.Workload == name).Fields ?? [];
+            var measured = Results.Where(r => r.Workload == name || r.Workload.StartsWith(name + "_", StringComparison.Ordinal))
+                .Select(r => (r.Workload == name ? "" : r.Workload[(name.Length + 1)..] + ": ") + string.Join("  ", r.Fields.Select(f => $"{f.Key}={f.Value}")));
+            string time = long.TryParse(Get(run, "time"), out long t) ? t.ToString("N0") : "";
+            table.AddRow(Markup.Escape(name), Markup.Escape(Get(run, "exit")), time, Markup.Escape(string.Join("\n", measured)));
+        }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         console.Write(table);
     }

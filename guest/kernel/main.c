@@ -69,6 +69,7 @@ static void run_workloads(void)
         if (!*name)
             continue;
         total++;
+        u64 t0 = rdtsc();   /* guest time (retired instructions) on init's CPU */
         int pid = proc_spawn(self, name, 0);
         if (pid < 0) {
             printk("workload %s exit=spawn-error(%d)\n", name, pid);
@@ -78,7 +79,7 @@ static void run_workloads(void)
         int status = -1;
         int r = proc_wait(self, pid, &status);
         ASSERT(r == pid);
-        printk("workload %s exit=%d\n", name, status);
+        printk("workload %s exit=%d time=%lu\n", name, status, rdtsc() - t0);
         if (status != 0)
             failed++;
     }

@@ -162,7 +162,8 @@ public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFi
     [Fact]
     public void ResultLinesAreSummarizedOnStderr()
     {
-        const string lines = "result alpha iterations=100 insns_per_op=57\nnoise line\nresult beta iterations=7 checksum=0xabc\n";
+        const string lines = "result alpha iterations=100 insns_per_op=57\nnoise line\nresult beta iterations=7 checksum=0xabc\n"
+            + "result alpha_perf insns=4242\nworkload alpha exit=0 time=1234567\n";
         var code = Support.Asm(a =>
         {
             foreach (byte b in System.Text.Encoding.ASCII.GetBytes(lines)) { a.mov(Iced.Intel.AssemblerRegisters.al, b); a.@out(0xE9, Iced.Intel.AssemblerRegisters.al); }
@@ -173,7 +174,7 @@ public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFi
         var (exit, stdout, stderr) = Run("run", path, "--vcpus", "1");
         Assert.True(exit == 0, $"exit {exit}; stderr: {stderr}");
         Assert.Equal(lines, stdout.ReplaceLineEndings("\n"));
-        foreach (var cell in new[] { "workload", "iterations", "insns_per_op", "checksum", "alpha", "beta", "57", "0xabc" })
+        foreach (var cell in new[] { "workload", "guest time", "iterations", "insns_per_op", "checksum", "alpha", "beta", "57", "0xabc", "1,234,567", "perf: insns=4242" })
             Assert.Contains(cell, stderr);
         Assert.DoesNotContain("noise", stderr);
     }

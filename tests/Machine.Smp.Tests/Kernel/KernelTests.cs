@@ -53,8 +53,8 @@ public class KernelTests(SampleGuestFixture guest)
             "selftest: kernel ok\n",
             "ktest: hello from user mode\n",
             "ktest: ok\n",
-            "workload ktest exit=0\n",
-            "workload selftest exit=0\n",
+            "workload ktest exit=0 time=",
+            "workload selftest exit=0 time=",
             "init: 2 workloads, 0 failed\n",
         ];
         int at = 0;
@@ -108,7 +108,7 @@ public class KernelTests(SampleGuestFixture guest)
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}\n{output}");
         Assert.Equal(1, r.ExitStatus);
         Assert.DoesNotContain("selftest: kernel ok", output);
-        Assert.Contains("workload ktest exit=0\nworkload no_such_program exit=spawn-error(-2)\n", output);
+        Assert.Matches("workload ktest exit=0 time=[1-9][0-9]*\nworkload no_such_program exit=spawn-error\\(-2\\)\n", output);
         Assert.Contains("\ninit: 2 workloads, 1 failed\n", output);
     }
 
@@ -136,7 +136,7 @@ public class KernelTests(SampleGuestFixture guest)
         var (r, output) = Boot(vcpus, control == "free" ? new FreeRunning() : new Deterministic(200), cmdline: null);
         Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == 0, $"{r.Reason} {r.ExitStatus}: {r.Message}\n{output}");
         foreach (var w in DefaultWorkloads)
-            Assert.Contains($"workload {w} exit=0\n", output);
+            Assert.Matches($"(?m)^workload {w} exit=0 time=[1-9][0-9]*$", output);
         Assert.Contains($"init: {DefaultWorkloads.Length} workloads, 0 failed\n", output);
         foreach (var w in Lmbench)
             Assert.Matches($"(?m)^result {w} iterations=[1-9][0-9]* insns_per_op=[1-9][0-9]*", output);
