@@ -11,6 +11,7 @@ public enum FlagOp
     Add, Adc, Sub, Sbb,
     Logic,      // CF=OF=0, AF=0 (our fixed choice for the undefined AF)
     Inc, Dec,   // like Add/Sub with src2 = 1, CF preserved in LazyCfIn
+    Shl, Shr, Sar, // src1 = the operand, src2 = the masked count (non-zero); AF = 0
 }
 
 // Lazy flags: arithmetic instructions record (op, size, operands, result) and flags are computed
@@ -49,6 +50,9 @@ public unsafe partial class Vcpu
                 FlagOp.Sub => (s->LazySrc1 & m) < (s->LazySrc2 & m),
                 FlagOp.Sbb => s->LazyCfIn != 0 ? (s->LazySrc1 & m) <= (s->LazySrc2 & m) : (s->LazySrc1 & m) < (s->LazySrc2 & m),
                 FlagOp.Logic => false,
+                FlagOp.Shl => ShiftCf(s, m),
+                FlagOp.Shr => ShiftCf(s, m),
+                FlagOp.Sar => ShiftCf(s, m),
                 _ => s->LazyCfIn != 0, // Inc, Dec
             };
         }
@@ -93,6 +97,10 @@ public unsafe partial class Vcpu
                 FlagOp.None => (s->RflagsRaw & Cpu.Rflags.OF) != 0,
                 FlagOp.Add or FlagOp.Adc or FlagOp.Inc => ((a ^ r) & (b ^ r) & sign) != 0,
                 FlagOp.Sub or FlagOp.Sbb or FlagOp.Dec => ((a ^ b) & (a ^ r) & sign) != 0,
+                // shl: MSB(result) xor CF (the count-1 formula, kept for every count); shr: the
+                // operand's MSB for a count of 1, else 0; sar: 0 (docs/isa.md).
+                FlagOp.Shl => ((r & sign) != 0) ^ CF,
+                FlagOp.Shr => b == 1 && (a & sign) != 0,
                 _ => false,
             };
         }
@@ -106,9 +114,27 @@ public unsafe partial class Vcpu
             return (FlagOp)s->LazyOp switch
             {
                 FlagOp.None => (s->RflagsRaw & Cpu.Rflags.AF) != 0,
-                FlagOp.Logic => false,
+                FlagOp.Logic or FlagOp.Shl or FlagOp.Shr or FlagOp.Sar => false,
                 _ => ((s->LazySrc1 ^ s->LazySrc2 ^ s->LazyRes) & 0x10) != 0,
             };
+        }
+    }
+
+    /// <summary>The last bit a shift moved out (operand already masked; count 1..63).</summary>
+    private static bool ShiftCf(CpuState* s, ulong mask)
+    {
+        int bits = 8 << s->LazySize, n = (int)s->LazySrc2;
+        ulong a = s->LazySrc1 & mask;
+        switch ((FlagOp)s->LazyOp)
+        {
+            case FlagOp.Shl: return n <= bits && ((a >> (bits - n)) & 1) != 0;
+            case FlagOp.Shr: return n <= bits && ((a >> (n - 1)) & 1) != 0;
+            default:
+            {
+                int sh = 64 - bits;
+                long sa = (long)(a << sh) >> sh;
+                return n >= bits ? sa < 0 : ((sa >> (n - 1)) & 1) != 0;
+            }
         }
     }
 

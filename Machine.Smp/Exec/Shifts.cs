@@ -80,29 +80,21 @@ internal static unsafe class Shifts
         bool cf, of;
         switch (kind)
         {
+            // shl/shr/sar record lazy flags (Vcpu.Flags.cs computes CF/OF from operand and count).
             case Shl:
-            {
-                UInt128 wide = (UInt128)a << n;
-                r = (ulong)wide & mask;
-                cf = ((wide >> bits) & 1) != 0;
-                of = ((r & sign) != 0) ^ cf;
-                c.SetArith(Rflags.Arith, Vcpu.ZspOf(r, log) | (cf ? Rflags.CF : 0) | (of ? Rflags.OF : 0));
+                r = n < 64 ? (a << n) & mask : 0;
+                c.SetLazy(FlagOp.Shl, log, r, a, (ulong)n);
                 return r;
-            }
             case Shr:
                 r = a >> n;
-                cf = n <= bits && ((a >> (n - 1)) & 1) != 0;
-                of = n == 1 ? (a & sign) != 0 : false;
-                c.SetArith(Rflags.Arith, Vcpu.ZspOf(r, log) | (cf ? Rflags.CF : 0) | (of ? Rflags.OF : 0));
+                c.SetLazy(FlagOp.Shr, log, r, a, (ulong)n);
                 return r;
             case Sar:
             {
                 int sh = 64 - bits;
                 long sa = (long)(a << sh) >> sh;
-                int k = Math.Min(n, bits - 1);
-                r = (ulong)(sa >> k) & mask;
-                cf = n >= bits ? sa < 0 : ((sa >> (n - 1)) & 1) != 0;
-                c.SetArith(Rflags.Arith, Vcpu.ZspOf(r, log) | (cf ? Rflags.CF : 0));
+                r = (ulong)(sa >> Math.Min(n, bits - 1)) & mask;
+                c.SetLazy(FlagOp.Sar, log, r, a, (ulong)n);
                 return r;
             }
             case Rol:
