@@ -7,6 +7,7 @@
  * broken spinlock build can still report its own failure.
  */
 #include "kernel.h"
+#include "fmt.h"
 
 static volatile u32 console_owner;   /* cpu + 1 */
 static u32 console_depth;
@@ -45,86 +46,24 @@ static void console_unlock(u64 f)
     irq_restore(f);
 }
 
-static void put_str(const char *s)
+static void put(void *ctx, char c)
 {
-    if (!s)
-        s = "(null)";
-    while (*s)
-        console_putc(*s++);
+    (void)ctx;
+    console_putc(c);
 }
 
-static void put_uint(u64 v, u32 base, int width, char pad)
-{
-    char buf[24];
-    int n = 0;
-    do {
-        buf[n++] = "0123456789abcdef"[v % base];
-        v /= base;
-    } while (v);
-    for (int i = n; i < width; i++)
-        console_putc(pad);
-    while (n > 0)
-        console_putc(buf[--n]);
-}
-
+/* Formatting is guest/lib/fmt.c, shared with the sample guests and the user library. */
 void vprintk(const char *fmt, __builtin_va_list ap)
 {
-    for (const char *p = fmt; *p; p++) {
-        if (*p != '%') {
-            console_putc(*p);
-            continue;
-        }
-        p++;
-        char pad = ' ';
-        int width = 0, is_long = 0;
-        if (*p == '0') {
-            pad = '0';
-            p++;
-        }
-        while (*p >= '0' && *p <= '9')
-            width = width * 10 + (*p++ - '0');
-        while (*p == 'l') {
-            is_long = 1;
-            p++;
-        }
-        switch (*p) {
-        case 's':
-            put_str(__builtin_va_arg(ap, const char *));
-            break;
-        case 'c':
-            console_putc((char)__builtin_va_arg(ap, int));
-            break;
-        case 'd': {
-            i64 v = is_long ? __builtin_va_arg(ap, i64) : __builtin_va_arg(ap, int);
-            if (v < 0) {
-                console_putc('-');
-                v = -v;
-            }
-            put_uint((u64)v, 10, width, pad);
-            break;
-        }
-        case 'u':
-            put_uint(is_long ? __builtin_va_arg(ap, u64) : __builtin_va_arg(ap, u32), 10, width, pad);
-            break;
-        case 'x':
-            put_uint(is_long ? __builtin_va_arg(ap, u64) : __builtin_va_arg(ap, u32), 16, width, pad);
-            break;
-        case 'p':
-            put_str("0x");
-            put_uint((u64)__builtin_va_arg(ap, void *), 16, 16, '0');
-            break;
-        case '%':
-            console_putc('%');
-            break;
-        case '\0':
-            p--;
-            break;
-        default:
-            console_putc('%');
-            console_putc(*p);
-            break;
-        }
-    }
+    fmt_format(put, 0, fmt, ap);
+}
+
+static void put_plain(const char *fmt, ...)
+{
+    __builtin_va_list ap;
+    __builtin_va_start(ap, fmt);
+    vprintk(fmt, ap);
+    __builtin_va_end(ap);
 }
 
 void printk(const char *fmt, ...)
@@ -164,9 +103,7 @@ void panic(const char *fmt, ...)
             break;
         cpu_relax();
     }
-    put_str("\nkernel panic (cpu ");
-    put_uint(apic_id(), 10, 0, ' ');
-    put_str("): ");
+    put_plain("\nkernel panic (cpu %u): ", apic_id());
     vprintk(fmt, ap);
     console_putc('\n');
     __builtin_va_end(ap);
