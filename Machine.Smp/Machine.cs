@@ -47,6 +47,18 @@ public sealed class Machine : IDisposable
     internal readonly object SplitLock = new();
     /// <summary>The host call-out for vmcall (#UD in the guest when null).</summary>
     public Action<Vcpu>? Vmcall { get; set; }
+    /// <summary>
+    /// Hook for a binary translator (the DBT's attach point): maps a vCPU's start RIP to the RIP it
+    /// really starts at. Called for the BSP in <see cref="Run"/> (after the boot reset and the test
+    /// setup) and for an AP when its start-up IPI is handled (after the reset from its mailbox, before
+    /// it runs, on the sender's thread). Null: start at the given RIP.
+    /// </summary>
+    public Func<Vcpu, ulong, ulong>? StartRipFilter { get; set; }
+    /// <summary>
+    /// Observer, called on the vCPU's thread each time the interpreter decodes a block it is about to
+    /// run: (vCPU, virtual RIP, physical address). Lets a DBT's tests prove where executed code lives.
+    /// </summary>
+    public Action<Vcpu, ulong, ulong>? BlockDecoded { get; set; }
     public ElfImage? Image { get; private set; }
 
     private readonly BootState boot;
@@ -111,6 +123,7 @@ public sealed class Machine : IDisposable
         var bsp = Vcpus[0];
         bsp.Reset(rip, BootLayout.BootStackTop, BootLayout.BootInfo, boot);
         setup?.Invoke(bsp);
+        if (StartRipFilter is { } filter) bsp.Rip = filter(bsp, bsp.Rip);
         bsp.Started = true;
         var sw = Stopwatch.StartNew();
         using (cancel.Register(() => Stop(StopReason.Interrupted, 0, "interrupted by the host (Ctrl-C or cancellation)")))
@@ -206,6 +219,7 @@ public sealed class Machine : IDisposable
             ulong mb = BootLayout.MailboxAddress(index);
             ulong rip = Memory.ReadU64(mb), rsp = Memory.ReadU64(mb + 8), arg = Memory.ReadU64(mb + 16);
             v.Reset(rip, rsp, arg, boot);
+            if (StartRipFilter is { } filter) v.Rip = filter(v, rip);
             v.Started = true;
         }
         Control.StartVcpu(this, v);

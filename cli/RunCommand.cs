@@ -28,24 +28,26 @@ internal static class RunCommand
             Description = "workload(s) the guest kernel runs, in order (repeat or comma-separate); passed as run=<a,b,...> on its command line",
             AllowMultipleArgumentsPerToken = true,
         };
+        var dbt = new Option<string>("--dbt") { Description = "run under the kernel DBT: off (native) or default (milestone 1: the translator core)", DefaultValueFactory = _ => "off" };
+        dbt.AcceptOnlyFromAmong("off", "default");
         var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
 
-        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline };
+        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline, dbt };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new RunSettings(
             r.GetValue(image) ?? r.GetValue(kernel), r.GetValue(image) is not null && r.GetValue(kernel) is not null,
             r.GetValue(workload) ?? [], r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
-            r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline)), ct)));
+            r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline), r.GetValue(dbt)!), ct)));
         return cmd;
     }
 
-    private sealed record RunSettings(FileInfo? Image, bool TwoImages, string[] Workloads, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats, string Exec, long Quantum, string? CommandLine);
+    private sealed record RunSettings(FileInfo? Image, bool TwoImages, string[] Workloads, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats, string Exec, long Quantum, string? CommandLine, string Dbt);
 
     // The machine reserves the top 16 MiB and needs 2 MiB below it (Machine's constructor checks it).
     private const int MinMemoryMiB = 18, MaxMemoryMiB = 64 * 1024;
 
     private static int Run(RunSettings o, CancellationToken ct)
     {
-        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine) = o;
+        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine, dbtMode) = o;
         var names = workloads.SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
         if (names.Count > 0)
             commandLine = (commandLine is null ? "" : commandLine + " ") + "run=" + string.Join(',', names);
@@ -94,6 +96,13 @@ internal static class RunCommand
         try { machine.LoadElf(path); }
         catch (ImageException e) { Console.Error.WriteLine($"harness: bad image: {e.Message}"); return ExitCodes.BadInput; }
 
+        Harness.Dbt.Dbt? translator = null;
+        if (dbtMode == "default")
+        {
+            try { translator = Harness.Dbt.Dbt.Attach(machine, Harness.Dbt.DbtOptions.Default); }
+            catch (InvalidOperationException e) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return ExitCodes.BadInput; }
+        }
+
         // Ctrl-C: stop the machine cleanly (output flushed, stats printed) instead of killing the process.
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
@@ -106,11 +115,11 @@ internal static class RunCommand
         if (result.Reason != StopReason.Exited) Console.Error.WriteLine($"harness: machine stopped: {result.Reason}: {result.Message}");
         if (result.HostException is { } hx) Console.Error.WriteLine(hx);
         if (stats != "json") stdout.PrintSummary(); // with --stats json, stderr is only the JSON document
-        if (stats is not null) PrintStats(result, stats, control.Name);
+        if (stats is not null) PrintStats(result, stats, control.Name, translator?.Stats);
         return ExitCodes.For(result);
     }
 
-    private static void PrintStats(RunResult r, string format, string control)
+    private static void PrintStats(RunResult r, string format, string control, Harness.Dbt.DbtStats? dbt)
     {
         double secs = Math.Max(r.Wall.TotalSeconds, 1e-9);
         if (format == "json")
@@ -123,6 +132,18 @@ internal static class RunCommand
                 wallSeconds = r.Wall.TotalSeconds,
                 totalInstructions = r.TotalInstructions,
                 guestMips = r.TotalInstructions / secs / 1e6,
+                dbt = dbt is null ? null : new
+                {
+                    blocks = dbt.BlocksTranslated,
+                    nativeInstructions = dbt.NativeInstructions,
+                    nativeBytes = dbt.NativeBytes,
+                    cacheBytes = dbt.CacheBytes,
+                    expansion = dbt.ExpansionFactor,
+                    edgeStubs = dbt.EdgeStubs,
+                    chainedEdges = dbt.ChainedEdges,
+                    dispatcherEntries = dbt.DispatcherEntries,
+                    indirectDispatches = dbt.IndirectDispatches,
+                },
                 vcpus = r.Vcpus.Select(v => new { index = v.Index, started = v.Started, instructions = v.Instructions, guestTime = v.GuestTime, blocksDecoded = v.BlocksDecoded, interrupts = v.Interrupts, exceptions = v.Exceptions }),
             };
             Console.Error.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
@@ -133,6 +154,7 @@ internal static class RunCommand
         foreach (var v in r.Vcpus.Where(v => v.Started))
             t.AddRow(v.Index.ToString(), v.Instructions.ToString("N0"), v.GuestTime.ToString("N0"), v.BlocksDecoded.ToString("N0"), v.Interrupts.ToString("N0"), v.Exceptions.ToString("N0"));
         console.Write(t);
+        if (dbt is not null) console.WriteLine(dbt.ToString());
         console.WriteLine($"control {control}; stop {r.Reason}; wall {r.Wall.TotalMilliseconds:F1} ms; {r.TotalInstructions:N0} instructions; {r.TotalInstructions / secs / 1e6:F1} guest MIPS");
     }
 }

@@ -91,6 +91,7 @@ internal sealed unsafe class BlockBuilder
         // and the block is then rebuilt at the next lookup.
         Interlocked.CompareExchange(ref page.Blocks[off], block, existing);
         cpu.BlocksDecoded++;
+        cpu.Machine.BlockDecoded?.Invoke(cpu, rip, pa);
         return block;
     }
 }

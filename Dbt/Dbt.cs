@@ -1,0 +1,48 @@
+using Harness.Dbt.Dispatch;
+using Harness.Dbt.Translate;
+using Harness.Machine;
+
+namespace Harness.Dbt;
+
+/// <summary>
+/// The kernel DBT attached to a machine (milestone 1: the translator core). After
+/// <see cref="Attach"/>, every vCPU starts in the code cache — the BSP at the translation of its
+/// entry point, each AP at the translation of its mailbox RIP — and stays there: direct branches
+/// are chained, calls push code-cache return addresses, and indirect branches go through the
+/// dispatcher (the vmcall host call-out).
+/// </summary>
+public sealed class Dbt
+{
+    public readonly Machine.Machine Machine;
+    public readonly CodeCache.CodeCache Cache;
+    public readonly BlockTranslator Translator;
+    public readonly EdgeTable Edges;
+    public readonly Dispatcher Dispatcher;
+    public readonly DbtOptions Options;
+    public readonly DbtStats Stats;
+
+    private Dbt(Machine.Machine machine, DbtOptions options)
+    {
+        Machine = machine;
+        Options = options;
+        Stats = new DbtStats(machine.Vcpus.Length);
+        Cache = new CodeCache.CodeCache(machine);
+        Edges = new EdgeTable(Cache);
+        Translator = new BlockTranslator(Cache, Edges, options, Stats);
+        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, options, Stats);
+    }
+
+    /// <summary>
+    /// Attaches before <see cref="Harness.Machine.Machine.Run"/>: builds the code cache in the reserved
+    /// region, registers the dispatcher as the vmcall handler and redirects every vCPU's start RIP.
+    /// </summary>
+    public static Dbt Attach(Machine.Machine machine, DbtOptions? options = null)
+    {
+        if (machine.Vmcall is not null) throw new InvalidOperationException("the machine already has a vmcall handler (another DBT attached?)");
+        if (machine.StartRipFilter is not null) throw new InvalidOperationException("the machine already has a start-RIP filter");
+        var dbt = new Dbt(machine, options ?? DbtOptions.Default);
+        machine.Vmcall = dbt.Dispatcher.OnVmcall;
+        machine.StartRipFilter = dbt.Dispatcher.StartAt;
+        return dbt;
+    }
+}

@@ -1,0 +1,59 @@
+namespace Harness.Dbt;
+
+/// <summary>
+/// Translation statistics. Block counts are updated under the translator lock; dispatcher counters
+/// are per vCPU (each written only by its own vCPU's thread, on separate cache lines) and summed on read.
+/// </summary>
+public sealed class DbtStats
+{
+    private const int Stride = 8; // longs per vCPU: one 64-byte line
+    private readonly long[] perVcpu;
+    private long blocks, nativeInstructions, nativeBytes, cacheBytes, edgeStubs, chained;
+
+    public DbtStats(int vcpus) => perVcpu = new long[(vcpus + 1) * Stride];
+
+    internal void AddBlock(int insns, long native, long cache, int edges)
+    {
+        Interlocked.Increment(ref blocks);
+        Interlocked.Add(ref nativeInstructions, insns);
+        Interlocked.Add(ref nativeBytes, native);
+        Interlocked.Add(ref cacheBytes, cache);
+        Interlocked.Add(ref edgeStubs, edges);
+    }
+
+    internal void CountEntry(int vcpu) => perVcpu[vcpu * Stride]++;
+    internal void CountIndirect(int vcpu) => perVcpu[vcpu * Stride + 1]++;
+    internal void CountChained() => Interlocked.Increment(ref chained);
+    internal void CountStaleReentry(int vcpu) => perVcpu[vcpu * Stride + 2]++;
+
+    /// <summary>The first failure the dispatcher reported (also the machine's stop message), or null.</summary>
+    public string? Failure { get; internal set; }
+
+    public long BlocksTranslated => Volatile.Read(ref blocks);
+    /// <summary>Native instructions translated (static count over all blocks).</summary>
+    public long NativeInstructions => Volatile.Read(ref nativeInstructions);
+    public long NativeBytes => Volatile.Read(ref nativeBytes);
+    /// <summary>Bytes of translated blocks in the main pool (edge stubs not included).</summary>
+    public long CacheBytes => Volatile.Read(ref cacheBytes);
+    public long EdgeStubs => Volatile.Read(ref edgeStubs);
+    public long EdgeStubBytes => EdgeStubs * (long)CodeCache.CodeCache.EdgeStubSize;
+    /// <summary>Translated bytes per native byte (main pool only).</summary>
+    public double ExpansionFactor => NativeBytes == 0 ? 0 : (double)CacheBytes / NativeBytes;
+    public long ChainedEdges => Volatile.Read(ref chained);
+    public long DispatcherEntries => Sum(0);
+    public long IndirectDispatches => Sum(1);
+    /// <summary>Entries through an edge that was already chained: a vCPU ran a decode of the branch from before its patch.</summary>
+    public long StaleEdgeEntries => Sum(2);
+    public long DispatcherEntriesOf(int vcpu) => Volatile.Read(ref perVcpu[vcpu * Stride]);
+
+    private long Sum(int field)
+    {
+        long s = 0;
+        for (int i = field; i < perVcpu.Length; i += Stride) s += Volatile.Read(ref perVcpu[i]);
+        return s;
+    }
+
+    public override string ToString() =>
+        $"dbt: blocks={BlocksTranslated} native-insns={NativeInstructions} native-bytes={NativeBytes} cache-bytes={CacheBytes} " +
+        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} indirect={IndirectDispatches} stale-edge-entries={StaleEdgeEntries}";
+}

@@ -1,0 +1,62 @@
+namespace Harness.Dbt.Dispatch;
+
+public enum EdgeKind { Jmp, Jcc, Call, FallThrough }
+
+/// <summary>
+/// One not-yet-chained direct branch: its stub in the edge pool ("pushfq; cli; vmcall"), the native
+/// target, and the patch site (the 4-byte-aligned rel32 of the translated branch that targets the
+/// stub). The first dispatcher entry through the stub chains the branch straight to the target's
+/// translation; afterwards the stub is dead code.
+/// </summary>
+public sealed class Edge
+{
+    public required ulong Stub { get; init; }
+    public required ulong Target { get; init; }
+    public required EdgeKind Kind { get; init; }
+    /// <summary>Address of the branch's rel32 in the main pool; set before the block is published.</summary>
+    public ulong PatchSite { get; internal set; }
+    internal int chained;
+    public bool Chained => Volatile.Read(ref chained) != 0;
+}
+
+/// <summary>
+/// The host-side table from edge-stub address to <see cref="Edge"/>. Stubs are fixed-size, so the
+/// lookup is an array index (lock-free); entries are added under the translator lock and published
+/// with a release store before the stub can be reached.
+/// </summary>
+public sealed class EdgeTable
+{
+    private readonly CodeCache.CodeCache cache;
+    private readonly Edge?[] edges;
+    private int count;
+
+    public EdgeTable(CodeCache.CodeCache cache)
+    {
+        this.cache = cache;
+        edges = new Edge?[cache.Edges.Capacity / CodeCache.CodeCache.EdgeStubSize];
+    }
+
+    public int Count => Volatile.Read(ref count);
+
+    /// <summary>Allocates and writes a new stub for an edge to target (caller holds the translator lock).</summary>
+    public Edge Create(ulong target, EdgeKind kind)
+    {
+        ulong stub = cache.Edges.Allocate(CodeCache.CodeCache.EdgeStubSize, CodeCache.CodeCache.EdgeStubSize);
+        var e = new Edge { Stub = stub, Target = target, Kind = kind };
+        Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
+        bytes.Fill(0xCC);
+        CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);
+        Volatile.Write(ref edges[(stub - cache.Edges.Start) / CodeCache.CodeCache.EdgeStubSize], e);
+        cache.Write(stub, bytes);
+        Interlocked.Increment(ref count);
+        return e;
+    }
+
+    /// <summary>The edge whose stub starts at stub, or null.</summary>
+    public Edge? Lookup(ulong stub)
+    {
+        ulong off = stub - cache.Edges.Start;
+        if (off >= cache.Edges.Capacity || off % CodeCache.CodeCache.EdgeStubSize != 0) return null;
+        return Volatile.Read(ref edges[off / CodeCache.CodeCache.EdgeStubSize]);
+    }
+}

@@ -1,0 +1,202 @@
+using System.Collections.Concurrent;
+using Harness.Dbt.Dispatch;
+using Harness.Machine;
+using Harness.Machine.Cpu;
+using Iced.Intel;
+
+namespace Harness.Dbt.Translate;
+
+/// <summary>Translation of a native address failed (unreadable code, an unsupported instruction, an encoder error).</summary>
+public sealed class TranslationException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>One translated block: native [NativeStart, NativeEnd) lives at [CacheStart, CacheStart + CacheLength).</summary>
+public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong CacheStart, int CacheLength, int NativeInstructions, int Edges);
+
+/// <summary>
+/// Translates native code blocks into the main pool. A block is the straight-line native code from
+/// an address up to an unconditional control transfer (jmp, ret, indirect jmp, iretq, ...); jcc and
+/// call do not end it (their fall-through follows in the same block). Each native instruction is
+/// translated by its <see cref="Rulebook"/> rule into an <see cref="Emitter"/> list, which Iced's
+/// BlockEncoder encodes at the block's cache address in two passes (the second pads each patchable
+/// rel32 to a 4-byte boundary).
+///
+/// Concurrency: the native-to-cache map is a ConcurrentDictionary read without locks; adding a block
+/// (allocation, encoding, writing, publishing) is the one thing serialized across vCPUs, by
+/// <see cref="addLock"/>, which is never held while guest code runs.
+/// </summary>
+public sealed class BlockTranslator
+{
+    public readonly CodeCache.CodeCache Cache;
+    public readonly EdgeTable Edges;
+    private readonly DbtOptions options;
+    private readonly DbtStats stats;
+    private readonly ConcurrentDictionary<ulong, ulong> map = new();
+    private readonly object addLock = new();
+    private readonly List<TranslatedBlock> blocks = new();
+
+    internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats)
+    {
+        Cache = cache;
+        Edges = edges;
+        this.options = options;
+        this.stats = stats;
+    }
+
+    public bool TryLookup(ulong native, out ulong tx) => map.TryGetValue(native, out tx);
+
+    /// <summary>A snapshot of the translated blocks, in translation order.</summary>
+    public IReadOnlyList<TranslatedBlock> Blocks { get { lock (addLock) return blocks.ToArray(); } }
+
+    /// <summary>The translation of native (translating it now if needed); v supplies the page tables for reading native code.</summary>
+    public ulong GetOrTranslate(Vcpu v, ulong native)
+    {
+        if (map.TryGetValue(native, out ulong tx)) return tx;
+        lock (addLock)
+        {
+            if (map.TryGetValue(native, out tx)) return tx;
+            var b = TranslateLocked(v, native);
+            blocks.Add(b);
+            map[native] = b.CacheStart; // publish: only now can any vCPU reach the block
+            return b.CacheStart;
+        }
+    }
+
+    private TranslatedBlock TranslateLocked(Vcpu v, ulong native)
+    {
+        var reader = new NativeReader(v, native);
+        var decoder = Decoder.Create(64, reader, native, DecoderOptions.None);
+        var e = new Emitter(this);
+        int n = 0;
+        ulong ip = native;
+        while (true)
+        {
+            decoder.Decode(out var ins);
+            if (ins.IsInvalid)
+            {
+                if (n == 0)
+                {
+                    if (decoder.LastError == DecoderError.NoMoreBytes)
+                        throw new TranslationException($"cannot read native code at 0x{ip:x} (not mapped or outside RAM)");
+                    e.Add(Instruction.Create(Code.Ud2)); // invalid bytes: #UD, as natively
+                    n++;
+                    break;
+                }
+                e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough); // translated (and failing) only if ever reached
+                break;
+            }
+            e.Native = ins;
+            Flow flow;
+            try { flow = Rulebook.For(ins).Emit(e); }
+            catch (UnsupportedInstructionException) when (n > 0)
+            {
+                e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough);
+                break;
+            }
+            catch (UnsupportedInstructionException u) { throw new TranslationException(u.Message, u); }
+            n++;
+            ip = ins.NextIP;
+            if (flow == Flow.EndBlock) break;
+            if (n >= options.MaxBlockInstructions)
+            {
+                e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough);
+                break;
+            }
+        }
+        return Layout(e, native, ip, n);
+    }
+
+    /// <summary>Encodes the emitted items at the next main-pool address, writes and records them.</summary>
+    private TranslatedBlock Layout(Emitter e, ulong nativeStart, ulong nativeEnd, int nativeCount)
+    {
+        var items = e.Items;
+        ulong at = Cache.Main.Peek(CodeCache.CodeCache.BlockAlign);
+
+        // Pass 1: sizes (patchable branches as unpadded placeholders; every other size is address-independent).
+        var first = new List<Instruction>(items.Count);
+        foreach (var it in items) first.Add(it.Ins);
+        var (_, off1) = Encode(first, at);
+
+        // Pass 2: pad every patchable branch so its rel32 is 4-byte aligned (one atomic store when chained).
+        var second = new List<Instruction>(items.Count);
+        var sites = new ulong[items.Count];
+        ulong shift = 0;
+        for (int i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            if (it.Opcode is null) { second.Add(it.Ins); continue; }
+            ulong insAt = at + off1[i] + shift;
+            int pad = (int)((4 - ((insAt + (ulong)it.Opcode.Length) & 3)) & 3);
+            ulong site = insAt + (ulong)pad + (ulong)it.Opcode.Length;
+            var bytes = new byte[pad + it.Opcode.Length + 4];
+            bytes.AsSpan(0, pad).Fill(0x2E); // ignored segment prefix (branch hint): no extra executed instruction
+            it.Opcode.CopyTo(bytes, pad);
+            BitConverter.TryWriteBytes(bytes.AsSpan(pad + it.Opcode.Length), Rel32(site, it.Target));
+            var db = Instruction.CreateDeclareByte(bytes);
+            db.IP = it.Ins.IP;
+            second.Add(db);
+            sites[i] = site;
+            shift += (ulong)pad;
+        }
+        var (code, off2) = Encode(second, at);
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (items[i].Opcode is null) continue;
+            ulong end = at + (i + 1 < items.Count ? off2[i + 1] : (ulong)code.Length);
+            if (end - 4 != sites[i] || (sites[i] & 3) != 0)
+                throw new TranslationException($"layout of the block for 0x{nativeStart:x}: patch site 0x{sites[i]:x} moved or is unaligned (encoder sizes changed between passes)");
+        }
+
+        ulong got = Cache.Main.Allocate((ulong)code.Length, CodeCache.CodeCache.BlockAlign);
+        if (got != at) throw new TranslationException("code cache allocation moved during layout");
+        Cache.Write(at, code);
+        int edges = 0;
+        for (int i = 0; i < items.Count; i++)
+            if (items[i].Edge is { } edge) { edge.PatchSite = sites[i]; edges++; }
+
+        stats.AddBlock(nativeCount, (long)(nativeEnd - nativeStart), code.Length, edges);
+        return new TranslatedBlock(nativeStart, nativeEnd, at, code.Length, nativeCount, edges);
+    }
+
+    internal static int Rel32(ulong site, ulong target)
+    {
+        long d = unchecked((long)(target - (site + 4)));
+        return d is >= int.MinValue and <= int.MaxValue ? (int)d
+            : throw new TranslationException($"branch at 0x{site:x} cannot reach 0x{target:x} with a rel32");
+    }
+
+    private static (byte[] Code, uint[] Offsets) Encode(List<Instruction> list, ulong at)
+    {
+        var w = new ByteWriter();
+        if (!BlockEncoder.TryEncode(64, new InstructionBlock(w, list, at), out string? err, out var result,
+                BlockEncoderOptions.DontFixBranches | BlockEncoderOptions.ReturnNewInstructionOffsets))
+            throw new TranslationException($"encoding a block at 0x{at:x} failed: {err}");
+        return (w.Bytes.ToArray(), result.NewInstructionOffsets);
+    }
+
+    private sealed class ByteWriter : CodeWriter
+    {
+        public readonly List<byte> Bytes = new();
+        public override void WriteByte(byte value) => Bytes.Add(value);
+    }
+
+    /// <summary>Reads native code through the vCPU's page tables (an execute access), page by page.</summary>
+    private sealed unsafe class NativeReader(Vcpu v, ulong va) : CodeReader
+    {
+        private ulong pageVa = ulong.MaxValue, pagePa;
+
+        public override int ReadByte()
+        {
+            ulong pv = va & ~0xFFFUL;
+            if (pv != pageVa)
+            {
+                try { pagePa = v.Translate(pv, Access.Exec); }
+                catch (GuestFault) { return -1; }
+                pageVa = pv;
+            }
+            ulong pa = pagePa + (va & 0xFFF);
+            if (!v.Mem.InRam(pa)) return -1;
+            va++;
+            return v.Mem.Base[pa];
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using Harness.Machine;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Harness.Dbt.Tests;
+
+/// <summary>The target image, guest/build/samples/compute.elf, natively and translated side by side.</summary>
+public class ComputeTests(ITestOutputHelper output)
+{
+    private sealed record Outcome(RunResult Result, string Console, DbtStats? Stats, long NativeDecodes);
+
+    private static Outcome RunCompute(int vcpus, string control, bool translate)
+    {
+        var console = new MemoryStream();
+        using var m = new Machine.Machine(new MachineOptions { Vcpus = vcpus, Control = Support.Control(control), Console = console, MaxInstructions = 2_000_000_000 });
+        m.LoadElf(Support.ComputeElf);
+        var dbt = translate ? Dbt.Attach(m) : null;
+        long outside = 0;
+        ulong rb = m.ReservedBase, rs = m.ReservedSize;
+        m.BlockDecoded = (_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); };
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var r = m.Run(cts.Token);
+        return new Outcome(r, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, outside);
+    }
+
+    [Theory]
+    [InlineData(1, "free")]
+    [InlineData(1, "det")]
+    [InlineData(2, "free")]
+    [InlineData(2, "det")]
+    public void TranslatedMatchesNativeAndNeverRunsNativeText(int vcpus, string control)
+    {
+        var native = RunCompute(vcpus, control, translate: false);
+        var tx = RunCompute(vcpus, control, translate: true);
+        Assert.True(native.Result.Exited && native.Result.ExitStatus == 0, native.Result.Message);
+        Assert.True(tx.Result.Exited && tx.Result.ExitStatus == 0, $"{tx.Result.Reason}: {tx.Result.Message}");
+        Assert.Contains("compute: checksum=0x", native.Console);
+        Assert.Equal(native.Console.Split('\n').Order(), tx.Console.Split('\n').Order()); // AP lines may interleave differently
+        Assert.Equal(native.Console.Split('\n').Last(l => l.Length > 0), tx.Console.Split('\n').Last(l => l.Length > 0));
+
+        double ratio = (double)tx.Result.TotalInstructions / native.Result.TotalInstructions;
+        double time = tx.Result.Wall.TotalSeconds / Math.Max(native.Result.Wall.TotalSeconds, 1e-9);
+        var s = tx.Stats!;
+        output.WriteLine($"compute {vcpus} vCPU {control}: native {native.Result.TotalInstructions:N0} insns, translated {tx.Result.TotalInstructions:N0} insns, ratio {ratio:F5}; host time ratio {time:F2}");
+        output.WriteLine(s.ToString());
+        Assert.Equal(0, tx.NativeDecodes); // every executed instruction came from the code cache
+        Assert.True(native.NativeDecodes > 0);
+        Assert.True(ratio < 1.5, $"instruction overhead {ratio:F3} >= 1.5");
+        if (control == "det") Assert.True(ratio < 1.01, $"deterministic instruction overhead {ratio:F4} (only warm-up dispatcher entries expected)");
+        Assert.True(s.BlocksTranslated > 10 && s.ChainedEdges > 10);
+        Assert.True(s.ExpansionFactor is > 0.8 and < 2.0, $"expansion {s.ExpansionFactor}");
+    }
+}
