@@ -104,13 +104,10 @@ public sealed class Dispatcher
         Span<byte> rel = stackalloc byte[4];
         BitConverter.TryWriteBytes(rel, BlockTranslator.Rel32(edge.PatchSite, tx));
         cache.Write(edge.PatchSite, rel);
-        // The stub itself becomes "jmp tx" (one aligned 8-byte store): a vCPU still running a decode of
-        // the branch from before the patch reaches tx through one extra jmp instead of the dispatcher.
-        Span<byte> stub = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
-        stub.Fill(0xCC);
-        stub[0] = 0xE9;
-        BitConverter.TryWriteBytes(stub[1..], BlockTranslator.Rel32(edge.Stub + 1, tx));
-        cache.Write(edge.Stub, stub);
+        // The stub is left as it is: another vCPU may be executing it right now (between its pushfq
+        // and vmcall), so rewriting it would make that vCPU run from the middle of new bytes. A vCPU
+        // still running the branch from before the patch enters the dispatcher once more and leaves
+        // to tx.
         stats.CountChained();
     }
 

@@ -58,6 +58,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public void Write(ulong pa, ReadOnlySpan<byte> data)
     {
         data.CopyTo(Span(pa, data.Length));
+        Interlocked.MemoryBarrier(); // the stores before the code-map loads (store-load order needs a fence)
         for (ulong p = pa >> PageShift; p <= (pa + (ulong)data.Length - 1) >> PageShift && data.Length > 0; p++)
             if (CodeMap[p] != 0) InvalidateCode(p);
     }
@@ -76,7 +77,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
         CodeMap[ppn] = 1;
         Interlocked.MemoryBarrier();
         var fresh = new CodePage(ppn);
-        return Interlocked.CompareExchange(ref codePages[ppn], fresh, null) ?? fresh;
+        var winner = Interlocked.CompareExchange(ref codePages[ppn], fresh, null) ?? fresh;
+        // An invalidation may have run between setting the byte and publishing the page (it clears
+        // the byte and finds no page to retire): set it again, so the published page is watched.
+        // Its bytes are read only after this, so a write before it is seen by the decode.
+        CodeMap[ppn] = 1;
+        Interlocked.MemoryBarrier();
+        return winner;
     }
 
     /// <summary>Called after a write to a page with decoded code: every vCPU re-decodes it at its next block boundary.</summary>
