@@ -355,32 +355,8 @@ extern char __image_start[], __image_end[];
 #define MSR_X2APIC_TMR_DIV 0x83E
 #define RFLAGS_IF 0x200UL
 
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
-static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
-static inline u64 rdmsr(u32 msr)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr) : "memory");
-    return ((u64)hi << 32) | lo;
-}
-static inline void wrmsr(u32 msr, u64 v)
-{
-    __asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
-}
-static inline u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return ((u64)hi << 32) | lo;
-}
-static inline u64 read_cr2(void) { u64 v; __asm__ volatile("mov %%cr2, %0" : "=r"(v)); return v; }
-static inline u64 read_cr3(void) { u64 v; __asm__ volatile("mov %%cr3, %0" : "=r"(v)); return v; }
-static inline void write_cr3(u64 v) { __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory"); }
-static inline void invlpg(u64 va) { __asm__ volatile("invlpg (%0)" : : "r"(va) : "memory"); }
-static inline u64 read_flags(void) { u64 f; __asm__ volatile("pushfq; popq %0" : "=r"(f) : : "memory"); return f; }
-static inline void cpu_relax(void) { __asm__ volatile("pause" : : : "memory"); }
-static inline void irq_enable(void) { __asm__ volatile("sti" : : : "memory"); }
-static inline void irq_disable(void) { __asm__ volatile("cli" : : : "memory"); }
+#include "x86.h"
+
 static inline void irq_restore(u64 f) { if (f & RFLAGS_IF) irq_enable(); }
 static inline u64 irq_save(void) { u64 f = read_flags(); irq_disable(); return f; }
 static inline u32 apic_id(void) { return (u32)rdmsr(MSR_X2APIC_ID); }

@@ -65,46 +65,7 @@ _Static_assert(sizeof(struct int_frame) == 22 * 8, "frame layout");
 #define PORT_CONSOLE 0xE9
 #define PORT_EXIT    0xF4
 
-static inline void outb(u16 port, u8 v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
-}
-
-static inline void outl(u16 port, u32 v)
-{
-    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
-}
-
-static inline u64 rdmsr(u32 msr)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr) : "memory");
-    return ((u64)hi << 32) | lo;
-}
-
-static inline void wrmsr(u32 msr, u64 v)
-{
-    __asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
-}
-
-static inline u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return ((u64)hi << 32) | lo;
-}
-
-static inline u64 read_cr2(void)
-{
-    u64 v;
-    __asm__ volatile("mov %%cr2, %0" : "=r"(v) : : "memory");
-    return v;
-}
-
-static inline void cpu_relax(void) { __asm__ volatile("pause" : : : "memory"); }
-static inline void cpu_halt(void)  { __asm__ volatile("hlt" : : : "memory"); }
-static inline void irq_enable(void)  { __asm__ volatile("sti" : : : "memory"); }
-static inline void irq_disable(void) { __asm__ volatile("cli" : : : "memory"); }
+#include "x86.h"
 
 static inline u32 apic_id(void) { return (u32)rdmsr(MSR_X2APIC_ID); }
 
