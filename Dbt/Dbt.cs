@@ -20,16 +20,22 @@ public sealed class Dbt
     public readonly Dispatcher Dispatcher;
     public readonly DbtOptions Options;
     public readonly DbtStats Stats;
+    public readonly Kernel.KernelEntries Kernel;
+    public readonly Kernel.ExceptionTables ExceptionTables;
 
     private Dbt(Machine.Machine machine, DbtOptions options)
     {
         Machine = machine;
         Options = options;
         Stats = new DbtStats(machine.Vcpus.Length);
-        Cache = new CodeCache.CodeCache(machine);
+        Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset));
         Edges = new EdgeTable(Cache);
         Translator = new BlockTranslator(Cache, Edges, options, Stats);
-        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, options, Stats);
+        Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
+        Translator.Kernel = Kernel;
+        ExceptionTables = new Kernel.ExceptionTables(machine, Cache, options.Kernel, options.ExceptionTableCapacity);
+        Translator.ExceptionTables = ExceptionTables;
+        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats);
     }
 
     /// <summary>
@@ -44,5 +50,13 @@ public sealed class Dbt
         machine.Vmcall = dbt.Dispatcher.OnVmcall;
         machine.StartRipFilter = dbt.Dispatcher.StartAt;
         return dbt;
+    }
+
+    /// <summary>The translated block containing a code-cache address, as native and translated assembly (diagnostics, golden files).</summary>
+    public string Describe(ulong cacheAddress)
+    {
+        var b = Translator.Blocks.FirstOrDefault(x => cacheAddress - x.CacheStart < (ulong)x.CacheLength);
+        if (b is null) return $"0x{cacheAddress:x}: not in a translated block";
+        return BlockListing.Format(Machine, Cache, b, mark: cacheAddress);
     }
 }

@@ -13,4 +13,19 @@ public sealed class DbtOptions
     /// execution of an unchained branch re-enters the dispatcher. Only tests set it.
     /// </summary>
     internal bool DropChainingPatch { get; init; }
+
+    /// <summary>The kernel's ELF symbols (exception tables); null: no exception-table registration.</summary>
+    public Kernel.KernelImage? Kernel { get; init; }
+
+    /// <summary>Entries in the DBT's own exception table (registered by the kernel at boot).</summary>
+    public int ExceptionTableCapacity { get; init; } = 256;
+
+    /// <summary>Where the DBT's per-CPU words sit in the area GS points to (the kernel's <c>module_percpu</c>).</summary>
+    public int PerCpuOffset { get; init; } = CodeCache.PerCpu.DefaultOffset;
+
+    /// <summary>Planted bug (the paper's "most subtle issue"): the inline jumptable lookup runs without cli.</summary>
+    public bool PlantedLookupWithInterrupts { get; init; }
+
+    /// <summary>Planted bug: iretq does not restore tx-nextpc-loc from the frame's redundant slot.</summary>
+    public bool PlantedNoTxNextPcRestore { get; init; }
 }

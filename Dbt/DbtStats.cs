@@ -25,6 +25,10 @@ public sealed class DbtStats
     internal void CountIndirect(int vcpu) => perVcpu[vcpu * Stride + 1]++;
     internal void CountChained() => Interlocked.Increment(ref chained);
     internal void CountStaleReentry(int vcpu) => perVcpu[vcpu * Stride + 2]++;
+    internal void CountCallOut(int vcpu) => perVcpu[vcpu * Stride + 3]++;
+
+    /// <summary>Distinct guest IDTs shadowed.</summary>
+    public int ShadowIdts { get; internal set; }
 
     /// <summary>The first failure the dispatcher reported (also the machine's stop message), or null.</summary>
     public string? Failure { get; internal set; }
@@ -44,6 +48,8 @@ public sealed class DbtStats
     public long IndirectDispatches => Sum(1);
     /// <summary>Entries through an edge that was already chained: a vCPU ran a decode of the branch from before its patch.</summary>
     public long StaleEdgeEntries => Sum(2);
+    /// <summary>Dispatcher entries that ran a call-out (lidt, sidt, wrmsr/rdmsr of a shadowed MSR).</summary>
+    public long CallOuts => Sum(3);
     public long DispatcherEntriesOf(int vcpu) => Volatile.Read(ref perVcpu[vcpu * Stride]);
 
     private long Sum(int field)
@@ -55,5 +61,5 @@ public sealed class DbtStats
 
     public override string ToString() =>
         $"dbt: blocks={BlocksTranslated} native-insns={NativeInstructions} native-bytes={NativeBytes} cache-bytes={CacheBytes} " +
-        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} indirect={IndirectDispatches} stale-edge-entries={StaleEdgeEntries}";
+        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} stale-edge-entries={StaleEdgeEntries}";
 }

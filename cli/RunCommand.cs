@@ -99,8 +99,8 @@ internal static class RunCommand
         Harness.Dbt.Dbt? translator = null;
         if (dbtMode == "default")
         {
-            try { translator = Harness.Dbt.Dbt.Attach(machine, Harness.Dbt.DbtOptions.Default); }
-            catch (InvalidOperationException e) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return ExitCodes.BadInput; }
+            try { translator = Harness.Dbt.Dbt.Attach(machine, new Harness.Dbt.DbtOptions { Kernel = Harness.Dbt.Kernel.KernelImage.FromElf(File.ReadAllBytes(path), path) }); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return ExitCodes.BadInput; }
         }
 
         // Ctrl-C: stop the machine cleanly (output flushed, stats printed) instead of killing the process.

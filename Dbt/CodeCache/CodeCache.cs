@@ -41,10 +41,10 @@ public sealed class Pool(string name, ulong start, ulong end)
 ///
 /// Layout (virtual, from the base):
 /// <code>
-///   page 0   shared stubs: per-vCPU exit stubs "popfq; jmp [rip+slot]", the indirect jmp/call
-///            dispatcher entries "pushfq; cli; vmcall", and a dead-end "cli; hlt; jmp $" (code)
-///   page 1   per-vCPU tx-nextpc-loc slots, one 64-byte line each (data only: host writes to it
-///            never invalidate decoded code)
+///   page 0   shared stubs: the exit stub "popfq; jmp [gs:tx-nextpc-loc]", a dead end
+///            "cli; hlt; jmp $", the jumptable's level-2 routine ending in the miss vmcall (code)
+///   data     DBT data, never executed (host writes never invalidate decoded code): each vCPU's own
+///            per-CPU area (used as GS base by images that never set one), shadow IDTs, jumptables
 ///   edges    the edge-stub pool (1/8 of the rest): one 8-byte "pushfq; cli; vmcall" per unchained edge
 ///   main     the main pool: translated blocks, 16-byte aligned, densely packed
 /// </code>
@@ -55,65 +55,82 @@ public sealed class CodeCache
 {
     public const ulong KernelAlias = 0xFFFF_FFFF_8000_0000;
     public const int MaxVcpus = 64;
-    public const ulong ExitStubSize = 16, SlotStride = 64, EdgeStubSize = 8;
+    public const ulong EdgeStubSize = 8;
     public const ulong BlockAlign = 16;
+    /// <summary>Bytes of each vCPU's own per-CPU area (for images without a GS base of their own).</summary>
+    public const ulong OwnAreaStride = 128;
 
     public readonly PhysicalMemory Memory;
+    public readonly PerCpu PerCpu;
     public readonly ulong PhysBase, Size, VirtBase;
-    public readonly ulong StubPage, SlotPage;
-    public readonly ulong IndirectJmpEntry, IndirectCallEntry, DeadEnd;
-    public readonly Pool Edges, Main;
+    public readonly ulong StubPage;
+    public readonly ulong ExitStub, DeadEnd;
+    public readonly Pool Data, Edges, Main;
+    private readonly ulong ownAreas;
 
-    public CodeCache(Machine.Machine machine)
+    public CodeCache(Machine.Machine machine, PerCpu perCpu)
     {
         Memory = machine.Memory;
+        PerCpu = perCpu;
         PhysBase = machine.ReservedBase;
         Size = machine.ReservedSize;
         if (PhysBase + Size > 0x8000_0000)
             throw new InvalidOperationException($"the reserved region [0x{PhysBase:x}, 0x{PhysBase + Size:x}) must lie below 2 GiB to be reachable through the -2 GiB kernel alias");
-        if (Size < 64 * 1024)
-            throw new InvalidOperationException($"the reserved region ({Size} bytes) is too small for a code cache (at least 64 KiB)");
+        if (Size < 1024 * 1024)
+            throw new InvalidOperationException($"the reserved region ({Size} bytes) is too small for a code cache (at least 1 MiB)");
         if (machine.Vcpus.Length > MaxVcpus) throw new InvalidOperationException($"at most {MaxVcpus} vCPUs");
         VirtBase = KernelAlias + PhysBase;
         StubPage = VirtBase;
-        SlotPage = VirtBase + PhysicalMemory.PageSize;
-        ulong poolsStart = VirtBase + 2 * PhysicalMemory.PageSize;
+        ulong dataStart = VirtBase + PhysicalMemory.PageSize;
+        // Data: own per-CPU areas, shadow IDTs and one jumptable per vCPU (PerCpu.JumpTableBytes each).
+        ulong dataBytes = RoundUp(MaxVcpus * OwnAreaStride + 16 * PhysicalMemory.PageSize + (ulong)machine.Vcpus.Length * Dispatch.JumpTable.Bytes, PhysicalMemory.PageSize);
+        Data = new Pool("data", dataStart, dataStart + dataBytes);
+        ulong poolsStart = Data.End;
+        if (poolsStart + 256 * 1024 > VirtBase + Size)
+            throw new InvalidOperationException($"the reserved region ({Size} bytes) is too small for {machine.Vcpus.Length} vCPUs' jumptables plus code");
         ulong rest = VirtBase + Size - poolsStart;
         ulong edgeBytes = (rest / 8) & ~(PhysicalMemory.PageSize - 1);
         Edges = new Pool("edges", poolsStart, poolsStart + edgeBytes);
         Main = new Pool("main", poolsStart + edgeBytes, VirtBase + Size);
+        ownAreas = Data.Allocate(MaxVcpus * OwnAreaStride, PhysicalMemory.PageSize);
+        Write(Data.Start, new byte[dataBytes]);
 
-        // Page 0: exit stubs for every possible vCPU, then the shared entries.
+        // Page 0: the exit stub, the jumptable's level-2 routine, the dead end.
         var page = new byte[PhysicalMemory.PageSize];
         Array.Fill(page, (byte)0xCC);
-        for (int i = 0; i < MaxVcpus; i++)
-        {
-            ulong stub = ExitStub(i);
-            int o = (int)(stub - StubPage);
-            page[o] = 0x9D;                                   // popfq
-            page[o + 1] = 0xFF; page[o + 2] = 0x25;           // jmp qword [rip + disp32]
-            BitConverter.TryWriteBytes(page.AsSpan(o + 3), unchecked((int)(TxNextPcLoc(i) - (stub + 7))));
-        }
-        IndirectJmpEntry = StubPage + MaxVcpus * ExitStubSize;
-        IndirectCallEntry = IndirectJmpEntry + 16;
-        DeadEnd = IndirectCallEntry + 16;
-        foreach (var e in new[] { IndirectJmpEntry, IndirectCallEntry })
-            DispatcherEntryBytes.CopyTo(page.AsSpan((int)(e - StubPage)));
+        ExitStub = StubPage;
+        // popfq; jmp qword gs:[disp32] (65 FF 24 25 disp32: SIB with no base and no index = absolute)
+        byte[] exit = [0x9D, 0x65, 0xFF, 0x24, 0x25, 0, 0, 0, 0];
+        BitConverter.TryWriteBytes(exit.AsSpan(5), checked((int)perCpu.TxNextPcLoc));
+        exit.CopyTo(page, 0);
+        DeadEnd = StubPage + 16;
         new byte[] { 0xFA, 0xF4, 0xEB, 0xFC }.CopyTo(page.AsSpan((int)(DeadEnd - StubPage))); // cli; hlt; jmp $-2
+        JumpTableL2 = StubPage + 32;
+        var (l2, missAt) = Stubs.JumpTableLevel2(JumpTableL2, perCpu);
+        l2.CopyTo(page.AsSpan((int)(JumpTableL2 - StubPage)));
+        IndirectMissVmcall = missAt;
         Write(StubPage, page);
-        Write(SlotPage, new byte[PhysicalMemory.PageSize]);
     }
+
+    /// <summary>The shared level-2 jumptable routine that every inline level-1 miss jumps to.</summary>
+    public readonly ulong JumpTableL2;
+    /// <summary>Address of the vmcall a jumptable miss enters the dispatcher through (stack: [flags, target]).</summary>
+    public readonly ulong IndirectMissVmcall;
+
+    private static ulong RoundUp(ulong v, ulong a) => (v + a - 1) & ~(a - 1);
 
     /// <summary>"pushfq; cli; vmcall": how every edge stub and dispatcher entry enters the dispatcher.</summary>
     public static ReadOnlySpan<byte> DispatcherEntryBytes => [0x9C, 0xFA, 0x0F, 0x01, 0xC1];
-    /// <summary>Offset of the instruction after the vmcall: the RIP the dispatcher sees.</summary>
-    public const ulong DispatcherEntryLength = 5;
+    /// <summary>Length of the vmcall: the dispatcher identifies an entry by the vmcall's address (RIP - 3).</summary>
+    public const ulong VmcallLength = 3;
+    /// <summary>Offset of the vmcall in an edge stub.</summary>
+    public const ulong EdgeVmcallOffset = 2;
 
-    /// <summary>vCPU i's exit stub: popfq; jmp [tx-nextpc-loc(i)].</summary>
-    public ulong ExitStub(int vcpu) => StubPage + (ulong)vcpu * ExitStubSize;
-
-    /// <summary>vCPU i's tx-nextpc-loc slot (data page).</summary>
-    public ulong TxNextPcLoc(int vcpu) => SlotPage + (ulong)vcpu * SlotStride;
+    /// <summary>
+    /// The GS base the DBT gives vCPU i when the image has none (GS base 0): an area of the data pool
+    /// positioned so that the module per-CPU words (<see cref="PerCpu"/>) fall inside it.
+    /// </summary>
+    public ulong OwnGsBase(int vcpu) => ownAreas + (ulong)vcpu * OwnAreaStride - (ulong)PerCpu.Offset;
 
     public bool Contains(ulong va) => va - VirtBase < Size;
 
@@ -138,6 +155,9 @@ public sealed class CodeCache
         Interlocked.MemoryBarrier();
         Memory.Write(pa, bytes);
     }
+
+    /// <summary>Writes DBT data (never code): one plain write.</summary>
+    public void WriteData(ulong va, ReadOnlySpan<byte> bytes) => Memory.Write(ToPhys(va), bytes);
 
     public ulong ReadU64(ulong va) => Memory.ReadU64(ToPhys(va));
     public uint ReadU32(ulong va) => Memory.ReadU32(ToPhys(va));

@@ -5,19 +5,19 @@ using Harness.Machine.Cpu;
 namespace Harness.Dbt.Dispatch;
 
 /// <summary>
-/// The dispatcher: the host side of every "pushfq; cli; vmcall" in the code cache. It runs on the
+/// The dispatcher: the host side of every dispatcher vmcall in the code cache. It runs on the
 /// entering vCPU's thread with the guest's interrupts off (asserted), never interprets guest code,
-/// finds or translates the target, chains a direct edge, writes tx-nextpc into this vCPU's
-/// tx-nextpc-loc and leaves through this vCPU's exit stub ("popfq; jmp [tx-nextpc-loc]"): registers
-/// and stack already hold the kernel's values when the stub runs, so shared translated code needs no
-/// per-CPU addressing.
+/// finds or translates the target, chains a direct edge or fills the jumptable, writes tx-nextpc
+/// into this CPU's tx-nextpc-loc (gs:[PerCpu.TxNextPcLoc]) and leaves through the shared exit stub
+/// "popfq; jmp gs:[tx-nextpc-loc]": registers and stack already hold the kernel's values when the
+/// stub runs.
 ///
-/// Entries are recognised by the vmcall's address (RIP after it, minus the entry length):
+/// Entries are recognised by the vmcall's address (RIP after it, minus 3):
 /// <list type="bullet">
-/// <item>an edge stub: the host table gives (native target, patch site); stack: [flags];</item>
-/// <item>the indirect-jmp entry: stack [flags, target]; the target slot is dropped;</item>
-/// <item>the indirect-call entry: stack [flags, cache return address, target]; the target slot is
-/// replaced by the return address, so the callee sees exactly one return address.</item>
+/// <item>an edge stub "pushfq; cli; vmcall": the host table gives (native target, patch site), or a
+/// call-out to run first; stack [flags];</item>
+/// <item>the jumptable miss at the end of the level-2 routine: stack [flags, target]; the target
+/// slot is dropped and the jumptable filled.</item>
 /// </list>
 /// </summary>
 public sealed class Dispatcher
@@ -28,9 +28,11 @@ public sealed class Dispatcher
     private readonly EdgeTable edges;
     private readonly DbtOptions options;
     private readonly DbtStats stats;
+    private readonly Kernel.KernelEntries kernel;
 
-    internal Dispatcher(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges, DbtOptions options, DbtStats stats)
+    internal Dispatcher(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges, Kernel.KernelEntries kernel, DbtOptions options, DbtStats stats)
     {
+        this.kernel = kernel;
         this.machine = machine;
         this.cache = cache;
         this.translator = translator;
@@ -40,13 +42,13 @@ public sealed class Dispatcher
     }
 
     /// <summary>The vmcall handler (Machine.Vmcall).</summary>
-    public void OnVmcall(Vcpu v)
+    public unsafe void OnVmcall(Vcpu v)
     {
-        ulong entry = v.Rip - CodeCache.CodeCache.DispatcherEntryLength;
+        ulong site = v.Rip - CodeCache.CodeCache.VmcallLength;
         stats.CountEntry(v.Index);
         if ((v.Rflags & Rflags.IF) != 0)
         {
-            Fail(v, $"dispatcher entered with interrupts enabled (IF=1) from 0x{entry:x}: every dispatcher entry must run 'pushfq; cli' first");
+            Fail(v, $"dispatcher entered with interrupts enabled (IF=1) from 0x{site:x}: every dispatcher entry must run 'pushfq; cli' first");
             return;
         }
         try
@@ -54,43 +56,46 @@ public sealed class Dispatcher
             ulong target;
             Edge? edge = null;
             ulong rsp = v.Gpr(Reg.Rsp);
-            if (entry == cache.IndirectJmpEntry)
+            if (site == cache.IndirectMissVmcall)
             {
+                // A jumptable miss: stack [flags, target]; drop the target slot.
                 stats.CountIndirect(v.Index);
                 ulong flags = v.Read64(rsp);
                 target = v.Read64(rsp + 8);
                 v.Write64(rsp + 8, flags);
                 v.Gpr(Reg.Rsp) = rsp + 8;
             }
-            else if (entry == cache.IndirectCallEntry)
-            {
-                stats.CountIndirect(v.Index);
-                ulong flags = v.Read64(rsp), ret = v.Read64(rsp + 8);
-                target = v.Read64(rsp + 16);
-                v.Write64(rsp + 16, ret);
-                v.Write64(rsp + 8, flags);
-                v.Gpr(Reg.Rsp) = rsp + 8;
-            }
-            else if ((edge = edges.Lookup(entry)) is not null)
+            else if ((edge = edges.Lookup(site - CodeCache.CodeCache.EdgeVmcallOffset)) is not null)
             {
                 target = edge.Target;
-                if (edge.Chained) stats.CountStaleReentry(v.Index);
+                if (edge.Kind == EdgeKind.CallOut)
+                {
+                    stats.CountCallOut(v.Index);
+                    edge.Effect!(v, rsp + 8);
+                }
+                else if (edge.Chained) stats.CountStaleReentry(v.Index);
             }
             else
             {
-                Fail(v, $"vmcall at 0x{entry + 2:x} is not a dispatcher entry (a vmcall in translated native code?)");
+                Fail(v, $"vmcall at 0x{site:x} is not a dispatcher entry (a vmcall in translated native code?)");
                 return;
             }
 
-            // A target already in the cache (not produced by milestone-1 rules) is entered as is.
+            ulong gs = v.S->GsBase;
+            if (gs == 0 || (long)gs >= 0)
+            {
+                Fail(v, $"dispatcher entered with GS base 0x{gs:x}, not a kernel per-CPU area (an edge on a path that runs with the user's GS?)");
+                return;
+            }
             ulong tx = cache.Contains(target) ? target : translator.GetOrTranslate(v, target);
-            if (edge is not null && !options.DropChainingPatch) Chain(edge, tx);
-            cache.Memory.WriteU64(cache.ToPhys(cache.TxNextPcLoc(v.Index)), tx);
-            v.Rip = cache.ExitStub(v.Index);
+            if (edge is null && !cache.Contains(target)) JumpTable.Insert(v, kernel.JumpTableOf(v.Index), target, tx);
+            if (edge is { Kind: not EdgeKind.CallOut } && !options.DropChainingPatch) Chain(edge, tx);
+            v.Write64(gs + cache.PerCpu.TxNextPcLoc, tx);
+            v.Rip = cache.ExitStub;
         }
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException)
+        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault)
         {
-            Fail(v, ex.Message);
+            Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);
         }
     }
 
@@ -111,11 +116,15 @@ public sealed class Dispatcher
         stats.CountChained();
     }
 
-    /// <summary>Translation for a vCPU's start RIP (BSP entry, AP start-up), through Machine.StartRipFilter.</summary>
+    /// <summary>Switchon at a vCPU's start (BSP entry, AP start-up), through Machine.StartRipFilter: the translation of its start RIP.</summary>
     public ulong StartAt(Vcpu v, ulong rip)
     {
-        try { return cache.Contains(rip) ? rip : translator.GetOrTranslate(v, rip); }
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException)
+        try
+        {
+            kernel.SwitchOn(v);
+            return cache.Contains(rip) ? rip : translator.GetOrTranslate(v, rip);
+        }
+        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault)
         {
             machine.Stop(StopReason.HostError, 0, $"dbt: vCPU {v.Index} cannot start at 0x{rip:x}: {ex.Message}");
             return cache.DeadEnd;

@@ -1,6 +1,14 @@
 namespace Harness.Dbt.Dispatch;
 
-public enum EdgeKind { Jmp, Jcc, Call, FallThrough }
+public enum EdgeKind { Jmp, Jcc, Call, FallThrough, CallOut }
+
+/// <summary>
+/// A host call-out (the DBT's "module code" for an instruction whose effect the translator must
+/// see: lidt, sidt, wrmsr of LSTAR or GS base, rdmsr of LSTAR). Runs in the dispatcher on the
+/// entering vCPU with interrupts off; the stack holds [flags] above the native RSP. After it the
+/// dispatcher continues at the edge's target (the native instruction after the one emulated).
+/// </summary>
+public delegate void CallOut(Harness.Machine.Vcpu v, ulong nativeRsp);
 
 /// <summary>
 /// One not-yet-chained direct branch: its stub in the edge pool ("pushfq; cli; vmcall"), the native
@@ -13,6 +21,10 @@ public sealed class Edge
     public required ulong Stub { get; init; }
     public required ulong Target { get; init; }
     public required EdgeKind Kind { get; init; }
+    /// <summary>For <see cref="EdgeKind.CallOut"/>: what to do before continuing at Target (never chained).</summary>
+    public CallOut? Effect { get; init; }
+    /// <summary>For call-outs: the native instruction emulated (diagnostics).</summary>
+    public string? What { get; init; }
     /// <summary>Address of the branch's rel32 in the main pool; set before the block is published.</summary>
     public ulong PatchSite { get; internal set; }
     internal int chained;
@@ -39,10 +51,10 @@ public sealed class EdgeTable
     public int Count => Volatile.Read(ref count);
 
     /// <summary>Allocates and writes a new stub for an edge to target (caller holds the translator lock).</summary>
-    public Edge Create(ulong target, EdgeKind kind)
+    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null)
     {
         ulong stub = cache.Edges.Allocate(CodeCache.CodeCache.EdgeStubSize, CodeCache.CodeCache.EdgeStubSize);
-        var e = new Edge { Stub = stub, Target = target, Kind = kind };
+        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what };
         Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
         bytes.Fill(0xCC);
         CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);

@@ -10,7 +10,11 @@ namespace Harness.Dbt.Translate;
 public sealed class TranslationException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>One translated block: native [NativeStart, NativeEnd) lives at [CacheStart, CacheStart + CacheLength).</summary>
-public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong CacheStart, int CacheLength, int NativeInstructions, int Edges);
+public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong CacheStart, int CacheLength, int NativeInstructions, int Edges)
+{
+    /// <summary>For an interrupt-entry translation (<see cref="EntryPath"/>): the slot offset from RSP at its start.</summary>
+    public int? EntrySlotDelta { get; init; }
+}
 
 /// <summary>
 /// Translates native code blocks into the main pool. A block is the straight-line native code from
@@ -33,6 +37,15 @@ public sealed class BlockTranslator
     private readonly ConcurrentDictionary<ulong, ulong> map = new();
     private readonly object addLock = new();
     private readonly List<TranslatedBlock> blocks = new();
+    // Entry-mode translations, keyed by (native address, slot offset from RSP); only under addLock.
+    private readonly Dictionary<(ulong, int), ulong> entryMap = new();
+    private readonly HashSet<(ulong, int)> entryInProgress = new();
+    private readonly InstructionInfoFactory infos = new();
+
+    internal DbtOptions Options => options;
+
+    /// <summary>The DBT's kernel-facing state (shadow IDT, LSTAR, per-CPU area), for the rules' call-outs.</summary>
+    internal Kernel.KernelEntries Kernel { get; set; } = null!;
 
     internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats)
     {
@@ -51,21 +64,49 @@ public sealed class BlockTranslator
     public ulong GetOrTranslate(Vcpu v, ulong native)
     {
         if (map.TryGetValue(native, out ulong tx)) return tx;
-        lock (addLock)
-        {
-            if (map.TryGetValue(native, out tx)) return tx;
-            var b = TranslateLocked(v, native);
-            blocks.Add(b);
-            map[native] = b.CacheStart; // publish: only now can any vCPU reach the block
-            return b.CacheStart;
-        }
+        lock (addLock) return GetOrTranslateLocked(v, native);
     }
 
-    private TranslatedBlock TranslateLocked(Vcpu v, ulong native)
+    private ulong GetOrTranslateLocked(Vcpu v, ulong native)
+    {
+        if (map.TryGetValue(native, out ulong tx)) return tx;
+        var b = TranslateLocked(v, native);
+        blocks.Add(b);
+        map[native] = b.CacheStart; // publish: only now can any vCPU reach the block
+        return b.CacheStart;
+    }
+
+    /// <summary>The DBT's exception-table registrations (null: none).</summary>
+    internal Kernel.ExceptionTables? ExceptionTables { get; set; }
+
+    /// <summary>The entry-mode translation of native with the frame's redundant slot at RSP + slotDelta (see <see cref="EntryPath"/>).</summary>
+    public ulong TranslateEntry(Vcpu v, ulong native, int slotDelta)
+    {
+        lock (addLock) return TranslateEntryLocked(v, native, slotDelta);
+    }
+
+    internal ulong TranslateEntryLocked(Vcpu v, ulong native, int slotDelta)
+    {
+        var key = (native, slotDelta);
+        if (entryMap.TryGetValue(key, out ulong tx)) return tx;
+        if (!entryInProgress.Add(key))
+            throw new TranslationException($"the interrupt entry path loops back to 0x{native:x} before writing the frame's redundant slot");
+        try
+        {
+            var b = TranslateLocked(v, native, slotDelta) with { EntrySlotDelta = slotDelta };
+            blocks.Add(b);
+            entryMap[key] = b.CacheStart;
+            return b.CacheStart;
+        }
+        finally { entryInProgress.Remove(key); }
+    }
+
+    private TranslatedBlock TranslateLocked(Vcpu v, ulong native, int? slotDelta = null)
     {
         var reader = new NativeReader(v, native);
         var decoder = Decoder.Create(64, reader, native, DecoderOptions.None);
-        var e = new Emitter(this);
+        var e = new Emitter(this, v, slotDelta);
+        var faultable = new List<(int Item, ulong Fixup)>();
         int n = 0;
         ulong ip = native;
         while (true)
@@ -86,8 +127,21 @@ public sealed class BlockTranslator
             }
             e.Native = ins;
             Flow flow;
-            try { flow = Rulebook.For(ins).Emit(e); }
-            catch (UnsupportedInstructionException) when (n > 0)
+            if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup))
+                faultable.Add((e.Items.Count, fixup));
+            try
+            {
+                var rule = Rulebook.For(ins);
+                if (e.SlotDelta is not null && EntryPath.Step(e, infos)) flow = Flow.Continue;
+                else
+                {
+                    bool entry = e.SlotDelta is not null;
+                    flow = rule.Emit(e);
+                    if (entry && flow == Flow.EndBlock && rule != Rulebook.DirectJmp)
+                        throw new UnsupportedInstructionException(ins, $"the interrupt entry path ends with '{ins}' before writing the frame's redundant slot");
+                }
+            }
+            catch (UnsupportedInstructionException) when (n > 0 && e.SlotDelta is null)
             {
                 e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough);
                 break;
@@ -102,11 +156,15 @@ public sealed class BlockTranslator
                 break;
             }
         }
-        return Layout(e, native, ip, n);
+        var block = Layout(e, native, ip, n, out var offsets);
+        // Register the copies of faultable instructions (identity rules: the copy is the rule's first item).
+        foreach (var (item, fixup) in faultable)
+            ExceptionTables!.Register(block.CacheStart + offsets[item], GetOrTranslateLocked(v, fixup));
+        return block;
     }
 
     /// <summary>Encodes the emitted items at the next main-pool address, writes and records them.</summary>
-    private TranslatedBlock Layout(Emitter e, ulong nativeStart, ulong nativeEnd, int nativeCount)
+    private TranslatedBlock Layout(Emitter e, ulong nativeStart, ulong nativeEnd, int nativeCount, out uint[] offsets)
     {
         var items = e.Items;
         ulong at = Cache.Main.Peek(CodeCache.CodeCache.BlockAlign);
@@ -146,6 +204,17 @@ public sealed class BlockTranslator
                 throw new TranslationException($"layout of the block for 0x{nativeStart:x}: patch site 0x{sites[i]:x} moved or is unaligned (encoder sizes changed between passes)");
         }
 
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (items[i].PushAddressOfIp == 0) continue;
+            int j = items.FindIndex(x => x.Ins.IP == items[i].PushAddressOfIp);
+            ulong target = j < 0 ? throw new TranslationException($"layout of the block for 0x{nativeStart:x}: a continuation push has no continuation")
+                : at + off2[j];
+            int imm = unchecked((int)target);
+            if ((ulong)(long)imm != target) throw new TranslationException($"continuation 0x{target:x} does not fit a sign-extended imm32");
+            BitConverter.TryWriteBytes(code.AsSpan((int)off2[i] + 1), imm);
+        }
+
         ulong got = Cache.Main.Allocate((ulong)code.Length, CodeCache.CodeCache.BlockAlign);
         if (got != at) throw new TranslationException("code cache allocation moved during layout");
         Cache.Write(at, code);
@@ -153,6 +222,7 @@ public sealed class BlockTranslator
         for (int i = 0; i < items.Count; i++)
             if (items[i].Edge is { } edge) { edge.PatchSite = sites[i]; edges++; }
 
+        offsets = off2;
         stats.AddBlock(nativeCount, (long)(nativeEnd - nativeStart), code.Length, edges);
         return new TranslatedBlock(nativeStart, nativeEnd, at, code.Length, nativeCount, edges);
     }

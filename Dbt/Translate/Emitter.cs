@@ -23,15 +23,35 @@ internal sealed class Emitter
         public byte[]? Opcode;
         public ulong Target;
         public Edge? Edge;
+        /// <summary>A "push imm32" placeholder whose immediate becomes the cache address of the item with this synthetic IP.</summary>
+        public ulong PushAddressOfIp;
     }
 
     internal readonly List<Item> Items = new();
     private readonly BlockTranslator translator;
     private ulong nextIp = IpStep;
 
-    public Emitter(BlockTranslator translator) => this.translator = translator;
+    public Emitter(BlockTranslator translator, Harness.Machine.Vcpu v, int? slotDelta)
+    {
+        this.translator = translator;
+        V = v;
+        SlotDelta = slotDelta;
+    }
 
     public BlockTranslator Translator => translator;
+    public DbtOptions Options => translator.Options;
+    public CodeCache.PerCpu PerCpu => translator.Cache.PerCpu;
+
+    /// <summary>The vCPU whose page tables native code is read through.</summary>
+    public readonly Harness.Machine.Vcpu V;
+
+    /// <summary>
+    /// Entry mode (the path from an interrupt gate to the kernel's write of the frame's redundant
+    /// slot): the slot's address minus the current RSP, tracked instruction by instruction; null in
+    /// normal mode (and once the slot has been written with the saved tx-nextpc-loc). See
+    /// <see cref="EntryPath"/>.
+    /// </summary>
+    public int? SlotDelta;
 
     /// <summary>The native instruction being translated and the address after it.</summary>
     public Instruction Native;
@@ -49,6 +69,28 @@ internal sealed class Emitter
         return ins.IP;
     }
 
+    /// <summary>
+    /// "push imm32" of the cache address where the items added after this rule's sequence begin (the
+    /// continuation: a translated call's return address). Call <see cref="EndContinuationPush"/> with
+    /// the returned handle once the sequence is complete; the layout patches the immediate (the
+    /// cache lies in the top 2 GiB, so a sign-extended imm32 holds it).
+    /// </summary>
+    public int BeginContinuationPush()
+    {
+        var placeholder = Instruction.CreateDeclareByte(new byte[] { 0x68, 0, 0, 0, 0 });
+        placeholder.IP = nextIp;
+        Items.Add(new Item { Ins = placeholder, PushAddressOfIp = ulong.MaxValue });
+        nextIp += IpStep;
+        return Items.Count - 1;
+    }
+
+    public void EndContinuationPush(int handle)
+    {
+        var it = Items[handle];
+        it.PushAddressOfIp = nextIp;
+        Items[handle] = it;
+    }
+
     /// <summary>The identity rule: the native instruction itself, re-encoded at its new address.</summary>
     public void Identity() => Add(Native);
 
@@ -58,12 +100,33 @@ internal sealed class Emitter
     /// </summary>
     public void BranchToNative(byte[] opcode, ulong nativeTarget, EdgeKind kind)
     {
+        if (SlotDelta is int delta)
+        {
+            // Entry mode: no dispatcher entry may happen before the save, so the path is translated
+            // now (in entry mode) and branched to directly.
+            if (kind is not (EdgeKind.Jmp or EdgeKind.Jcc or EdgeKind.FallThrough))
+                throw new UnsupportedInstructionException(Native, $"the interrupt entry path leaves through '{Native}' before writing the frame's redundant slot");
+            AddPatchable(opcode, translator.TranslateEntryLocked(V, nativeTarget, delta), null);
+            return;
+        }
         if (translator.TryLookup(nativeTarget, out ulong tx)) AddPatchable(opcode, tx, null);
         else
         {
             var e = translator.Edges.Create(nativeTarget, kind);
             AddPatchable(opcode, e.Stub, e);
         }
+    }
+
+    /// <summary>
+    /// A jmp to a new call-out stub: the dispatcher runs effect, then continues at the translation of
+    /// continuation. The block should end here.
+    /// </summary>
+    public void CallOut(CallOut effect, ulong continuation, string what)
+    {
+        if (SlotDelta is not null)
+            throw new UnsupportedInstructionException(Native, $"'{Native}' needs the dispatcher, but it is on an interrupt entry path before the frame's redundant slot is written");
+        var e = translator.Edges.Create(continuation, EdgeKind.CallOut, effect, what);
+        AddPatchable(Jmp, e.Stub, e);
     }
 
     /// <summary>A rel32 branch to a fixed code-cache address (a dispatcher entry).</summary>
@@ -77,6 +140,9 @@ internal sealed class Emitter
         Items.Add(new Item { Ins = placeholder, Opcode = opcode, Target = target, Edge = edge });
         nextIp += IpStep;
     }
+
+    /// <summary>qword gs:[offset] (absolute disp32 through GS: a DBT per-CPU word).</summary>
+    public static MemoryOperand Gs(ulong offset) => new(Register.None, Register.None, 1, (long)offset, 4, false, Register.GS);
 
     public static byte[] Jmp => [0xE9];
     public static byte[] Call => [0xE8];

@@ -28,6 +28,11 @@ internal static class Rulebook
     public static readonly Rule IndirectJmp = new IndirectRule(call: false);
     public static readonly Rule IndirectCall = new IndirectRule(call: true);
     public static readonly Rule Unsupported = new UnsupportedRule();
+    public static readonly Rule Iretq = new IretqRule();
+    public static readonly Rule Wrmsr = new MsrRule(write: true);
+    public static readonly Rule Rdmsr = new MsrRule(write: false);
+    public static readonly Rule Lidt = new DescriptorTableRule(load: true);
+    public static readonly Rule Sidt = new DescriptorTableRule(load: false);
 
     private static readonly Dictionary<FlowControl, Rule> byFlow = new()
     {
@@ -48,9 +53,12 @@ internal static class Rulebook
         // Counted/rcx branches exist only with rel8: branch over a chained rel32 jmp.
         [Mnemonic.Jrcxz] = CountedJcc, [Mnemonic.Jecxz] = CountedJcc,
         [Mnemonic.Loop] = CountedJcc, [Mnemonic.Loope] = CountedJcc, [Mnemonic.Loopne] = CountedJcc,
-        // Control leaves the kernel's translated code (to user mode or through a far return):
-        // identity, and the block ends (milestone 2 translates the way back in).
-        [Mnemonic.Iret] = IdentityEnd, [Mnemonic.Iretd] = IdentityEnd, [Mnemonic.Iretq] = IdentityEnd,
+        // iretq restores tx-nextpc-loc from the frame's redundant slot (the save is EntryPath's).
+        [Mnemonic.Iretq] = Iretq,
+        [Mnemonic.Iret] = IdentityEnd, [Mnemonic.Iretd] = IdentityEnd,
+        // The kernel's interrupt and syscall entry points: followed so the shadow tables match.
+        [Mnemonic.Lidt] = Lidt, [Mnemonic.Sidt] = Sidt,
+        [Mnemonic.Wrmsr] = Wrmsr, [Mnemonic.Rdmsr] = Rdmsr,
         [Mnemonic.Sysret] = IdentityEnd, [Mnemonic.Sysretq] = IdentityEnd, [Mnemonic.Sysexit] = IdentityEnd,
         [Mnemonic.Syscall] = IdentityEnd, [Mnemonic.Retf] = IdentityEnd,
         [Mnemonic.Hlt] = Identity,
@@ -138,12 +146,24 @@ internal static class Rulebook
     }
 
     /// <summary>
-    /// jmp r/m64 and call r/m64 (milestone 1: through the dispatcher every time). The target is
-    /// computed by <c>push r/m64</c> (same operand, so RSP-relative and RIP-relative forms keep their
-    /// meaning) onto the current stack — scratch on the kernel stack, never a global cell — then
-    /// <c>jmp</c> to the shared indirect-jmp entry, or <c>call</c> the indirect-call entry so that the
-    /// pushed return address is the code-cache address of the continuation (the paper's Figure 7).
-    /// The dispatcher pops the target and leaves the stack exactly as the native branch would.
+    /// jmp r/m64 and call r/m64: an inline lookup in this CPU's jumptable (<see cref="JumpTable"/>),
+    /// with interrupts cleared around it. The target is computed by <c>push r/m64</c> (same operand,
+    /// so RSP- and RIP-relative forms keep their meaning) onto the current stack, scratch registers
+    /// are pushed there too (never a global or per-CPU cell), and a level-1 hit replaces the target
+    /// slot with tx and leaves by <c>ret</c>, which pops it: the stack is then exactly the native one.
+    /// A level-1 miss jumps to the shared level-2 routine, and a level-2 miss enters the dispatcher.
+    /// For call (the paper's Figure 7), the code-cache address of the continuation is pushed first,
+    /// so the callee sees a code-cache return address and its plain ret lands back in the cache.
+    /// <code>
+    ///   [push imm32 continuation]         ; call only
+    ///   push r/m64                         ; target T
+    ///   pushfq; cli
+    ///   push rax; push rbx
+    ///   mov rax, [rsp+24]; mov ebx, eax; and ebx, 0x3FF0; add rbx, gs:[jumptable]
+    ///   cmp rax, [rbx]; jne level2
+    ///   mov rax, [rbx+8]; mov [rsp+24], rax
+    ///   pop rbx; pop rax; popfq; ret       ; to tx
+    /// </code>
     /// </summary>
     private sealed class IndirectRule(bool call) : Rule
     {
@@ -154,7 +174,7 @@ internal static class Rulebook
             Instruction push;
             if (n.Op0Kind == OpKind.Register)
             {
-                if (n.Op0Register.GetSize() != 8) return Unsupported.Emit(e);
+                if (n.Op0Register.GetSize() != 8 || (call && n.Op0Register == Register.RSP)) return Unsupported.Emit(e);
                 push = Instruction.Create(Code.Push_r64, n.Op0Register);
             }
             else
@@ -162,11 +182,109 @@ internal static class Rulebook
                 if (n.MemorySize is not (MemorySize.QwordOffset or MemorySize.UInt64)) return Unsupported.Emit(e);
                 push = n;
                 push.Code = Code.Push_rm64;
+                // For call, the continuation is pushed first: an RSP-based operand is 8 further up.
+                if (call && push.MemoryBase == Register.RSP) push.MemoryDisplacement64 += 8;
             }
+            int cont = call ? e.BeginContinuationPush() : -1;
             e.Add(push);
-            var entry = call ? e.Translator.Cache.IndirectCallEntry : e.Translator.Cache.IndirectJmpEntry;
-            e.BranchToCache(call ? Emitter.Call : Emitter.Jmp, entry);
+            e.Add(Instruction.Create(Code.Pushfq));
+            if (!e.Options.PlantedLookupWithInterrupts) e.Add(Instruction.Create(Code.Cli));
+            e.Add(Instruction.Create(Code.Push_r64, Register.RAX));
+            e.Add(Instruction.Create(Code.Push_r64, Register.RBX));
+            e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RSP, 24)));
+            e.Add(Instruction.Create(Code.Mov_r32_rm32, Register.EBX, Register.EAX));
+            e.Add(Instruction.Create(Code.And_rm32_imm32, Register.EBX, (int)JumpTable.IndexMask));
+            e.Add(Instruction.Create(Code.Add_r64_rm64, Register.RBX, Emitter.Gs(e.PerCpu.JumpTablePtr)));
+            e.Add(Instruction.Create(Code.Cmp_r64_rm64, Register.RAX, new MemoryOperand(Register.RBX)));
+            e.BranchToCache(Emitter.Jcc(ConditionCode.ne), e.Translator.Cache.JumpTableL2);
+            e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RBX, 8)));
+            e.Add(Instruction.Create(Code.Mov_rm64_r64, new MemoryOperand(Register.RSP, 24), Register.RAX));
+            e.Add(Instruction.Create(Code.Pop_r64, Register.RBX));
+            e.Add(Instruction.Create(Code.Pop_r64, Register.RAX));
+            e.Add(Instruction.Create(Code.Popfq));
+            e.Add(Instruction.Create(Code.Retnq));
+            if (call) e.EndContinuationPush(cont);
             return call ? Flow.Continue : Flow.EndBlock;
+        }
+    }
+
+    /// <summary>
+    /// iretq: when it returns to kernel mode, first copy the frame's redundant slot (24 bytes below
+    /// the saved RIP, written by the entry translation: <see cref="EntryPath"/>) back into
+    /// gs:[tx-nextpc-loc], so that an interrupted dispatcher exit ("popfq; jmp [tx-nextpc-loc]")
+    /// jumps where it was going even if the handler went through the dispatcher meanwhile. The slot
+    /// is below RSP by then; the kernel runs its exit path with interrupts off, so nothing has
+    /// overwritten it. Returning to user mode skips the copy (GS is the user's by then, and no kernel
+    /// context on this CPU needs the value).
+    /// <code>
+    ///   pushfq; test byte [rsp+16], 3; jnz 1f
+    ///   push qword [rsp-16]; pop qword gs:[tx-nextpc-loc]
+    ///   1: popfq; iretq
+    /// </code>
+    /// </summary>
+    private sealed class IretqRule : Rule
+    {
+        public override string Name => "iretq";
+        public override Flow Emit(Emitter e)
+        {
+            if (!e.Options.PlantedNoTxNextPcRestore)
+            {
+                e.Add(Instruction.Create(Code.Pushfq));
+                e.Add(Instruction.Create(Code.Test_rm8_imm8, new MemoryOperand(Register.RSP, 16), 3));
+                e.Add(Instruction.CreateBranch(Code.Jne_rel8_64, e.LabelAhead(3)));
+                e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP, -16)));
+                e.Add(Instruction.Create(Code.Pop_rm64, Emitter.Gs(e.PerCpu.TxNextPcLoc)));
+                e.Add(Instruction.Create(Code.Popfq));
+            }
+            e.Identity();
+            return Flow.EndBlock;
+        }
+    }
+
+    /// <summary>
+    /// wrmsr/rdmsr: the MSRs the DBT shadows (LSTAR, and GS base for wrmsr, whose area holds the
+    /// DBT's per-CPU words) go to a host call-out; every other MSR runs natively after an inline
+    /// check of ECX (flags saved around it).
+    /// <code>
+    ///   pushfq; cmp ecx, LSTAR; je X; [cmp ecx, GS_BASE; je X;] popfq; wrmsr; jmp short C
+    ///   X: popfq; jmp call-out        ; continues at the next native instruction
+    ///   C:
+    /// </code>
+    /// </summary>
+    private sealed class MsrRule(bool write) : Rule
+    {
+        public override string Name => write ? "wrmsr" : "rdmsr";
+        public override Flow Emit(Emitter e)
+        {
+            uint[] msrs = write ? [Harness.Machine.Vcpu.MsrLstar, Harness.Machine.Vcpu.MsrGsBase] : [Harness.Machine.Vcpu.MsrLstar];
+            int checks = msrs.Length * 2;
+            e.Add(Instruction.Create(Code.Pushfq));
+            for (int k = 0; k < msrs.Length; k++)
+            {
+                e.Add(Instruction.Create(Code.Cmp_rm32_imm32, Register.ECX, unchecked((int)msrs[k])));
+                // X is after: the remaining checks, popfq, the msr instruction, jmp C.
+                e.Add(Instruction.CreateBranch(Code.Je_rel8_64, e.LabelAhead(checks - 2 * k - 1 + 3)));
+            }
+            e.Add(Instruction.Create(Code.Popfq));
+            e.Identity();
+            e.Add(Instruction.CreateBranch(Code.Jmp_rel8_64, e.LabelAhead(3)));
+            e.Add(Instruction.Create(Code.Popfq));
+            var kernel = e.Translator.Kernel;
+            e.CallOut(write ? kernel.WrmsrCallOut : kernel.RdmsrCallOut, e.NextNative, e.Native.ToString());
+            return Flow.Continue;
+        }
+    }
+
+    /// <summary>lidt/sidt: a host call-out that installs (or reports) the guest's IDT while the vCPU runs the shadow.</summary>
+    private sealed class DescriptorTableRule(bool load) : Rule
+    {
+        public override string Name => load ? "lidt" : "sidt";
+        public override Flow Emit(Emitter e)
+        {
+            var ins = e.Native;
+            var kernel = e.Translator.Kernel;
+            e.CallOut(load ? (v, rsp) => kernel.Lidt(v, rsp, ins) : (v, rsp) => kernel.Sidt(v, rsp, ins), e.NextNative, ins.ToString());
+            return Flow.EndBlock;
         }
     }
 
@@ -182,8 +300,8 @@ internal static class Rulebook
 }
 
 /// <summary>A native instruction no rule translates.</summary>
-public sealed class UnsupportedInstructionException(Instruction ins)
-    : Exception($"the translator has no rule for '{ins}' at 0x{ins.IP:x}")
+public sealed class UnsupportedInstructionException(Instruction ins, string? why = null)
+    : Exception(why is null ? $"the translator has no rule for '{ins}' at 0x{ins.IP:x}" : $"{why} (at 0x{ins.IP:x})")
 {
     public ulong Address { get; } = ins.IP;
 }

@@ -57,7 +57,11 @@ struct boot_info {
     u64 reserved_base;
     u64 reserved_size;
     u64 cmdline;           /* 40: physical address of a NUL-terminated string, 0 = none */
-    u64 unused[2];
+    /* 48: kernel virtual address of an exception table that a boot module (a kernel DBT)
+     * provides, 0 = none; 56: its number of entries. kmain registers it with
+     * exception_table_register; the module fills zeroed entries in later (fixup first). */
+    u64 module_extable;
+    u64 module_extable_entries;
     struct ap_mailbox ap[MAX_CPUS];
 };
 _Static_assert(offsetof(struct boot_info, ap) == 64, "boot info layout");
@@ -149,6 +153,11 @@ struct percpu {
     struct thread *current;        /* 24 */
     u32 cpu_id;                    /* 32 */
     volatile u32 need_resched;     /* 36 */
+    /* 40..71: per-CPU words reserved for a kernel module, the way Linux modules get per-CPU
+     * variables: a kernel DBT keeps its tx-nextpc-loc and jumptable pointer here, addressed
+     * %gs-relative by translated code. The kernel never reads or writes them
+     * (docs/kernel-contract.md section 10). */
+    u64 module_percpu[4];          /* 40 */
     struct thread *idle;
     struct thread *prev;           /* the thread switched away from (finish_switch) */
     struct runqueue rq;
@@ -164,6 +173,8 @@ struct percpu {
 #define PCPU_KSTACK_TOP 8
 #define PCPU_USER_RSP   16
 #define PCPU_CURRENT    24
+
+_Static_assert(offsetof(struct percpu, module_percpu) == 40, "module per-CPU words: the DBT addresses them as %gs:40");
 
 static inline struct percpu *this_cpu(void)
 {

@@ -155,6 +155,9 @@ void kmain(u64 boot_info_phys)
 
     trap_init();
     trap_init_cpu();
+    if (bi->module_extable && bi->module_extable_entries)
+        ASSERT(exception_table_register((const struct ex_entry *)bi->module_extable,
+                                        bi->module_extable_entries) >= 0);
     fs_init();
     proc_init();
     printk("kernel: boot cpus=%u memory=%luMiB free-pages=%lu cmdline=\"%s\"\n", ncpus, mem_bytes >> 20,

@@ -1,0 +1,153 @@
+using Harness.Dbt.Dispatch;
+using Harness.Dbt.Translate;
+using Harness.Machine;
+using Harness.Machine.Cpu;
+using Harness.Machine.Memory;
+using Iced.Intel;
+
+namespace Harness.Dbt.Kernel;
+
+/// <summary>
+/// Where the kernel's code is entered without a branch the translator sees: interrupt and exception
+/// gates (the IDT) and the syscall entry (MSR LSTAR). At switchon each vCPU gets a shadow IDT whose
+/// gates point at entry-mode translations of the kernel's handlers (<see cref="EntryPath"/>) and an
+/// LSTAR pointing at the translation of the kernel's syscall entry; the lidt, sidt, wrmsr and rdmsr
+/// rules keep the shadows following what the kernel installs, and report the kernel's own values
+/// back to it. Also owns the DBT's per-CPU words (<see cref="CodeCache.PerCpu"/>): each vCPU's
+/// jumptable pointer is written wherever its GS base points.
+///
+/// The syscall entry is translated without the tx-nextpc-loc save: syscall comes only from user
+/// mode, where no kernel context on the CPU can be between a dispatcher exit's popfq and its jmp
+/// (every such context was interrupted, and its interrupt frame holds its saved value), and sysretq
+/// returns to user mode, where the value is dead.
+/// </summary>
+public sealed unsafe class KernelEntries
+{
+    /// <summary>Exceptions whose delivery pushes an error code (ISA fact; every other vector pushes none).</summary>
+    private static readonly HashSet<int> errorCodeVectors = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+    private const int GateBytes = 16;
+
+    private readonly Machine.Machine machine;
+    private readonly CodeCache.CodeCache cache;
+    private readonly BlockTranslator translator;
+    private readonly DbtStats stats;
+    private readonly ulong[] jumpTables;
+    private readonly (ulong Base, uint Limit)[] guestIdt;
+    private readonly ulong[] guestLstar;
+    private readonly object shadowLock = new();
+    private readonly Dictionary<(ulong, uint), ulong> shadows = new();
+
+    internal KernelEntries(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, DbtStats stats)
+    {
+        this.machine = machine;
+        this.cache = cache;
+        this.translator = translator;
+        this.stats = stats;
+        int n = machine.Vcpus.Length;
+        jumpTables = new ulong[n];
+        for (int i = 0; i < n; i++) jumpTables[i] = cache.Data.Allocate(JumpTable.Bytes, PhysicalMemory.PageSize);
+        guestIdt = new (ulong, uint)[n];
+        guestLstar = new ulong[n];
+    }
+
+    public ulong JumpTableOf(int vcpu) => jumpTables[vcpu];
+
+    /// <summary>The frame's redundant slot relative to RSP when the CPU enters the gate of vector.</summary>
+    public static int EntrySlotDelta(int vector) => errorCodeVectors.Contains(vector) ? -16 : -24;
+
+    /// <summary>
+    /// Switchon for one vCPU: give it a GS base if it has none, point its per-CPU words at its
+    /// jumptable, and shadow the IDT and LSTAR it already has (none at boot; the lidt and wrmsr rules
+    /// do it when the kernel installs them).
+    /// </summary>
+    public void SwitchOn(Vcpu v)
+    {
+        var s = v.S;
+        if (s->GsBase == 0) s->GsBase = cache.OwnGsBase(v.Index);
+        InitPerCpu(v);
+        if (s->IdtLimit != 0 && !cache.Contains(s->IdtBase)) InstallIdt(v, s->IdtBase, s->IdtLimit);
+        if (s->Lstar != 0 && !cache.Contains(s->Lstar)) InstallLstar(v, s->Lstar);
+    }
+
+    /// <summary>Writes this vCPU's jumptable pointer into the per-CPU area its GS base points to.</summary>
+    internal void InitPerCpu(Vcpu v) => v.Write64(v.S->GsBase + cache.PerCpu.JumpTablePtr, jumpTables[v.Index]);
+
+    // ---- call-outs (run in the dispatcher; the native RSP is the stack pointer without the saved flags)
+
+    internal void Lidt(Vcpu v, ulong nativeRsp, Instruction ins)
+    {
+        ulong a = NativeOperand.Address(v, ins, nativeRsp);
+        InstallIdt(v, v.Read64(a + 2), v.Read16(a));
+    }
+
+    internal void Sidt(Vcpu v, ulong nativeRsp, Instruction ins)
+    {
+        ulong a = NativeOperand.Address(v, ins, nativeRsp);
+        var (b, l) = guestIdt[v.Index];
+        v.Write16(a, (ushort)l);
+        v.Write64(a + 2, b);
+    }
+
+    internal void WrmsrCallOut(Vcpu v, ulong nativeRsp)
+    {
+        uint msr = (uint)v.Gpr(Reg.Rcx);
+        ulong value = (v.Gpr(Reg.Rdx) << 32) | (uint)v.Gpr(Reg.Rax);
+        if (msr == Vcpu.MsrLstar) InstallLstar(v, value);
+        else if (msr == Vcpu.MsrGsBase)
+        {
+            v.S->GsBase = value;
+            InitPerCpu(v);
+        }
+        else throw new TranslationException($"wrmsr call-out for MSR 0x{msr:x}, which the DBT does not shadow");
+    }
+
+    internal void RdmsrCallOut(Vcpu v, ulong nativeRsp)
+    {
+        ulong value = guestLstar[v.Index];
+        v.Gpr(Reg.Rax) = (uint)value;
+        v.Gpr(Reg.Rdx) = value >> 32;
+    }
+
+    private void InstallLstar(Vcpu v, ulong native)
+    {
+        guestLstar[v.Index] = native;
+        v.S->Lstar = translator.GetOrTranslate(v, native);
+    }
+
+    private void InstallIdt(Vcpu v, ulong guestBase, uint limit)
+    {
+        guestIdt[v.Index] = (guestBase, limit);
+        v.S->IdtBase = Shadow(v, guestBase, limit);
+        v.S->IdtLimit = limit;
+    }
+
+    /// <summary>The shadow of the guest IDT at [base, base + limit], built on first use and shared by every vCPU that loads it.</summary>
+    private ulong Shadow(Vcpu v, ulong guestBase, uint limit)
+    {
+        lock (shadowLock)
+        {
+            if (shadows.TryGetValue((guestBase, limit), out ulong shadow)) return shadow;
+            int bytes = (int)limit + 1;
+            var table = new byte[(bytes + GateBytes - 1) / GateBytes * GateBytes];
+            for (int i = 0; i < bytes; i++) table[i] = v.Read8(guestBase + (ulong)i);
+            for (int vector = 0; vector * GateBytes < bytes; vector++)
+            {
+                var gate = table.AsSpan(vector * GateBytes, GateBytes);
+                byte type = gate[5];
+                if ((type & 0x80) == 0 || (type & 0x0E) != 0x0E) continue; // not present, or not an interrupt/trap gate
+                ulong target = BitConverter.ToUInt16(gate) | (ulong)BitConverter.ToUInt16(gate[6..]) << 16 | (ulong)BitConverter.ToUInt32(gate[8..]) << 32;
+                ulong tx;
+                try { tx = translator.TranslateEntry(v, target, EntrySlotDelta(vector)); }
+                catch (TranslationException ex) { throw new TranslationException($"the handler of vector {vector} (0x{target:x}) cannot be translated: {ex.Message}", ex); }
+                BitConverter.TryWriteBytes(gate, (ushort)tx);
+                BitConverter.TryWriteBytes(gate[6..], (ushort)(tx >> 16));
+                BitConverter.TryWriteBytes(gate[8..], (uint)(tx >> 32));
+            }
+            shadow = cache.Data.Allocate((ulong)table.Length, PhysicalMemory.PageSize);
+            cache.WriteData(shadow, table);
+            shadows[(guestBase, limit)] = shadow;
+            stats.ShadowIdts = shadows.Count;
+            return shadow;
+        }
+    }
+}
