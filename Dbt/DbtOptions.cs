@@ -5,6 +5,15 @@ public sealed class DbtOptions
 {
     public static DbtOptions Default => new();
 
+    /// <summary>The paper's no-callret configuration: calls push native return addresses and ret is an indirect branch.</summary>
+    public static DbtOptions NoCallRet => new() { CallRet = false };
+
+    /// <summary>call/ret identity translation (default) or not (no-callret).</summary>
+    public bool CallRet { get; init; } = true;
+
+    /// <summary>The configuration's name as the CLI spells it.</summary>
+    public string Name => CallRet ? "default" : "no-callret";
+
     /// <summary>A block ends (with a chained jmp to the next native instruction) after this many native instructions.</summary>
     public int MaxBlockInstructions { get; init; } = 256;
 

@@ -28,8 +28,8 @@ internal static class RunCommand
             Description = "workload(s) the guest kernel runs, in order (repeat or comma-separate); passed as run=<a,b,...> on its command line",
             AllowMultipleArgumentsPerToken = true,
         };
-        var dbt = new Option<string>("--dbt") { Description = "run under the kernel DBT: off (native) or default (milestone 1: the translator core)", DefaultValueFactory = _ => "off" };
-        dbt.AcceptOnlyFromAmong("off", "default");
+        var dbt = new Option<string>("--dbt") { Description = "run under the kernel DBT: off (native), default (call/ret identity) or no-callret (native return addresses, ret through the jumptable)", DefaultValueFactory = _ => "off" };
+        dbt.AcceptOnlyFromAmong("off", "default", "no-callret");
         var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
 
         var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline, dbt };
@@ -97,9 +97,9 @@ internal static class RunCommand
         catch (ImageException e) { Console.Error.WriteLine($"harness: bad image: {e.Message}"); return ExitCodes.BadInput; }
 
         Harness.Dbt.Dbt? translator = null;
-        if (dbtMode == "default")
+        if (dbtMode != "off")
         {
-            try { translator = Harness.Dbt.Dbt.Attach(machine, new Harness.Dbt.DbtOptions { Kernel = Harness.Dbt.Kernel.KernelImage.FromElf(File.ReadAllBytes(path), path) }); }
+            try { translator = Harness.Dbt.Dbt.Attach(machine, new Harness.Dbt.DbtOptions { CallRet = dbtMode == "default", Kernel = Harness.Dbt.Kernel.KernelImage.FromElf(File.ReadAllBytes(path), path) }); }
             catch (Exception e) when (e is InvalidOperationException or FormatException) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return ExitCodes.BadInput; }
         }
 

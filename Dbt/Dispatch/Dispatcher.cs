@@ -71,7 +71,7 @@ public sealed class Dispatcher
                 if (edge.Kind == EdgeKind.CallOut)
                 {
                     stats.CountCallOut(v.Index);
-                    edge.Effect!(v, rsp + 8);
+                    target = edge.Effect!(v, rsp + 8) ?? edge.Target;
                 }
                 else if (edge.Chained) stats.CountStaleReentry(v.Index);
             }

@@ -6,9 +6,10 @@ public enum EdgeKind { Jmp, Jcc, Call, FallThrough, CallOut }
 /// A host call-out (the DBT's "module code" for an instruction whose effect the translator must
 /// see: lidt, sidt, wrmsr of LSTAR or GS base, rdmsr of LSTAR). Runs in the dispatcher on the
 /// entering vCPU with interrupts off; the stack holds [flags] above the native RSP. After it the
-/// dispatcher continues at the edge's target (the native instruction after the one emulated).
+/// dispatcher continues at the native address it returns, or at the edge's target (the native
+/// instruction after the one emulated) when it returns null.
 /// </summary>
-public delegate void CallOut(Harness.Machine.Vcpu v, ulong nativeRsp);
+public delegate ulong? CallOut(Harness.Machine.Vcpu v, ulong nativeRsp);
 
 /// <summary>
 /// One not-yet-chained direct branch: its stub in the edge pool ("pushfq; cli; vmcall"), the native

@@ -74,21 +74,39 @@ public sealed unsafe class KernelEntries
 
     // ---- call-outs (run in the dispatcher; the native RSP is the stack pointer without the saved flags)
 
-    internal void Lidt(Vcpu v, ulong nativeRsp, Instruction ins)
+    internal ulong? Lidt(Vcpu v, ulong nativeRsp, Instruction ins)
     {
         ulong a = NativeOperand.Address(v, ins, nativeRsp);
         InstallIdt(v, v.Read64(a + 2), v.Read16(a));
+        return null;
     }
 
-    internal void Sidt(Vcpu v, ulong nativeRsp, Instruction ins)
+    internal ulong? Sidt(Vcpu v, ulong nativeRsp, Instruction ins)
     {
         ulong a = NativeOperand.Address(v, ins, nativeRsp);
         var (b, l) = guestIdt[v.Index];
         v.Write16(a, (ushort)l);
         v.Write64(a + 2, b);
+        return null;
     }
 
-    internal void WrmsrCallOut(Vcpu v, ulong nativeRsp)
+    /// <summary>
+    /// lretq (same privilege): pops RIP and CS off the native stack, loads CS, and continues at the
+    /// translation of RIP. The saved flags move up over the popped words so the exit stub finds them.
+    /// </summary>
+    internal static ulong? FarReturn(Vcpu v, ulong nativeRsp)
+    {
+        ulong rip = v.Read64(nativeRsp), cs = v.Read64(nativeRsp + 8) & 0xFFFF;
+        if (((int)cs & 3) != v.S->Cpl || (cs & 0xFFFC) == 0)
+            throw new TranslationException($"lretq to CS 0x{cs:x}: only same-privilege far returns are translated");
+        ulong flags = v.Read64(nativeRsp - 8);
+        v.Write64(nativeRsp + 8, flags);
+        v.Gpr(Reg.Rsp) = nativeRsp + 8;
+        v.S->Cs = (ushort)cs;
+        return rip;
+    }
+
+    internal ulong? WrmsrCallOut(Vcpu v, ulong nativeRsp)
     {
         uint msr = (uint)v.Gpr(Reg.Rcx);
         ulong value = (v.Gpr(Reg.Rdx) << 32) | (uint)v.Gpr(Reg.Rax);
@@ -99,13 +117,15 @@ public sealed unsafe class KernelEntries
             InitPerCpu(v);
         }
         else throw new TranslationException($"wrmsr call-out for MSR 0x{msr:x}, which the DBT does not shadow");
+        return null;
     }
 
-    internal void RdmsrCallOut(Vcpu v, ulong nativeRsp)
+    internal ulong? RdmsrCallOut(Vcpu v, ulong nativeRsp)
     {
         ulong value = guestLstar[v.Index];
         v.Gpr(Reg.Rax) = (uint)value;
         v.Gpr(Reg.Rdx) = value >> 32;
+        return null;
     }
 
     private void InstallLstar(Vcpu v, ulong native)

@@ -131,7 +131,7 @@ public sealed class BlockTranslator
                 faultable.Add((e.Items.Count, fixup));
             try
             {
-                var rule = Rulebook.For(ins);
+                var rule = Rulebook.For(ins, options);
                 if (e.SlotDelta is not null && EntryPath.Step(e, infos)) flow = Flow.Continue;
                 else
                 {

@@ -29,6 +29,11 @@ internal static class Rulebook
     public static readonly Rule IndirectCall = new IndirectRule(call: true);
     public static readonly Rule Unsupported = new UnsupportedRule();
     public static readonly Rule Iretq = new IretqRule();
+    public static readonly Rule FarReturn = new FarReturnRule();
+    // The no-callret configuration: native return addresses on the stack, ret as an indirect branch.
+    public static readonly Rule NativeReturnCall = new NativeReturnCallRule(indirect: false);
+    public static readonly Rule NativeReturnIndirectCall = new NativeReturnCallRule(indirect: true);
+    public static readonly Rule NativeReturnRet = new NativeReturnRetRule();
     public static readonly Rule Wrmsr = new MsrRule(write: true);
     public static readonly Rule Rdmsr = new MsrRule(write: false);
     public static readonly Rule Lidt = new DescriptorTableRule(load: true);
@@ -60,15 +65,21 @@ internal static class Rulebook
         [Mnemonic.Lidt] = Lidt, [Mnemonic.Sidt] = Sidt,
         [Mnemonic.Wrmsr] = Wrmsr, [Mnemonic.Rdmsr] = Rdmsr,
         [Mnemonic.Sysret] = IdentityEnd, [Mnemonic.Sysretq] = IdentityEnd, [Mnemonic.Sysexit] = IdentityEnd,
-        [Mnemonic.Syscall] = IdentityEnd, [Mnemonic.Retf] = IdentityEnd,
+        [Mnemonic.Syscall] = IdentityEnd, [Mnemonic.Retf] = FarReturn,
         [Mnemonic.Hlt] = Identity,
         // The dispatcher's own call-out: native code must not use it while translated.
         [Mnemonic.Vmcall] = Unsupported,
     };
 
-    public static Rule For(in Instruction ins)
+    public static Rule For(in Instruction ins, DbtOptions options)
     {
         if (byMnemonic.TryGetValue(ins.Mnemonic, out var r)) return r;
+        if (!options.CallRet)
+        {
+            if (ins.FlowControl == FlowControl.Return) return ins.Mnemonic == Mnemonic.Ret ? NativeReturnRet : Unsupported;
+            if (ins.FlowControl == FlowControl.Call && ins.Op0Kind == OpKind.NearBranch64) return NativeReturnCall;
+            if (ins.FlowControl == FlowControl.IndirectCall) return NativeReturnIndirectCall;
+        }
         var flow = ins.FlowControl;
         // Far direct/indirect jumps and calls (jmp/call m16:64) are not supported.
         if (flow is FlowControl.IndirectBranch or FlowControl.IndirectCall && ins.Op0Kind == OpKind.Memory && ins.MemorySize is MemorySize.SegPtr16 or MemorySize.SegPtr32 or MemorySize.SegPtr64)
@@ -170,41 +181,113 @@ internal static class Rulebook
         public override string Name => call ? "indirect-call" : "indirect-jmp";
         public override Flow Emit(Emitter e)
         {
-            var n = e.Native;
-            Instruction push;
-            if (n.Op0Kind == OpKind.Register)
-            {
-                if (n.Op0Register.GetSize() != 8 || (call && n.Op0Register == Register.RSP)) return Unsupported.Emit(e);
-                push = Instruction.Create(Code.Push_r64, n.Op0Register);
-            }
-            else
-            {
-                if (n.MemorySize is not (MemorySize.QwordOffset or MemorySize.UInt64)) return Unsupported.Emit(e);
-                push = n;
-                push.Code = Code.Push_rm64;
-                // For call, the continuation is pushed first: an RSP-based operand is 8 further up.
-                if (call && push.MemoryBase == Register.RSP) push.MemoryDisplacement64 += 8;
-            }
+            // For call, the continuation is pushed first: an RSP-based operand is 8 further up.
+            if (!TryTargetPush(e.Native, afterPush: call, out var push)) return Unsupported.Emit(e);
             int cont = call ? e.BeginContinuationPush() : -1;
             e.Add(push);
-            e.Add(Instruction.Create(Code.Pushfq));
-            if (!e.Options.PlantedLookupWithInterrupts) e.Add(Instruction.Create(Code.Cli));
-            e.Add(Instruction.Create(Code.Push_r64, Register.RAX));
-            e.Add(Instruction.Create(Code.Push_r64, Register.RBX));
-            e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RSP, 24)));
-            e.Add(Instruction.Create(Code.Mov_r32_rm32, Register.EBX, Register.EAX));
-            e.Add(Instruction.Create(Code.And_rm32_imm32, Register.EBX, (int)JumpTable.IndexMask));
-            e.Add(Instruction.Create(Code.Add_r64_rm64, Register.RBX, Emitter.Gs(e.PerCpu.JumpTablePtr)));
-            e.Add(Instruction.Create(Code.Cmp_r64_rm64, Register.RAX, new MemoryOperand(Register.RBX)));
-            e.BranchToCache(Emitter.Jcc(ConditionCode.ne), e.Translator.Cache.JumpTableL2);
-            e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RBX, 8)));
-            e.Add(Instruction.Create(Code.Mov_rm64_r64, new MemoryOperand(Register.RSP, 24), Register.RAX));
-            e.Add(Instruction.Create(Code.Pop_r64, Register.RBX));
-            e.Add(Instruction.Create(Code.Pop_r64, Register.RAX));
-            e.Add(Instruction.Create(Code.Popfq));
-            e.Add(Instruction.Create(Code.Retnq));
+            EmitLookup(e, popBytes: 0);
             if (call) e.EndContinuationPush(cont);
             return call ? Flow.Continue : Flow.EndBlock;
+        }
+    }
+
+    /// <summary>
+    /// "push r/m64" computing an indirect branch's target with the operand of the native instruction
+    /// (so RSP- and RIP-relative forms keep their meaning); afterPush: one more word is already on the
+    /// stack, so an RSP-based operand moves up 8 (and "push rsp" would be off by 8: not translated).
+    /// </summary>
+    private static bool TryTargetPush(in Instruction n, bool afterPush, out Instruction push)
+    {
+        push = default;
+        if (n.Op0Kind == OpKind.Register)
+        {
+            if (n.Op0Register.GetSize() != 8 || (afterPush && n.Op0Register == Register.RSP)) return false;
+            push = Instruction.Create(Code.Push_r64, n.Op0Register);
+            return true;
+        }
+        if (n.MemorySize is not (MemorySize.QwordOffset or MemorySize.UInt64)) return false;
+        push = n;
+        push.Code = Code.Push_rm64;
+        if (afterPush && push.MemoryBase == Register.RSP) push.MemoryDisplacement64 += 8;
+        return true;
+    }
+
+    /// <summary>
+    /// The inline jumptable lookup for a target already on top of the stack: leaves by "ret" (or
+    /// "ret popBytes") to tx, popping the target slot, so the stack ends exactly as the native
+    /// branch leaves it. See <see cref="IndirectRule"/> for the sequence.
+    /// </summary>
+    private static void EmitLookup(Emitter e, ushort popBytes)
+    {
+        e.Add(Instruction.Create(Code.Pushfq));
+        if (!e.Options.PlantedLookupWithInterrupts) e.Add(Instruction.Create(Code.Cli));
+        e.Add(Instruction.Create(Code.Push_r64, Register.RAX));
+        e.Add(Instruction.Create(Code.Push_r64, Register.RBX));
+        e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RSP, 24)));
+        e.Add(Instruction.Create(Code.Mov_r32_rm32, Register.EBX, Register.EAX));
+        e.Add(Instruction.Create(Code.And_rm32_imm32, Register.EBX, (int)JumpTable.IndexMask));
+        e.Add(Instruction.Create(Code.Add_r64_rm64, Register.RBX, Emitter.Gs(e.PerCpu.JumpTablePtr)));
+        e.Add(Instruction.Create(Code.Cmp_r64_rm64, Register.RAX, new MemoryOperand(Register.RBX)));
+        e.BranchToCache(Emitter.Jcc(ConditionCode.ne), e.Translator.Cache.JumpTableL2);
+        e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RBX, 8)));
+        e.Add(Instruction.Create(Code.Mov_rm64_r64, new MemoryOperand(Register.RSP, 24), Register.RAX));
+        e.Add(Instruction.Create(Code.Pop_r64, Register.RBX));
+        e.Add(Instruction.Create(Code.Pop_r64, Register.RAX));
+        e.Add(Instruction.Create(Code.Popfq));
+        e.Add(popBytes == 0 ? Instruction.Create(Code.Retnq) : Instruction.Create(Code.Retnq_imm16, popBytes));
+    }
+
+    /// <summary>
+    /// lretq (64-bit far return; the kernel's boot-time CS reload is one, docs/kernel-contract.md
+    /// section 1): a computed branch that also loads CS, so a host call-out (rare: once per CPU at
+    /// boot) pops both and continues at the translation of the popped RIP.
+    /// </summary>
+    private sealed class FarReturnRule : Rule
+    {
+        public override string Name => "lretq";
+        public override Flow Emit(Emitter e)
+        {
+            if (e.Native.Code != Code.Retfq) return Unsupported.Emit(e);
+            e.CallOut(Kernel.KernelEntries.FarReturn, e.NextNative, e.Native.ToString());
+            return Flow.EndBlock;
+        }
+    }
+
+    /// <summary>
+    /// no-callret, call rel / call r/m64: push the native return address (kernel text lies in the top
+    /// 2 GiB, so a sign-extended imm32 holds it), then jmp to the target (a chained edge, or the
+    /// jumptable lookup for an indirect call). The block ends: the callee's ret is an indirect branch
+    /// to the native return address, whose translation is a block of its own.
+    /// </summary>
+    private sealed class NativeReturnCallRule(bool indirect) : Rule
+    {
+        public override string Name => indirect ? "no-callret-indirect-call" : "no-callret-call";
+        public override Flow Emit(Emitter e)
+        {
+            var n = e.Native;
+            ulong ret = n.NextIP;
+            if ((ulong)(long)(int)ret != ret) throw new UnsupportedInstructionException(n, $"no-callret: the return address 0x{ret:x} does not fit a sign-extended imm32");
+            Instruction push = default;
+            if (indirect && !TryTargetPush(n, afterPush: true, out push)) return Unsupported.Emit(e);
+            e.Add(Instruction.Create(Code.Pushq_imm32, (int)ret));
+            if (indirect)
+            {
+                e.Add(push);
+                EmitLookup(e, popBytes: 0);
+            }
+            else e.BranchToNative(Emitter.Jmp, n.NearBranch64, EdgeKind.Jmp);
+            return Flow.EndBlock;
+        }
+    }
+
+    /// <summary>no-callret, ret / ret imm16: an indirect branch through the return address already on the stack.</summary>
+    private sealed class NativeReturnRetRule : Rule
+    {
+        public override string Name => "no-callret-ret";
+        public override Flow Emit(Emitter e)
+        {
+            EmitLookup(e, popBytes: e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0);
+            return Flow.EndBlock;
         }
     }
 
