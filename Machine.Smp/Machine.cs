@@ -149,8 +149,11 @@ public sealed class Machine : IDisposable
         StoppedEvent.Set();
     }
 
-    /// <summary>An exception escaped the interpreter on a vCPU thread: a harness bug. Reported, never swallowed.</summary>
-    internal void HostFault(Vcpu? v, Exception e)
+    /// <summary>
+    /// An exception escaped the interpreter on a vCPU thread: a harness bug. Reported, never
+    /// swallowed. Public for execution controls that live outside this assembly (Verification).
+    /// </summary>
+    public void HostFault(Vcpu? v, Exception e)
     {
         string where = v is null ? "the scheduler" : $"vCPU {v.Index} at rip 0x{v.CurrentRip:x}";
         if (Interlocked.CompareExchange(ref hostException, e, null) == null)

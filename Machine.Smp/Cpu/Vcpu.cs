@@ -70,8 +70,11 @@ public sealed unsafe partial class Vcpu : IDisposable
         internal set { S->Cpl = value; UserBit = value == 3 ? 1UL : 0; }
     }
 
-    /// <summary>True when something could take this vCPU out of halt now or later without another vCPU's help.</summary>
-    internal bool CanWake
+    /// <summary>
+    /// True when something could take this vCPU out of halt now or later without another vCPU's
+    /// help. Public for execution controls outside this assembly (Verification's idle wait).
+    /// </summary>
+    public bool CanWake
     {
         get
         {

@@ -1,0 +1,285 @@
+using Harness.Machine;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Microsoft.Coyote.Random;
+using Microsoft.Coyote.Runtime;
+using CoyoteThread = Microsoft.Coyote.Rewriting.Types.Threading.Thread;
+
+namespace Harness.Verification;
+
+/// <summary>How a <see cref="CoyoteControl"/> turns the machine's seams into Coyote decisions.</summary>
+public sealed record CoyoteOptions
+{
+    /// <summary>
+    /// A pending interrupt becomes deliverable after a delay Coyote picks from [0, bound) guest
+    /// instructions: one integer choice per interrupt reaches every instruction of a window with
+    /// the same probability, where a coin flip at each instruction would reach the k-th one with
+    /// probability 2^-k. 1 or less: no delay and no choice.
+    /// </summary>
+    public int InterruptDelayBound { get; init; } = 64;
+
+    /// <summary>
+    /// Guest instructions a vCPU runs before a forced scheduling point. Data accesses are
+    /// scheduling points already (when <see cref="Seams.Points"/> is on), so the slice only matters
+    /// for code that runs long without touching memory, and for runs with the seams off, where it
+    /// is the only interleaving there is. Each point costs microseconds of host time, about as much
+    /// as interpreting a few hundred instructions.
+    /// </summary>
+    public long Slice { get; init; } = 1000;
+
+    /// <summary>
+    /// Which seams become scheduling points (kind, address; for Halt and Spin the address is the
+    /// instruction's). Null: all of them. Filtering out accesses to memory only one vCPU uses keeps
+    /// long runs affordable; <see cref="PointFilters"/> has the usual ones.
+    /// </summary>
+    public Func<PointKind, ulong, bool>? PointFilter { get; init; }
+}
+
+public static class PointFilters
+{
+    /// <summary>No data-access points: for single-vCPU scenarios, where only interrupt timing varies.</summary>
+    public static readonly Func<PointKind, ulong, bool> NoDataAccesses = (kind, _) => kind is not (PointKind.Load or PointKind.Store);
+
+    /// <summary>
+    /// Plain loads and stores are points only inside [start, end) (shared data); locked
+    /// operations, spin-waits, halts and explicit points are points everywhere.
+    /// </summary>
+    public static Func<PointKind, ulong, bool> SharedRange(ulong start, ulong end) =>
+        (kind, address) => kind is not (PointKind.Load or PointKind.Store) || address - start < end - start;
+}
+
+/// <summary>
+/// The Coyote-controlled execution: one controlled thread per vCPU (created through Coyote's
+/// thread wrappers, so the test engine schedules them: only one runs at a time, and it switches
+/// only at scheduling points), a scheduling point at every seam, and interrupt delays chosen by
+/// Coyote. Everything that can vary between runs is a Coyote decision, so a saved trace replays
+/// the run exactly. Only meaningful inside Coyote's testing engine (see <see cref="Explorer"/>);
+/// waits never hold a host lock across a scheduling point.
+/// </summary>
+public sealed class CoyoteControl : ExecutionControl
+{
+    private readonly CoyoteOptions options;
+    private readonly Func<PointKind, ulong, bool>? filter;
+    private readonly List<Thread> threads = [];
+    private Generator? generator;
+
+    private enum Wait : byte { None, Idle, Halted, Spin, Exited }
+    // What each vCPU is paused for, and a count of scheduling points passed by any vCPU. Touched
+    // only by controlled threads, which Coyote runs one at a time.
+    private Wait[] waiting = [];
+    private Vcpu[] vcpus = [];
+    private long progress;
+
+    public CoyoteControl(CoyoteOptions? options = null)
+    {
+        this.options = options ?? new CoyoteOptions();
+        if (this.options.Slice <= 0) throw new ArgumentOutOfRangeException(nameof(options), "the slice must be positive");
+        filter = this.options.PointFilter;
+    }
+
+    public CoyoteOptions Options => options;
+    public override string Name => $"coyote(slice={options.Slice}, interrupt-delay<{Math.Max(1, options.InterruptDelayBound)})";
+    public override long Slice => options.Slice;
+
+    /// <summary>
+    /// Monitors: called on the vCPU's thread at every scheduling point that passed the filter,
+    /// before the point (a failed <see cref="Verify.That"/> there ends the execution as a bug).
+    /// Add them before the machine runs.
+    /// </summary>
+    public Action<Vcpu, PointKind, ulong>? OnPoint { get; set; }
+
+    /// <summary>Data-access, spin and halt points that passed the filter.</summary>
+    public long PointsTaken { get; private set; }
+    /// <summary>Forced scheduling points at slice ends.</summary>
+    public long SliceEnds { get; private set; }
+    /// <summary>Interrupt delays Coyote chose.</summary>
+    public long DelaysChosen { get; private set; }
+
+    /// <summary>True when every vCPU thread has finished (so the machine may be disposed).</summary>
+    public bool ThreadsFinished
+    {
+        get { lock (threads) return threads.All(t => !t.IsAlive); }
+    }
+
+    public override void StartVcpu(Machine.Machine machine, Vcpu vcpu)
+    {
+        if (vcpus.Length == 0)
+        {
+            vcpus = machine.Vcpus;
+            waiting = new Wait[vcpus.Length];
+        }
+        // Coyote names the thread and finds its operation by that name: leave the name alone.
+        var t = CoyoteThread.Create(() => Body(machine, vcpu));
+        lock (threads) threads.Add(t);
+        // A scheduling point: the new vCPU may run before its starter continues.
+        CoyoteThread.Start(t);
+    }
+
+    private void Body(Machine.Machine machine, Vcpu vcpu)
+    {
+        try
+        {
+            while (true)
+            {
+                var exit = vcpu.Run();
+                if (exit == RunExit.Stopped || machine.Stopping) return;
+                if (exit == RunExit.Idle) Idle(vcpu);
+                else
+                {
+                    SliceEnds++;
+                    progress++;
+                    SchedulingPoint.Interleave();
+                }
+            }
+        }
+        catch (ThreadInterruptedException)
+        {
+            // Coyote ended the execution (a bug was found elsewhere, or the step bound was
+            // reached) and interrupts every controlled thread: nothing to report, just leave.
+            machine.Stop(StopReason.Interrupted, 0, "the exploration ended this execution");
+        }
+        catch (Exception e)
+        {
+            machine.HostFault(vcpu, e);
+        }
+        finally
+        {
+            waiting[vcpu.Index] = Wait.Exited;
+        }
+    }
+
+    /// <summary>Runs on the test's own (controlled) thread: waits, as a Coyote operation, for every vCPU thread.</summary>
+    public override void Run(Machine.Machine machine)
+    {
+        try
+        {
+            // The list grows only while some vCPU thread still runs (a start-up IPI), so once the
+            // last listed thread is joined no other can appear.
+            for (int i = 0; ; i++)
+            {
+                Thread t;
+                lock (threads)
+                {
+                    if (i >= threads.Count) break;
+                    t = threads[i];
+                }
+                CoyoteThread.Join(t);
+            }
+        }
+        catch (ThreadInterruptedException)
+        {
+            // The execution was ended by Coyote: the vCPU threads are being interrupted too. Wait
+            // for them (uncontrolled now) so the caller may dispose the machine.
+            machine.Stop(StopReason.Interrupted, 0, "the exploration ended this execution");
+            Thread[] all;
+            lock (threads) all = [.. threads];
+            foreach (var t in all) t.Join(TimeSpan.FromSeconds(10));
+            throw;
+        }
+    }
+
+    public override void Point(Vcpu vcpu, PointKind kind, ulong address)
+    {
+        if (filter is not null && !filter(kind, address)) return;
+        OnPoint?.Invoke(vcpu, kind, address);
+        PointsTaken++;
+        progress++;
+        if (kind == PointKind.Spin) SpinWait(vcpu);
+        else SchedulingPoint.Interleave();
+    }
+
+    /// <summary>
+    /// A spin-wait (pause) pauses until another vCPU has passed a scheduling point, or until no
+    /// other vCPU can run (then only the spinner's own interrupts can end the spin). Spinning
+    /// again before anyone else moved would re-read the same memory, so no interleaving is lost;
+    /// and priority-based strategies (PCT), which ignore yields, would otherwise let a
+    /// high-priority spinner spin on a low-priority lock holder until the step bound.
+    /// </summary>
+    private void SpinWait(Vcpu vcpu)
+    {
+        var machine = vcpu.Machine;
+        long seen = progress;
+        int me = vcpu.Index;
+        waiting[me] = Wait.Spin;
+        try
+        {
+            Operation.PauseUntil(() => progress != seen || machine.Stopping || !AnyOtherRunnable(me));
+        }
+        finally
+        {
+            waiting[me] = Wait.None;
+        }
+    }
+
+    private bool AnyOtherRunnable(int me)
+    {
+        for (int i = 0; i < waiting.Length; i++)
+            if (i != me && waiting[i] == Wait.None && vcpus[i].Started) return true;
+        return false;
+    }
+
+    public override long InterruptDelay(Vcpu vcpu, int vector)
+    {
+        int bound = options.InterruptDelayBound;
+        if (bound <= 1) return 0;
+        DelaysChosen++;
+        generator ??= Generator.Create();
+        return generator.NextInteger(bound);
+    }
+
+    /// <summary>
+    /// Halted with nothing to wake it but another vCPU: a controlled pause until it can wake (an
+    /// interrupt was posted, or the machine stops). When every started vCPU is in this state no
+    /// one can ever wake them: the machine stops with a deadlock, as under the other controls.
+    /// </summary>
+    public override void Idle(Vcpu vcpu)
+    {
+        if (vcpu.CanWake) return;
+        var machine = vcpu.Machine;
+        waiting[vcpu.Index] = Wait.Idle;
+        try
+        {
+            bool anyAwake = false;
+            foreach (var v in machine.Vcpus)
+                if (v.Started && waiting[v.Index] is not (Wait.Idle or Wait.Exited)) anyAwake = true;
+            if (!anyAwake)
+            {
+                machine.Stop(StopReason.Deadlock, 0, "every vCPU is halted and none can be woken (hlt with interrupts off, or no timer and no IPI)");
+                return;
+            }
+            Operation.PauseUntil(() => vcpu.CanWake);
+        }
+        finally
+        {
+            waiting[vcpu.Index] = Wait.None;
+        }
+    }
+
+    /// <summary>
+    /// Halted until guest time `wake` (its timer): as in free-running mode, its clock jumps no
+    /// further than the running vCPUs' have got, so an idle vCPU cannot race through timer ticks
+    /// to the instruction limit while another does the work. The wait is a controlled pause.
+    /// </summary>
+    public override long HaltedUntil(Vcpu vcpu, long wake)
+    {
+        var machine = vcpu.Machine;
+        bool Ready()
+        {
+            if (machine.Stopping || vcpu.Apic.HasIncoming) return true;
+            foreach (var other in machine.Vcpus)
+                if (other != vcpu && other.Started && !other.IsHalted && other.Retired < wake) return false;
+            return true;
+        }
+        if (!Ready())
+        {
+            waiting[vcpu.Index] = Wait.Halted;
+            try { Operation.PauseUntil(Ready); }
+            finally { waiting[vcpu.Index] = Wait.None; }
+        }
+        return machine.Stopping || vcpu.Apic.HasIncoming ? vcpu.Retired : wake;
+    }
+
+    // Wake stays a no-op: paused vCPUs' conditions are re-evaluated by Coyote at every scheduling
+    // point, and Wake is also called from uncontrolled threads (a cancellation's Stop), where a
+    // scheduling point is not allowed.
+}
