@@ -14,7 +14,19 @@ internal static class Support
     /// when the machine's types initialize: set it before any of them is touched.
     /// </summary>
     [ModuleInitializer]
-    internal static void EnableSchedulingPoints() => AppContext.SetSwitch(Seams.PointsSwitch, true);
+    internal static void EnableSchedulingPoints()
+    {
+        AppContext.SetSwitch(Seams.PointsSwitch, true);
+        // A kernel trace is megabytes and every run has its own folder: remove it when the run
+        // ends, unless asked to keep the traces (the seeds are fixed, so a rerun finds the same bugs).
+        if (Environment.GetEnvironmentVariable("HARNESS_KEEP_TRACES") is not ("1" or "true"))
+            AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+            {
+                try { Directory.Delete(TraceDir, recursive: true); }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+            };
+    }
 
     public static string RepoRoot
     {
