@@ -73,6 +73,7 @@ public sealed class GuestMipsColumn : IColumn
             nameof(InterpreterThroughput) when method == nameof(InterpreterThroughput.Emulated) => ComputeGuest.Recorded($"insns-{type}-{method}"),
             nameof(TwoVcpuScaling) => ComputeGuest.Recorded($"insns-{type}-{c.Parameters["Vcpus"]}"),
             nameof(SeamsCost) => ComputeGuest.Recorded($"insns-{type}-{c.Job.Id}"),
+            nameof(KernelDbt) => ComputeGuest.Recorded($"insns-{type}-{method}"),
             _ => null,
         };
         return s?.Split(',').Sum(long.Parse);

@@ -5,10 +5,10 @@ using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using Harness.Benchmarks;
 
-// Interpreter benchmarks. Usage (benchmarks/run.sh wraps this):
+// Interpreter and DBT benchmarks. Usage (benchmarks/run.sh wraps this):
 //   dotnet run -c Release --project benchmarks -- [--quick] [--filter <glob>] [other BenchmarkDotNet options]
 // --quick: a dry run (1 iteration, no warm-up) with N = 40 rounds, to smoke-test the suite in seconds.
-// Without --filter every suite runs (InterpreterThroughput, TwoVcpuScaling, SeamsCost).
+// Without --filter every suite runs (InterpreterThroughput, TwoVcpuScaling, SeamsCost, KernelDbt).
 
 var argList = args.ToList();
 bool quick = argList.Remove("--quick");
@@ -61,6 +61,11 @@ static string Report(IEnumerable<Summary> summaries, bool quick)
         var emu = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(InterpreterThroughput) && c.Descriptor.WorkloadMethod.Name == nameof(InterpreterThroughput.Emulated));
         if (native is not null && emu is not null && s[native]?.ResultStatistics is { } n && s[emu]?.ResultStatistics is { } e)
             sb.AppendLine(CultureInfo.InvariantCulture, $"- emulated / native = {e.Mean / n.Mean:F1}x slower (native work(N) {n.Mean / 1e6:F3} ms)");
+        var kernelNative = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(KernelDbt) && c.Descriptor.WorkloadMethod.Name == nameof(KernelDbt.Native));
+        if (kernelNative is not null && s[kernelNative]?.ResultStatistics is { } kn)
+            foreach (var c in s.BenchmarksCases.Where(c => c.Descriptor.Type == typeof(KernelDbt) && c != kernelNative))
+                if (s[c]?.ResultStatistics is { } kt)
+                    sb.AppendLine(CultureInfo.InvariantCulture, $"- kernel workloads, {c.Descriptor.WorkloadMethod.Name} / native host time = {kt.Mean / kn.Mean:F2}x (goal for default: <= 1.3x; guest instructions {GuestMipsColumn.Instructions(c):N0} vs {GuestMipsColumn.Instructions(kernelNative):N0})");
         var seams = s.BenchmarksCases.Where(c => c.Descriptor.Type == typeof(SeamsCost)).ToArray();
         var with = seams.FirstOrDefault(c => c.Job.Id == SeamsCost.SeamsJob);
         var without = seams.FirstOrDefault(c => c.Job.Id == SeamsCost.NoSeamsJob);

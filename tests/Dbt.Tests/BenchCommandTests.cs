@@ -1,0 +1,93 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Harness.Dbt.Tests;
+
+/// <summary>`harness bench dbt`: argument errors and the shape of a --quick run's output (the built CLI, as a process).</summary>
+public class BenchCommandTests
+{
+    private static readonly Lazy<string> dll = new(() =>
+    {
+        string path = Path.Combine(Support.RepoRoot, "cli", "bin", "Release", "net10.0", "harness.dll");
+        if (!File.Exists(path))
+        {
+            var (code, output, error) = Exec("dotnet", ["build", Path.Combine(Support.RepoRoot, "cli"), "-c", "Release", "-nologo", "-v", "q"], TimeSpan.FromMinutes(3));
+            if (code != 0 || !File.Exists(path)) throw new InvalidOperationException($"building the CLI failed (exit {code}):\n{output}\n{error}");
+        }
+        return path;
+    });
+
+    private static (int Code, string Stdout, string Stderr) Harness(params string[] args) => Exec("dotnet", [dll.Value, .. args], TimeSpan.FromSeconds(120));
+
+    [Theory]
+    [InlineData("--vcpus", "0", "--vcpus must be between 1 and")]
+    [InlineData("--vcpus", "abc", "--vcpus")]
+    [InlineData("--workload", "null_syscall,bogus", "'bogus' is not a measured workload")]
+    [InlineData("--kernel", "/nonexistent/kernel.elf", "kernel image not found: /nonexistent/kernel.elf")]
+    [InlineData("--frobnicate", null, "--frobnicate")]
+    public void BadArgumentsExit2WithAMessage(string option, string? value, string message)
+    {
+        var (code, stdout, stderr) = Harness(value is null ? ["bench", "dbt", option] : ["bench", "dbt", option, value]);
+        Assert.True(code == 2, $"exit {code}; stderr: {stderr}");
+        Assert.Contains(message, stderr);
+        Assert.Equal("", stdout);
+    }
+
+    [Fact]
+    public void BenchWithoutASubcommandExits2PointingAtItsHelp()
+    {
+        var (code, _, stderr) = Harness("bench");
+        Assert.True(code == 2, $"exit {code}; stderr: {stderr}");
+        Assert.Contains("harness bench --help", stderr);
+    }
+
+    [Fact]
+    public void QuickRunPrintsTheTablesAndTheGoals()
+    {
+        var (code, stdout, stderr) = Harness("bench", "dbt", "--quick", "--workload", "null_syscall", "--kernel", KernelSupport.KernelPath);
+        Assert.True(code == 0, $"exit {code}; stderr: {stderr}\nstdout: {stdout}");
+        Assert.Contains("QUICK", stdout);
+        Assert.Contains("bench: [", stderr); // progress, one line per step when stderr is not a terminal
+
+        // The per-workload table: native, default and its ratio, no-callret and its ratio, entries; then the geometric mean.
+        // Spectre draws with box characters or, without a Unicode console encoding, ASCII.
+        const string Bar = "[│|]";
+        var row = Regex.Match(stdout, $@"{Bar} null_syscall\s+{Bar}\s+([\d,]+) {Bar}\s+([\d,]+) {Bar}\s+([\d.]+) {Bar}\s+([\d,]+) {Bar}\s+([\d.]+) {Bar}");
+        Assert.True(row.Success, stdout);
+        long native = long.Parse(row.Groups[1].Value.Replace(",", "")), dflt = long.Parse(row.Groups[2].Value.Replace(",", ""));
+        long noCallRet = long.Parse(row.Groups[4].Value.Replace(",", ""));
+        Assert.True(native > 0 && dflt >= native && noCallRet > dflt, row.Value);
+        Assert.Equal((double)dflt / native, double.Parse(row.Groups[3].Value), 3);
+        Assert.Contains("geometric mean", stdout);
+
+        // Host time: one row per configuration with exact instruction counts next to the wall times.
+        foreach (var c in new[] { "off", "default", "no-callret" })
+            Assert.Matches(new Regex($@"{Bar} {c}\s+{Bar}\s+[\d,]+ {Bar}\s+[\d,]+ ms {Bar}"), stdout);
+        Assert.Contains("whole-kernel translation", stdout);
+        Assert.Matches(new Regex($@"functions translated\s+{Bar}\s+\d+ of \d+"), stdout);
+        foreach (var goal in new[] { "default overhead, every workload", "geometric mean", "no-callret visibly worse", "dispatcher entries, steady state", "host time" })
+            Assert.Contains(goal, stdout);
+    }
+
+    private static (int, string, string) Exec(string file, string[] args, TimeSpan timeout)
+    {
+        var psi = new ProcessStartInfo(file, args)
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Support.RepoRoot,
+            StandardOutputEncoding = Encoding.UTF8, StandardErrorEncoding = Encoding.UTF8,
+        };
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeout))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
+        }
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+}
