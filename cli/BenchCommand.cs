@@ -99,27 +99,30 @@ internal static class BenchCommand
     private static void Print(IAnsiConsole console, DbtBenchReport r)
     {
         var s = r.Settings;
+        string steady = s.EffectivePasses == WorkloadRun.WarmUpPasses + 1 ? $"pass {s.EffectivePasses}" : $"passes {WorkloadRun.WarmUpPasses + 1}-{s.EffectivePasses}";
         console.MarkupLine($"[bold]harness bench dbt[/]{(s.Quick ? " [yellow](QUICK: a smoke run, not a measurement)[/]" : "")}: {Markup.Escape(r.KernelPath)}, " +
                            $"{s.Vcpus} vCPU{(s.Vcpus == 1 ? "" : "s")}, deterministic (quantum {KernelBench.Quantum}); each workload in its own boot, " +
-                           $"run {s.EffectivePasses} times{(s.EffectiveRepeats > 1 ? $" (each boot {s.EffectiveRepeats} times; wall = the fastest)" : "")}: passes 1-{WorkloadRun.WarmUpPasses} warm up, steady state = passes {WorkloadRun.WarmUpPasses + 1}-{s.EffectivePasses}, insns/op of pass {s.EffectivePasses}");
+                           $"run {s.EffectivePasses} times{(s.EffectiveRepeats > 1 ? $" (each boot {s.EffectiveRepeats} times; wall = the fastest)" : "")}: passes 1-{WorkloadRun.WarmUpPasses} warm up, steady state = {steady}, insns/op of pass {s.EffectivePasses}");
         console.WriteLine();
 
         var t = new Table().Title("guest instructions per operation (exact; guest rdtsc = retired instructions)")
             .AddColumn("workload").AddColumn(new TableColumn("native").RightAligned())
             .AddColumn(new TableColumn("default").RightAligned()).AddColumn(new TableColumn("ratio").RightAligned())
             .AddColumn(new TableColumn("no-callret").RightAligned()).AddColumn(new TableColumn("ratio").RightAligned())
-            .AddColumn(new TableColumn("entries/1M default").RightAligned()).AddColumn(new TableColumn("entries/1M no-callret").RightAligned())
-            .AddColumn(new TableColumn("warm-up entries d / n").RightAligned());
+            .AddColumn(new TableColumn("/1M d").RightAligned()).AddColumn(new TableColumn("/1M n").RightAligned())
+            .AddColumn(new TableColumn("warm-up d/n").RightAligned())
+            .Caption("/1M d, /1M n: dispatcher entries per 1M guest instructions in steady state, default and no-callret; " +
+                     "warm-up d/n: dispatcher entries from boot to the end of pass 2");
         foreach (var row in r.Rows)
             t.AddRow(row.Workload, N(row.Native), N(row.Default), Ratio(row.DefaultRatio, DbtBenchReport.MaxOverhead), N(row.NoCallRet),
                 Ratio(row.NoCallRetRatio, DbtBenchReport.MaxOverhead), F(row.DefaultEntriesPerMillion), F(row.NoCallRetEntriesPerMillion),
-                $"{row.DefaultWarmUpEntries:N0} / {row.NoCallRetWarmUpEntries:N0}");
+                $"{row.DefaultWarmUpEntries:N0}/{row.NoCallRetWarmUpEntries:N0}");
         t.AddEmptyRow();
         t.AddRow("[bold]geometric mean[/]", "", "", Ratio(r.GeomeanDefault, DbtBenchReport.MaxGeomean), "", Ratio(r.GeomeanNoCallRet, DbtBenchReport.MaxGeomean), "", "", "");
         console.Write(t);
         console.WriteLine();
 
-        var h = new Table().Title($"host time of the same runs (whole boots; steady = passes {WorkloadRun.WarmUpPasses + 1}-{s.EffectivePasses}) with exact guest instructions")
+        var h = new Table().Title($"host time of the same runs (whole boots; steady = {steady}) with exact guest instructions")
             .AddColumn("configuration").AddColumn(new TableColumn("guest insns").RightAligned()).AddColumn(new TableColumn("wall").RightAligned())
             .AddColumn(new TableColumn("ratio").RightAligned()).AddColumn(new TableColumn("in dispatcher").RightAligned())
             .AddColumn(new TableColumn("decodes").RightAligned()).AddColumn(new TableColumn("steady insns").RightAligned())
