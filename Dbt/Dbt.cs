@@ -22,6 +22,13 @@ public sealed class Dbt
     public readonly DbtStats Stats;
     public readonly Kernel.KernelEntries Kernel;
     public readonly Kernel.ExceptionTables ExceptionTables;
+    private readonly Clients.ClientSet? clients;
+
+    /// <summary>The attached clients (<see cref="DbtOptions.Clients"/>), in order.</summary>
+    public IReadOnlyList<Clients.Client> Clients => clients?.All ?? [];
+
+    /// <summary>The attached client of type T, or null.</summary>
+    public T? Client<T>() where T : Clients.Client => Clients.OfType<T>().FirstOrDefault();
 
     private Dbt(Machine.Machine machine, DbtOptions options)
     {
@@ -35,6 +42,9 @@ public sealed class Dbt
         Translator.Kernel = Kernel;
         ExceptionTables = new Kernel.ExceptionTables(machine, Cache, options.Kernel, options.ExceptionTableCapacity);
         Translator.ExceptionTables = ExceptionTables;
+        Rulebook.Prepare(options);
+        clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
+        Translator.Clients = clients;
         Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats);
     }
 

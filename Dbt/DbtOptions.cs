@@ -37,4 +37,13 @@ public sealed class DbtOptions
 
     /// <summary>Planted bug: iretq does not restore tx-nextpc-loc from the frame's redundant slot.</summary>
     public bool PlantedNoTxNextPcRestore { get; init; }
+
+    /// <summary>Clients to attach, by registered name (<see cref="Clients.ClientRegistry"/>), e.g. "prof".</summary>
+    public IReadOnlyList<string> Clients { get; init; } = [];
+
+    /// <summary>Mnemonics translated by a registered rule of the user's choice instead of the built-in table's (<see cref="Translate.RuleRegistry"/>).</summary>
+    public IReadOnlyDictionary<Iced.Intel.Mnemonic, string> RuleOverrides { get; init; } = new Dictionary<Iced.Intel.Mnemonic, string>();
+
+    /// <summary>Planted bug: client counter snippets add without saving the flags around the add.</summary>
+    public bool PlantedCounterClobbersFlags { get; init; }
 }

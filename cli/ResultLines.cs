@@ -15,6 +15,9 @@ internal sealed class ConsoleTap(Stream inner) : Stream
     /// <summary>`workload &lt;name&gt; exit=N time=T` lines: how each workload ended and its guest time.</summary>
     public List<(string Workload, List<(string Key, string Value)> Fields)> Workloads { get; } = [];
 
+    /// <summary>Called with the workload's name when its `workload` line is complete (on the vCPU thread that printed it).</summary>
+    public Action<string>? WorkloadEnded { get; set; }
+
     public override void Write(byte[] buffer, int offset, int count)
     {
         inner.Write(buffer, offset, count);
@@ -36,7 +39,10 @@ internal sealed class ConsoleTap(Stream inner) : Stream
         if (words.Length >= 2 && words[0] == "result")
             Results.Add((words[1], words.Skip(2).Select(Field).ToList()));
         else if (words.Length >= 3 && words[0] == "workload" && words[2].StartsWith("exit=", StringComparison.Ordinal))
+        {
             Workloads.Add((words[1], words.Skip(2).Select(Field).ToList()));
+            WorkloadEnded?.Invoke(words[1]);
+        }
     }
 
     private static (string, string) Field(string w)
@@ -45,12 +51,13 @@ internal sealed class ConsoleTap(Stream inner) : Stream
         return eq < 0 ? (w, "") : (w[..eq], w[(eq + 1)..]);
     }
 
-    /// <summary>One table row per result line (workload, then its key=value pairs), to stderr.</summary>
-    public void PrintSummary()
+    /// <summary>One table row per result line (workload, then its key=value pairs), to stderr; title: the configuration, when several ran.</summary>
+    public void PrintSummary(string? title = null)
     {
         if (Results.Count == 0 && Workloads.Count == 0) return;
         // Workloads report different keys: one measurements column keeps the table narrow.
         var table = new Table().AddColumn("workload").AddColumn("exit").AddColumn(new TableColumn("guest time").RightAligned()).AddColumn("measurements");
+        if (title is not null) table.Title = new TableTitle(Markup.Escape(title));
         static string Get(List<(string Key, string Value)> f, string key) => f.FirstOrDefault(x => x.Key == key).Value ?? "";
         var ran = Workloads.Select(w => w.Workload).ToList();
         // A result named <workload>_<part> (fileserver_perf) is shown in its workload's row.

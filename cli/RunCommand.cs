@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using Harness.Dbt.Clients;
 using Harness.Machine;
 using Harness.Machine.Boot;
 using Harness.Machine.Control;
@@ -17,7 +18,7 @@ internal static class RunCommand
         var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs (1..64)", DefaultValueFactory = _ => 2 };
         var maxInsns = new Option<long>("--max-instructions") { Description = "stop when any vCPU has retired this many instructions (0 = no limit)" };
         var memory = new Option<int>("--memory") { Description = "guest RAM in MiB (18..65536)", DefaultValueFactory = _ => 256 };
-        var stats = new Option<string?>("--stats") { Description = "print per-vCPU statistics to stderr: text or json" };
+        var stats = new Option<string?>("--stats") { Description = "print per-vCPU statistics to stderr: text or json (under --dbt also translation statistics and host time, per workload with --client prof or --compare)" };
         stats.AcceptOnlyFromAmong("text", "json");
         var exec = new Option<string>("--exec") { Description = "execution control: free (real threads) or deterministic (one thread, round-robin)", DefaultValueFactory = _ => "free" };
         exec.AcceptOnlyFromAmong("free", "deterministic");
@@ -30,28 +31,42 @@ internal static class RunCommand
         };
         var dbt = new Option<string>("--dbt") { Description = "run under the kernel DBT: off (native), default (call/ret identity) or no-callret (native return addresses, ret through the jumptable)", DefaultValueFactory = _ => "off" };
         dbt.AcceptOnlyFromAmong("off", "default", "no-callret");
+        var client = new Option<string[]>("--client")
+        {
+            Description = $"instrumentation client(s) to attach to the DBT (repeat or comma-separate): {string.Join(", ", ClientRegistry.Names)}; prof prints per-workload counts (the paper's Table 3) after the run",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var compare = new Option<bool>("--compare") { Description = "run the image twice, under --dbt default and under --dbt no-callret, and print the per-workload table of both side by side" };
         var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
 
-        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline, dbt };
+        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline, dbt, client, compare };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new RunSettings(
             r.GetValue(image) ?? r.GetValue(kernel), r.GetValue(image) is not null && r.GetValue(kernel) is not null,
             r.GetValue(workload) ?? [], r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
-            r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline), r.GetValue(dbt)!), ct)));
+            r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline), r.GetValue(dbt)!, r.GetResult(dbt) is { Implicit: false },
+            r.GetValue(client) ?? [], r.GetValue(compare)), ct)));
         return cmd;
     }
 
-    private sealed record RunSettings(FileInfo? Image, bool TwoImages, string[] Workloads, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats, string Exec, long Quantum, string? CommandLine, string Dbt);
+    private sealed record RunSettings(FileInfo? Image, bool TwoImages, string[] Workloads, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats,
+        string Exec, long Quantum, string? CommandLine, string Dbt, bool DbtGiven, string[] Clients, bool Compare);
 
     // The machine reserves the top 16 MiB and needs 2 MiB below it (Machine's constructor checks it).
     private const int MinMemoryMiB = 18, MaxMemoryMiB = 64 * 1024;
 
+    /// <summary>What one configuration's run left behind once its machine is gone.</summary>
+    private sealed record Outcome(string Config, RunResult Result, ConsoleTap Tap, Harness.Dbt.DbtStats? Stats, WorkloadMeter? Meter, string Control);
+
     private static int Run(RunSettings o, CancellationToken ct)
     {
-        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine, dbtMode) = o;
+        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine, dbtMode, dbtGiven, clientArgs, compare) = o;
         var names = workloads.SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
         if (names.Count > 0)
             commandLine = (commandLine is null ? "" : commandLine + " ") + "run=" + string.Join(',', names);
         string? badName = names.FirstOrDefault(n => !n.All(ch => char.IsAsciiLetterOrDigit(ch) || ch == '_' || ch == '-'));
+        var clients = clientArgs.SelectMany(c => c.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        string? badClient = clients.FirstOrDefault(c => !ClientRegistry.IsRegistered(c));
+        string? twiceClient = clients.GroupBy(c => c).FirstOrDefault(g => g.Count() > 1)?.Key;
         string? error = twoImages ? "give the image either as the argument or with --kernel, not both"
             : badName is not null ? $"--workload: '{badName}' is not a workload name (letters, digits, _ and -)"
             : vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
@@ -60,6 +75,10 @@ internal static class RunCommand
             : quantum < 1 ? $"--quantum must be positive (got {quantum})"
             : commandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~'))
                 ? $"--cmdline must be printable ASCII of at most {BootLayout.CommandLineMax} characters"
+            : badClient is not null ? $"--client: no client named '{badClient}' (available: {string.Join(", ", ClientRegistry.Names)})"
+            : twiceClient is not null ? $"--client: '{twiceClient}' is given more than once"
+            : compare && dbtGiven && dbtMode == "off" ? "--compare runs the DBT configurations default and no-callret: it cannot be combined with --dbt off"
+            : clients.Count > 0 && !compare && dbtMode == "off" ? "--client instruments translated code: give --dbt default or --dbt no-callret (or --compare)"
             : image is { Exists: false } ? $"image not found: {image.FullName}"
             : null;
         if (error is not null) { Console.Error.WriteLine($"harness: {error}"); return ExitCodes.BadInput; }
@@ -67,40 +86,86 @@ internal static class RunCommand
         try { path = image?.FullName ?? DefaultImage.Ensure(); }
         catch (DefaultImage.BuildException e) { Console.Error.WriteLine($"harness: {e.Message}"); return ExitCodes.BadInput; }
 
-        ExecutionControl control = exec == "deterministic" ? new Deterministic(quantum) : new FreeRunning();
-        using var stdout = new ConsoleTap(Console.OpenStandardOutput());
+        // --compare: the same image, command line and machine, once per configuration, one after the other.
+        string[] configs = compare ? ["default", "no-callret"] : [dbtMode];
+        var outcomes = new List<Outcome>();
+        foreach (var config in configs)
+        {
+            var (code, outcome) = RunOnce(o with { Dbt = config, CommandLine = commandLine }, path, clients, ct);
+            if (outcome is null) return code;
+            outcomes.Add(outcome);
+            if (outcome.Result.Reason == StopReason.Interrupted) break;
+        }
+
+        foreach (var x in outcomes)
+        {
+            string? title = compare ? x.Config : null;
+            if (x.Result.Reason != StopReason.Exited) Console.Error.WriteLine($"harness: {(title is null ? "" : title + ": ")}machine stopped: {x.Result.Reason}: {x.Result.Message}");
+            if (x.Result.HostException is { } hx) Console.Error.WriteLine(hx);
+            if (stats != "json") x.Tap.PrintSummary(title); // with --stats json, stderr is only the JSON document
+        }
+        var measured = outcomes.Where(x => x.Meter is not null).ToList();
+        if (stats != "json" && measured.Count > 0 && (compare || clients.Contains(Prof.ClientName)))
+            Table3.Print(measured.Select(x => (x.Config, x.Meter!)).ToList(), withStats: stats is not null);
+        if (stats is not null) PrintStats(outcomes, stats, compare);
+        return outcomes.Select(x => ExitCodes.For(x.Result)).FirstOrDefault(c => c != 0);
+    }
+
+    /// <summary>Boots and runs one configuration; a null outcome means the run could not start (the code says why).</summary>
+    private static (int Code, Outcome? Outcome) RunOnce(RunSettings o, string path, List<string> clients, CancellationToken ct)
+    {
+        ExecutionControl control = o.Exec == "deterministic" ? new Deterministic(o.Quantum) : new FreeRunning();
+        var stdout = new ConsoleTap(Console.OpenStandardOutput());
         Harness.Machine.Machine created;
         try
         {
             created = new Harness.Machine.Machine(new MachineOptions
             {
-                Vcpus = vcpus,
-                MemoryBytes = (ulong)memoryMiB << 20,
-                MaxInstructions = maxInsns,
+                Vcpus = o.Vcpus,
+                MemoryBytes = (ulong)o.MemoryMiB << 20,
+                MaxInstructions = o.MaxInstructions,
                 Control = control,
                 Console = stdout,
-                CommandLine = commandLine,
+                CommandLine = o.CommandLine,
             });
         }
         catch (OutOfMemoryException)
         {
-            Console.Error.WriteLine($"harness: cannot allocate {memoryMiB} MiB of guest RAM on this host (--memory)");
-            return ExitCodes.BadInput;
+            Console.Error.WriteLine($"harness: cannot allocate {o.MemoryMiB} MiB of guest RAM on this host (--memory)");
+            return (ExitCodes.BadInput, null);
         }
         catch (ArgumentOutOfRangeException e)
         {
             Console.Error.WriteLine($"harness: bad machine configuration: {e.Message}");
-            return ExitCodes.BadInput;
+            return (ExitCodes.BadInput, null);
         }
         using var machine = created;
         try { machine.LoadElf(path); }
-        catch (ImageException e) { Console.Error.WriteLine($"harness: bad image: {e.Message}"); return ExitCodes.BadInput; }
+        catch (ImageException e) { Console.Error.WriteLine($"harness: bad image: {e.Message}"); return (ExitCodes.BadInput, null); }
 
         Harness.Dbt.Dbt? translator = null;
-        if (dbtMode != "off")
+        WorkloadMeter? meter = null;
+        if (o.Dbt != "off")
         {
-            try { translator = Harness.Dbt.Dbt.Attach(machine, new Harness.Dbt.DbtOptions { CallRet = dbtMode == "default", Kernel = Harness.Dbt.Kernel.KernelImage.FromElf(File.ReadAllBytes(path), path) }); }
-            catch (Exception e) when (e is InvalidOperationException or FormatException) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return ExitCodes.BadInput; }
+            try
+            {
+                translator = Harness.Dbt.Dbt.Attach(machine, new Harness.Dbt.DbtOptions
+                {
+                    CallRet = o.Dbt == "default",
+                    Kernel = Harness.Dbt.Kernel.KernelImage.FromElf(File.ReadAllBytes(path), path),
+                    Clients = clients,
+                });
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return (ExitCodes.BadInput, null); }
+            meter = new WorkloadMeter(translator);
+            stdout.WorkloadEnded = meter.WorkloadEnded;
+            // The first user-mode code marks the end of boot: the first workload's program starts.
+            var previous = machine.BlockDecoded;
+            machine.BlockDecoded = (v, va, pa) =>
+            {
+                previous?.Invoke(v, va, pa);
+                if ((long)va >= 0) meter.UserModeStarted();
+            };
         }
 
         // Ctrl-C: stop the machine cleanly (output flushed, stats printed) instead of killing the process.
@@ -108,54 +173,79 @@ internal static class RunCommand
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
         RunResult result;
+        meter?.Start();
         try { result = machine.Run(cts.Token); }
         finally { Console.CancelKeyPress -= onCancel; }
+        meter?.Finish();
         stdout.Flush();
-
-        if (result.Reason != StopReason.Exited) Console.Error.WriteLine($"harness: machine stopped: {result.Reason}: {result.Message}");
-        if (result.HostException is { } hx) Console.Error.WriteLine(hx);
-        if (stats != "json") stdout.PrintSummary(); // with --stats json, stderr is only the JSON document
-        if (stats is not null) PrintStats(result, stats, control.Name, translator?.Stats);
-        return ExitCodes.For(result);
+        return (0, new Outcome(o.Dbt, result, stdout, translator?.Stats, meter, control.Name));
     }
 
-    private static void PrintStats(RunResult r, string format, string control, Harness.Dbt.DbtStats? dbt)
+    private static void PrintStats(List<Outcome> outcomes, string format, bool compare)
     {
-        double secs = Math.Max(r.Wall.TotalSeconds, 1e-9);
         if (format == "json")
         {
-            var doc = new
-            {
-                reason = r.Reason.ToString(),
-                exitStatus = r.ExitStatus,
-                control,
-                wallSeconds = r.Wall.TotalSeconds,
-                totalInstructions = r.TotalInstructions,
-                guestMips = r.TotalInstructions / secs / 1e6,
-                dbt = dbt is null ? null : new
-                {
-                    blocks = dbt.BlocksTranslated,
-                    nativeInstructions = dbt.NativeInstructions,
-                    nativeBytes = dbt.NativeBytes,
-                    cacheBytes = dbt.CacheBytes,
-                    expansion = dbt.ExpansionFactor,
-                    edgeStubs = dbt.EdgeStubs,
-                    chainedEdges = dbt.ChainedEdges,
-                    dispatcherEntries = dbt.DispatcherEntries,
-                    indirectDispatches = dbt.IndirectDispatches,
-                },
-                vcpus = r.Vcpus.Select(v => new { index = v.Index, started = v.Started, instructions = v.Instructions, guestTime = v.GuestTime, blocksDecoded = v.BlocksDecoded, interrupts = v.Interrupts, exceptions = v.Exceptions }),
-            };
+            var docs = outcomes.Select(StatsDocument).ToList();
+            object doc = compare ? new { configurations = docs } : docs[0];
             Console.Error.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        var t = new Table().AddColumns("vCPU", "instructions", "guest time", "blocks decoded", "interrupts", "exceptions");
-        foreach (var v in r.Vcpus.Where(v => v.Started))
-            t.AddRow(v.Index.ToString(), v.Instructions.ToString("N0"), v.GuestTime.ToString("N0"), v.BlocksDecoded.ToString("N0"), v.Interrupts.ToString("N0"), v.Exceptions.ToString("N0"));
-        console.Write(t);
-        if (dbt is not null) console.WriteLine(dbt.ToString());
-        console.WriteLine($"control {control}; stop {r.Reason}; wall {r.Wall.TotalMilliseconds:F1} ms; {r.TotalInstructions:N0} instructions; {r.TotalInstructions / secs / 1e6:F1} guest MIPS");
+        foreach (var x in outcomes)
+        {
+            var r = x.Result;
+            double secs = Math.Max(r.Wall.TotalSeconds, 1e-9);
+            var t = new Table().AddColumns("vCPU", "instructions", "guest time", "blocks decoded", "interrupts", "exceptions");
+            if (compare) t.Title = new TableTitle(x.Config);
+            foreach (var v in r.Vcpus.Where(v => v.Started))
+                t.AddRow(v.Index.ToString(), v.Instructions.ToString("N0"), v.GuestTime.ToString("N0"), v.BlocksDecoded.ToString("N0"), v.Interrupts.ToString("N0"), v.Exceptions.ToString("N0"));
+            console.Write(t);
+            if (x.Stats is not null) console.WriteLine(x.Stats.ToString());
+            if (x.Meter?.Prof is { } p) console.WriteLine(p.ToString());
+            console.WriteLine($"control {x.Control}; stop {r.Reason}; wall {r.Wall.TotalMilliseconds:F1} ms; {r.TotalInstructions:N0} instructions; {r.TotalInstructions / secs / 1e6:F1} guest MIPS");
+        }
+    }
+
+    private static object StatsDocument(Outcome x)
+    {
+        var r = x.Result;
+        var dbt = x.Stats;
+        double secs = Math.Max(r.Wall.TotalSeconds, 1e-9);
+        return new
+        {
+            configuration = x.Config,
+            reason = r.Reason.ToString(),
+            exitStatus = r.ExitStatus,
+            control = x.Control,
+            wallSeconds = r.Wall.TotalSeconds,
+            totalInstructions = r.TotalInstructions,
+            guestMips = r.TotalInstructions / secs / 1e6,
+            dbt = dbt is null ? null : new
+            {
+                blocks = dbt.BlocksTranslated,
+                nativeInstructions = dbt.NativeInstructions,
+                nativeBytes = dbt.NativeBytes,
+                cacheBytes = dbt.CacheBytes,
+                expansion = dbt.ExpansionFactor,
+                edgeStubs = dbt.EdgeStubs,
+                chainedEdges = dbt.ChainedEdges,
+                dispatcherEntries = dbt.DispatcherEntries,
+                indirectDispatches = dbt.IndirectDispatches,
+            },
+            workloads = x.Meter?.Rows.Select(w => new
+            {
+                name = w.Name,
+                guestInstructions = w.HasProf ? w.Counts.Instructions : (long?)null,
+                indirectBranches = w.HasProf ? w.Counts.IndirectBranches : (long?)null,
+                level1Hits = w.HasProf ? w.Counts.Level1Hits : (long?)null,
+                level2Hits = w.HasProf ? w.Counts.Level2Hits : (long?)null,
+                jumptableMisses = w.Counts.JumpTableMisses,
+                dispatcherEntries = w.Counts.DispatcherEntries,
+                blocks = w.Blocks,
+                hostMilliseconds = w.Host.TotalMilliseconds,
+            }),
+            vcpus = r.Vcpus.Select(v => new { index = v.Index, started = v.Started, instructions = v.Instructions, guestTime = v.GuestTime, blocksDecoded = v.BlocksDecoded, interrupts = v.Interrupts, exceptions = v.Exceptions }),
+        };
     }
 }
 

@@ -47,6 +47,9 @@ public sealed class BlockTranslator
     /// <summary>The DBT's kernel-facing state (shadow IDT, LSTAR, per-CPU area), for the rules' call-outs.</summary>
     internal Kernel.KernelEntries Kernel { get; set; } = null!;
 
+    /// <summary>The attached clients (null: none); their hooks run as blocks are translated.</summary>
+    internal Clients.ClientSet? Clients { get; set; }
+
     internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats)
     {
         Cache = cache;
@@ -126,6 +129,7 @@ public sealed class BlockTranslator
                 break;
             }
             e.Native = ins;
+            Clients?.Before(e);
             Flow flow;
             if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup))
                 faultable.Add((e.Items.Count, fixup));
@@ -140,6 +144,7 @@ public sealed class BlockTranslator
                     if (entry && flow == Flow.EndBlock && rule != Rulebook.DirectJmp)
                         throw new UnsupportedInstructionException(ins, $"the interrupt entry path ends with '{ins}' before writing the frame's redundant slot");
                 }
+                Clients?.After(e, rule, flow);
             }
             catch (UnsupportedInstructionException) when (n > 0 && e.SlotDelta is null)
             {
@@ -156,6 +161,7 @@ public sealed class BlockTranslator
                 break;
             }
         }
+        Clients?.End(e);
         var block = Layout(e, native, ip, n, out var offsets);
         // Register the copies of faultable instructions (identity rules: the copy is the rule's first item).
         foreach (var (item, fixup) in faultable)

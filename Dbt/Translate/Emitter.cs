@@ -11,8 +11,10 @@ namespace Harness.Dbt.Translate;
 /// location). Branches that may later be chained are "patchable": they are laid out by
 /// <see cref="BlockTranslator"/> as raw bytes whose rel32 is 4-byte aligned (padded with ignored
 /// 0x2E prefixes, so alignment costs no executed instruction) and whose site is recorded.
+/// Rules (and client snippets) only ever append; a user's rule gets the same surface as the built-in
+/// ones (docs/writing-rules.md).
 /// </summary>
-internal sealed class Emitter
+public sealed class Emitter
 {
     public const ulong IpStep = 16;
 
@@ -31,7 +33,7 @@ internal sealed class Emitter
     private readonly BlockTranslator translator;
     private ulong nextIp = IpStep;
 
-    public Emitter(BlockTranslator translator, Harness.Machine.Vcpu v, int? slotDelta)
+    internal Emitter(BlockTranslator translator, Harness.Machine.Vcpu v, int? slotDelta)
     {
         this.translator = translator;
         V = v;
@@ -51,11 +53,20 @@ internal sealed class Emitter
     /// normal mode (and once the slot has been written with the saved tx-nextpc-loc). See
     /// <see cref="EntryPath"/>.
     /// </summary>
-    public int? SlotDelta;
+    internal int? SlotDelta;
 
     /// <summary>The native instruction being translated and the address after it.</summary>
-    public Instruction Native;
+    public Instruction Native { get; internal set; }
     public ulong NextNative => Native.NextIP;
+
+    /// <summary>The clients attached to the DBT (null: none): the hooks rules and the translator call.</summary>
+    internal Clients.ClientSet? Clients => translator.Clients;
+
+    /// <summary>The clients' bookkeeping for this block (the open segment); null without clients.</summary>
+    internal Clients.BlockState? ClientState;
+
+    /// <summary>Items emitted so far (client snippets patch their own later).</summary>
+    internal int Count => Items.Count;
 
     /// <summary>The synthetic IP the item added after n more items will get (a forward label).</summary>
     public ulong LabelAhead(int n) => nextIp + (ulong)n * IpStep;
@@ -89,6 +100,31 @@ internal sealed class Emitter
         var it = Items[handle];
         it.PushAddressOfIp = nextIp;
         Items[handle] = it;
+    }
+
+    /// <summary>
+    /// A branch inside the block (a Code with a rel8 or rel32 target) to a point not emitted yet;
+    /// returns a handle for <see cref="Bind"/>, which aims it at the next item added.
+    /// </summary>
+    public int BranchForward(Code branch)
+    {
+        Add(Instruction.CreateBranch(branch, 0));
+        return Items.Count - 1;
+    }
+
+    public void Bind(int branch)
+    {
+        var it = Items[branch];
+        it.Ins.NearBranch64 = nextIp;
+        Items[branch] = it;
+    }
+
+    /// <summary>Replaces the immediate of an emitted item (operand 1, e.g. the amount of a counter add).</summary>
+    internal void SetImmediate(int item, int value)
+    {
+        var it = Items[item];
+        it.Ins.SetImmediate(1, value);
+        Items[item] = it;
     }
 
     /// <summary>The identity rule: the native instruction itself, re-encoded at its new address.</summary>

@@ -1,0 +1,30 @@
+namespace Harness.Dbt.Clients;
+
+/// <summary>What a client gets at attach: the machine, the configuration, the DBT's statistics, and counters.</summary>
+public sealed class ClientContext
+{
+    private readonly CodeCache.CodeCache cache;
+
+    internal ClientContext(Machine.Machine machine, CodeCache.CodeCache cache, DbtOptions options, DbtStats stats)
+    {
+        Machine = machine;
+        this.cache = cache;
+        Options = options;
+        Stats = stats;
+    }
+
+    public Machine.Machine Machine { get; }
+    public DbtOptions Options { get; }
+    public DbtStats Stats { get; }
+
+    /// <summary>A new zeroed counter in the code cache's data area (only at attach: the area is not locked).</summary>
+    public Counter NewCounter(string name)
+    {
+        const ulong line = 64;
+        ulong at;
+        try { at = cache.Data.Allocate(line, line); }
+        catch (CodeCache.CodeCacheFullException e) { throw new InvalidOperationException($"no room for client counter '{name}': {e.Message}", e); }
+        cache.WriteData(at, new byte[line]);
+        return new Counter(cache, name, at);
+    }
+}

@@ -1,0 +1,14 @@
+namespace Harness.Dbt.Translate;
+
+/// <summary>lidt/sidt: a host call-out that installs (or reports) the guest's IDT while the vCPU runs the shadow.</summary>
+internal sealed class DescriptorTableRule(bool load) : Rule
+{
+    public override string Name => load ? "lidt" : "sidt";
+    public override Flow Emit(Emitter e)
+    {
+        var ins = e.Native;
+        var kernel = e.Translator.Kernel;
+        e.CallOut(load ? (v, rsp) => kernel.Lidt(v, rsp, ins) : (v, rsp) => kernel.Sidt(v, rsp, ins), e.NextNative, ins.ToString());
+        return Flow.EndBlock;
+    }
+}

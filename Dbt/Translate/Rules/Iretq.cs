@@ -1,0 +1,36 @@
+using Iced.Intel;
+
+namespace Harness.Dbt.Translate;
+
+/// <summary>
+/// iretq: when it returns to kernel mode, first copy the frame's redundant slot (24 bytes below
+/// the saved RIP, written by the entry translation: <see cref="EntryPath"/>) back into
+/// gs:[tx-nextpc-loc], so that an interrupted dispatcher exit ("popfq; jmp [tx-nextpc-loc]")
+/// jumps where it was going even if the handler went through the dispatcher meanwhile. The slot
+/// is below RSP by then; the kernel runs its exit path with interrupts off, so nothing has
+/// overwritten it. Returning to user mode skips the copy (GS is the user's by then, and no kernel
+/// context on this CPU needs the value).
+/// <code>
+///   pushfq; test byte [rsp+16], 3; jnz 1f
+///   push qword [rsp-16]; pop qword gs:[tx-nextpc-loc]
+///   1: popfq; iretq
+/// </code>
+/// </summary>
+internal sealed class IretqRule : Rule
+{
+    public override string Name => "iretq";
+    public override Flow Emit(Emitter e)
+    {
+        if (!e.Options.PlantedNoTxNextPcRestore)
+        {
+            e.Add(Instruction.Create(Code.Pushfq));
+            e.Add(Instruction.Create(Code.Test_rm8_imm8, new MemoryOperand(Register.RSP, 16), 3));
+            e.Add(Instruction.CreateBranch(Code.Jne_rel8_64, e.LabelAhead(3)));
+            e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP, -16)));
+            e.Add(Instruction.Create(Code.Pop_rm64, Emitter.Gs(e.PerCpu.TxNextPcLoc)));
+            e.Add(Instruction.Create(Code.Popfq));
+        }
+        e.Identity();
+        return Flow.EndBlock;
+    }
+}

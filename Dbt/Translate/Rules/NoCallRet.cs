@@ -1,0 +1,42 @@
+using Harness.Dbt.Dispatch;
+using Iced.Intel;
+
+namespace Harness.Dbt.Translate;
+
+/// <summary>
+/// no-callret, call rel / call r/m64: push the native return address (kernel text lies in the top
+/// 2 GiB, so a sign-extended imm32 holds it), then jmp to the target (a chained edge, or the
+/// jumptable lookup for an indirect call). The block ends: the callee's ret is an indirect branch
+/// to the native return address, whose translation is a block of its own.
+/// </summary>
+internal sealed class NativeReturnCallRule(bool indirect) : Rule
+{
+    public override string Name => indirect ? "no-callret-indirect-call" : "no-callret-call";
+    public override Flow Emit(Emitter e)
+    {
+        var n = e.Native;
+        ulong ret = n.NextIP;
+        if ((ulong)(long)(int)ret != ret) throw new UnsupportedInstructionException(n, $"no-callret: the return address 0x{ret:x} does not fit a sign-extended imm32");
+        Instruction push = default;
+        if (indirect && !IndirectRule.TryTargetPush(n, afterPush: true, out push)) return Rulebook.Unsupported.Emit(e);
+        e.Add(Instruction.Create(Code.Pushq_imm32, (int)ret));
+        if (indirect)
+        {
+            e.Add(push);
+            JumpTableLookup.Emit(e, popBytes: 0);
+        }
+        else e.BranchToNative(Emitter.Jmp, n.NearBranch64, EdgeKind.Jmp);
+        return Flow.EndBlock;
+    }
+}
+
+/// <summary>no-callret, ret / ret imm16: an indirect branch through the return address already on the stack.</summary>
+internal sealed class NativeReturnRetRule : Rule
+{
+    public override string Name => "no-callret-ret";
+    public override Flow Emit(Emitter e)
+    {
+        JumpTableLookup.Emit(e, popBytes: e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0);
+        return Flow.EndBlock;
+    }
+}

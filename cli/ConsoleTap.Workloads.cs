@@ -1,0 +1,145 @@
+using System.Diagnostics;
+using Harness.Dbt.Clients;
+using Spectre.Console;
+
+namespace Harness.Cli;
+
+/// <summary>One interval of a translated run: prof's counts (dispatcher counts only without prof), blocks translated and host time.</summary>
+internal sealed record WorkloadRow(string Name, ProfCounts Counts, long Blocks, TimeSpan Host, bool HasProf);
+
+/// <summary>
+/// Per-workload measurements of a translated run. Workloads run one after another and each ends
+/// with a `workload` console line (<see cref="ConsoleTap.WorkloadEnded"/>), so a snapshot of the
+/// counters at each such line, minus the previous one, is that workload. The first workload starts
+/// when user-mode code first runs; everything before it is the "boot" row. Snapshots are taken on
+/// the vCPU thread that printed the line while other vCPUs keep running, so under free-running
+/// execution an interval's edges are as sharp as the console is.
+/// </summary>
+internal sealed class WorkloadMeter(Harness.Dbt.Dbt dbt)
+{
+    private readonly Prof? prof = dbt.Client<Prof>();
+    private readonly Stopwatch clock = new();
+    private readonly object gate = new();
+    private readonly List<WorkloadRow> rows = [];
+    private Sample start, last;
+    private int userModeSeen;
+
+    private readonly record struct Sample(ProfCounts Counts, long Blocks, TimeSpan Host);
+
+    public bool HasProf => prof is not null;
+
+    /// <summary>"boot" (if the image ran user code) and one row per workload line, in order.</summary>
+    public IReadOnlyList<WorkloadRow> Rows { get { lock (gate) return rows.ToArray(); } }
+
+    /// <summary>The whole run, start to stop.</summary>
+    public WorkloadRow? Total { get; private set; }
+
+    /// <summary>prof's counts at the end of the run (null without prof).</summary>
+    public ProfCounts? Prof { get; private set; }
+
+    public void Start()
+    {
+        clock.Start();
+        start = last = Take();
+    }
+
+    public void UserModeStarted()
+    {
+        if (Volatile.Read(ref userModeSeen) != 0 || Interlocked.Exchange(ref userModeSeen, 1) != 0) return;
+        lock (gate) if (rows.Count == 0) Add("boot");
+    }
+
+    public void WorkloadEnded(string name)
+    {
+        lock (gate) Add(name);
+    }
+
+    /// <summary>After the run, while the machine's memory (where prof's counters live) still exists.</summary>
+    public void Finish()
+    {
+        lock (gate)
+        {
+            var end = Take();
+            Total = Between("total", start, end);
+            Prof = prof?.Read();
+        }
+    }
+
+    private void Add(string name)
+    {
+        var now = Take();
+        rows.Add(Between(name, last, now));
+        last = now;
+    }
+
+    private WorkloadRow Between(string name, Sample a, Sample b) => new(name, b.Counts - a.Counts, b.Blocks - a.Blocks, b.Host - a.Host, HasProf);
+
+    private Sample Take()
+    {
+        var s = dbt.Stats;
+        var counts = prof?.Read() ?? new ProfCounts(0, 0, 0, 0, s.DispatcherEntries, s.IndirectDispatches);
+        return new Sample(counts, s.BlocksTranslated, clock.Elapsed);
+    }
+}
+
+/// <summary>
+/// The paper's Table 3 analogue on stderr: per workload, guest instructions, indirect branches,
+/// dispatcher entries and jumptable hit rates (level 1 and level 2, as shares of the indirect
+/// branches), one column per configuration when several ran (--compare); with --stats also blocks
+/// translated and host time.
+/// </summary>
+internal static class Table3
+{
+    private sealed record Metric(string Name, bool NeedsProf, bool StatsOnly, Func<WorkloadRow, string> Cell);
+
+    private static readonly Metric[] metrics =
+    [
+        new("guest insns", NeedsProf: true, StatsOnly: false, r => r.Counts.Instructions.ToString("N0")),
+        new("indirect branches", NeedsProf: true, StatsOnly: false, r => r.Counts.IndirectBranches.ToString("N0")),
+        new("dispatcher entries", NeedsProf: false, StatsOnly: false, r => r.Counts.DispatcherEntries.ToString("N0")),
+        new("jumptable L1 hits", NeedsProf: true, StatsOnly: false, r => Percent(r, r.Counts.Level1HitRate)),
+        new("jumptable L2 hits", NeedsProf: true, StatsOnly: false, r => Percent(r, r.Counts.Level2HitRate)),
+        new("blocks translated", NeedsProf: false, StatsOnly: true, r => r.Blocks.ToString("N0")),
+        new("host ms", NeedsProf: false, StatsOnly: true, r => r.Host.TotalMilliseconds.ToString("N1")),
+    ];
+
+    private static string Percent(WorkloadRow r, double rate) => r.Counts.IndirectBranches == 0 ? "-" : $"{rate * 100:F2}%";
+
+    public static void Print(IReadOnlyList<(string Config, WorkloadMeter Meter)> runs, bool withStats)
+    {
+        bool prof = runs.All(x => x.Meter.HasProf);
+        var shown = metrics.Where(m => (prof || !m.NeedsProf) && (withStats || !m.StatsOnly)).ToList();
+        bool several = runs.Count > 1;
+        var table = new Table().AddColumn("workload");
+        table.Title = new TableTitle(Markup.Escape(
+            $"per workload (the paper's Table 3){(prof ? ", prof" : "")}: {string.Join(" vs ", runs.Select(x => x.Config))}"));
+        foreach (var m in shown)
+            foreach (var (config, _) in runs)
+                table.AddColumn(new TableColumn(Markup.Escape(several ? $"{m.Name}\n{config}" : m.Name)).RightAligned());
+
+        var perRun = runs.Select(x => x.Meter.Rows).ToList();
+        int count = perRun.Max(r => r.Count);
+        void Row(string name, Func<int, WorkloadRow?> pick)
+        {
+            var cells = new List<string> { Markup.Escape(name) };
+            foreach (var m in shown)
+                for (int k = 0; k < runs.Count; k++)
+                    cells.Add(pick(k) is { } r ? Markup.Escape(m.Cell(r)) : "-");
+            table.AddRow(cells.ToArray());
+        }
+        for (int i = 0; i < count; i++)
+        {
+            int row = i;
+            // Rows pair up by position: a configuration that stopped early has fewer.
+            string name = perRun.First(r => r.Count > row)[row].Name;
+            Row(name, k => perRun[k].Count > row && perRun[k][row].Name == name ? perRun[k][row] : null);
+        }
+        if (count > 0) table.AddEmptyRow();
+        Row("total", k => runs[k].Meter.Total);
+
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        // Redirected stderr would otherwise be taken as 80 columns wide and numbers would wrap.
+        if (Console.IsErrorRedirected) console.Profile.Width = 240;
+        console.Write(table);
+    }
+}

@@ -1,0 +1,205 @@
+using Harness.Dbt.Clients;
+using Harness.Dbt.Translate;
+using Iced.Intel;
+using RuleExamples;
+using Xunit;
+using Xunit.Abstractions;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Harness.Dbt.Tests;
+
+/// <summary>The rulebook's tables, the registries, and the worked example of docs/writing-rules.md.</summary>
+public class RulesTests(ITestOutputHelper output)
+{
+    private static readonly Lazy<bool> registered = new(() =>
+    {
+        Registration.RegisterAll();
+        return true;
+    });
+
+    private static string Region(string text, string begin, string end)
+    {
+        int a = text.IndexOf(begin, StringComparison.Ordinal), b = text.IndexOf(end, StringComparison.Ordinal);
+        Assert.True(a >= 0 && b > a, $"markers {begin} .. {end} not found");
+        return text[(a + begin.Length)..b].ReplaceLineEndings("\n").Trim('\n');
+    }
+
+    [Fact]
+    public void TheGuidesWorkedExampleIsTheCodeTheseTestsRun()
+    {
+        string source = File.ReadAllText(Path.Combine(Support.RepoRoot, "tests", "Dbt.Tests", "RulesExample.cs"));
+        string guide = File.ReadAllText(Path.Combine(Support.RepoRoot, "docs", "writing-rules.md")).ReplaceLineEndings("\n");
+        string example = Region(source, "// <worked-example>", "// </worked-example>");
+        Assert.Contains("```csharp\n" + example + "\n```", guide);
+    }
+
+    /// <summary>N rounds of: call f; nop; 3-byte nop; f: nop; add; ret (3 nops and 1 call per round).</summary>
+    private static byte[] CallsAndNops(int rounds) => Support.Asm(a =>
+    {
+        var loop = a.CreateLabel(); var f = a.CreateLabel(); var done = a.CreateLabel();
+        a.mov(ecx, rounds);
+        a.xor(ebx, ebx);
+        a.Label(ref loop);
+        a.call(f);
+        a.nop();
+        a.db(0x0F, 0x1F, 0x00); // nop dword [rax]
+        a.add(rbx, 2);
+        a.dec(ecx);
+        a.jnz(loop);
+        a.mov(__qword_ptr[Support.Data], rbx);
+        a.jmp(done);
+        a.Label(ref f);
+        a.nop();
+        a.add(rbx, 1);
+        a.ret();
+        a.Label(ref done);
+        Support.Exit(a);
+    });
+
+    [Fact]
+    public void WorkedExampleCountsCallsAndElidesNops()
+    {
+        _ = registered.Value;
+        const int rounds = 300;
+        var code = CallsAndNops(rounds);
+        var native = ProfSupport.Snippet(code, null);
+        var counted = Run(code, new DbtOptions { Clients = ["call-counter"] });
+        var elided = Run(code, new DbtOptions { Clients = ["call-counter"], RuleOverrides = Registration.Options().RuleOverrides });
+        var both = Run(code, Registration.Options());
+        output.WriteLine($"native {native.Result.TotalInstructions}, counting calls {counted.Executed}, and eliding nops {elided.Executed}; calls {elided.Calls}; prof {both.Prof}");
+
+        Assert.True(native.Result.Exited);
+        Assert.Equal((ulong)rounds * 3, BitConverter.ToUInt64(native.DataPage, 0));
+        foreach (var r in new[] { counted, elided, both }) Assert.Equal(native.DataPage, r.DataPage);
+        Assert.All(new[] { counted.Calls, elided.Calls, both.Calls }, c => Assert.Equal(rounds, c));
+        // The only difference the rule makes: the nops no longer execute.
+        Assert.Equal(3 * rounds, counted.Executed - elided.Executed);
+        // prof still counts guest instructions, elided nops included: exactly what the native run executed.
+        Assert.Equal(native.Result.TotalInstructions, both.Prof!.Value.Instructions);
+    }
+
+    private sealed record ExampleRun(byte[] DataPage, long Executed, long Calls, ProfCounts? Prof);
+
+    private static ExampleRun Run(byte[] code, DbtOptions options)
+    {
+        using var m = new Machine.Machine(new Machine.MachineOptions
+        {
+            Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20,
+            Control = new Machine.Control.Deterministic(quantum: 100), MaxInstructions = 50_000_000,
+        });
+        m.Memory.Write(Support.CodePhys, code);
+        var dbt = Dbt.Attach(m, options);
+        var r = m.Run(entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
+        Assert.True(r.Exited, $"{r.Reason}: {r.Message}");
+        return new ExampleRun(m.Memory.Span(Support.DataPhys, 4096).ToArray(), r.TotalInstructions,
+            dbt.Client<CallCounter>()!.Calls.Read(), dbt.Client<Prof>()?.Read());
+    }
+
+    [Fact]
+    public void RegistriesRefuseTakenAndMalformedNames()
+    {
+        _ = registered.Value;
+        Assert.Throws<ArgumentException>(() => RuleRegistry.Register("identity", () => new ElideNopRule()));
+        Assert.Throws<ArgumentException>(() => RuleRegistry.Register("elide-nop", () => new ElideNopRule()));
+        Assert.Throws<ArgumentException>(() => RuleRegistry.Register("Bad Name", () => new ElideNopRule()));
+        Assert.Throws<ArgumentException>(() => ClientRegistry.Register("prof", () => new CallCounter()));
+        Assert.Throws<ArgumentException>(() => ClientRegistry.Register("", () => new CallCounter()));
+        Assert.Contains("elide-nop", RuleRegistry.Names);
+        Assert.Contains("call-counter", ClientRegistry.Names);
+    }
+
+    [Fact]
+    public void UnknownNamesFailAtAttachNamingThem()
+    {
+        var code = Support.Asm(a => Support.Exit(a));
+        var rule = Assert.Throws<ArgumentException>(() => Run(code, new DbtOptions { RuleOverrides = new Dictionary<Mnemonic, string> { [Mnemonic.Nop] = "no-such-rule" }, Clients = ["prof"] }));
+        Assert.Contains("no-such-rule", rule.Message);
+        var client = Assert.Throws<ArgumentException>(() => Run(code, new DbtOptions { Clients = ["no-such-client"] }));
+        Assert.Contains("no-such-client", client.Message);
+        Assert.Contains("prof", client.Message); // the registered ones are listed
+    }
+
+    [Fact]
+    public void EveryBuiltInRuleIsRegisteredUnderItsOwnName()
+    {
+        foreach (var r in Rulebook.BuiltIn)
+            Assert.Same(r, RuleRegistry.Create(r.Name));
+    }
+
+    /// <summary>One representative instruction per family, and the rule each configuration's table picks.</summary>
+    public static TheoryData<string, string, string> Families() => new()
+    {
+        { "mov rax, rbx", "identity", "identity" },
+        { "jmp near", "direct-jmp", "direct-jmp" },
+        { "jne near", "direct-jcc", "direct-jcc" },
+        { "loop", "counted-jcc", "counted-jcc" },
+        { "call near", "direct-call", "no-callret-call" },
+        { "jmp rax", "indirect-jmp", "indirect-jmp" },
+        { "call qword [rax]", "indirect-call", "no-callret-indirect-call" },
+        { "ret", "identity-end", "no-callret-ret" },
+        { "retf", "lretq", "lretq" },
+        { "iretq", "iretq", "iretq" },
+        { "int3", "identity", "identity" },
+        { "ud2", "identity-end", "identity-end" },
+        { "wrmsr", "wrmsr", "wrmsr" },
+        { "rdmsr", "rdmsr", "rdmsr" },
+        { "lidt", "lidt", "lidt" },
+        { "sidt", "sidt", "sidt" },
+        { "syscall", "identity-end", "identity-end" },
+        { "sysretq", "identity-end", "identity-end" },
+        { "hlt", "identity", "identity" },
+        { "jmp far [rax]", "unsupported", "unsupported" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void TheTablesPickOneRulePerFamily(string what, string withCallRet, string noCallRet)
+    {
+        var ins = Decode(what);
+        Assert.Equal(withCallRet, Rulebook.For(ins, DbtOptions.Default).Name);
+        Assert.Equal(noCallRet, Rulebook.For(ins, DbtOptions.NoCallRet).Name);
+    }
+
+    [Fact]
+    public void AnOverrideReplacesTheTablesRuleForItsMnemonicOnly()
+    {
+        _ = registered.Value;
+        var options = Registration.Options();
+        Assert.IsType<ElideNopRule>(Rulebook.For(Decode("nop"), options));
+        Assert.Equal("identity", Rulebook.For(Decode("mov rax, rbx"), options).Name);
+        Assert.Equal("identity", Rulebook.For(Decode("nop"), DbtOptions.Default).Name);
+    }
+
+    private static Instruction Decode(string what)
+    {
+        byte[] bytes = what switch
+        {
+            "mov rax, rbx" => [0x48, 0x89, 0xD8],
+            "jmp near" => [0xE9, 0, 0, 0, 0],
+            "jne near" => [0x0F, 0x85, 0, 0, 0, 0],
+            "loop" => [0xE2, 0xFE],
+            "call near" => [0xE8, 0, 0, 0, 0],
+            "jmp rax" => [0xFF, 0xE0],
+            "call qword [rax]" => [0xFF, 0x10],
+            "ret" => [0xC3],
+            "retf" => [0x48, 0xCB],
+            "iretq" => [0x48, 0xCF],
+            "int3" => [0xCC],
+            "ud2" => [0x0F, 0x0B],
+            "wrmsr" => [0x0F, 0x30],
+            "rdmsr" => [0x0F, 0x32],
+            "lidt" => [0x0F, 0x01, 0x18],
+            "sidt" => [0x0F, 0x01, 0x08],
+            "syscall" => [0x0F, 0x05],
+            "sysretq" => [0x48, 0x0F, 0x07],
+            "hlt" => [0xF4],
+            "jmp far [rax]" => [0x48, 0xFF, 0x28],
+            "nop" => [0x90],
+            _ => throw new ArgumentException(what),
+        };
+        var d = Iced.Intel.Decoder.Create(64, bytes, Support.Code);
+        d.Decode(out var ins);
+        Assert.False(ins.IsInvalid, what);
+        return ins;
+    }
+}
