@@ -69,7 +69,7 @@ internal static class ProfSupport
     public sealed record SnippetRun(RunResult Result, byte[] DataPage, ProfCounts? Prof);
 
     /// <summary>Support.Run with prof's counts read before the machine is disposed.</summary>
-    public static SnippetRun Snippet(byte[] code, DbtOptions? options, int vcpus = 1)
+    public static SnippetRun Snippet(byte[] code, DbtOptions? options, int vcpus = 1, byte[]? data = null)
     {
         using var m = new Machine.Machine(new MachineOptions
         {
@@ -77,6 +77,7 @@ internal static class ProfSupport
             Control = new Deterministic(quantum: 100), MaxInstructions = 50_000_000,
         });
         m.Memory.Write(Support.CodePhys, code);
+        if (data is not null) m.Memory.Write(Support.DataPhys, data);
         var d = options is null ? null : Dbt.Attach(m, options);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var r = m.Run(cts.Token, entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);

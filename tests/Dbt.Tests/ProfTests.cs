@@ -99,6 +99,58 @@ public class ProfTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A syscall-style entry: swapgs, save RSP, load the kernel stack from the per-CPU area. syscall
+    /// does not switch stacks, so until that load RSP is the caller's, here an unmapped address (the
+    /// second round; the first, on a mapped stack, translates and chains everything). Natively
+    /// nothing touches that stack; a counter snippet's pushfq at the entry would fault with no IDT
+    /// to go to, so the segment's counter must wait for the load.
+    /// </summary>
+    [Theory]
+    [InlineData("default")]
+    [InlineData("no-callret")]
+    public void SegmentStartingWithSwapgsCountsOnlyOnTheKernelStack(string config)
+    {
+        const ulong area = D + 0x100, unmapped = 0x0000_7000_0000_0000;
+        var code = Support.Asm(a =>
+        {
+            var loop = a.CreateLabel(); var entry = a.CreateLabel();
+            a.mov(ecx, 0xC000_0102);                  // KERNEL_GS_BASE: what swapgs brings in
+            a.mov(rax, area);
+            a.mov(rdx, rax);
+            a.shr(rdx, 32);
+            a.wrmsr();
+            a.mov(rbp, rsp);
+            a.mov(r12, D + 0x800);                    // round 1: a mapped stack
+            a.mov(r13d, 2);
+            a.Label(ref loop);
+            a.mov(rsp, r12);
+            a.jmp(entry);
+            a.Label(ref entry);
+            a.swapgs();
+            a.mov(__qword_ptr.gs[16], rsp);
+            a.mov(rsp, __qword_ptr.gs[8]);
+            a.push(rax);
+            a.pop(rax);
+            a.mov(rsp, __qword_ptr.gs[16]);
+            a.swapgs();
+            a.mov(rsp, rbp);
+            a.add(__qword_ptr[D], 1);
+            a.mov(r12, unmapped);                     // round 2: the caller's stack is not mapped
+            a.dec(r13d);
+            a.jnz(loop);
+            Support.Exit(a);
+        });
+        var data = new byte[0x200];
+        BitConverter.TryWriteBytes(data.AsSpan(0x108), Support.StackTop - 0x2000); // the kernel stack top at gs:8
+        var native = ProfSupport.Snippet(code, null, data: data);
+        var tx = ProfSupport.Snippet(code, ProfSupport.Options(config), data: data);
+        Assert.True(native.Result.Exited, $"native: {native.Result.Reason}: {native.Result.Message}");
+        Assert.True(tx.Result.Exited, $"{tx.Result.Reason}: {tx.Result.Message}");
+        Assert.Equal(2UL, BitConverter.ToUInt64(tx.DataPage, 0));
+        Assert.Equal(native.Result.TotalInstructions, tx.Prof!.Value.Instructions);
+    }
+
+    /// <summary>
     /// Two indirect-jump targets 16 KiB apart share a level-1 entry. The first round misses twice
     /// (the dispatcher fills level 1 with the second target); from then on the second target hits
     /// level 1 and the first misses it and hits level 2.
