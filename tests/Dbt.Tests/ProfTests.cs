@@ -207,16 +207,8 @@ public class ProfTests(ITestOutputHelper output)
         return r;
     }
 
-    /// <summary>
-    /// prof's dimension of the kernel matrix (KernelTests runs the configurations without it): each
-    /// configuration on 1, 2 and 4 vCPUs, alternating free-running and deterministic execution, so
-    /// every configuration meets every vCPU count and both kinds of execution.
-    /// </summary>
-    public static TheoryData<string, int, string> Matrix() => new()
-    {
-        { "default", 1, "det" }, { "default", 2, "free" }, { "default", 4, "det" },
-        { "no-callret", 1, "free" }, { "no-callret", 2, "det" }, { "no-callret", 4, "free" },
-    };
+    /// <summary>prof's dimension of the kernel matrix (KernelTests runs the same configurations without it).</summary>
+    public static TheoryData<string, int, string> Matrix() => KernelTests.Matrix();
 
     [Theory]
     [MemberData(nameof(Matrix))]
