@@ -29,13 +29,14 @@ public sealed class Dbt
 
     /// <summary>The attached client of type T, or null.</summary>
     public T? Client<T>() where T : Clients.Client => Clients.OfType<T>().FirstOrDefault();
+    public readonly Kernel.Switch Switch;
 
     private Dbt(Machine.Machine machine, DbtOptions options)
     {
         Machine = machine;
         Options = options;
         Stats = new DbtStats(machine.Vcpus.Length);
-        Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset));
+        Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit);
         Edges = new EdgeTable(Cache);
         Translator = new BlockTranslator(Cache, Edges, options, Stats);
         Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
@@ -45,7 +46,9 @@ public sealed class Dbt
         Rulebook.Prepare(options);
         clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
         Translator.Clients = clients;
-        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats);
+        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks);
+        Translator.Switch = Switch;
+        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats) { Switch = Switch };
     }
 
     /// <summary>
@@ -59,7 +62,27 @@ public sealed class Dbt
         var dbt = new Dbt(machine, options ?? DbtOptions.Default);
         machine.Vmcall = dbt.Dispatcher.OnVmcall;
         machine.StartRipFilter = dbt.Dispatcher.StartAt;
+        if (dbt.Options.SwitchOnAt is > 0 and long at)
+        {
+            machine.HostEventAt = at;
+            machine.HostEvent = v => dbt.SwitchOnFromHost(v);
+        }
         return dbt;
+    }
+
+    /// <summary>--dbt-on-at: switchon at vCPU 0's block boundary (its native RIP goes to its translation).</summary>
+    private void SwitchOnFromHost(Vcpu v)
+    {
+        try
+        {
+            if (Switch.IsOn) return;
+            Switch.SwitchOn(v);
+            if (v.Cpl == 0 && !Cache.Contains(v.Rip)) v.Rip = Translator.GetOrTranslate(v, v.Rip);
+        }
+        catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCache.CodeCacheFullException)
+        {
+            Machine.Stop(Harness.Machine.Cpu.StopReason.HostError, 0, $"dbt: switchon at instruction {Options.SwitchOnAt}: {e.Message}");
+        }
     }
 
     /// <summary>The translated block containing a code-cache address, as native and translated assembly (diagnostics, golden files).</summary>

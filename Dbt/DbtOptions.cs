@@ -1,7 +1,7 @@
 namespace Harness.Dbt;
 
 /// <summary>How the translator runs. Milestone 1 has one configuration, "default".</summary>
-public sealed class DbtOptions
+public sealed record DbtOptions
 {
     public static DbtOptions Default => new();
 
@@ -23,6 +23,18 @@ public sealed class DbtOptions
     /// </summary>
     internal bool DropChainingPatch { get; init; }
 
+    /// <summary>
+    /// Guest instruction (retired by vCPU 0) at which the DBT switches on; null or 0: at boot (every
+    /// vCPU starts translated). Until then the machine runs natively.
+    /// </summary>
+    public long? SwitchOnAt { get; init; }
+
+    /// <summary>
+    /// Caps the main pool (translated blocks) at this many bytes, so that a workload fills it and the
+    /// cache-full path (switchoff, wipe, switchon) runs; null: the whole reserved region.
+    /// </summary>
+    public ulong? MainPoolLimit { get; init; }
+
     /// <summary>The kernel's ELF symbols (exception tables); null: no exception-table registration.</summary>
     public Kernel.KernelImage? Kernel { get; init; }
 
@@ -34,6 +46,9 @@ public sealed class DbtOptions
 
     /// <summary>Planted bug (the paper's "most subtle issue"): the inline jumptable lookup runs without cli.</summary>
     public bool PlantedLookupWithInterrupts { get; init; }
+
+    /// <summary>Planted bug: switchoff leaves code-cache return addresses on kernel stacks (a flush then wipes code threads still return into).</summary>
+    public bool PlantedSwitchoffKeepsStacks { get; init; }
 
     /// <summary>Planted bug: iretq does not restore tx-nextpc-loc from the frame's redundant slot.</summary>
     public bool PlantedNoTxNextPcRestore { get; init; }

@@ -27,6 +27,20 @@ public sealed class DbtStats
     internal void CountStaleReentry(int vcpu) => perVcpu[vcpu * Stride + 2]++;
     internal void CountCallOut(int vcpu) => perVcpu[vcpu * Stride + 3]++;
 
+    private long switchOns, switchOffs, flushes;
+    internal void CountSwitch(bool on) => Interlocked.Increment(ref on ? ref switchOns : ref switchOffs);
+    internal void CountFlush() => Interlocked.Increment(ref flushes);
+    public long SwitchOns => Volatile.Read(ref switchOns);
+    public long SwitchOffs => Volatile.Read(ref switchOffs);
+    /// <summary>Cache-full flushes (switchoff, wipe, switchon).</summary>
+    public long Flushes => Volatile.Read(ref flushes);
+    /// <summary>Code-cache words on kernel stacks rewritten to native ones by switchoffs.</summary>
+    public long StackWordsRewritten { get; internal set; }
+    /// <summary>Stale code-cache-range words on live kernel stacks that are no return address or interrupted RIP (left alone).</summary>
+    public long StackWordsLeft { get; internal set; }
+    /// <summary>Kernel registers holding code-cache addresses rewritten to native ones by switchoffs.</summary>
+    public long RegistersRewritten { get; internal set; }
+
     /// <summary>Distinct guest IDTs shadowed.</summary>
     public int ShadowIdts { get; internal set; }
 
@@ -61,5 +75,5 @@ public sealed class DbtStats
 
     public override string ToString() =>
         $"dbt: blocks={BlocksTranslated} native-insns={NativeInstructions} native-bytes={NativeBytes} cache-bytes={CacheBytes} " +
-        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} stale-edge-entries={StaleEdgeEntries}";
+        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} stale-edge-entries={StaleEdgeEntries} switchons={SwitchOns} switchoffs={SwitchOffs} flushes={Flushes}";
 }

@@ -97,11 +97,28 @@ public sealed class Machine : IDisposable
         boot = BootLayout.Write(Memory, o.Vcpus, ReservedBase, ReservedSize, o.CommandLine);
         Vcpus = new Vcpu[o.Vcpus];
         for (int i = 0; i < Vcpus.Length; i++) Vcpus[i] = new Vcpu(this, i);
+        World = new WorldStop(this);
     }
 
     public BootState BootState => boot;
 
     public bool Stopping => stopping;
+
+    /// <summary>Stop-the-world for host agents (the DBT's switch operations).</summary>
+    public WorldStop World { get; }
+
+    /// <summary>
+    /// Which vCPU states a world stop may park at (null: any block boundary). The DBT accepts only
+    /// states it can map back to native ones.
+    /// </summary>
+    public Func<Vcpu, bool>? SafePoint { get; set; }
+
+    /// <summary>
+    /// A one-shot host event: when vCPU 0 has retired HostEventAt instructions, HostEvent runs on its
+    /// thread at the next block boundary (the DBT's --dbt-on-at).
+    /// </summary>
+    public long HostEventAt { get; set; } = long.MaxValue;
+    public Action<Vcpu>? HostEvent { get; set; }
 
     public ElfImage LoadElf(ReadOnlySpan<byte> file, string name) => Image = ElfLoader.Load(this, file, name);
 

@@ -20,6 +20,9 @@ public sealed class Pool(string name, ulong start, ulong end)
     public ulong Used => next - Start;
     public ulong Capacity => End - Start;
 
+    /// <summary>Empties the pool (cache wipe).</summary>
+    public void Reset() => next = Start;
+
     /// <summary>The address the next allocation of the given alignment would get (nothing is reserved).</summary>
     public ulong Peek(ulong align) => (next + align - 1) & ~(align - 1);
 
@@ -68,7 +71,7 @@ public sealed class CodeCache
     public readonly Pool Data, Edges, Main;
     private readonly ulong ownAreas;
 
-    public CodeCache(Machine.Machine machine, PerCpu perCpu)
+    public CodeCache(Machine.Machine machine, PerCpu perCpu, ulong? mainPoolLimit = null)
     {
         Memory = machine.Memory;
         PerCpu = perCpu;
@@ -91,7 +94,8 @@ public sealed class CodeCache
         ulong rest = VirtBase + Size - poolsStart;
         ulong edgeBytes = (rest / 8) & ~(PhysicalMemory.PageSize - 1);
         Edges = new Pool("edges", poolsStart, poolsStart + edgeBytes);
-        Main = new Pool("main", poolsStart + edgeBytes, VirtBase + Size);
+        ulong mainStart = poolsStart + edgeBytes;
+        Main = new Pool("main", mainStart, mainPoolLimit is ulong limit ? Math.Min(VirtBase + Size, mainStart + limit) : VirtBase + Size);
         ownAreas = Data.Allocate(MaxVcpus * OwnAreaStride, PhysicalMemory.PageSize);
         Write(Data.Start, new byte[dataBytes]);
 

@@ -41,10 +41,18 @@ public sealed class Dispatcher
         this.stats = stats;
     }
 
+    /// <summary>Set by <see cref="Dbt"/>: switchon/switchoff and cache flushes.</summary>
+    internal Kernel.Switch Switch { get; set; } = null!;
+
     /// <summary>The vmcall handler (Machine.Vmcall).</summary>
     public unsafe void OnVmcall(Vcpu v)
     {
         ulong site = v.Rip - CodeCache.CodeCache.VmcallLength;
+        if (!cache.Contains(site))
+        {
+            NativeVmcall(v, site);
+            return;
+        }
         stats.CountEntry(v.Index);
         if ((v.Rflags & Rflags.IF) != 0)
         {
@@ -71,7 +79,7 @@ public sealed class Dispatcher
                 if (edge.Kind == EdgeKind.CallOut)
                 {
                     stats.CountCallOut(v.Index);
-                    target = edge.Effect!(v, rsp + 8) ?? edge.Target;
+                    target = WithFlush(v, () => edge.Effect!(v, rsp + 8)) ?? edge.Target;
                 }
                 else if (edge.Chained) stats.CountStaleReentry(v.Index);
             }
@@ -81,21 +89,67 @@ public sealed class Dispatcher
                 return;
             }
 
+            if (!Switch.IsOn)
+            {
+                // A call-out switched the DBT off: leave to native code, restoring the saved flags.
+                ulong sp = v.Gpr(Reg.Rsp);
+                v.Rflags = v.Read64(sp);
+                v.Gpr(Reg.Rsp) = sp + 8;
+                v.Rip = target;
+                return;
+            }
             ulong gs = v.S->GsBase;
             if (gs == 0 || (long)gs >= 0)
             {
                 Fail(v, $"dispatcher entered with GS base 0x{gs:x}, not a kernel per-CPU area (an edge on a path that runs with the user's GS?)");
                 return;
             }
-            ulong tx = cache.Contains(target) ? target : translator.GetOrTranslate(v, target);
+            long flushes = stats.Flushes;
+            ulong tx = cache.Contains(target) ? target : WithFlush(v, () => translator.GetOrTranslate(v, target));
+            bool flushed = stats.Flushes != flushes; // the edge and its patch site belong to the wiped cache
             if (edge is null && !cache.Contains(target)) JumpTable.Insert(v, kernel.JumpTableOf(v.Index), target, tx);
-            if (edge is { Kind: not EdgeKind.CallOut } && !options.DropChainingPatch) Chain(edge, tx);
+            if (edge is { Kind: not EdgeKind.CallOut } && !flushed && !options.DropChainingPatch) Chain(edge, tx);
             v.Write64(gs + cache.PerCpu.TxNextPcLoc, tx);
             v.Rip = cache.ExitStub;
         }
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault)
+        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
         {
             Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// Runs a translation step; if the code cache is full, flushes it (switchoff, wipe, switchon with
+    /// the other vCPUs parked) and runs the step once more.
+    /// </summary>
+    private T WithFlush<T>(Vcpu v, Func<T> step)
+    {
+        try { return step(); }
+        catch (CodeCache.CodeCacheFullException)
+        {
+            Switch.SwitchOff(v, wipe: true);
+            Switch.SwitchOn(v);
+            return step();
+        }
+    }
+
+    /// <summary>A vmcall in native code: the kernel's DBT hypercall while the DBT is off.</summary>
+    private void NativeVmcall(Vcpu v, ulong site)
+    {
+        if ((uint)v.Gpr(Reg.Rax) != Kernel.Switch.HypercallMagic)
+        {
+            Fail(v, $"vmcall at 0x{site:x} with RAX 0x{v.Gpr(Reg.Rax):x} is neither a dispatcher entry nor the DBT hypercall");
+            return;
+        }
+        try
+        {
+            v.Gpr(Reg.Rax) = (ulong)Switch.Hypercall(v);
+            // RIP is already past the vmcall; after a switchon, continue at its translation.
+            if (Switch.IsOn && v.Cpl == 0 && !cache.Contains(v.Rip)) v.Rip = translator.GetOrTranslate(v, v.Rip);
+        }
+        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
+        {
+            Fail(v, ex.Message);
         }
     }
 
@@ -121,6 +175,7 @@ public sealed class Dispatcher
     {
         try
         {
+            if (!Switch.IsOn) return rip;
             kernel.SwitchOn(v);
             return cache.Contains(rip) ? rip : translator.GetOrTranslate(v, rip);
         }

@@ -26,6 +26,11 @@ public sealed class Edge
     public CallOut? Effect { get; init; }
     /// <summary>For call-outs: the native instruction emulated (diagnostics).</summary>
     public string? What { get; init; }
+    /// <summary>
+    /// The native address whose state a vCPU inside the stub is in (before its vmcall): the branch
+    /// target for a branch edge (the branch was taken), the emulated instruction for a call-out.
+    /// </summary>
+    public ulong Resume { get; init; }
     /// <summary>Address of the branch's rel32 in the main pool; set before the block is published.</summary>
     public ulong PatchSite { get; internal set; }
     internal int chained;
@@ -52,10 +57,10 @@ public sealed class EdgeTable
     public int Count => Volatile.Read(ref count);
 
     /// <summary>Allocates and writes a new stub for an edge to target (caller holds the translator lock).</summary>
-    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null)
+    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null, ulong? resume = null)
     {
         ulong stub = cache.Edges.Allocate(CodeCache.CodeCache.EdgeStubSize, CodeCache.CodeCache.EdgeStubSize);
-        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what };
+        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what, Resume = resume ?? target };
         Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
         bytes.Fill(0xCC);
         CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);
@@ -63,6 +68,13 @@ public sealed class EdgeTable
         cache.Write(stub, bytes);
         Interlocked.Increment(ref count);
         return e;
+    }
+
+    /// <summary>Forgets every edge (cache wipe; the pool is reset by the caller).</summary>
+    internal void Clear()
+    {
+        Array.Clear(edges);
+        Volatile.Write(ref count, 0);
     }
 
     /// <summary>The edge whose stub starts at stub, or null.</summary>

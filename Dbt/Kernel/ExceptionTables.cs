@@ -69,6 +69,13 @@ public sealed class ExceptionTables
         return t;
     }
 
+    /// <summary>Empties the table (cache wipe): zeroed entries match no RIP.</summary>
+    internal void Clear()
+    {
+        cache.WriteData(Table, new byte[capacity * EntryBytes]);
+        Volatile.Write(ref count, 0);
+    }
+
     /// <summary>Adds {fault, fixup} (both code-cache addresses); caller holds the translator lock.</summary>
     internal void Register(ulong fault, ulong fixup)
     {

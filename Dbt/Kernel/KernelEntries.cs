@@ -36,6 +36,8 @@ public sealed unsafe class KernelEntries
     private readonly ulong[] guestLstar;
     private readonly object shadowLock = new();
     private readonly Dictionary<(ulong, uint), ulong> shadows = new();
+    // Shadow IDT pages of wiped caches, reused for the same guest IDT (the data pool only grows).
+    private readonly Dictionary<(ulong, uint), ulong> retired = new();
 
     internal KernelEntries(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, DbtStats stats)
     {
@@ -63,14 +65,42 @@ public sealed unsafe class KernelEntries
     public void SwitchOn(Vcpu v)
     {
         var s = v.S;
-        if (s->GsBase == 0) s->GsBase = cache.OwnGsBase(v.Index);
+        // Only a kernel that never set a GS base gets the DBT's (not a vCPU in user mode, whose GS is the user's).
+        if (s->GsBase == 0 && s->KernelGsBase == 0 && v.Cpl == 0) s->GsBase = cache.OwnGsBase(v.Index);
         InitPerCpu(v);
         if (s->IdtLimit != 0 && !cache.Contains(s->IdtBase)) InstallIdt(v, s->IdtBase, s->IdtLimit);
         if (s->Lstar != 0 && !cache.Contains(s->Lstar)) InstallLstar(v, s->Lstar);
     }
 
-    /// <summary>Writes this vCPU's jumptable pointer into the per-CPU area its GS base points to.</summary>
-    internal void InitPerCpu(Vcpu v) => v.Write64(v.S->GsBase + cache.PerCpu.JumpTablePtr, jumpTables[v.Index]);
+    /// <summary>
+    /// Writes this vCPU's jumptable pointer into the kernel's per-CPU area: GS base in the kernel,
+    /// the swapped-out KERNEL_GS_BASE while the vCPU runs user code (or is between an entry and its swapgs).
+    /// </summary>
+    internal void InitPerCpu(Vcpu v)
+    {
+        ulong gs = (long)v.S->GsBase < 0 ? v.S->GsBase : v.S->KernelGsBase;
+        if ((long)gs >= 0) throw new TranslationException($"vCPU {v.Index}: no kernel per-CPU area (GS base 0x{v.S->GsBase:x}, kernel GS base 0x{v.S->KernelGsBase:x})");
+        v.Write64(gs + cache.PerCpu.JumpTablePtr, jumpTables[v.Index]);
+    }
+
+    /// <summary>switchoff for one vCPU: the kernel's own IDT and LSTAR back in place.</summary>
+    internal void SwitchOff(Vcpu v)
+    {
+        var (b, l) = guestIdt[v.Index];
+        if (cache.Contains(v.S->IdtBase)) { v.S->IdtBase = b; v.S->IdtLimit = l; }
+        if (cache.Contains(v.S->Lstar)) v.S->Lstar = guestLstar[v.Index];
+    }
+
+    /// <summary>Cache wipe: the shadow IDTs are rebuilt on the next switchon (at the same addresses), the jumptables emptied.</summary>
+    internal void Wipe()
+    {
+        lock (shadowLock)
+        {
+            foreach (var (key, at) in shadows) retired[key] = at;
+            shadows.Clear();
+        }
+        foreach (var jt in jumpTables) cache.WriteData(jt, new byte[JumpTable.Bytes]);
+    }
 
     // ---- call-outs (run in the dispatcher; the native RSP is the stack pointer without the saved flags)
 
@@ -163,7 +193,7 @@ public sealed unsafe class KernelEntries
                 BitConverter.TryWriteBytes(gate[6..], (ushort)(tx >> 16));
                 BitConverter.TryWriteBytes(gate[8..], (uint)(tx >> 32));
             }
-            shadow = cache.Data.Allocate((ulong)table.Length, PhysicalMemory.PageSize);
+            if (!retired.Remove((guestBase, limit), out shadow)) shadow = cache.Data.Allocate((ulong)table.Length, PhysicalMemory.PageSize);
             cache.WriteData(shadow, table);
             shadows[(guestBase, limit)] = shadow;
             stats.ShadowIdts = shadows.Count;

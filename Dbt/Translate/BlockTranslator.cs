@@ -14,6 +14,9 @@ public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong C
 {
     /// <summary>For an interrupt-entry translation (<see cref="EntryPath"/>): the slot offset from RSP at its start.</summary>
     public int? EntrySlotDelta { get; init; }
+
+    /// <summary>Recovery points (offset in the block, recovery), ascending: <see cref="Recovery"/>.</summary>
+    public (uint Offset, Recovery Recovery)[] Points { get; init; } = [];
 }
 
 /// <summary>
@@ -50,6 +53,9 @@ public sealed class BlockTranslator
     /// <summary>The attached clients (null: none); their hooks run as blocks are translated.</summary>
     internal Clients.ClientSet? Clients { get; set; }
 
+    /// <summary>switchon/switchoff, for the hypercall rule.</summary>
+    internal Kernel.Switch Switch { get; set; } = null!;
+
     internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats)
     {
         Cache = cache;
@@ -59,6 +65,59 @@ public sealed class BlockTranslator
     }
 
     public bool TryLookup(ulong native, out ulong tx) => map.TryGetValue(native, out tx);
+
+    /// <summary>Forgets every translation (cache wipe: no vCPU may execute or return into the cache).</summary>
+    internal void Reset()
+    {
+        lock (addLock)
+        {
+            map.Clear();
+            entryMap.Clear();
+            blocks.Clear();
+            sorted = null;
+            Cache.Main.Reset();
+            Cache.Edges.Reset();
+            Edges.Clear();
+        }
+    }
+
+    /// <summary>
+    /// The recovery of a vCPU state at cache address pc (an instruction boundary inside a block), or
+    /// null. blocksByStart: the blocks sorted by CacheStart (a snapshot taken while the world is stopped).
+    /// </summary>
+    internal static Recovery? RecoverAt(TranslatedBlock[] blocksByStart, ulong pc)
+    {
+        int lo = 0, hi = blocksByStart.Length - 1, found = -1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) / 2;
+            if (blocksByStart[mid].CacheStart <= pc) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        if (found < 0) return null;
+        var b = blocksByStart[found];
+        if (pc - b.CacheStart >= (ulong)b.CacheLength) return null;
+        uint off = (uint)(pc - b.CacheStart);
+        foreach (var (o, r) in b.Points) if (o == off) return r;
+        return null;
+    }
+
+    private TranslatedBlock[]? sorted;
+    private int sortedCount = -1;
+
+    /// <summary>The translated blocks sorted by cache address (cached until the next block is added).</summary>
+    internal TranslatedBlock[] SortedBlocks()
+    {
+        lock (addLock)
+        {
+            if (sorted is null || sortedCount != blocks.Count)
+            {
+                sorted = blocks.OrderBy(b => b.CacheStart).ToArray();
+                sortedCount = blocks.Count;
+            }
+            return sorted;
+        }
+    }
 
     /// <summary>A snapshot of the translated blocks, in translation order.</summary>
     public IReadOnlyList<TranslatedBlock> Blocks { get { lock (addLock) return blocks.ToArray(); } }
@@ -110,6 +169,16 @@ public sealed class BlockTranslator
         var decoder = Decoder.Create(64, reader, native, DecoderOptions.None);
         var e = new Emitter(this, v, slotDelta);
         var faultable = new List<(int Item, ulong Fixup)>();
+        // Item ranges per native instruction (and per trailing fall-through jmp), for the recovery points.
+        var ranges = new List<(int Start, int End, Instruction Native)>();
+        void FallThrough(ulong to)
+        {
+            int at = e.Items.Count;
+            e.BranchToNative(Emitter.Jmp, to, EdgeKind.FallThrough);
+            var at_ = Instruction.Create(Code.Nopd);
+            at_.IP = to;
+            ranges.Add((at, e.Items.Count, at_));
+        }
         int n = 0;
         ulong ip = native;
         while (true)
@@ -125,7 +194,7 @@ public sealed class BlockTranslator
                     n++;
                     break;
                 }
-                e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough); // translated (and failing) only if ever reached
+                FallThrough(ip); // translated (and failing) only if ever reached
                 break;
             }
             e.Native = ins;
@@ -133,6 +202,7 @@ public sealed class BlockTranslator
             Flow flow;
             if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup))
                 faultable.Add((e.Items.Count, fixup));
+            int itemsBefore = e.Items.Count;
             try
             {
                 var rule = Rulebook.For(ins, options);
@@ -148,21 +218,28 @@ public sealed class BlockTranslator
             }
             catch (UnsupportedInstructionException) when (n > 0 && e.SlotDelta is null)
             {
-                e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough);
+                e.Items.RemoveRange(itemsBefore, e.Items.Count - itemsBefore);
+                FallThrough(ip);
                 break;
             }
             catch (UnsupportedInstructionException u) { throw new TranslationException(u.Message, u); }
+            ranges.Add((itemsBefore, e.Items.Count, ins));
             n++;
             ip = ins.NextIP;
             if (flow == Flow.EndBlock) break;
             if (n >= options.MaxBlockInstructions)
             {
-                e.BranchToNative(Emitter.Jmp, ip, EdgeKind.FallThrough);
+                FallThrough(ip);
                 break;
             }
         }
         Clients?.End(e);
         var block = Layout(e, native, ip, n, out var offsets);
+        var perItem = new Recovery?[e.Items.Count];
+        foreach (var (start, end, ins) in ranges) RecoveryPoints.Compute(e.Items, start, end, ins, perItem);
+        var points = new List<(uint, Recovery)>();
+        for (int i = 0; i < perItem.Length; i++) if (perItem[i] is { } r) points.Add((offsets[i], r));
+        block = block with { Points = points.ToArray() };
         // Register the copies of faultable instructions (identity rules: the copy is the rule's first item).
         foreach (var (item, fixup) in faultable)
             ExceptionTables!.Register(block.CacheStart + offsets[item], GetOrTranslateLocked(v, fixup));

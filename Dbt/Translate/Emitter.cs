@@ -27,6 +27,8 @@ public sealed class Emitter
         public Edge? Edge;
         /// <summary>A "push imm32" placeholder whose immediate becomes the cache address of the item with this synthetic IP.</summary>
         public ulong PushAddressOfIp;
+        /// <summary>The native instruction itself (identity rule): the native state after it is the one at its next instruction.</summary>
+        public bool IsIdentity;
     }
 
     internal readonly List<Item> Items = new();
@@ -128,7 +130,13 @@ public sealed class Emitter
     }
 
     /// <summary>The identity rule: the native instruction itself, re-encoded at its new address.</summary>
-    public void Identity() => Add(Native);
+    public void Identity()
+    {
+        Add(Native);
+        var it = Items[^1];
+        it.IsIdentity = true;
+        Items[^1] = it;
+    }
 
     /// <summary>
     /// A rel32 branch to a native target: straight to its translation when one exists, else to a new
@@ -161,7 +169,7 @@ public sealed class Emitter
     {
         if (SlotDelta is not null)
             throw new UnsupportedInstructionException(Native, $"'{Native}' needs the dispatcher, but it is on an interrupt entry path before the frame's redundant slot is written");
-        var e = translator.Edges.Create(continuation, EdgeKind.CallOut, effect, what);
+        var e = translator.Edges.Create(continuation, EdgeKind.CallOut, effect, what, resume: Native.IP);
         AddPatchable(Jmp, e.Stub, e);
     }
 

@@ -24,6 +24,7 @@ internal static class Rulebook
     public static readonly Rule Unsupported = new UnsupportedRule();
     public static readonly Rule Iretq = new IretqRule();
     public static readonly Rule FarReturn = new FarReturnRule();
+    public static readonly Rule Hypercall = new HypercallRule();
     // The no-callret configuration: native return addresses on the stack, ret as an indirect branch.
     public static readonly Rule NativeReturnCall = new NativeReturnCallRule(indirect: false);
     public static readonly Rule NativeReturnIndirectCall = new NativeReturnCallRule(indirect: true);
@@ -36,7 +37,7 @@ internal static class Rulebook
     internal static IEnumerable<Rule> BuiltIn =>
     [
         Identity, IdentityEnd, DirectJmp, DirectJcc, CountedJcc, DirectCall, IndirectJmp, IndirectCall, Unsupported,
-        Iretq, FarReturn, NativeReturnCall, NativeReturnIndirectCall, NativeReturnRet, Wrmsr, Rdmsr, Lidt, Sidt,
+        Iretq, FarReturn, Hypercall, NativeReturnCall, NativeReturnIndirectCall, NativeReturnRet, Wrmsr, Rdmsr, Lidt, Sidt,
     ];
 
     /// <summary>The exceptions to the flow-control table, in every configuration.</summary>
@@ -54,8 +55,8 @@ internal static class Rulebook
         (Mnemonic.Sysret, "identity-end"), (Mnemonic.Sysretq, "identity-end"), (Mnemonic.Sysexit, "identity-end"),
         (Mnemonic.Syscall, "identity-end"), (Mnemonic.Retf, "lretq"),
         (Mnemonic.Hlt, "identity"),
-        // The dispatcher's own call-out: native code must not use it while translated.
-        (Mnemonic.Vmcall, "unsupported"),
+        // The kernel's DBT hypercall (dbt_hypercall): a call-out to switchon/switchoff.
+        (Mnemonic.Vmcall, "hypercall"),
     ];
 
     /// <summary>Everything else, by flow-control class: the rule under call/ret identity and under no-callret.</summary>

@@ -14,6 +14,7 @@ public sealed class Deterministic(long quantum = 1000, long interruptDelay = 0) 
     public long Quantum { get; } = quantum > 0 ? quantum : throw new ArgumentOutOfRangeException(nameof(quantum), "quantum must be positive");
     public override string Name => $"deterministic(quantum={Quantum})";
     public override long Slice => Quantum;
+    public override bool SingleThreaded => true;
     public override long InterruptDelay(Vcpu vcpu, int vector) => interruptDelay;
 
     public override void StartVcpu(Machine machine, Vcpu vcpu) => running.Add(vcpu);

@@ -63,4 +63,7 @@ public abstract class ExecutionControl
 
     /// <summary>Guest instructions a vCPU runs before control returns to the scheduler (long.MaxValue: until idle or stop).</summary>
     public virtual long Slice => long.MaxValue;
+
+    /// <summary>True when one host thread runs every vCPU (no other vCPU runs while one does).</summary>
+    public virtual bool SingleThreaded => false;
 }

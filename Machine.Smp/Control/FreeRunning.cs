@@ -75,7 +75,8 @@ public sealed class FreeRunning : ExecutionControl
         var machine = vcpu.Machine;
         while (true)
         {
-            if (machine.Stopping || vcpu.Apic.HasIncoming) return vcpu.Retired;
+            // A world stop parks vCPUs in their event check: go back there now.
+            if (machine.Stopping || vcpu.Apic.HasIncoming || machine.World.Pending) return vcpu.Retired;
             long running = long.MinValue;
             foreach (var other in machine.Vcpus)
                 if (other != vcpu && other.Started && !other.IsHalted && Volatile.Read(ref other.IdleFlag) == 0)
@@ -83,7 +84,7 @@ public sealed class FreeRunning : ExecutionControl
             if (running == long.MinValue || running >= wake) return wake;
             var ev = vcpu.WakeEvent;
             ev.Reset();
-            if (machine.Stopping || vcpu.Apic.HasIncoming) return vcpu.Retired;
+            if (machine.Stopping || vcpu.Apic.HasIncoming || machine.World.Pending) return vcpu.Retired;
             ev.Wait(TimeSpan.FromMicroseconds(100));
         }
     }

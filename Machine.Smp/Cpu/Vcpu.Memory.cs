@@ -59,6 +59,20 @@ public unsafe partial class Vcpu
     // ---- fast paths -------------------------------------------------------------------------
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    /// <summary>
+    /// Runs a host agent's accesses through this (stopped) vCPU's page tables as supervisor accesses,
+    /// whatever its CPL: the DBT reads kernel code and writes its per-CPU words while the vCPU is
+    /// parked in user mode.
+    /// </summary>
+    public void AsSupervisor(Action access)
+    {
+        int cpl = Cpl;
+        if (cpl == 0) { access(); return; }
+        Cpl = 0;
+        try { access(); }
+        finally { Cpl = cpl; }
+    }
+
     public byte Read8(ulong va)
     {
         ref var e = ref tlbR[(int)(va >> 12) & TlbMask];

@@ -115,9 +115,10 @@ public sealed unsafe partial class Vcpu : IDisposable
     public ulong CurrentRip => curInsn != null ? curInsn->Ip : S->Rip;
 
     /// <summary>Runs until the machine stops, the vCPU idles, or the control's slice ends.</summary>
-    public RunExit Run()
+    public RunExit Run() => Run(Control.Slice);
+
+    private RunExit Run(long slice)
     {
-        long slice = Control.Slice;
         sliceEnd = slice == long.MaxValue ? long.MaxValue : S->Retired + slice;
         nextEvent = 0;
         while (true)
@@ -236,7 +237,14 @@ public sealed unsafe partial class Vcpu : IDisposable
         }
         while (true)
         {
+            if (Machine.World.Pending && Machine.World.TryPark(this) && Machine.Stopping) return RunExit.Stopped;
             long now = S->Retired;
+            if (now >= Machine.HostEventAt && Index == 0)
+            {
+                Machine.HostEventAt = long.MaxValue;
+                Machine.HostEvent?.Invoke(this);
+                if (Machine.Stopping) return RunExit.Stopped;
+            }
             if (now >= Apic.TimerDeadline) { Apic.TimerExpired(Control.InterruptDelay(this, (int)(Apic.LvtTimer & 0xFF))); continue; }
             if (now >= Machine.MaxInstructions)
             {
@@ -259,7 +267,13 @@ public sealed unsafe partial class Vcpu : IDisposable
                 }
                 continue;
             }
-            if (now >= sliceEnd) return RunExit.SliceEnd;
+            if (now >= sliceEnd)
+            {
+                // Single-threaded controls end slices only where a world stop may find the vCPU (see
+                // WorldStop): elsewhere the slice goes on one instruction at a time.
+                if (Machine.SafePoint is not { } safe || !Control.SingleThreaded || safe(this)) return RunExit.SliceEnd;
+                sliceEnd = now + 1;
+            }
 
             long interrupt = ifOn && earliest != long.MaxValue ? Math.Max(earliest, S->ShadowUntil) : long.MaxValue;
             if (S->Halted != 0)
@@ -279,6 +293,7 @@ public sealed unsafe partial class Vcpu : IDisposable
                 continue;
             }
             long next = Math.Min(Math.Min(Apic.TimerDeadline, interrupt), Math.Min(sliceEnd, Machine.MaxInstructions));
+            if (Index == 0) next = Math.Min(next, Machine.HostEventAt);
             nextEvent = next;
             return null;
         }

@@ -318,6 +318,20 @@ probe_kernel_read:
     EX_ENTRY(1b, 2b)
     .size probe_kernel_read, . - probe_kernel_read
 
+/* long dbt_hypercall(long cmd, long arg): ask a host kernel DBT to switch on/off (docs/dbt.md).
+ * Without one the vmcall raises #UD and the exception table turns it into -ENOSYS. */
+#define ENOSYS 38
+    .globl dbt_hypercall
+    .type dbt_hypercall, @function
+dbt_hypercall:
+    movl    $0x444254, %eax
+1:  vmcall
+    ret
+2:  movq    $-ENOSYS, %rax
+    ret
+    EX_ENTRY(1b, 2b)
+    .size dbt_hypercall, . - dbt_hypercall
+
 /* ---- BSP boot stack (becomes CPU 0's idle-thread stack) ---- */
     .bss
     .balign 4096

@@ -136,7 +136,16 @@ struct thread {
     struct proc *proc;             /* NULL for kernel threads                           */
     const char *name;
     int tid;
+    struct thread *all_next;       /* every thread with a stack, for a DBT's stack walk */
 };
+/* Every thread that owns a kernel stack (idle threads included), newest first. A thread is
+ * linked (one release store) before it can run and unlinked (one store) before its stack is
+ * freed, so the list is consistent at every instruction boundary: a DBT that stops every CPU
+ * walks it to rewrite code-cache return addresses (docs/kernel-contract.md section 10). */
+extern struct thread *volatile thread_list;
+_Static_assert(offsetof(struct thread, kstack) == 32 && offsetof(struct thread, kstack_top) == 40 &&
+               offsetof(struct thread, all_next) == 120, "struct thread layout: a DBT's stack walk reads these");
+void thread_list_add(struct thread *t);
 #define KSTACK_PAGES 4
 #define KSTACK_SIZE (KSTACK_PAGES * PAGE_SIZE)
 
@@ -252,6 +261,10 @@ void tlb_ipi_handler(void);
 /* ---- traps ---- */
 struct ex_entry { u64 fault_rip, fixup_rip; };
 int exception_table_register(const struct ex_entry *entries, size_t n);
+/* vmcall to a host DBT (RAX = DBT_HYPERCALL, RDI = cmd, RSI = arg); -ENOSYS when none is attached
+ * (the vmcall raises #UD, recovered through the exception table). entry.S. */
+#define DBT_HYPERCALL 0x444254
+long dbt_hypercall(long cmd, long arg);
 void exception_table_unregister(int handle);
 u64 exception_fixup(u64 rip);
 void trap_init(void);

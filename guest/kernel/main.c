@@ -142,6 +142,7 @@ void kmain(u64 boot_info_phys)
     idle0.kstack = (u64)boot_stack;
     idle0.kstack_top = (u64)boot_stack_top;
     sched_init_cpu(0, &idle0);
+    thread_list_add(&idle0);
 
     /* Physical memory: from the end of the image to the reserved region (or RAM end). */
     u64 start = ALIGN_UP(V2P(__image_end), PAGE_SIZE);

@@ -284,10 +284,12 @@ static long sys_brk(u64 end, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
     return (long)end;
 }
 
-static long sys_dbt(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
+static long sys_dbt(u64 cmd, u64 arg, u64 a2, u64 a3, u64 a4, u64 a5)
 {
-    (void)a0, (void)a1, (void)a2, (void)a3, (void)a4, (void)a5;
-    return -ENOSYS;
+    (void)a2, (void)a3, (void)a4, (void)a5;
+    if (cmd > DBT_OFF)
+        return -EINVAL;
+    return dbt_hypercall((long)cmd, (long)arg);
 }
 
 static long sys_shutdown(u64 status, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)

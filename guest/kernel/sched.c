@@ -14,6 +14,8 @@
  */
 #include "kernel.h"
 
+static void thread_list_remove(struct thread *t);
+
 struct percpu cpus[MAX_CPUS];
 u32 ncpus = 1;
 volatile u32 cpus_online;
@@ -199,6 +201,7 @@ static void finish_switch(void)
     if (!prev)
         return;
     if (prev->state == T_DEAD) {
+        thread_list_remove(prev);
         __atomic_store_n(&prev->on_cpu, 0, __ATOMIC_RELEASE);
         kfree_pages((void *)prev->kstack, KSTACK_PAGES);
         kfree_pages(prev, 1);
@@ -278,6 +281,28 @@ void thread_exit(void)
     panic("thread_exit: dead thread resumed");
 }
 
+struct thread *volatile thread_list;
+static struct spinlock thread_list_lock = SPINLOCK_INIT("thread_list");
+
+void thread_list_add(struct thread *t)
+{
+    spin_lock(&thread_list_lock);
+    t->all_next = thread_list;
+    __atomic_store_n(&thread_list, t, __ATOMIC_RELEASE);
+    spin_unlock(&thread_list_lock);
+}
+
+static void thread_list_remove(struct thread *t)
+{
+    spin_lock(&thread_list_lock);
+    struct thread *volatile *pp = &thread_list;
+    while (*pp && *pp != t)
+        pp = &(*pp)->all_next;
+    if (*pp)
+        *pp = t->all_next;
+    spin_unlock(&thread_list_lock);
+}
+
 struct thread *thread_create(void (*fn)(void *), void *arg, const char *name, struct proc *p)
 {
     struct thread *t = kalloc_pages(1);
@@ -297,6 +322,7 @@ struct thread *thread_create(void (*fn)(void *), void *arg, const char *name, st
     t->proc = p;
     t->name = name;
     t->tid = __atomic_fetch_add(&next_tid, 1, __ATOMIC_RELAXED);
+    thread_list_add(t);
     return t;
 }
 

@@ -26,7 +26,8 @@ internal static class KernelSupport
     }
 
     /// <summary>dbt null: native.</summary>
-    public static KernelRun Boot(DbtOptions? dbt, int vcpus, ExecutionControl control, string? cmdline = null, long maxInstructions = 2_000_000_000)
+    public static KernelRun Boot(DbtOptions? dbt, int vcpus, ExecutionControl control, string? cmdline = null, long maxInstructions = 2_000_000_000,
+        bool countNative = true)
     {
         var console = new MemoryStream();
         using var m = new Machine.Machine(new MachineOptions
@@ -38,15 +39,11 @@ internal static class KernelSupport
         m.LoadElf(elf, "kernel.elf");
         Dbt? d = null;
         if (dbt is not null)
-            d = Dbt.Attach(m, new DbtOptions
-            {
-                CallRet = dbt.CallRet, Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf"),
-                PlantedLookupWithInterrupts = dbt.PlantedLookupWithInterrupts, PlantedNoTxNextPcRestore = dbt.PlantedNoTxNextPcRestore,
-            });
+            d = Dbt.Attach(m, dbt with { Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf") });
         long outside = 0;
         ulong first = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
-        if (d is not null)
+        if (d is not null && countNative)
             m.BlockDecoded = (_, va, pa) =>
             {
                 if (pa - rb < rs) return;

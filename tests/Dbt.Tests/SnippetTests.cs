@@ -254,19 +254,41 @@ public class SnippetTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void NativeVmcallIsRefusedWithAClearMessage()
+    public void AVmcallThatIsNotTheDbtHypercallIsRefusedWithAClearMessage()
     {
-        // The translator has no rule for vmcall (the dispatcher's own call-out): the block ends before
-        // it, and when that edge runs the dispatcher stops the machine naming the instruction.
+        // vmcall in translated code is the DBT hypercall (RAX = 0x444254); any other is reported by address and RAX.
         var code = Support.Asm(a =>
         {
             a.sti();
+            a.mov(AssemblerRegisters.eax, 7);
             a.vmcall();
             Support.Exit(a);
         });
         var r = Support.Run(code, translate: true);
         Assert.Equal(StopReason.HostError, r.Result.Reason);
-        Assert.Contains("no rule for 'vmcall'", r.Result.Message);
+        Assert.Contains("with RAX 0x7: not the DBT hypercall", r.Result.Message);
         Assert.Equal(r.Result.Message, "dbt: vCPU 0: " + r.Dbt!.Stats.Failure);
+    }
+
+    [Fact]
+    public void TheHypercallQueriesAndSwitchesTheDbt()
+    {
+        // DBT_QUERY -> 1 (on); DBT_OFF -> 1 (was on) and the rest runs natively (a ring-0 image with no
+        // thread list: switchoff is refused with a clear error instead).
+        var code = Support.Asm(a =>
+        {
+            a.mov(AssemblerRegisters.eax, 0x444254);
+            a.xor(AssemblerRegisters.edi, AssemblerRegisters.edi);
+            a.vmcall();
+            a.mov(__qword_ptr[Support.Data], AssemblerRegisters.rax);
+            a.mov(AssemblerRegisters.eax, 0x444254);
+            a.mov(AssemblerRegisters.edi, 2);
+            a.vmcall();
+            Support.Exit(a);
+        });
+        var r = Support.Run(code, translate: true);
+        Assert.Equal(1UL, Q(r.DataPage, 0));
+        Assert.Equal(StopReason.HostError, r.Result.Reason);
+        Assert.Contains("switchoff needs the kernel's thread list", r.Result.Message);
     }
 }

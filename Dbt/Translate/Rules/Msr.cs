@@ -7,7 +7,7 @@ namespace Harness.Dbt.Translate;
 /// DBT's per-CPU words) go to a host call-out; every other MSR runs natively after an inline
 /// check of ECX (flags saved around it).
 /// <code>
-///   pushfq; cmp ecx, LSTAR; je X; [cmp ecx, GS_BASE; je X;] popfq; wrmsr; jmp short C
+///   pushfq; cli; cmp ecx, LSTAR; je X; [cmp ecx, GS_BASE; je X;] popfq; wrmsr; jmp short C
 ///   X: popfq; jmp call-out        ; continues at the next native instruction
 ///   C:
 /// </code>
@@ -20,6 +20,9 @@ internal sealed class MsrRule(bool write) : Rule
         uint[] msrs = write ? [Harness.Machine.Vcpu.MsrLstar, Harness.Machine.Vcpu.MsrGsBase] : [Harness.Machine.Vcpu.MsrLstar];
         int checks = msrs.Length * 2;
         e.Add(Instruction.Create(Code.Pushfq));
+        // Interrupts off during the check: an interrupted frame can then only hold the state
+        // before pushfq or right after it (both mapped back to the native wrmsr at switchoff).
+        e.Add(Instruction.Create(Code.Cli));
         for (int k = 0; k < msrs.Length; k++)
         {
             e.Add(Instruction.Create(Code.Cmp_rm32_imm32, Register.ECX, unchecked((int)msrs[k])));

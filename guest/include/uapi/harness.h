@@ -26,11 +26,16 @@
 #define SYS_BRK      13   /* unsigned long brk(unsigned long end): sets the heap end (0: query);
                              returns the new end; heap pages are demand-zero                         */
 #define SYS_GETCPU   14   /* int getcpu(void): the APIC ID this call ran on                          */
-#define SYS_DBT      15   /* long dbt(long cmd, long arg): reserved for the DBT (switchon/switchoff);
-                             -ENOSYS until the DBT issue defines it                                  */
+#define SYS_DBT      15   /* long dbt(long cmd, long arg): the kernel DBT (docs/dbt.md): DBT_QUERY
+                             returns 1 (translating) or 0; DBT_ON / DBT_OFF switch every CPU on or
+                             off and return the previous state; -ENOSYS when no DBT is attached   */
 #define SYS_LSEEK    16   /* long lseek(int fd, long offset, int whence): SEEK_SET 0, CUR 1, END 2   */
 #define SYS_SHUTDOWN 17   /* void shutdown(int status): stop the machine (port 0xF4) with status     */
 #define SYS_COUNT    18
+
+#define DBT_QUERY 0
+#define DBT_ON    1
+#define DBT_OFF   2
 
 /* open flags */
 #define O_RDONLY   0

@@ -217,7 +217,8 @@ long host_syscall(long n, long a, long b, long c, long d, long e, long f)
     }
     case SYS_LSEEK: return lsys(L_LSEEK, a, b, c, 0, 0, 0);
     case SYS_SHUTDOWN: return lsys(L_EXIT_GROUP, a, 0, 0, 0, 0, 0);
-    default: return -ENOSYS; /* SYS_DBT included */
+    case SYS_DBT: return (unsigned long)a > DBT_OFF ? -EINVAL : -ENOSYS; /* the kernel without a DBT */
+    default: return -ENOSYS;
     }
 }
 

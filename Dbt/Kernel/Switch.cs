@@ -1,0 +1,303 @@
+using Harness.Dbt.Dispatch;
+using Harness.Dbt.Translate;
+using Harness.Machine;
+using Harness.Machine.Cpu;
+
+namespace Harness.Dbt.Kernel;
+
+/// <summary>A switch operation could not map some code-cache state back to a native one.</summary>
+public sealed class SwitchException(string message) : Exception(message);
+
+/// <summary>
+/// switchon and switchoff for the whole machine (the paper's section on switching, and its cache
+/// replacement: a full cache is switched off, wiped and switched on again). Both run while every
+/// other vCPU is parked by a world stop at a state the DBT can map (<see cref="SafePoint"/>).
+///
+/// switchoff: every parked vCPU's code-cache state becomes the native state (<see cref="Recovery"/>;
+/// the exit stub and edge stubs are mapped here), every kernel stack's live words that are
+/// code-cache addresses (return addresses, interrupted RIPs with their frames, tx-nextpc values
+/// saved in redundant slots) are rewritten to native ones, and the kernel's own IDT and LSTAR are
+/// put back. The stacks are found through the kernel's thread list (<c>thread_list</c>,
+/// docs/kernel-contract.md section 10) and scanned from each thread's live RSP to its top, rather
+/// than walked by frame pointers alone: a frame-pointer walk misses interrupted RIPs (their frames
+/// sit between C frames), assembly functions without frames and leaf functions interrupted before
+/// their prologue, and the DBT never hands the kernel a code-cache address other than these three
+/// kinds, so every such word on a live stack is one of them.
+///
+/// switchon: shadow IDT, translated LSTAR and per-CPU words for every vCPU, and every parked vCPU
+/// in kernel mode continues at the translation of its native RIP. Native return addresses already on
+/// stacks stay native: a thread returning through one runs natively until its next kernel entry.
+/// </summary>
+public sealed unsafe class Switch
+{
+    public const uint HypercallMagic = 0x444254;
+    public const int Query = 0, On = 1, Off = 2;
+
+    private readonly Machine.Machine machine;
+    private readonly CodeCache.CodeCache cache;
+    private readonly BlockTranslator translator;
+    private readonly EdgeTable edges;
+    private readonly KernelEntries kernel;
+    private readonly ExceptionTables exceptionTables;
+    private readonly DbtStats stats;
+    private readonly ulong? threadList;
+    private volatile bool on;
+    private static readonly bool debug = Environment.GetEnvironmentVariable("HARNESS_DBT_DEBUG") is not null;
+    private readonly bool plantedKeepStacks;
+
+    internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
+        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false)
+    {
+        this.machine = machine;
+        this.cache = cache;
+        this.translator = translator;
+        this.edges = edges;
+        this.kernel = kernel;
+        this.exceptionTables = exceptionTables;
+        this.stats = stats;
+        threadList = image?.Symbol("thread_list");
+        plantedKeepStacks = plantedSwitchoffKeepsStacks;
+        on = startOn;
+        machine.SafePoint = SafePoint;
+    }
+
+    public bool IsOn => on;
+
+    // ---- where a world stop may park a vCPU --------------------------------------------------------
+
+    private bool SafePoint(Vcpu u) => !on || u.Cpl == 3 || !cache.Contains(u.Rip) || TryRecoverCurrent(u, Sorted(), apply: false);
+
+    private TranslatedBlock[] Sorted() => translator.SortedBlocks();
+
+    // ---- requests --------------------------------------------------------------------------------
+
+    /// <summary>The hypercall (SYS_DBT through the kernel's dbt_hypercall): returns the previous state for on/off.</summary>
+    internal long Hypercall(Vcpu v)
+    {
+        long cmd = (long)v.Gpr(Reg.Rdi);
+        long was = on ? 1 : 0;
+        switch (cmd)
+        {
+            case Query: return was;
+            case On: if (!on) SwitchOn(v); return was;
+            case Off: if (on) SwitchOff(v, wipe: false); return was;
+            default: return -22; // -EINVAL
+        }
+    }
+
+    /// <summary>
+    /// switchon from vCPU by: the others park, then all switch on. by's own RIP is left to the caller
+    /// (the dispatcher, the native hypercall, the host event), its per-CPU state is switched like the others'.
+    /// </summary>
+    public void SwitchOn(Vcpu by)
+    {
+        RunStopped(by, "switchon", () =>
+        {
+            var switchedOn = new List<Vcpu>();
+            foreach (var u in machine.Vcpus)
+            {
+                if (!u.Started) continue;
+                u.AsSupervisor(() => kernel.SwitchOn(u));
+                if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && !cache.Contains(u.Rip)) u.Rip = translator.GetOrTranslate(u, u.Rip);
+            }
+            on = true;
+            stats.CountSwitch(on: true);
+        });
+    }
+
+    /// <summary>switchoff (and, for a full cache, wipe) from vCPU by, which is at a dispatcher entry and maps its own state.</summary>
+    public void SwitchOff(Vcpu by, bool wipe)
+    {
+        RunStopped(by, wipe ? "cache flush" : "switchoff", () =>
+        {
+            if (threadList is null)
+                throw new SwitchException("switchoff needs the kernel's thread list (symbol thread_list) to find every kernel stack");
+            var sorted = Sorted();
+            foreach (var u in machine.Vcpus)
+            {
+                if (!u.Started) continue;
+                if (debug) Console.Error.WriteLine($"DBG switchoff by {by.Index}: vCPU {u.Index} cpl {u.Cpl} rip 0x{u.Rip:x} rsp 0x{u.Gpr(Reg.Rsp):x} halted {u.IsHalted}");
+                if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && cache.Contains(u.Rip) && !TryRecoverCurrent(u, sorted, apply: true))
+                    throw new SwitchException($"vCPU {u.Index} is parked at 0x{u.Rip:x}, which has no native equivalent");
+                kernel.SwitchOff(u);
+            }
+            if (!plantedKeepStacks) RewriteStacks(by, sorted);
+            // Kernel code may hold a code-cache address in a register too (exception_fixup's
+            // argument is the faulting RIP, read from the frame before the flush rewrote it).
+            foreach (var u in machine.Vcpus)
+                if (u.Started && u.Cpl == 0)
+                    for (int g = 0; g < 16; g++)
+                        if (g != Reg.Rsp && cache.Contains(u.Gpr(g)) && BlockTranslator.RecoverAt(sorted, u.Gpr(g)) is { Pops: 0, TargetOnStack: false } rr)
+                        {
+                            if (debug) Console.Error.WriteLine($"DBG   vCPU {u.Index} r{g}: 0x{u.Gpr(g):x} -> 0x{rr.Native:x}");
+                            u.Gpr(g) = rr.Native;
+                            stats.RegistersRewritten++;
+                        }
+            on = false;
+            if (wipe)
+            {
+                translator.Reset();
+                kernel.Wipe();
+                exceptionTables.Clear();
+                stats.CountFlush();
+            }
+            stats.CountSwitch(on: false);
+        });
+    }
+
+    private void RunStopped(Vcpu by, string what, Action action)
+    {
+        Exception? failure = null;
+        bool ran = machine.World.Run(by, () =>
+        {
+            try { action(); }
+            catch (Exception e) when (e is SwitchException or TranslationException or GuestFault) { failure = e; }
+        });
+        if (failure is not null)
+            throw new SwitchException($"{what} failed: {(failure is GuestFault g ? $"guest fault {g} reading guest memory" : failure.Message)}"
+                + (Environment.GetEnvironmentVariable("HARNESS_DBT_DEBUG") is null ? "" : "\n" + failure.StackTrace));
+        if (!ran) throw new SwitchException("the machine stopped during a switch");
+    }
+
+    // ---- mapping code-cache states to native ones -----------------------------------------------------
+
+    /// <summary>The native state of a parked vCPU at a code-cache pc; apply: change its state, else only test.</summary>
+    private bool TryRecoverCurrent(Vcpu u, TranslatedBlock[] sorted, bool apply)
+    {
+        ulong pc = u.Rip, rsp = u.Gpr(Reg.Rsp);
+        ulong gs = u.S->GsBase;
+        Recovery? r;
+        if (pc == cache.ExitStub || pc == cache.ExitStub + 1)
+        {
+            // popfq (flags still on the stack) or the jmp through tx-nextpc-loc: going to tx.
+            if (!apply) return true;
+            ulong tx = u.Read64(gs + cache.PerCpu.TxNextPcLoc);
+            r = new Recovery(NativeOf(tx, sorted), pc == cache.ExitStub ? 1 : 0, pc == cache.ExitStub ? 0 : -1);
+        }
+        else if (EdgeRecovery(pc) is { } er) r = er;
+        else r = BlockTranslator.RecoverAt(sorted, pc);
+        if (r is not { } rec) return false;
+        if (!apply) return true;
+        if (rec.TargetOnStack)
+        {
+            u.Rip = NativeOf(u.Read64(rsp), sorted);
+            u.Gpr(Reg.Rsp) = rsp + 8;
+            return true;
+        }
+        if (rec.FlagsWord >= 0) u.Rflags = u.Read64(rsp + 8 * (ulong)rec.FlagsWord);
+        u.Gpr(Reg.Rsp) = rsp + 8 * (ulong)rec.Pops;
+        u.Rip = rec.Native;
+        return true;
+    }
+
+    /// <summary>Inside an edge stub "pushfq; cli; vmcall": the branch was taken (or the call-out not yet run).</summary>
+    private Recovery? EdgeRecovery(ulong pc)
+    {
+        if (pc - cache.Edges.Start >= cache.Edges.Capacity) return null;
+        ulong stub = pc & ~(CodeCache.CodeCache.EdgeStubSize - 1);
+        if (edges.Lookup(stub) is not { } e) return null;
+        return (pc - stub) switch
+        {
+            0 => new Recovery(e.Resume, 0, -1),
+            1 or 2 => new Recovery(e.Resume, 1, 0),
+            _ => null,
+        };
+    }
+
+    private ulong NativeOf(ulong tx, TranslatedBlock[] sorted)
+    {
+        if (!cache.Contains(tx)) return tx; // already native (a word rewritten earlier in the same scan)
+        var r = BlockTranslator.RecoverAt(sorted, tx);
+        if (r is { Pops: 0, TargetOnStack: false, FlagsWord: -1 } rec) return rec.Native;
+        throw new SwitchException($"tx-nextpc 0x{tx:x} is not the start of a translated instruction");
+    }
+
+    // ---- kernel stacks ------------------------------------------------------------------------------
+
+    // struct thread (guest/kernel/kernel.h, pinned there by a static assertion)
+    private const ulong ThreadRsp = 0, ThreadKstack = 32, ThreadKstackTop = 40, ThreadAllNext = 120;
+
+    private void RewriteStacks(Vcpu by, TranslatedBlock[] sorted)
+    {
+        var v = by;
+        int threads = 0;
+        long words = 0;
+        for (ulong t = v.Read64(threadList!.Value); t != 0; t = v.Read64(t + ThreadAllNext))
+        {
+            if (++threads > 100_000) throw new SwitchException("the kernel's thread list does not end");
+            ulong lo = v.Read64(t + ThreadKstack), top = v.Read64(t + ThreadKstackTop);
+            ulong live = 0;
+            Vcpu? owner = null;
+            foreach (var u in machine.Vcpus)
+                if (u.Started && u.Cpl == 0 && u.Gpr(Reg.Rsp) - lo < top - lo) { live = u.Gpr(Reg.Rsp); owner = u; }
+            // The tx-nextpc of an interrupted dispatcher exit whose handler has not saved it yet (the
+            // owner is still on the entry path): it is still in the owner's per-CPU slot.
+            ulong? pendingTx = owner is null ? null : owner.Read64(owner.S->GsBase + cache.PerCpu.TxNextPcLoc);
+            // Not under any vCPU's RSP: suspended in switch_to (its saved RSP), or running in user mode,
+            // or just switched away from (switch_to saved its RSP before on_cpu drops): from the saved
+            // RSP up is then either live or dead, and rewriting dead words is harmless.
+            if (live == 0) live = v.Read64(t + ThreadRsp);
+            if (live - lo >= top - lo) continue;
+            for (ulong a = live & ~7UL; a < top; a += 8)
+            {
+                ulong w = v.Read64(a);
+                if (!cache.Contains(w)) continue;
+                if (NativeWord(v, a, top, w, sorted, pendingTx) is { } n)
+                {
+                    if (debug) Console.Error.WriteLine($"DBG   stack 0x{a:x}: 0x{w:x} -> 0x{n:x}");
+                    v.Write64(a, n); words++;
+                }
+                else stats.StackWordsLeft++;
+            }
+        }
+        stats.StackWordsRewritten += words;
+    }
+
+    /// <summary>
+    /// The native value of a code-cache word at address a on a live kernel stack, fixing its interrupt
+    /// frame when it is an interrupted RIP inside a translation; null to leave the word alone. Live
+    /// stack ranges also hold stale words (uninitialised locals, padding) that happen to lie in the
+    /// cache: a word that is no recovery point, or a mid-translation point without a plausible
+    /// interrupt frame around it, is such a word (counted in StackWordsLeft).
+    /// </summary>
+    private ulong? NativeWord(Vcpu v, ulong a, ulong top, ulong w, TranslatedBlock[] sorted, ulong? pendingTx)
+    {
+        Recovery? r;
+        bool exit = w == cache.ExitStub || w == cache.ExitStub + 1;
+        if (exit)
+        {
+            if (!PlausibleFrame(v, a, top)) return null;
+            // An interrupted dispatcher exit: its tx-nextpc is in the interrupting frame's redundant slot
+            // (or, before the handler saved it there, still in the per-CPU slot).
+            ulong saved = v.Read64(a - 24);
+            if (!cache.Contains(saved) && pendingTx is ulong p && cache.Contains(p)) saved = p;
+            r = new Recovery(NativeOf(saved, sorted), w == cache.ExitStub ? 1 : 0, w == cache.ExitStub ? 0 : -1);
+        }
+        else r = EdgeRecovery(w) ?? BlockTranslator.RecoverAt(sorted, w);
+        if (r is not { } rec) return null;
+        if (rec.Pops == 0 && !rec.TargetOnStack) return rec.Native;
+        // Only an interrupt frame's RIP can be a point inside a translation: fix RSP (and RFLAGS) in the frame.
+        if (!PlausibleFrame(v, a, top)) return null;
+        ulong rsp = v.Read64(a + 24);
+        if (rec.TargetOnStack)
+        {
+            v.Write64(a + 24, rsp + 8);
+            return NativeOf(v.Read64(rsp), sorted);
+        }
+        if (rec.FlagsWord >= 0) v.Write64(a + 16, v.Read64(rsp + 8 * (ulong)rec.FlagsWord));
+        v.Write64(a + 24, rsp + 8 * (ulong)rec.Pops);
+        return rec.Native;
+    }
+
+    /// <summary>
+    /// An interrupt frame from kernel mode with a's word as its RIP, by the kernel's frame layout
+    /// (docs/kernel-contract.md section 2): vector and error code below RIP, kernel CS, RFLAGS with its
+    /// always-one bit, RSP above the frame on the same stack, kernel SS. Stale words that merely look
+    /// like a point inside a translation must not have their neighbours "fixed".
+    /// </summary>
+    private static bool PlausibleFrame(Vcpu v, ulong a, ulong top)
+    {
+        if (a + 40 > top || a < 16) return false;
+        ulong vector = v.Read64(a - 16), cs = v.Read64(a + 8), flags = v.Read64(a + 16), rsp = v.Read64(a + 24), ss = v.Read64(a + 32);
+        return vector <= 0x100 && cs == 0x08 && (flags & 2) != 0 && flags < 0x400000 && rsp >= a + 40 && rsp <= top && ss is 0 or 0x10;
+    }}
