@@ -38,18 +38,20 @@ internal static class RunCommand
         };
         var compare = new Option<bool>("--compare") { Description = "run the image twice, under --dbt default and under --dbt no-callret, and print the per-workload table of both side by side" };
         var quantum = new Option<long>("--quantum") { Description = "instructions per vCPU turn under --exec deterministic", DefaultValueFactory = _ => 1000 };
+        var onAt = new Option<long>("--dbt-on-at") { Description = "switch the DBT on when vCPU 0 has retired this many guest instructions (0: at boot, every vCPU starts translated)" };
+        var cacheLimit = new Option<int>("--dbt-cache-kib") { Description = "cap the code cache's block pool at this many KiB so it fills and is flushed (switchoff, wipe, switchon); 0: the whole reserved region" };
 
-        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline, dbt, client, compare };
+        var cmd = new Command("run", "boot an image and run it; stdout is the guest console, the exit status is the guest's") { image, kernel, workload, vcpus, maxInsns, memory, stats, exec, quantum, cmdline, dbt, client, compare, onAt, cacheLimit };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new RunSettings(
             r.GetValue(image) ?? r.GetValue(kernel), r.GetValue(image) is not null && r.GetValue(kernel) is not null,
             r.GetValue(workload) ?? [], r.GetValue(vcpus), r.GetValue(maxInsns), r.GetValue(memory), r.GetValue(stats),
             r.GetValue(exec)!, r.GetValue(quantum), r.GetValue(cmdline), r.GetValue(dbt)!, r.GetResult(dbt) is { Implicit: false },
-            r.GetValue(client) ?? [], r.GetValue(compare)), ct)));
+            r.GetValue(client) ?? [], r.GetValue(compare), r.GetValue(onAt), r.GetValue(cacheLimit)), ct)));
         return cmd;
     }
 
     private sealed record RunSettings(FileInfo? Image, bool TwoImages, string[] Workloads, int Vcpus, long MaxInstructions, int MemoryMiB, string? Stats,
-        string Exec, long Quantum, string? CommandLine, string Dbt, bool DbtGiven, string[] Clients, bool Compare);
+        string Exec, long Quantum, string? CommandLine, string Dbt, bool DbtGiven, string[] Clients, bool Compare, long DbtOnAt, int DbtCacheKiB);
 
     // The machine reserves the top 16 MiB and needs 2 MiB below it (Machine's constructor checks it).
     private const int MinMemoryMiB = 18, MaxMemoryMiB = 64 * 1024;
@@ -59,7 +61,7 @@ internal static class RunCommand
 
     private static int Run(RunSettings o, CancellationToken ct)
     {
-        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine, dbtMode, dbtGiven, clientArgs, compare) = o;
+        var (image, twoImages, workloads, vcpus, maxInsns, memoryMiB, stats, exec, quantum, commandLine, dbtMode, dbtGiven, clientArgs, compare, _, _) = o;
         var names = workloads.SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
         if (names.Count > 0)
             commandLine = (commandLine is null ? "" : commandLine + " ") + "run=" + string.Join(',', names);
@@ -73,6 +75,9 @@ internal static class RunCommand
             : memoryMiB < MinMemoryMiB || memoryMiB > MaxMemoryMiB ? $"--memory must be between {MinMemoryMiB} and {MaxMemoryMiB} (MiB; the top 16 MiB are reserved) (got {memoryMiB})"
             : maxInsns < 0 ? $"--max-instructions must not be negative (got {maxInsns})"
             : quantum < 1 ? $"--quantum must be positive (got {quantum})"
+            : o.DbtOnAt < 0 ? $"--dbt-on-at must not be negative (got {o.DbtOnAt})"
+            : o.DbtCacheKiB < 0 ? $"--dbt-cache-kib must not be negative (got {o.DbtCacheKiB})"
+            : (o.DbtOnAt > 0 || o.DbtCacheKiB > 0) && dbtMode == "off" && !compare ? "--dbt-on-at and --dbt-cache-kib need --dbt default or no-callret"
             : commandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~'))
                 ? $"--cmdline must be printable ASCII of at most {BootLayout.CommandLineMax} characters"
             : badClient is not null ? $"--client: no client named '{badClient}' (available: {string.Join(", ", ClientRegistry.Names)})"
@@ -154,6 +159,8 @@ internal static class RunCommand
                     CallRet = o.Dbt == "default",
                     Kernel = Harness.Dbt.Kernel.KernelImage.FromElf(File.ReadAllBytes(path), path),
                     Clients = clients,
+                    SwitchOnAt = o.DbtOnAt,
+                    MainPoolLimit = o.DbtCacheKiB > 0 ? (ulong)o.DbtCacheKiB * 1024 : null,
                 });
             }
             catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException) { Console.Error.WriteLine($"harness: --dbt: {e.Message}"); return (ExitCodes.BadInput, null); }

@@ -171,7 +171,7 @@ public sealed unsafe class Switch
         {
             // popfq (flags still on the stack) or the jmp through tx-nextpc-loc: going to tx.
             if (!apply) return true;
-            ulong tx = u.Read64(gs + cache.PerCpu.TxNextPcLoc);
+            ulong tx = PerCpuTx(u) ?? throw new SwitchException($"vCPU {u.Index} is in the exit stub without a kernel per-CPU area");
             r = new Recovery(NativeOf(tx, sorted), pc == cache.ExitStub ? 1 : 0, pc == cache.ExitStub ? 0 : -1);
         }
         else if (EdgeRecovery(pc) is { } er) r = er;
@@ -232,7 +232,7 @@ public sealed unsafe class Switch
                 if (u.Started && u.Cpl == 0 && u.Gpr(Reg.Rsp) - lo < top - lo) { live = u.Gpr(Reg.Rsp); owner = u; }
             // The tx-nextpc of an interrupted dispatcher exit whose handler has not saved it yet (the
             // owner is still on the entry path): it is still in the owner's per-CPU slot.
-            ulong? pendingTx = owner is null ? null : owner.Read64(owner.S->GsBase + cache.PerCpu.TxNextPcLoc);
+            ulong? pendingTx = owner is null ? null : PerCpuTx(owner);
             // Not under any vCPU's RSP: suspended in switch_to (its saved RSP), or running in user mode,
             // or just switched away from (switch_to saved its RSP before on_cpu drops): from the saved
             // RSP up is then either live or dead, and rewriting dead words is harmless.
@@ -287,6 +287,18 @@ public sealed unsafe class Switch
         if (rec.FlagsWord >= 0) v.Write64(a + 16, v.Read64(rsp + 8 * (ulong)rec.FlagsWord));
         v.Write64(a + 24, rsp + 8 * (ulong)rec.Pops);
         return rec.Native;
+    }
+
+    /// <summary>
+    /// A vCPU's tx-nextpc-loc value, from the kernel's per-CPU area (GS base in the kernel; the
+    /// swapped-out KERNEL_GS_BASE between a user-mode entry and its swapgs); null if there is none.
+    /// </summary>
+    private ulong? PerCpuTx(Vcpu u)
+    {
+        ulong gs = (long)u.S->GsBase < 0 ? u.S->GsBase : u.S->KernelGsBase;
+        if ((long)gs >= 0) return null;
+        try { return u.Read64(gs + cache.PerCpu.TxNextPcLoc); }
+        catch (GuestFault) { return null; }
     }
 
     /// <summary>

@@ -198,7 +198,11 @@ public sealed class BlockTranslator
                 break;
             }
             e.Native = ins;
+            int snippetStart = e.Items.Count;
             Clients?.Before(e);
+            // A client's snippet before the instruction is a sequence of its own (pushfq; cli; ...):
+            // its recovery points lead back to the native instruction like a rule's.
+            if (e.Items.Count > snippetStart) ranges.Add((snippetStart, e.Items.Count, ins));
             Flow flow;
             if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup))
                 faultable.Add((e.Items.Count, fixup));
