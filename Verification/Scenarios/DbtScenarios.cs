@@ -1,0 +1,204 @@
+using Harness.Dbt;
+using Harness.Machine;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Harness.Verification.Guests;
+using Iced.Intel;
+using DbtInstance = Harness.Dbt.Dbt;
+
+namespace Harness.Verification.Scenarios;
+
+/// <summary>What one run of <see cref="JumpTableRaceGuest"/> showed.</summary>
+/// <param name="Bug">The race's failure (a handler target ran from the main loop), or null.</param>
+/// <param name="Problem">Any other way the run did not pass (a stop other than exit 0, wrong counts), or null.</param>
+/// <param name="Ticks">Timer ticks delivered (all vCPUs).</param>
+/// <param name="TicksInWindow">Ticks delivered between a lookup's hit test and its read of tx (each one is the bug).</param>
+/// <param name="TicksAtLookupEnd">
+/// Ticks delivered at a lookup's closing <c>ret</c>, right after its <c>popfq</c>: under the correct
+/// rule, ticks that arrived while the lookup ran with interrupts off (cli) and were held back until
+/// it was done, or exactly at that boundary. Shows that a clean run was exercised, not vacuous.
+/// </param>
+public sealed record JumpTableRaceOutcome(string? Bug, string? Problem, RunResult Result, int Ticks, int TicksInWindow, int TicksAtLookupEnd)
+{
+    public bool Clean => Bug is null && Problem is null;
+}
+
+/// <summary>
+/// Scenarios on the DBT (<see cref="DbtInstance"/> attached to a bare machine running a ring-0
+/// guest), in a planted-bug and a correct form, with the same contract as
+/// <see cref="MachineScenarios"/>: the planted bug is found within a stated budget and replays from
+/// its trace, the correct form passes that budget clean (tests/Verification.Tests/DbtScenarioTests.cs,
+/// numbers in docs/verification.md). None of them may flush the cache or switch the DBT off: the
+/// stop-the-world those need does not run under <see cref="CoyoteControl"/>.
+/// </summary>
+public static class DbtScenarios
+{
+    /// <summary>Code cache and memory for the jumptable guest (the default main pool: no flush).</summary>
+    private const ulong MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20;
+    private const long MaxInstructions = 2_000_000;
+
+    /// <summary>
+    /// The paper's "most subtle issue" (the smoke test of the Verification seam on the DBT): two
+    /// vCPUs, timer interrupts on, each main loop calling A_t through a register while its timer
+    /// handler's first-time call to C_t (same level-1 slot) makes the dispatcher replace A_t's
+    /// level-1 entry (<see cref="JumpTableRaceGuest"/>). Planted bug
+    /// (<see cref="DbtOptions.PlantedLookupWithInterrupts"/>): the inline lookup runs with IF=1, so
+    /// a tick between its hit test (<c>cmp rax, [rbx]</c>) and its read of tx (<c>mov rax, [rbx+8]</c>)
+    /// sends the main loop to C_t: two instruction boundaries of the ~30-instruction translated loop.
+    /// Correct form: the default rule (pushfq; cli ... popfq). Coyote chooses each tick's delay from
+    /// [0, delayBound) instructions after its deadline; the vCPUs share nothing but their done
+    /// flags, so only those accesses are scheduling points.
+    /// </summary>
+    /// <param name="observe">Called with every execution's outcome before its check (measurements).</param>
+    public static Scenario JumpTableLookup(bool lookupWithInterrupts, int ticks = 8, uint period = 300, int delayBound = 64, int vcpus = 2,
+        Action<JumpTableRaceOutcome>? observe = null)
+    {
+        var guest = new JumpTableRaceGuest(vcpus, ticks, period);
+        var options = new DbtOptions { PlantedLookupWithInterrupts = lookupWithInterrupts };
+        // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
+        DbtInstance? dbt = null;
+        return new Scenario(lookupWithInterrupts ? "jumptable-lookup-with-interrupts" : "jumptable-lookup-cli",
+            ctx =>
+            {
+                var m = new Machine.Machine(ctx.Options(vcpus, MaxInstructions, MemoryBytes, ReservedBytes));
+                guest.Load(m);
+                dbt = DbtInstance.Attach(m, options);
+                return m;
+            },
+            run =>
+            {
+                var outcome = Evaluate(guest, run.Machine, dbt!, run.Result);
+                observe?.Invoke(outcome);
+                Verify.That(outcome.Bug is null, outcome.Bug ?? "");
+                Verify.That(outcome.Problem is null, outcome.Problem ?? "");
+            })
+        {
+            Entry = JumpTableRaceGuest.Code,
+            Setup = v => v.Gpr(Reg.Rsp) = JumpTableRaceGuest.StackTop,
+            Control = new CoyoteOptions
+            {
+                InterruptDelayBound = delayBound,
+                PointFilter = PointFilters.SharedRange(JumpTableRaceGuest.SharedData, JumpTableRaceGuest.SharedData + JumpTableRaceGuest.SharedBytes),
+            },
+            // The race is between a vCPU and its own interrupt: the interleavings that matter are
+            // the interrupt delays, not data accesses (the done flags only end the run).
+            NeedsSchedulingPoints = false,
+        };
+    }
+
+    /// <summary>
+    /// One run of the jumptable guest outside Coyote (a plain free-running or deterministic run),
+    /// for comparison: translated with options, or natively when options is null.
+    /// </summary>
+    public static JumpTableRaceOutcome RunJumpTableGuest(ExecutionControl control, DbtOptions? options, int ticks = 8, uint period = 300, int vcpus = 2)
+    {
+        var guest = new JumpTableRaceGuest(vcpus, ticks, period);
+        using var m = new Machine.Machine(new MachineOptions
+        {
+            Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = MaxInstructions, Control = control,
+        });
+        guest.Load(m);
+        var dbt = options is null ? null : DbtInstance.Attach(m, options);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var r = m.Run(cts.Token, entry: JumpTableRaceGuest.Code, setup: v => v.Gpr(Reg.Rsp) = JumpTableRaceGuest.StackTop);
+        return Evaluate(guest, m, dbt, r);
+    }
+
+    private enum Landing { Window, LookupEnd, Elsewhere }
+
+    private static JumpTableRaceOutcome Evaluate(JumpTableRaceGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
+    {
+        ulong Q(ulong va) => m.Memory.ReadU64(JumpTableRaceGuest.Phys(va));
+        int ticks = 0, inWindow = 0, atEnd = 0;
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = JumpTableRaceGuest.PerCpu(cpu);
+            int n = (int)Math.Min(Q(pc + JumpTableRaceGuest.OffTicks), (ulong)g.Ticks);
+            ticks += n;
+            if (dbt is null) continue;
+            for (int t = 1; t <= n; t++)
+            {
+                var (landing, _) = Classify(m, dbt, Q(pc + JumpTableRaceGuest.OffTickRips + (ulong)(t - 1) * 8));
+                if (landing == Landing.Window) inWindow++;
+                else if (landing == Landing.LookupEnd) atEnd++;
+            }
+        }
+        JumpTableRaceOutcome Outcome(string? bug, string? problem) => new(bug, problem, r, ticks, inWindow, atEnd);
+
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = JumpTableRaceGuest.PerCpu(cpu);
+            if (Q(pc + JumpTableRaceGuest.OffWrong) == 0) continue;
+            ulong target = Q(pc + JumpTableRaceGuest.OffWrongTarget);
+            ulong rip = Q(pc + JumpTableRaceGuest.OffInterruptedRip);
+            ulong tick = Q(pc + JumpTableRaceGuest.OffTicks);
+            bool handlerTarget = (target - JumpTableRaceGuest.TargetBase) / JumpTableRaceGuest.TargetStride % 2 == 1;
+            string where = dbt is null ? $"at 0x{rip:x}" : Classify(m, dbt, rip).Text;
+            return Outcome(handlerTarget
+                ? $"vCPU {cpu}'s main loop ran the timer handler's target C_{tick} (0x{target:x}) instead of A_{tick - 1}: " +
+                  $"tick {tick} interrupted the jumptable lookup {where}, and the handler's jumptable miss replaced the level-1 entry the lookup had matched"
+                : $"vCPU {cpu}'s timer handler ran the main loop's target 0x{target:x} (tick {tick}; last interrupt {where})", null);
+        }
+        if (r.Reason != StopReason.Exited || r.ExitStatus != 0)
+            return Outcome(null, $"the machine stopped with {r.Reason} (status {r.ExitStatus}), not exit 0: {r.Message}");
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = JumpTableRaceGuest.PerCpu(cpu);
+            ulong n = Q(pc + JumpTableRaceGuest.OffTicks), handlerCalls = Q(pc + JumpTableRaceGuest.OffHandlerCalls), mainCalls = Q(pc + JumpTableRaceGuest.OffMainCalls);
+            if (n != (ulong)g.Ticks || handlerCalls != (ulong)g.Ticks || mainCalls <= (ulong)g.Ticks)
+                return Outcome(null, $"vCPU {cpu}: {n} ticks, {handlerCalls} handler calls, {mainCalls} main-loop calls (expected {g.Ticks}, {g.Ticks}, more than {g.Ticks})");
+        }
+        if (dbt is not null)
+        {
+            var s = dbt.Stats;
+            // Every target's first call on each vCPU is a miss (A_0..A_{n-1} with interrupts off in
+            // the main loop, C_1..C_n in the handler), and nothing else is: no main-loop miss with IF=1.
+            long expected = 2L * g.Ticks * g.Vcpus;
+            if (s.Failure is not null || s.Flushes != 0 || s.IndirectDispatches != expected)
+                return Outcome(null, $"DBT: failure {s.Failure ?? "none"}, {s.Flushes} flushes, {s.IndirectDispatches} jumptable misses (expected {expected})");
+        }
+        return Outcome(null, null);
+    }
+
+    /// <summary>
+    /// Where an interrupt landed in translated code: between the lookup's hit test and its read of tx
+    /// (the window), at its closing ret after popfq, or elsewhere; with the instructions either side.
+    /// </summary>
+    private static (Landing Landing, string Text) Classify(Machine.Machine m, DbtInstance dbt, ulong rip)
+    {
+        var block = dbt.Translator.Blocks.FirstOrDefault(b => rip - b.CacheStart < (ulong)b.CacheLength);
+        if (block is null) return (Landing.Elsewhere, $"at 0x{rip:x} (not in a translated block)");
+        var bytes = m.Memory.Span(dbt.Cache.ToPhys(block.CacheStart), block.CacheLength).ToArray();
+        var decoder = Decoder.Create(64, new ByteArrayCodeReader(bytes), block.CacheStart);
+        Instruction previous = default;
+        while (decoder.IP < block.CacheStart + (ulong)bytes.Length)
+        {
+            decoder.Decode(out var ins);
+            if (ins.IP == rip)
+            {
+                bool hitTest = previous.Code == Code.Cmp_r64_rm64 && previous.Op0Register == Register.RAX && previous.MemoryBase == Register.RBX && previous.MemoryDisplacement64 == 0;
+                bool readTx = ins.Code == Code.Mov_r64_rm64 && ins.Op0Register == Register.RAX && ins.MemoryBase == Register.RBX && ins.MemoryDisplacement64 == 8;
+                var landing = hitTest || readTx ? Landing.Window
+                    : previous.Code == Code.Popfq && ins.Code == Code.Retnq ? Landing.LookupEnd
+                    : Landing.Elsewhere;
+                string text = previous.Length == 0
+                    ? $"before `{Format(ins)}` (cache 0x{rip:x})"
+                    : $"between `{Format(previous)}` and `{Format(ins)}` (cache 0x{rip:x})";
+                return (landing, text);
+            }
+            previous = ins;
+        }
+        return (Landing.Elsewhere, $"at 0x{rip:x} (not an instruction boundary of its block)");
+    }
+
+    private static string Format(in Instruction i)
+    {
+        var f = new IntelFormatter();
+        f.Options.UppercaseHex = false;
+        f.Options.ShowBranchSize = false;
+        var o = new StringOutput();
+        f.Format(i, o);
+        // Branch hints (the translator's jcc prefixes) are noise in a message.
+        return o.ToStringAndReset().Replace("hint-not-taken ", "").Replace("hint-taken ", "");
+    }
+}
