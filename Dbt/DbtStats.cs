@@ -75,5 +75,5 @@ public sealed class DbtStats
 
     public override string ToString() =>
         $"dbt: blocks={BlocksTranslated} native-insns={NativeInstructions} native-bytes={NativeBytes} cache-bytes={CacheBytes} " +
-        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} stale-edge-entries={StaleEdgeEntries} switchons={SwitchOns} switchoffs={SwitchOffs} flushes={Flushes}";
+        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} stale-edge-entries={StaleEdgeEntries} switchons={SwitchOns} switchoffs={SwitchOffs} flushes={Flushes} stack-words={StackWordsRewritten}/{StackWordsLeft} regs={RegistersRewritten}";
 }

@@ -124,12 +124,20 @@ public sealed class Dispatcher
     /// </summary>
     private T WithFlush<T>(Vcpu v, Func<T> step)
     {
-        try { return step(); }
-        catch (CodeCache.CodeCacheFullException)
+        // Other vCPUs run again between the flush and the retry and may fill a tiny cache first.
+        for (int attempt = 1; ; attempt++)
         {
-            Switch.SwitchOff(v, wipe: true);
-            Switch.SwitchOn(v);
-            return step();
+            try { return step(); }
+            catch (CodeCache.CodeCacheFullException e) when (attempt < 4)
+            {
+                _ = e;
+                Switch.SwitchOff(v, wipe: true);
+                Switch.SwitchOn(v);
+            }
+            catch (CodeCache.CodeCacheFullException e)
+            {
+                throw new CodeCache.CodeCacheFullException($"{e.Message}; still full after {attempt - 1} flushes: the cache is too small for the working set");
+            }
         }
     }
 

@@ -69,11 +69,21 @@ public sealed class ExceptionTables
         return t;
     }
 
-    /// <summary>Empties the table (cache wipe): zeroed entries match no RIP.</summary>
-    internal void Clear()
+    /// <summary>
+    /// Empties the table (cache wipe: zeroed entries match no RIP), then lists the built-in table's
+    /// native pairs again here: a flush can land while the kernel's lookup is between the built-in
+    /// table and the registered ones with the faulting RIP it holds just rewritten to native, and the
+    /// native fault must still find its fixup.
+    /// </summary>
+    internal void Clear(Vcpu v)
     {
         cache.WriteData(Table, new byte[capacity * EntryBytes]);
         Volatile.Write(ref count, 0);
+        if (builtinStart is ulong s && builtinEnd is ulong e)
+        {
+            builtin ??= ReadTable(v, s, (int)((e - s) / EntryBytes));
+            foreach (var (f, x) in builtin) Register(f, x);
+        }
     }
 
     /// <summary>Adds {fault, fixup} (both code-cache addresses); caller holds the translator lock.</summary>

@@ -98,7 +98,11 @@ public sealed unsafe class Switch
             {
                 if (!u.Started) continue;
                 u.AsSupervisor(() => kernel.SwitchOn(u));
-                if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && !cache.Contains(u.Rip)) u.Rip = translator.GetOrTranslate(u, u.Rip);
+                // A vCPU between a user-mode entry and its swapgs (or between the exit's swapgs and
+                // iretq) stays native until it leaves: translated from there, its edges would enter the
+                // dispatcher with the user's GS base.
+                if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && !cache.Contains(u.Rip) && (long)u.S->GsBase < 0)
+                    u.Rip = translator.GetOrTranslate(u, u.Rip);
             }
             on = true;
             stats.CountSwitch(on: true);
@@ -138,7 +142,7 @@ public sealed unsafe class Switch
             {
                 translator.Reset();
                 kernel.Wipe();
-                exceptionTables.Clear();
+                exceptionTables.Clear(by);
                 stats.CountFlush();
             }
             stats.CountSwitch(on: false);
@@ -262,32 +266,44 @@ public sealed unsafe class Switch
     /// </summary>
     private ulong? NativeWord(Vcpu v, ulong a, ulong top, ulong w, TranslatedBlock[] sorted, ulong? pendingTx)
     {
+        // A return address pushed by a translated call.
+        if (BlockTranslator.IsReturnPoint(sorted, w) && BlockTranslator.RecoverAt(sorted, w) is { Pops: 0, TargetOnStack: false } ret)
+            return ret.Native;
+        // Otherwise only an interrupt frame's RIP (its frame checked by the kernel's layout) is rewritten,
+        // together with the tx-nextpc its entry saved in the frame's redundant slot. Any other
+        // cache-range word is stale data: an old return address half overwritten by a string (a NUL
+        // byte over its low byte leaves a 16-byte-aligned "block start") must not be "fixed".
+        if (!PlausibleFrame(v, a, top)) return null;
         Recovery? r;
-        bool exit = w == cache.ExitStub || w == cache.ExitStub + 1;
-        if (exit)
+        ulong slot = v.Read64(a - 24);
+        if (w == cache.ExitStub || w == cache.ExitStub + 1)
         {
-            if (!PlausibleFrame(v, a, top)) return null;
             // An interrupted dispatcher exit: its tx-nextpc is in the interrupting frame's redundant slot
             // (or, before the handler saved it there, still in the per-CPU slot).
-            ulong saved = v.Read64(a - 24);
+            ulong saved = slot;
             if (!cache.Contains(saved) && pendingTx is ulong p && cache.Contains(p)) saved = p;
+            // A tx that is no block start of this cache generation: a stale frame image, not a live frame.
+            if (cache.Contains(saved) && BlockTranslator.RecoverAt(sorted, saved) is not { Pops: 0, TargetOnStack: false }) return null;
             r = new Recovery(NativeOf(saved, sorted), w == cache.ExitStub ? 1 : 0, w == cache.ExitStub ? 0 : -1);
         }
         else r = EdgeRecovery(w) ?? BlockTranslator.RecoverAt(sorted, w);
         if (r is not { } rec) return null;
+        if (cache.Contains(slot) && BlockTranslator.RecoverAt(sorted, slot) is { Pops: 0, TargetOnStack: false } s0)
+            v.Write64(a - 24, s0.Native);
         if (rec.Pops == 0 && !rec.TargetOnStack) return rec.Native;
-        // Only an interrupt frame's RIP can be a point inside a translation: fix RSP (and RFLAGS) in the frame.
-        if (!PlausibleFrame(v, a, top)) return null;
         ulong rsp = v.Read64(a + 24);
         if (rec.TargetOnStack)
         {
+            ulong tx = v.Read64(rsp);
+            if (cache.Contains(tx) && BlockTranslator.RecoverAt(sorted, tx) is not { Pops: 0, TargetOnStack: false }) return null;
             v.Write64(a + 24, rsp + 8);
-            return NativeOf(v.Read64(rsp), sorted);
+            return NativeOf(tx, sorted);
         }
         if (rec.FlagsWord >= 0) v.Write64(a + 16, v.Read64(rsp + 8 * (ulong)rec.FlagsWord));
         v.Write64(a + 24, rsp + 8 * (ulong)rec.Pops);
         return rec.Native;
     }
+
 
     /// <summary>
     /// A vCPU's tx-nextpc-loc value, from the kernel's per-CPU area (GS base in the kernel; the
@@ -302,14 +318,15 @@ public sealed unsafe class Switch
     }
 
     /// <summary>
-    /// An interrupt frame from kernel mode with a's word as its RIP, by the kernel's frame layout
-    /// (docs/kernel-contract.md section 2): vector and error code below RIP, kernel CS, RFLAGS with its
-    /// always-one bit, RSP above the frame on the same stack, kernel SS. Stale words that merely look
+    /// An interrupt frame from kernel mode with a's word as its RIP, by the hardware frame layout:
+    /// kernel CS, RFLAGS with its always-one bit, RSP above the frame on the same stack, kernel SS. Stale words that merely look
     /// like a point inside a translation must not have their neighbours "fixed".
     /// </summary>
     private static bool PlausibleFrame(Vcpu v, ulong a, ulong top)
     {
-        if (a + 40 > top || a < 16) return false;
-        ulong vector = v.Read64(a - 16), cs = v.Read64(a + 8), flags = v.Read64(a + 16), rsp = v.Read64(a + 24), ss = v.Read64(a + 32);
-        return vector <= 0x100 && cs == 0x08 && (flags & 2) != 0 && flags < 0x400000 && rsp >= a + 40 && rsp <= top && ss is 0 or 0x10;
+        // Not the vector and error code below RIP: a vCPU parked at the first instructions of an entry
+        // path has not pushed them yet, and its frame must still be found.
+        if (a + 40 > top) return false;
+        ulong cs = v.Read64(a + 8), flags = v.Read64(a + 16), rsp = v.Read64(a + 24), ss = v.Read64(a + 32);
+        return cs == 0x08 && (flags & 2) != 0 && flags < 0x400000 && rsp >= a + 40 && rsp <= top && ss is 0 or 0x10;
     }}

@@ -15,6 +15,9 @@ public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong C
     /// <summary>For an interrupt-entry translation (<see cref="EntryPath"/>): the slot offset from RSP at its start.</summary>
     public int? EntrySlotDelta { get; init; }
 
+    /// <summary>Offsets of the block's return points (see Layout).</summary>
+    public uint[] ReturnPoints { get; init; } = [];
+
     /// <summary>Recovery points (offset in the block, recovery), ascending: <see cref="Recovery"/>.</summary>
     public (uint Offset, Recovery Recovery)[] Points { get; init; } = [];
 }
@@ -117,6 +120,22 @@ public sealed class BlockTranslator
             }
             return sorted;
         }
+    }
+
+    /// <summary>True if pc is a return point of a translated call (see TranslatedBlock.ReturnPoints).</summary>
+    internal static bool IsReturnPoint(TranslatedBlock[] blocksByStart, ulong pc)
+    {
+        int lo = 0, hi = blocksByStart.Length - 1, found = -1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) / 2;
+            if (blocksByStart[mid].CacheStart <= pc) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        if (found < 0) return false;
+        var b = blocksByStart[found];
+        ulong off = pc - b.CacheStart;
+        return off <= (ulong)b.CacheLength && Array.IndexOf(b.ReturnPoints, (uint)off) >= 0;
     }
 
     /// <summary>A snapshot of the translated blocks, in translation order.</summary>
@@ -309,9 +328,22 @@ public sealed class BlockTranslator
         for (int i = 0; i < items.Count; i++)
             if (items[i].Edge is { } edge) { edge.PatchSite = sites[i]; edges++; }
 
+        // Return points: where a translated call's pushed return address points (the item after a
+        // rel32 call, the target of a continuation push). Only these may be taken for return addresses
+        // on a kernel stack at switchoff; any other cache-range word there is stale data.
+        var returns = new List<uint>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (items[i].Opcode is [0xE8]) returns.Add(i + 1 < items.Count ? off2[i + 1] : (uint)code.Length);
+            if (items[i].PushAddressOfIp != 0)
+            {
+                int j = items.FindIndex(x => x.Ins.IP == items[i].PushAddressOfIp);
+                if (j >= 0) returns.Add(off2[j]);
+            }
+        }
         offsets = off2;
         stats.AddBlock(nativeCount, (long)(nativeEnd - nativeStart), code.Length, edges);
-        return new TranslatedBlock(nativeStart, nativeEnd, at, code.Length, nativeCount, edges);
+        return new TranslatedBlock(nativeStart, nativeEnd, at, code.Length, nativeCount, edges) { ReturnPoints = returns.ToArray() };
     }
 
     internal static int Rel32(ulong site, ulong target)
