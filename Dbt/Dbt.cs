@@ -37,7 +37,7 @@ public sealed class Dbt
         Options = options;
         Stats = new DbtStats(machine.Vcpus.Length);
         Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit);
-        Edges = new EdgeTable(Cache);
+        Edges = new EdgeTable(Cache, plantedNoCli: options.PlantedEdgeWithoutCli);
         Translator = new BlockTranslator(Cache, Edges, options, Stats);
         Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
         Translator.Kernel = Kernel;

@@ -47,6 +47,9 @@ public sealed record DbtOptions
     /// <summary>Planted bug (the paper's "most subtle issue"): the inline jumptable lookup runs without cli.</summary>
     public bool PlantedLookupWithInterrupts { get; init; }
 
+    /// <summary>Planted bug: edge stubs enter the dispatcher without cli ("pushfq; nop; vmcall").</summary>
+    public bool PlantedEdgeWithoutCli { get; init; }
+
     /// <summary>Planted bug: switchoff leaves code-cache return addresses on kernel stacks (a flush then wipes code threads still return into).</summary>
     public bool PlantedSwitchoffKeepsStacks { get; init; }
 

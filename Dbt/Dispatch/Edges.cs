@@ -48,9 +48,12 @@ public sealed class EdgeTable
     private readonly Edge?[] edges;
     private int count;
 
-    public EdgeTable(CodeCache.CodeCache cache)
+    private readonly bool plantedNoCli;
+
+    public EdgeTable(CodeCache.CodeCache cache, bool plantedNoCli = false)
     {
         this.cache = cache;
+        this.plantedNoCli = plantedNoCli;
         edges = new Edge?[cache.Edges.Capacity / CodeCache.CodeCache.EdgeStubSize];
     }
 
@@ -64,6 +67,7 @@ public sealed class EdgeTable
         Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
         bytes.Fill(0xCC);
         CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);
+        if (plantedNoCli) bytes[1] = 0x90; // nop in place of cli
         Volatile.Write(ref edges[(stub - cache.Edges.Start) / CodeCache.CodeCache.EdgeStubSize], e);
         cache.Write(stub, bytes);
         Interlocked.Increment(ref count);
