@@ -64,4 +64,18 @@ public sealed record DbtOptions
 
     /// <summary>Planted bug: client counter snippets add without saving the flags around the add.</summary>
     public bool PlantedCounterClobbersFlags { get; init; }
+
+    /// <summary>
+    /// Debug hook called at every dispatcher entry before the dispatcher acts (on the entering vCPU's
+    /// thread): the state check (<see cref="Verify.StateCheck"/>) compares the vCPU with a native
+    /// reference there. Null (production): the dispatcher pays one null test per entry.
+    /// </summary>
+    public Action<Harness.Machine.Vcpu, Dispatch.DispatcherEntry>? OnDispatcherEntry { get; init; }
+
+    /// <summary>
+    /// Planted bug for the state check: every translated direct jmp flips CF (a cmc before the jmp).
+    /// Code rarely reads flags across an unconditional jmp, so results still match native; the flags
+    /// the next dispatcher entry saves do not.
+    /// </summary>
+    public bool PlantedJmpFlipsCarry { get; init; }
 }

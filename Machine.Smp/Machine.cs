@@ -104,6 +104,12 @@ public sealed class Machine : IDisposable
 
     public bool Stopping => stopping;
 
+    /// <summary>
+    /// Why the machine stopped (None while it runs), as <see cref="Run"/>'s result reports it; for a
+    /// machine stepped with <see cref="Boot"/> and <see cref="Vcpu.RunFor"/>, which has no RunResult.
+    /// </summary>
+    public (StopReason Reason, int ExitStatus, string Message) StopState => stopping ? (reason, exitStatus, message) : (StopReason.None, 0, "");
+
     /// <summary>Stop-the-world for host agents (the DBT's switch operations).</summary>
     public WorldStop World { get; }
 
@@ -136,12 +142,7 @@ public sealed class Machine : IDisposable
     /// </summary>
     public RunResult Run(CancellationToken cancel = default, ulong? entry = null, Action<Vcpu>? setup = null)
     {
-        ulong rip = entry ?? Image?.Entry ?? throw new InvalidOperationException("no image loaded and no entry point given");
-        var bsp = Vcpus[0];
-        bsp.Reset(rip, BootLayout.BootStackTop, BootLayout.BootInfo, boot);
-        setup?.Invoke(bsp);
-        if (StartRipFilter is { } filter) bsp.Rip = filter(bsp, bsp.Rip);
-        bsp.Started = true;
+        var bsp = Boot(entry, setup);
         var sw = Stopwatch.StartNew();
         using (cancel.Register(() => Stop(StopReason.Interrupted, 0, "interrupted by the host (Ctrl-C or cancellation)")))
         {
@@ -152,6 +153,23 @@ public sealed class Machine : IDisposable
         lock (consoleLock) console?.Flush();
         var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Executed, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
         return new RunResult(reason, exitStatus, message, sw.Elapsed, stats, hostException);
+    }
+
+    /// <summary>
+    /// The BSP's start as <see cref="Run"/> does it (boot-protocol reset, setup, start-RIP filter),
+    /// without running: instead of Run, for a host that steps a machine itself with
+    /// <see cref="Vcpu.RunFor"/> (the DBT's lockstep native reference, Dbt/Verify/StateCheck.cs).
+    /// Returns the BSP.
+    /// </summary>
+    public Vcpu Boot(ulong? entry = null, Action<Vcpu>? setup = null)
+    {
+        ulong rip = entry ?? Image?.Entry ?? throw new InvalidOperationException("no image loaded and no entry point given");
+        var bsp = Vcpus[0];
+        bsp.Reset(rip, BootLayout.BootStackTop, BootLayout.BootInfo, boot);
+        setup?.Invoke(bsp);
+        if (StartRipFilter is { } filter) bsp.Rip = filter(bsp, bsp.Rip);
+        bsp.Started = true;
+        return bsp;
     }
 
     /// <summary>Stops the machine; the first reason wins. Safe from any thread.</summary>

@@ -39,7 +39,11 @@ public sealed class Dispatcher
         this.edges = edges;
         this.options = options;
         this.stats = stats;
+        onEntry = options.OnDispatcherEntry;
     }
+
+    // The debug hook (tests' state check), read once: a null test per entry when it is off.
+    private readonly Action<Vcpu, DispatcherEntry>? onEntry;
 
     /// <summary>Set by <see cref="Dbt"/>: switchon/switchoff and cache flushes.</summary>
     internal Kernel.Switch Switch { get; set; } = null!;
@@ -70,12 +74,14 @@ public sealed class Dispatcher
                 stats.CountIndirect(v.Index);
                 ulong flags = v.Read64(rsp);
                 target = v.Read64(rsp + 8);
+                onEntry?.Invoke(v, new DispatcherEntry(DispatcherEntryKind.JumpTableMiss, site, target, 2, null));
                 v.Write64(rsp + 8, flags);
                 v.Gpr(Reg.Rsp) = rsp + 8;
             }
             else if ((edge = edges.Lookup(site - CodeCache.CodeCache.EdgeVmcallOffset)) is not null)
             {
                 target = edge.Target;
+                onEntry?.Invoke(v, new DispatcherEntry(edge.Kind == EdgeKind.CallOut ? DispatcherEntryKind.CallOut : DispatcherEntryKind.Edge, site, edge.Resume, 1, edge));
                 if (edge.Kind == EdgeKind.CallOut)
                 {
                     stats.CountCallOut(v.Index);

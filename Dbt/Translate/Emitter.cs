@@ -144,6 +144,8 @@ public sealed class Emitter
     /// </summary>
     public void BranchToNative(byte[] opcode, ulong nativeTarget, EdgeKind kind)
     {
+        // Planted bug (DbtOptions.PlantedJmpFlipsCarry): the direct jmp's translation changes CF.
+        if (kind == EdgeKind.Jmp && SlotDelta is null && Options.PlantedJmpFlipsCarry) Add(Instruction.Create(Code.Cmc));
         if (SlotDelta is int delta)
         {
             // Entry mode: no dispatcher entry may happen before the save, so the path is translated

@@ -117,6 +117,16 @@ public sealed unsafe partial class Vcpu : IDisposable
     /// <summary>Runs until the machine stops, the vCPU idles, or the control's slice ends.</summary>
     public RunExit Run() => Run(Control.Slice);
 
+    /// <summary>
+    /// Runs on the caller's thread until this vCPU has retired `instructions` more (guest time; the
+    /// last block is cut at the count, so a machine without a <see cref="Machine.SafePoint"/> stops
+    /// exactly there), the machine stops, or the vCPU idles; the control's slice is not used. For a
+    /// host that steps a machine itself after <see cref="Machine.Boot"/>: the DBT's lockstep native
+    /// reference advances to the native instruction count of each dispatcher entry.
+    /// </summary>
+    public RunExit RunFor(long instructions) =>
+        instructions > 0 ? Run(instructions) : throw new ArgumentOutOfRangeException(nameof(instructions), "must be positive");
+
     private RunExit Run(long slice)
     {
         sliceEnd = slice == long.MaxValue ? long.MaxValue : S->Retired + slice;

@@ -30,7 +30,7 @@ public class SnippetTests(ITestOutputHelper output)
     private static ulong Q(byte[] page, int slot) => BitConverter.ToUInt64(page, slot * 8);
 
     /// <summary>A 10000-iteration loop (jcc back edge, a call inside, a jmp) plus a final store.</summary>
-    private static byte[] LoopProgram(int iterations) => Support.Asm(a =>
+    internal static byte[] LoopProgram(int iterations) => Support.Asm(a =>
     {
         var loop = a.CreateLabel(); var f = a.CreateLabel(); var skip = a.CreateLabel(); var done = a.CreateLabel();
         a.xor(ebx, ebx);
@@ -78,10 +78,8 @@ public class SnippetTests(ITestOutputHelper output)
         Assert.True(large >= 10_000);
     }
 
-    [Fact]
-    public void CallsPushCodeCacheReturnAddressesAndRetStaysRet()
-    {
-        var code = Support.Asm(a =>
+    /// <summary>Two nested calls that store their return addresses (read as data) and return 42 in RAX.</summary>
+    internal static byte[] CallsProgram() => Support.Asm(a =>
         {
             var f = a.CreateLabel(); var g = a.CreateLabel(); var after = a.CreateLabel();
             a.call(f);
@@ -99,6 +97,11 @@ public class SnippetTests(ITestOutputHelper output)
             a.mov(__qword_ptr[D + 8], rcx);
             a.ret();
         });
+
+    [Fact]
+    public void CallsPushCodeCacheReturnAddressesAndRetStaysRet()
+    {
+        var code = CallsProgram();
         var native = Support.Run(code, translate: false);
         var tx = Support.Run(code, translate: true);
         AssertExited(native);
@@ -129,7 +132,7 @@ public class SnippetTests(ITestOutputHelper output)
     }
 
     /// <summary>jmp reg, jmp [rip+table], call reg, call [rsp+8], call [rip+table2]; table holds t2, table2 holds f.</summary>
-    private static byte[] BuildIndirect(ref ulong t2Addr, ref ulong fAddr, bool final)
+    internal static byte[] BuildIndirect(ref ulong t2Addr, ref ulong fAddr, bool final)
     {
         var a = new Assembler(64);
         var t1 = a.CreateLabel(); var t2 = a.CreateLabel(); var f = a.CreateLabel(); var back1 = a.CreateLabel(); var back2 = a.CreateLabel();
@@ -177,8 +180,8 @@ public class SnippetTests(ITestOutputHelper output)
         return ms.ToArray();
     }
 
-    [Fact]
-    public void RipRelativeLoadsAndStoresReachNativeData()
+    /// <summary>RIP-relative and absolute loads and stores; with its data page.</summary>
+    internal static (byte[] Code, byte[] Data) RipRelativeDataProgram()
     {
         var code = Support.Asm(a =>
         {
@@ -200,6 +203,13 @@ public class SnippetTests(ITestOutputHelper output)
         var data = new byte[0x810];
         BitConverter.TryWriteBytes(data.AsSpan(0x800), 35UL);
         BitConverter.TryWriteBytes(data.AsSpan(0x808), 99UL);
+        return (code, data);
+    }
+
+    [Fact]
+    public void RipRelativeLoadsAndStoresReachNativeData()
+    {
+        var (code, data) = RipRelativeDataProgram();
         var r = SameAsNative(code, data);
         Assert.Equal(0x1122334455667788UL, Q(r.DataPage, 0));
         Assert.Equal(Support.Code + 2, Q(r.DataPage, 1));   // the native address, not a cache address
@@ -207,10 +217,8 @@ public class SnippetTests(ITestOutputHelper output)
         Assert.Equal(100UL, Q(r.DataPage, 0x808 / 8));
     }
 
-    [Fact]
-    public void RipRelativeOperandsAreReencodedForTheCache()
-    {
-        var code = Support.Asm(a =>
+    /// <summary>A RIP-relative read-modify-write of native text.</summary>
+    internal static byte[] RipRelativeStoreProgram() => Support.Asm(a =>
         {
             var cell = a.CreateLabel(); var over = a.CreateLabel();
             a.jmp(over);
@@ -222,14 +230,17 @@ public class SnippetTests(ITestOutputHelper output)
             a.mov(__qword_ptr[D], rax);
             Support.Exit(a);
         });
+
+    [Fact]
+    public void RipRelativeOperandsAreReencodedForTheCache()
+    {
+        var code = RipRelativeStoreProgram();
         var r = SameAsNative(code);
         Assert.Equal(42UL, Q(r.DataPage, 0));
     }
 
-    [Fact]
-    public void CountedLoopsAndJrcxzAreTranslated()
-    {
-        var code = Support.Asm(a =>
+    /// <summary>loop and jrcxz, taken and not.</summary>
+    internal static byte[] CountedLoopsProgram() => Support.Asm(a =>
         {
             var l = a.CreateLabel(); var z = a.CreateLabel(); var nz = a.CreateLabel();
             a.xor(eax, eax);
@@ -247,6 +258,11 @@ public class SnippetTests(ITestOutputHelper output)
             a.Label(ref nz);
             Support.Exit(a);
         });
+
+    [Fact]
+    public void CountedLoopsAndJrcxzAreTranslated()
+    {
+        var code = CountedLoopsProgram();
         var r = SameAsNative(code);
         Assert.Equal(1275UL, Q(r.DataPage, 0));
         Assert.Equal(0UL, Q(r.DataPage, 1));
