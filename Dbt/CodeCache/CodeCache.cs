@@ -109,14 +109,17 @@ public sealed class CodeCache
         exit.CopyTo(page, 0);
         DeadEnd = StubPage + 16;
         new byte[] { 0xFA, 0xF4, 0xEB, 0xFC }.CopyTo(page.AsSpan((int)(DeadEnd - StubPage))); // cli; hlt; jmp $-2
-        JumpTableL2 = StubPage + 32;
-        var (l2, missAt) = Stubs.JumpTableLevel2(JumpTableL2, perCpu);
-        l2.CopyTo(page.AsSpan((int)(JumpTableL2 - StubPage)));
-        IndirectMissVmcall = missAt;
+        var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu);
+        l2.CopyTo(page.AsSpan(32));
+        Level2 = routine;
+        JumpTableL2 = routine.Probe;
+        IndirectMissVmcall = routine.MissVmcall;
         Write(StubPage, page);
     }
 
-    /// <summary>The shared level-2 jumptable routine that every inline level-1 miss jumps to.</summary>
+    /// <summary>The shared level-2 jumptable routine and its entries (one per inline lookup form).</summary>
+    public readonly JumpTableLevel2 Level2;
+    /// <summary>The level-2 routine's probe: where the stack form's inline level-1 miss jumps.</summary>
     public readonly ulong JumpTableL2;
     /// <summary>Address of the vmcall a jumptable miss enters the dispatcher through (stack: [flags, target]).</summary>
     public readonly ulong IndirectMissVmcall;

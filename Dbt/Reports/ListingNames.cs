@@ -35,7 +35,7 @@ public sealed class ListingNames : IListingNames
                 ? $"call-out {e.What?.Split(' ')[0]} -> {Native(e.Target)}"
                 : $"edge {e.Kind.ToString().ToLowerInvariant()} -> {Native(e.Target)}";
         var c = dbt.Cache;
-        if (a == c.JumpTableL2) return "jumptable-level2";
+        if (c.Level2.EntryName(a) is { } level2) return level2;
         if (a == c.ExitStub) return "exit-stub";
         if (a == c.DeadEnd) return "dead-end";
         var inner = blocks.Values.FirstOrDefault(x => a - x.CacheStart < (ulong)x.CacheLength);

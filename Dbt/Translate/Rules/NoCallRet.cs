@@ -17,14 +17,9 @@ internal sealed class NativeReturnCallRule(bool indirect) : Rule
         var n = e.Native;
         ulong ret = n.NextIP;
         if ((ulong)(long)(int)ret != ret) throw new UnsupportedInstructionException(n, $"no-callret: the return address 0x{ret:x} does not fit a sign-extended imm32");
-        Instruction push = default;
-        if (indirect && !IndirectRule.TryTargetPush(n, afterPush: true, out push)) return Rulebook.Unsupported.Emit(e);
+        if (indirect && !IndirectRule.Supported(n, afterPush: true)) return Rulebook.Unsupported.Emit(e);
         e.Add(Instruction.Create(Code.Pushq_imm32, (int)ret));
-        if (indirect)
-        {
-            e.Add(push);
-            JumpTableLookup.Emit(e, popBytes: 0);
-        }
+        if (indirect) IndirectRule.EmitLookup(e, n, wordsPushed: 1);
         else e.BranchToNative(Emitter.Jmp, n.NearBranch64, EdgeKind.Jmp);
         return Flow.EndBlock;
     }
@@ -36,7 +31,7 @@ internal sealed class NativeReturnRetRule : Rule
     public override string Name => "no-callret-ret";
     public override Flow Emit(Emitter e)
     {
-        JumpTableLookup.Emit(e, popBytes: e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0);
+        JumpTableLookup.EmitStack(e, popBytes: e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0);
         return Flow.EndBlock;
     }
 }
