@@ -125,9 +125,10 @@ public class StateCheckTests(ITestOutputHelper output)
     /// jumptable enters the dispatcher with [flags, target], and the dispatcher drops only the
     /// target slot, so RSP stays imm16 bytes low ("rsp ... ffffffff80380000 ffffffff8037fff8 &lt;--
     /// differs" at the jumptable miss). The miss path (level-2 routine and dispatcher) does not know
-    /// the ret's immediate. Unskip once fixed.
+    /// the ret's immediate; the no-callret ret rule now moves the return address over the released
+    /// bytes first, so every path sees a plain ret.
     /// </summary>
-    [Theory(Skip = "open bug: no-callret 'ret imm16' through a jumptable miss leaves RSP imm16 bytes low (the miss does not know the immediate)")]
+    [Theory]
     [InlineData("no-callret")]
     public void RetImm16MatchesNativeAtEveryDispatcherEntry(string config)
     {

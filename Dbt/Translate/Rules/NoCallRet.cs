@@ -31,7 +31,18 @@ internal sealed class NativeReturnRetRule : Rule
     public override string Name => "no-callret-ret";
     public override Flow Emit(Emitter e)
     {
-        JumpTableLookup.EmitStack(e, popBytes: e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0);
+        ushort n = e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0;
+        if (n != 0)
+        {
+            // ret imm16: move the return address up over the n released bytes first (push m; pop m,
+            // whose address is computed after RSP moves; lea keeps the flags), so the lookup, its
+            // shared level-2 routine and the dispatcher's miss path only ever see a plain ret. (The
+            // level-2 hit and the miss left RSP n bytes low: found by the dispatcher-entry state check.)
+            e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP)));
+            e.Add(Instruction.Create(Code.Pop_rm64, new MemoryOperand(Register.RSP, n)));
+            e.Add(Instruction.Create(Code.Lea_r64_m, Register.RSP, new MemoryOperand(Register.RSP, n)));
+        }
+        JumpTableLookup.EmitStack(e, popBytes: 0);
         return Flow.EndBlock;
     }
 }
