@@ -201,4 +201,175 @@ public static class DbtScenarios
         // Branch hints (the translator's jcc prefixes) are noise in a message.
         return o.ToStringAndReset().Replace("hint-not-taken ", "").Replace("hint-taken ", "");
     }
+
+    // ---- the tx-nextpc-loc save/restore (TxNextPcGuest) ----------------------------------------
+
+    /// <summary>
+    /// The paper's tx-nextpc-loc hazard: a tick delivered between the dispatcher exit stub's
+    /// <c>popfq</c> (which restores IF=1) and its <c>jmp gs:[tx-nextpc-loc]</c> runs a timer handler
+    /// whose own jumptable miss (C_t, fresh each tick) overwrites tx-nextpc-loc; the interrupted jmp
+    /// goes to the right place only because the handler's entry translation saved tx-nextpc-loc in
+    /// the frame's redundant slot and the iretq rule restored it (<see cref="TxNextPcGuest"/>, two
+    /// vCPUs, each main loop making a fresh-target jumptable miss per iteration with IF=1). Planted
+    /// bug (<see cref="DbtOptions.PlantedNoTxNextPcRestore"/>): iretq does not restore, so the
+    /// interrupted exit continues at tx(C_t) in the main loop, which C_t reports. Correct form: the
+    /// default iretq rule. Every miss runs with IF=0 from the lookup's cli to the exit stub's popfq,
+    /// so a tick that becomes deliverable anywhere in there lands in the window; Coyote chooses each
+    /// tick's delay from [0, delayBound) instructions after its deadline. As in
+    /// <see cref="JumpTableLookup"/>, only the done flags are scheduling points.
+    /// </summary>
+    /// <param name="observe">Called with every execution's outcome before its check (measurements).</param>
+    public static Scenario TxNextPcRestore(bool noRestore, int ticks = 8, uint period = TxNextPcPeriod, int delayBound = TxNextPcDelayBound, int vcpus = 2,
+        int work = TxNextPcWork, Action<TxNextPcOutcome>? observe = null)
+    {
+        var guest = new TxNextPcGuest(vcpus, ticks, period, work);
+        var options = new DbtOptions { PlantedNoTxNextPcRestore = noRestore };
+        // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
+        DbtInstance? dbt = null;
+        return new Scenario(noRestore ? "tx-nextpc-no-restore" : "tx-nextpc-restore",
+            ctx =>
+            {
+                var m = new Machine.Machine(ctx.Options(vcpus, MaxInstructions, MemoryBytes, ReservedBytes));
+                guest.Load(m);
+                dbt = DbtInstance.Attach(m, options);
+                return m;
+            },
+            run =>
+            {
+                var outcome = EvaluateTxNextPc(guest, run.Machine, dbt!, run.Result);
+                observe?.Invoke(outcome);
+                Verify.That(outcome.Bug is null, outcome.Bug ?? "");
+                Verify.That(outcome.Problem is null, outcome.Problem ?? "");
+            })
+        {
+            Entry = TxNextPcGuest.Code,
+            Setup = v => v.Gpr(Reg.Rsp) = TxNextPcGuest.StackTop,
+            Control = new CoyoteOptions
+            {
+                InterruptDelayBound = delayBound,
+                PointFilter = PointFilters.SharedRange(TxNextPcGuest.SharedData, TxNextPcGuest.SharedData + TxNextPcGuest.SharedBytes),
+            },
+            NeedsSchedulingPoints = false,
+        };
+    }
+
+    /// <summary>
+    /// The tx-nextpc guest's default timer period: with no delay (a plain free-running or
+    /// deterministic run) every tick falls outside a dispatcher exit, so even the planted bug passes
+    /// plain runs (docs/verification.md has the numbers per period).
+    /// </summary>
+    public const uint TxNextPcPeriod = 300;
+    public const int TxNextPcWork = 60, TxNextPcDelayBound = 256;
+
+    /// <summary>One run of the tx-nextpc guest outside Coyote: translated with options, or natively when options is null.</summary>
+    public static TxNextPcOutcome RunTxNextPcGuest(ExecutionControl control, DbtOptions? options, int ticks = 8, uint period = TxNextPcPeriod, int vcpus = 2,
+        int work = TxNextPcWork)
+    {
+        var guest = new TxNextPcGuest(vcpus, ticks, period, work);
+        using var m = new Machine.Machine(new MachineOptions
+        {
+            Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = MaxInstructions, Control = control,
+        });
+        guest.Load(m);
+        var dbt = options is null ? null : DbtInstance.Attach(m, options);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var r = m.Run(cts.Token, entry: TxNextPcGuest.Code, setup: v => v.Gpr(Reg.Rsp) = TxNextPcGuest.StackTop);
+        return EvaluateTxNextPc(guest, m, dbt, r);
+    }
+
+    private static TxNextPcOutcome EvaluateTxNextPc(TxNextPcGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
+    {
+        ulong Q(ulong va) => m.Memory.ReadU64(TxNextPcGuest.Phys(va));
+        // The exit stub is "popfq; jmp gs:[tx-nextpc-loc]": a tick in the window interrupted the jmp.
+        ulong window = dbt is null ? ulong.MaxValue : dbt.Cache.ExitStub + 1;
+        var nativeOf = dbt is null ? new Dictionary<ulong, ulong>() : dbt.Translator.Blocks.GroupBy(b => b.CacheStart).ToDictionary(b => b.Key, b => b.First().NativeStart);
+        string Tx(ulong cacheAddress) => nativeOf.TryGetValue(cacheAddress, out ulong native) ? $"tx({TxNextPcGuest.TargetName(native)})" : $"0x{cacheAddress:x}";
+        int ticks = 0, inWindow = 0, inWindowAtMiss = 0;
+        long mainCalls = 0;
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = TxNextPcGuest.PerCpu(cpu);
+            int n = (int)Math.Min(Q(pc + TxNextPcGuest.OffTicks), (ulong)g.Ticks);
+            ticks += n;
+            mainCalls += (long)Q(pc + TxNextPcGuest.OffMainCalls);
+            for (int t = 1; t <= n; t++)
+            {
+                ulong at = (ulong)(t - 1) * 8;
+                if (Q(pc + TxNextPcGuest.OffTickRips + at) != window) continue;
+                inWindow++;
+                // The entry saved tx-nextpc-loc in the slot: the translation of the target the main
+                // loop was calling (or of a first-time edge's target).
+                if (nativeOf.TryGetValue(Q(pc + TxNextPcGuest.OffTickSlots + at), out ulong native) && native == Q(pc + TxNextPcGuest.OffTickExpected + at))
+                    inWindowAtMiss++;
+            }
+        }
+        TxNextPcOutcome Outcome(string? bug, string? problem) => new(bug, problem, r, ticks, inWindow, inWindowAtMiss, mainCalls);
+
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = TxNextPcGuest.PerCpu(cpu);
+            ulong status = Q(pc + TxNextPcGuest.OffWrong);
+            if (status == 0) continue;
+            ulong target = Q(pc + TxNextPcGuest.OffWrongTarget), expected = Q(pc + TxNextPcGuest.OffWrongExpected);
+            ulong tick = Q(pc + TxNextPcGuest.OffTicks);
+            ulong at = tick is >= 1 and <= TxNextPcGuest.MaxTicks ? (tick - 1) * 8 : 0;
+            ulong rip = Q(pc + TxNextPcGuest.OffTickRips + at), slot = Q(pc + TxNextPcGuest.OffTickSlots + at);
+            string where = dbt is null ? $"at 0x{rip:x}"
+                : rip == window ? $"between the exit stub's `popfq` and `jmp gs:[tx-nextpc-loc]` (cache 0x{rip:x})"
+                : Classify(m, dbt, rip).Text;
+            string name = TxNextPcGuest.TargetName(target);
+            return Outcome(status switch
+            {
+                TxNextPcGuest.StatusHandlerTargetInMainLoop =>
+                    $"vCPU {cpu}'s main loop continued at the timer handler's target {name} (0x{target:x}) instead of {TxNextPcGuest.TargetName(expected)}: " +
+                    $"tick {tick} arrived {where}, the handler's jumptable miss for {name} overwrote tx-nextpc-loc, " +
+                    $"and iretq did not restore it from the frame's redundant slot (which held {Tx(slot)})",
+                TxNextPcGuest.StatusWrongMainTarget =>
+                    $"vCPU {cpu}'s main loop reached {name} (0x{target:x}) while calling {TxNextPcGuest.TargetName(expected)} (tick {tick}; last tick {where})",
+                TxNextPcGuest.StatusMainTargetInHandler =>
+                    $"vCPU {cpu}'s timer handler ran the main loop's target {name} (0x{target:x}) (tick {tick}; last tick {where})",
+                _ => $"vCPU {cpu} recorded status {status} at target 0x{target:x}",
+            }, null);
+        }
+        if (r.Reason != StopReason.Exited || r.ExitStatus != 0)
+            return Outcome(null, $"the machine stopped with {r.Reason} (status {r.ExitStatus}), not exit 0: {r.Message}");
+        long iterations = 0;
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = TxNextPcGuest.PerCpu(cpu);
+            ulong n = Q(pc + TxNextPcGuest.OffTicks), handlerCalls = Q(pc + TxNextPcGuest.OffHandlerCalls);
+            ulong main = Q(pc + TxNextPcGuest.OffMainCalls), iter = Q(pc + TxNextPcGuest.OffIter);
+            iterations += (long)iter;
+            if (n != (ulong)g.Ticks || handlerCalls != (ulong)g.Ticks || main != iter || main <= (ulong)g.Ticks)
+                return Outcome(null, $"vCPU {cpu}: {n} ticks, {handlerCalls} handler calls, {main} main-loop calls of {iter} iterations (expected {g.Ticks}, {g.Ticks}, every iteration's)");
+        }
+        if (dbt is not null)
+        {
+            var s = dbt.Stats;
+            // Every call is a first-time target on its vCPU: one jumptable miss per main-loop
+            // iteration and per tick.
+            long expected = iterations + (long)g.Ticks * g.Vcpus;
+            if (s.Failure is not null || s.Flushes != 0 || s.IndirectDispatches != expected)
+                return Outcome(null, $"DBT: failure {s.Failure ?? "none"}, {s.Flushes} flushes, {s.IndirectDispatches} jumptable misses (expected {expected})");
+        }
+        return Outcome(null, null);
+    }
+}
+
+/// <summary>What one run of <see cref="TxNextPcGuest"/> showed.</summary>
+/// <param name="Bug">The hazard's failure (an interrupted dispatcher exit continued at the handler's target), or another wrong continuation; null if none.</param>
+/// <param name="Problem">Any other way the run did not pass (a stop other than exit 0, wrong counts, a DBT failure), or null.</param>
+/// <param name="Ticks">Timer ticks delivered (all vCPUs).</param>
+/// <param name="TicksInWindow">
+/// Ticks delivered between the exit stub's popfq and its jmp (the interrupted RIP in the frame is the
+/// jmp): every one is the hazard under the planted bug; in a clean run they show the window was hit.
+/// </param>
+/// <param name="TicksInWindowAtMiss">
+/// Of those, the ones whose frame slot held the translation of the main loop's current target (the
+/// tick interrupted the exit of that target's jumptable miss), rather than a first-time edge's.
+/// </param>
+/// <param name="MainCalls">Main-loop target calls that arrived where they should (all vCPUs).</param>
+public sealed record TxNextPcOutcome(string? Bug, string? Problem, RunResult Result, int Ticks, int TicksInWindow, int TicksInWindowAtMiss, long MainCalls)
+{
+    public bool Clean => Bug is null && Problem is null;
 }
