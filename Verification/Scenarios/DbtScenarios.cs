@@ -43,7 +43,7 @@ public static class DbtScenarios
     /// handler's first-time call to C_t (same level-1 slot) makes the dispatcher replace A_t's
     /// level-1 entry (<see cref="JumpTableRaceGuest"/>). Planted bug
     /// (<see cref="DbtOptions.PlantedLookupWithInterrupts"/>): the inline lookup runs with IF=1, so
-    /// a tick between its hit test (<c>cmp rax, [rbx]</c>) and its read of tx (<c>mov rax, [rbx+8]</c>)
+    /// a tick between its hit test (<c>cmp rax, [rbx]</c>) and its read of tx (<c>push qword [rbx+8]</c> in the register form)
     /// sends the main loop to C_t: two instruction boundaries of the ~30-instruction translated loop.
     /// Correct form: the default rule (pushfq; cli ... popfq). Coyote chooses each tick's delay from
     /// [0, delayBound) instructions after its deadline; the vCPUs share nothing but their done
