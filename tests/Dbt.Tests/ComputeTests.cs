@@ -45,8 +45,11 @@ public class ComputeTests(ITestOutputHelper output)
         output.WriteLine(s.ToString());
         Assert.Equal(0, tx.NativeDecodes); // every executed instruction came from the code cache
         Assert.True(native.NativeDecodes > 0);
-        Assert.True(ratio < 1.5, $"instruction overhead {ratio:F3} >= 1.5");
+        // Free-running totals include the vCPUs' spin-waits for each other, which depend on host load
+        // (a loaded 2-core host measured 1.7x): only deterministic runs pin the instruction overhead.
+        // Free runs must still stay out of the dispatcher once warm (a stale-decode storm would not).
         if (control == "det") Assert.True(ratio < 1.01, $"deterministic instruction overhead {ratio:F4} (only warm-up dispatcher entries expected)");
+        else Assert.True(s.DispatcherEntries < 2_000, $"{s.DispatcherEntries} dispatcher entries (warm-up is about 170)");
         Assert.True(s.BlocksTranslated > 10 && s.ChainedEdges > 10);
         Assert.True(s.ExpansionFactor is > 0.8 and < 2.0, $"expansion {s.ExpansionFactor}");
     }
