@@ -36,6 +36,8 @@ internal sealed unsafe class BlockBuilder
     {
         if (!mem.InRam(pa)) throw GuestFault.Ud(); // fetching outside RAM reads all ones: not an instruction
         var page = mem.GetOrCreateCodePage(pa >> PhysicalMemory.PageShift);
+        // Read before the bytes (acquire): a host write that retired blocks after our read of them bumps it.
+        int generation = Volatile.Read(ref page.WriteGeneration);
         int off = (int)(pa & 0xFFF);
         var existing = Volatile.Read(ref page.Blocks[off]);
         // A block holds absolute addresses (RIP, branch targets, RIP-relative operands), so it is only
@@ -86,10 +88,14 @@ internal sealed unsafe class BlockBuilder
         }
         var pinned = GC.AllocateArray<Insn>(count, pinned: true);
         scratch.AsSpan(0, count).CopyTo(pinned);
-        var block = new Block { Insns = pinned, Count = count, PhysStart = pa, Page = page, Page2 = page2 };
-        // Re-reading the bytes is unnecessary: a write after the code map was set invalidates the page,
-        // and the block is then rebuilt at the next lookup.
+        var block = new Block { Insns = pinned, Count = count, PhysStart = pa, PhysEnd = pa + (ip - rip), Page = page, Page2 = page2 };
+        // Re-reading the bytes is unnecessary: a guest write after the code map was set invalidates the
+        // page, and the block is then rebuilt at the next lookup. A host write retires the blocks it
+        // overlaps after bumping the generation: if it scanned before this block was published, the
+        // generation read after publishing shows it (store-fence-load on both sides).
         Interlocked.CompareExchange(ref page.Blocks[off], block, existing);
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref page.WriteGeneration) != generation) block.Dead = true;
         cpu.BlocksDecoded++;
         cpu.Machine.BlockDecoded?.Invoke(cpu, rip, pa);
         return block;

@@ -61,21 +61,28 @@ public sealed unsafe class Block
     public required CodePage Page;
     /// <summary>Set when the last instruction straddles into the next physical page.</summary>
     public CodePage? Page2;
+    /// <summary>Physical end (exclusive) of the block's bytes.</summary>
+    public required ulong PhysEnd;
+    /// <summary>Retired alone: a host write overlapped its bytes (PhysicalMemory.Write) while its page stayed valid.</summary>
+    public volatile bool Dead;
 
     public bool Valid
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => Page.Valid && (Page2 is null || Page2.Valid);
+        get => !Dead && Page.Valid && (Page2 is null || Page2.Valid);
     }
 }
 
 /// <summary>
-/// The decoded blocks of one physical page. A write to the page invalidates the whole object;
-/// a fresh one is made on the next decode. Shared by every vCPU.
+/// The decoded blocks of one physical page. A guest write to the page invalidates the whole object;
+/// a fresh one is made on the next decode. A host write (a DBT adding a block or patching a branch)
+/// retires only the blocks it overlaps (PhysicalMemory.Write), counting in WriteGeneration so that
+/// a decode racing with it retires its own block. Shared by every vCPU.
 /// </summary>
 public sealed class CodePage(ulong ppn)
 {
     public readonly ulong Ppn = ppn;
     public volatile bool Valid = true;
     public readonly Block?[] Blocks = new Block?[4096];
+    public int WriteGeneration;
 }

@@ -13,6 +13,7 @@ namespace Harness.Machine.Memory;
 public sealed unsafe class PhysicalMemory : IDisposable
 {
     public const int PageShift = 12;
+    private const ulong PageMask = 0xFFF;
     public const ulong PageSize = 1UL << PageShift;
 
     public readonly ulong Size;
@@ -59,8 +60,34 @@ public sealed unsafe class PhysicalMemory : IDisposable
     {
         data.CopyTo(Span(pa, data.Length));
         Interlocked.MemoryBarrier(); // the stores before the code-map loads (store-load order needs a fence)
-        for (ulong p = pa >> PageShift; p <= (pa + (ulong)data.Length - 1) >> PageShift && data.Length > 0; p++)
-            if (CodeMap[p] != 0) InvalidateCode(p);
+        ulong end = pa + (ulong)data.Length;
+        for (ulong p = pa >> PageShift; p <= (end - 1) >> PageShift && data.Length > 0; p++)
+            if (CodeMap[p] != 0) RetireOverlapping(p, Math.Max(pa, p << PageShift), Math.Min(end, (p + 1) << PageShift));
+    }
+
+    // The longest block's bytes (BlockBuilder.MaxInsns instructions of at most 15 bytes).
+    private const ulong MaxBlockBytes = 48 * 15;
+
+    /// <summary>
+    /// A host write to [from, to) on a page with decoded code: retires only the blocks whose bytes it
+    /// overlaps, so a DBT appending blocks to a page (or patching one branch) does not make every vCPU
+    /// re-decode the rest of it. Bytes in the first 15 of the page may belong to a block that
+    /// straddles in from the previous page (found only through that page): then, and when the page
+    /// object is not published yet, the whole page goes.
+    /// </summary>
+    private void RetireOverlapping(ulong ppn, ulong from, ulong to)
+    {
+        var page = Volatile.Read(ref codePages[ppn]);
+        if (page is null || (from & PageMask) < 15) { InvalidateCode(ppn); return; }
+        Interlocked.Increment(ref page.WriteGeneration); // a full fence: before the scan's loads
+        ulong pageBase = ppn << PageShift;
+        int first = (int)(from - pageBase < MaxBlockBytes ? 0 : from - pageBase - MaxBlockBytes);
+        int last = (int)(to - pageBase);
+        for (int off = first; off < last; off++)
+        {
+            var b = Volatile.Read(ref page.Blocks[off]);
+            if (b is not null && b.PhysStart < to && b.PhysEnd > from) b.Dead = true;
+        }
     }
 
     public void WriteU64(ulong pa, ulong v) { Span<byte> b = stackalloc byte[8]; BitConverter.TryWriteBytes(b, v); Write(pa, b); }

@@ -133,6 +133,46 @@ public class CodeModificationTests
     }
 
     [Fact]
+    public void AHostWriteBesideDecodedCodeKeepsItDecodedAndAWriteIntoItRetiresIt()
+    {
+        // A DBT appends blocks to a page whose earlier blocks run: only blocks the write overlaps are
+        // retired (PhysicalMemory.RetireOverlapping), so the rest are not decoded again.
+        const ulong fAddr = 0x100800, spare = 0x100c00;
+        var f0 = Support.Asm(a => { a.mov(eax, 7); a.ret(); }, fAddr);
+        var f1 = Support.Asm(a => { a.mov(eax, 35); a.ret(); }, fAddr);
+        var code = Support.Asm(a =>
+        {
+            a.mov(r13, fAddr);
+            a.call(r13);
+            a.mov(r12, rax);
+            a.vmcall();                          // 1: the host writes beside f (same page)
+            a.call(r13);
+            a.add(r12, rax);
+            a.vmcall();                          // 2: the host rewrites f
+            a.call(r13);
+            a.add(rax, r12);
+            a.@out(0xF4, eax);
+        });
+        using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
+        m.Memory.Write(0x100000, code);
+        m.Memory.Write(fAddr, f0);
+        int calls = 0;
+        var decodedF = new List<int>();
+        m.BlockDecoded = (_, _, pa) => { if (pa == fAddr) decodedF.Add(calls); };
+        m.Vmcall = _ =>
+        {
+            calls++;
+            if (calls == 1) m.Memory.Write(spare, new byte[] { 0xC3, 0xC3, 0xC3, 0xC3 });
+            else m.Memory.Write(fAddr, f1);
+        };
+        var r = m.Run(entry: 0x100000);
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal(7 + 7 + 35, r.ExitStatus);
+        // f decoded before the first call-out, not again after the write beside it, again after the write into it.
+        Assert.Equal(new[] { 0, 2 }, decodedF);
+    }
+
+    [Fact]
     public void UnknownPortsReadAllOnesAndIgnoreWrites()
     {
         var code = Support.Asm(a =>
