@@ -93,7 +93,12 @@ internal sealed unsafe class BlockBuilder
         // page, and the block is then rebuilt at the next lookup. A host write retires the blocks it
         // overlaps after bumping the generation: if it scanned before this block was published, the
         // generation read after publishing shows it (store-fence-load on both sides).
-        Interlocked.CompareExchange(ref page.Blocks[off], block, existing);
+        // Only blocks in page.Blocks are found by a host write's scan, so no valid block may live
+        // outside it (in some vCPU's lookup cache): a block that lost the race to publish, or one
+        // this replaces (another alias's), is retired here.
+        var raced = Interlocked.CompareExchange(ref page.Blocks[off], block, existing);
+        if (raced != existing) block.Dead = true;
+        else if (existing is not null) existing.Dead = true;
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref page.WriteGeneration) != generation) block.Dead = true;
         cpu.BlocksDecoded++;
