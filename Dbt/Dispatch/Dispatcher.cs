@@ -134,9 +134,8 @@ public sealed class Dispatcher
         for (int attempt = 1; ; attempt++)
         {
             try { return step(); }
-            catch (CodeCache.CodeCacheFullException e) when (attempt < 4)
+            catch (CodeCache.CodeCacheFullException) when (attempt < 4)
             {
-                _ = e;
                 Switch.SwitchOff(v, wipe: true);
                 Switch.SwitchOn(v);
             }

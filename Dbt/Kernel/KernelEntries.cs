@@ -78,9 +78,16 @@ public sealed unsafe class KernelEntries
     /// </summary>
     internal void InitPerCpu(Vcpu v)
     {
-        ulong gs = (long)v.S->GsBase < 0 ? v.S->GsBase : v.S->KernelGsBase;
-        if ((long)gs >= 0) throw new TranslationException($"vCPU {v.Index}: no kernel per-CPU area (GS base 0x{v.S->GsBase:x}, kernel GS base 0x{v.S->KernelGsBase:x})");
+        if (KernelGsBase(v) is not ulong gs)
+            throw new TranslationException($"vCPU {v.Index}: no kernel per-CPU area (GS base 0x{v.S->GsBase:x}, kernel GS base 0x{v.S->KernelGsBase:x})");
         v.Write64(gs + cache.PerCpu.JumpTablePtr, jumpTables[v.Index]);
+    }
+
+    /// <summary>The kernel's per-CPU base of a vCPU: GS base in the kernel, the swapped-out KERNEL_GS_BASE otherwise; null if neither is a kernel address.</summary>
+    internal static ulong? KernelGsBase(Vcpu v)
+    {
+        ulong gs = (long)v.S->GsBase < 0 ? v.S->GsBase : v.S->KernelGsBase;
+        return (long)gs < 0 ? gs : null;
     }
 
     /// <summary>switchoff for one vCPU: the kernel's own IDT and LSTAR back in place.</summary>

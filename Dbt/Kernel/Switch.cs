@@ -42,7 +42,6 @@ public sealed unsafe class Switch
     private readonly DbtStats stats;
     private readonly ulong? threadList;
     private volatile bool on;
-    private static readonly bool debug = Environment.GetEnvironmentVariable("HARNESS_DBT_DEBUG") is not null;
     private readonly bool plantedKeepStacks;
 
     internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
@@ -120,7 +119,6 @@ public sealed unsafe class Switch
             foreach (var u in machine.Vcpus)
             {
                 if (!u.Started) continue;
-                if (debug) Console.Error.WriteLine($"DBG switchoff by {by.Index}: vCPU {u.Index} cpl {u.Cpl} rip 0x{u.Rip:x} rsp 0x{u.Gpr(Reg.Rsp):x} halted {u.IsHalted}");
                 if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && cache.Contains(u.Rip) && !TryRecoverCurrent(u, sorted, apply: true))
                     throw new SwitchException($"vCPU {u.Index} is parked at 0x{u.Rip:x}, which has no native equivalent");
                 kernel.SwitchOff(u);
@@ -133,7 +131,6 @@ public sealed unsafe class Switch
                     for (int g = 0; g < 16; g++)
                         if (g != Reg.Rsp && cache.Contains(u.Gpr(g)) && BlockTranslator.RecoverAt(sorted, u.Gpr(g)) is { Pops: 0, TargetOnStack: false } rr)
                         {
-                            if (debug) Console.Error.WriteLine($"DBG   vCPU {u.Index} r{g}: 0x{u.Gpr(g):x} -> 0x{rr.Native:x}");
                             u.Gpr(g) = rr.Native;
                             stats.RegistersRewritten++;
                         }
@@ -158,8 +155,7 @@ public sealed unsafe class Switch
             catch (Exception e) when (e is SwitchException or TranslationException or GuestFault) { failure = e; }
         });
         if (failure is not null)
-            throw new SwitchException($"{what} failed: {(failure is GuestFault g ? $"guest fault {g} reading guest memory" : failure.Message)}"
-                + (Environment.GetEnvironmentVariable("HARNESS_DBT_DEBUG") is null ? "" : "\n" + failure.StackTrace));
+            throw new SwitchException($"{what} failed: {(failure is GuestFault g ? $"guest fault {g} reading guest memory" : failure.Message)}");
         if (!ran) throw new SwitchException("the machine stopped during a switch");
     }
 
@@ -169,7 +165,6 @@ public sealed unsafe class Switch
     private bool TryRecoverCurrent(Vcpu u, TranslatedBlock[] sorted, bool apply)
     {
         ulong pc = u.Rip, rsp = u.Gpr(Reg.Rsp);
-        ulong gs = u.S->GsBase;
         Recovery? r;
         if (pc == cache.ExitStub || pc == cache.ExitStub + 1)
         {
@@ -248,7 +243,6 @@ public sealed unsafe class Switch
                 if (!cache.Contains(w)) continue;
                 if (NativeWord(v, a, top, w, sorted, pendingTx) is { } n)
                 {
-                    if (debug) Console.Error.WriteLine($"DBG   stack 0x{a:x}: 0x{w:x} -> 0x{n:x}");
                     v.Write64(a, n); words++;
                 }
                 else stats.StackWordsLeft++;
@@ -311,8 +305,7 @@ public sealed unsafe class Switch
     /// </summary>
     private ulong? PerCpuTx(Vcpu u)
     {
-        ulong gs = (long)u.S->GsBase < 0 ? u.S->GsBase : u.S->KernelGsBase;
-        if ((long)gs >= 0) return null;
+        if (KernelEntries.KernelGsBase(u) is not ulong gs) return null;
         try { return u.Read64(gs + cache.PerCpu.TxNextPcLoc); }
         catch (GuestFault) { return null; }
     }

@@ -90,16 +90,7 @@ public sealed class BlockTranslator
     /// </summary>
     internal static Recovery? RecoverAt(TranslatedBlock[] blocksByStart, ulong pc)
     {
-        int lo = 0, hi = blocksByStart.Length - 1, found = -1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) / 2;
-            if (blocksByStart[mid].CacheStart <= pc) { found = mid; lo = mid + 1; }
-            else hi = mid - 1;
-        }
-        if (found < 0) return null;
-        var b = blocksByStart[found];
-        if (pc - b.CacheStart >= (ulong)b.CacheLength) return null;
+        if (BlockAt(blocksByStart, pc) is not { } b || pc - b.CacheStart >= (ulong)b.CacheLength) return null;
         uint off = (uint)(pc - b.CacheStart);
         foreach (var (o, r) in b.Points) if (o == off) return r;
         return null;
@@ -125,6 +116,14 @@ public sealed class BlockTranslator
     /// <summary>True if pc is a return point of a translated call (see TranslatedBlock.ReturnPoints).</summary>
     internal static bool IsReturnPoint(TranslatedBlock[] blocksByStart, ulong pc)
     {
+        if (BlockAt(blocksByStart, pc) is not { } b) return false;
+        ulong off = pc - b.CacheStart;
+        return off <= (ulong)b.CacheLength && Array.IndexOf(b.ReturnPoints, (uint)off) >= 0;
+    }
+
+    /// <summary>The block with the greatest CacheStart at or below pc, or null.</summary>
+    private static TranslatedBlock? BlockAt(TranslatedBlock[] blocksByStart, ulong pc)
+    {
         int lo = 0, hi = blocksByStart.Length - 1, found = -1;
         while (lo <= hi)
         {
@@ -132,10 +131,7 @@ public sealed class BlockTranslator
             if (blocksByStart[mid].CacheStart <= pc) { found = mid; lo = mid + 1; }
             else hi = mid - 1;
         }
-        if (found < 0) return false;
-        var b = blocksByStart[found];
-        ulong off = pc - b.CacheStart;
-        return off <= (ulong)b.CacheLength && Array.IndexOf(b.ReturnPoints, (uint)off) >= 0;
+        return found < 0 ? null : blocksByStart[found];
     }
 
     /// <summary>A snapshot of the translated blocks, in translation order.</summary>
