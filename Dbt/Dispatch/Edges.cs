@@ -25,7 +25,17 @@ public sealed class Edge
     /// <summary>For <see cref="EdgeKind.CallOut"/>: what to do before continuing at Target (never chained).</summary>
     public CallOut? Effect { get; init; }
     /// <summary>For call-outs: the native instruction emulated (diagnostics).</summary>
-    public string? What { get; init; }
+    public string? What
+    {
+        // Formatted on first use: Iced builds a new formatter per ToString, which cost as much as
+        // translating the block when every wrmsr was named at translation time.
+        get => what ??= Emulated?.ToString();
+        init => what = value;
+    }
+    private string? what;
+
+    /// <summary>For call-outs: the emulated instruction, when What is left to be formatted from it.</summary>
+    public Iced.Intel.Instruction? Emulated { get; init; }
     /// <summary>
     /// The native address whose state a vCPU inside the stub is in (before its vmcall): the branch
     /// target for a branch edge (the branch was taken), the emulated instruction for a call-out.
@@ -60,10 +70,10 @@ public sealed class EdgeTable
     public int Count => Volatile.Read(ref count);
 
     /// <summary>Allocates and writes a new stub for an edge to target (caller holds the translator lock).</summary>
-    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null, ulong? resume = null)
+    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null, ulong? resume = null, Iced.Intel.Instruction? emulated = null)
     {
         ulong stub = cache.Edges.Allocate(CodeCache.CodeCache.EdgeStubSize, CodeCache.CodeCache.EdgeStubSize);
-        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what, Resume = resume ?? target };
+        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what, Emulated = emulated, Resume = resume ?? target };
         Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
         bytes.Fill(0xCC);
         CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);

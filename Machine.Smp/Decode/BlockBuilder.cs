@@ -96,6 +96,7 @@ internal sealed unsafe class BlockBuilder
         // Only blocks in page.Blocks are found by a host write's scan, so no valid block may live
         // outside it (in some vCPU's lookup cache): a block that lost the race to publish, or one
         // this replaces (another alias's), is retired here.
+        page.NoteBlockBytes((int)(ip - rip));
         var raced = Interlocked.CompareExchange(ref page.Blocks[off], block, existing);
         if (raced != existing) block.Dead = true;
         else if (existing is not null) existing.Dead = true;

@@ -85,4 +85,23 @@ public sealed class CodePage(ulong ppn)
     public volatile bool Valid = true;
     public readonly Block?[] Blocks = new Block?[4096];
     public int WriteGeneration;
+
+    /// <summary>
+    /// The longest block ever published in <see cref="Blocks"/> (bytes; only grows): how far before a
+    /// host write its overlap scan must start. Raised before a block is published (a full fence), so
+    /// a scan that reads a smaller value bumped the generation before the publisher re-checks it.
+    /// </summary>
+    public int MaxBlockBytes;
+
+    internal void NoteBlockBytes(int bytes)
+    {
+        int seen = Volatile.Read(ref MaxBlockBytes);
+        while (bytes > seen)
+        {
+            int was = Interlocked.CompareExchange(ref MaxBlockBytes, bytes, seen);
+            if (was == seen) return;
+            seen = was;
+        }
+        Interlocked.MemoryBarrier(); // the same ordering when no store was needed
+    }
 }

@@ -65,9 +65,6 @@ public sealed unsafe class PhysicalMemory : IDisposable
             if (CodeMap[p] != 0) RetireOverlapping(p, Math.Max(pa, p << PageShift), Math.Min(end, (p + 1) << PageShift));
     }
 
-    // The longest block's bytes (BlockBuilder.MaxInsns instructions of at most 15 bytes).
-    private const ulong MaxBlockBytes = 48 * 15;
-
     /// <summary>
     /// A host write to [from, to) on a page with decoded code: retires only the blocks whose bytes it
     /// overlaps, so a DBT appending blocks to a page (or patching one branch) does not make every vCPU
@@ -81,7 +78,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
         if (page is null || (from & PageMask) < 15) { InvalidateCode(ppn); return; }
         Interlocked.Increment(ref page.WriteGeneration); // a full fence: before the scan's loads
         ulong pageBase = ppn << PageShift;
-        int first = (int)(from - pageBase < MaxBlockBytes ? 0 : from - pageBase - MaxBlockBytes);
+        // Blocks starting more than the page's longest block before the write cannot overlap it. A
+        // block published after this read was raised after our increment, so its publisher sees the
+        // new generation and retires it itself.
+        ulong reach = (ulong)Volatile.Read(ref page.MaxBlockBytes);
+        int first = (int)(from - pageBase < reach ? 0 : from - pageBase - reach);
         int last = (int)(to - pageBase);
         for (int off = first; off < last; off++)
         {

@@ -8,7 +8,7 @@ internal sealed class DescriptorTableRule(bool load) : Rule
     {
         var ins = e.Native;
         var kernel = e.Translator.Kernel;
-        e.CallOut(load ? (v, rsp) => kernel.Lidt(v, rsp, ins) : (v, rsp) => kernel.Sidt(v, rsp, ins), e.NextNative, ins.ToString());
+        e.CallOut(load ? (v, rsp) => kernel.Lidt(v, rsp, ins) : (v, rsp) => kernel.Sidt(v, rsp, ins), e.NextNative);
         return Flow.EndBlock;
     }
 }

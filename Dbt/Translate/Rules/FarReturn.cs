@@ -13,7 +13,7 @@ internal sealed class FarReturnRule : Rule
     public override Flow Emit(Emitter e)
     {
         if (e.Native.Code != Code.Retfq) return Rulebook.Unsupported.Emit(e);
-        e.CallOut(Kernel.KernelEntries.FarReturn, e.NextNative, e.Native.ToString());
+        e.CallOut(Kernel.KernelEntries.FarReturn, e.NextNative);
         return Flow.EndBlock;
     }
 }

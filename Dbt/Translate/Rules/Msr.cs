@@ -34,7 +34,7 @@ internal sealed class MsrRule(bool write) : Rule
         e.Add(Instruction.CreateBranch(Code.Jmp_rel8_64, e.LabelAhead(3)));
         e.Add(Instruction.Create(Code.Popfq));
         var kernel = e.Translator.Kernel;
-        e.CallOut(write ? kernel.WrmsrCallOut : kernel.RdmsrCallOut, e.NextNative, e.Native.ToString());
+        e.CallOut(write ? kernel.WrmsrCallOut : kernel.RdmsrCallOut, e.NextNative);
         return Flow.Continue;
     }
 }

@@ -173,6 +173,36 @@ public class CodeModificationTests
     }
 
     [Fact]
+    public void AHostWriteToTheTailOfALongDecodedBlockRetiresIt()
+    {
+        // The overlap scan starts the page's longest block before the write (CodePage.MaxBlockBytes):
+        // a write to the immediate at the end of a 200-byte block must still find the block's start.
+        const ulong fAddr = 0x100400;
+        byte[] F(int value) => Support.Asm(a => { for (int i = 0; i < 40; i++) a.nop(); a.mov(eax, value); a.ret(); }, fAddr);
+        var f0 = F(7);
+        var f1 = F(35);
+        int tail = f0.Length - 5; // the mov's imm32 (then ret)
+        Assert.Equal(0x100400 + 40 + 1, (int)fAddr + tail);
+        var code = Support.Asm(a =>
+        {
+            a.mov(r13, fAddr);
+            a.call(r13);
+            a.mov(r12, rax);
+            a.vmcall();                          // the host rewrites the imm32 only
+            a.call(r13);
+            a.add(rax, r12);
+            a.@out(0xF4, eax);
+        });
+        using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
+        m.Memory.Write(0x100000, code);
+        m.Memory.Write(fAddr, f0);
+        m.Vmcall = _ => m.Memory.Write(fAddr + (ulong)tail, f1.AsSpan(tail, 4));
+        var r = m.Run(entry: 0x100000);
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal(7 + 35, r.ExitStatus);
+    }
+
+    [Fact]
     public void UnknownPortsReadAllOnesAndIgnoreWrites()
     {
         var code = Support.Asm(a =>
