@@ -28,9 +28,8 @@ public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong C
 /// Translates native code blocks into the main pool. A block is the straight-line native code from
 /// an address up to an unconditional control transfer (jmp, ret, indirect jmp, iretq, ...); jcc and
 /// call do not end it (their fall-through follows in the same block). Each native instruction is
-/// translated by its <see cref="Rulebook"/> rule into an <see cref="Emitter"/> list, which Iced's
-/// BlockEncoder encodes at the block's cache address in two passes (the second pads each patchable
-/// rel32 to a 4-byte boundary).
+/// translated by its <see cref="Rulebook"/> rule into an <see cref="Emitter"/> list, which Layout
+/// encodes at the block's cache address in one pass (padding each patchable rel32 to a 4-byte boundary).
 ///
 /// Concurrency: the native-to-cache map is a ConcurrentDictionary read without locks; adding a block
 /// (allocation, encoding, writing, publishing) is the one thing serialized across vCPUs, by

@@ -5,10 +5,10 @@ namespace Harness.Dbt.Translate;
 
 /// <summary>
 /// The translated instruction list of one block under construction, as the rules see it. Every
-/// item gets a unique synthetic IP (Iced's BlockEncoder uses IPs as labels for branches inside the
-/// block; RIP-relative operands of decoded instructions hold absolute addresses, so the IP of an
-/// identity-translated instruction does not matter and BlockEncoder re-encodes them for their new
-/// location). Branches that may later be chained are "patchable": they are laid out by
+/// item gets a unique synthetic IP, item k's being (k + 1) * IpStep: a branch inside the block names
+/// its target by that IP (a label), which the layout turns into the item's cache address. RIP-relative
+/// operands of decoded instructions hold absolute addresses, so the IP of an identity-translated
+/// instruction does not matter: the layout's encoder re-encodes them for their new location. Branches that may later be chained are "patchable": they are laid out by
 /// <see cref="BlockTranslator"/> as raw bytes whose rel32 is 4-byte aligned (padded with ignored
 /// 0x2E prefixes, so alignment costs no executed instruction) and whose site is recorded.
 /// Rules (and client snippets) only ever append; a user's rule gets the same surface as the built-in

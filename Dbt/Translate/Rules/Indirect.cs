@@ -52,7 +52,7 @@ internal sealed class IndirectRule(bool call) : Rule
 
     /// <summary>
     /// "mov rax, m64" with the memory operand of n (base, index, scale, displacement, segment; a
-    /// RIP-relative operand holds its absolute address, which BlockEncoder re-encodes); words: words
+    /// RIP-relative operand holds its absolute address, which the layout re-encodes); words: words
     /// on the stack above n's RSP when the load runs, which an RSP-based operand skips.
     /// </summary>
     internal static Instruction TargetLoad(in Instruction n, int words)
