@@ -88,6 +88,10 @@ public static class UndefinedFlags
                 if (n == 0) break;                        // masked count 0: flags unchanged
                 e.Defined = CF | OF;                      // rotates touch only CF and OF
                 if (n != 1) { e.Defined = CF; e.Undefined = OF; }  // OF only defined for count 1
+                // rcl/rcr of 8 or 16 bits rotate by the count mod 9 or 17: by 0 (a count of 9, 18,
+                // 27 or 17) nothing moves and CF keeps its value, defined or not (found by the Shifts
+                // property: an undefined CF from shld si,r13w,cl with cl=26 passed through rcr bl,27).
+                if (m is Mnemonic.Rcl or Mnemonic.Rcr && bits < 32 && n % (bits + 1) == 0) e.Defined &= ~CF;
                 break;
             }
             case Mnemonic.Shld: case Mnemonic.Shrd:
