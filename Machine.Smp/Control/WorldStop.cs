@@ -81,7 +81,7 @@ public sealed class WorldStop
                     // Never a silent hang: name every vCPU's state.
                     string states = string.Join("; ", machine.Vcpus.Where(v => v.Started && v != by)
                         .Select(v => $"vCPU {v.Index} rip 0x{v.Rip:x} cpl {v.Cpl}{(v.IsHalted ? " halted" : "")}"));
-                    machine.Stop(StopReason.HostError, 0, $"world stop requested by vCPU {by.Index}: the others did not park within {Timeout.TotalSeconds:F0} s ({states})");
+                    machine.Stop(StopReason.HostError, 0, $"world stop requested by vCPU {by.Index}: the others did not park within {(Timeout.TotalSeconds >= 1 ? $"{Timeout.TotalSeconds:F0} s" : $"{Timeout.TotalMilliseconds:F0} ms")} ({states})");
                     return false;
                 }
                 Thread.Yield();

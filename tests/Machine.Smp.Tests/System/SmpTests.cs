@@ -16,7 +16,7 @@ public class SmpTests
         Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == status, $"expected exit {status}, got {r.Reason} {r.ExitStatus}: {r.Message}");
 
     /// <summary>Emits the BSP side of starting AP n: mailbox (rip = label, rsp, arg) and the start-up IPI.</summary>
-    static void StartAp(Guest g, int n, Label entry, ulong arg)
+    internal static void StartAp(Guest g, int n, Label entry, ulong arg)
     {
         var a = g.A;
         ulong mb = Guest.Mailbox(n);
@@ -30,7 +30,7 @@ public class SmpTests
     }
 
     /// <summary>Emits: spin (pause) until the qword at addr equals value.</summary>
-    static void WaitFor(Guest g, ulong addr, ulong value)
+    internal static void WaitFor(Guest g, ulong addr, ulong value)
     {
         var a = g.A;
         var loop = a.CreateLabel();
