@@ -18,7 +18,12 @@ internal static class RunCommand
         var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs (1..64)", DefaultValueFactory = _ => 2 };
         var maxInsns = new Option<long>("--max-instructions") { Description = "stop when any vCPU has retired this many instructions (0 = no limit)" };
         var memory = new Option<int>("--memory") { Description = "guest RAM in MiB (18..65536)", DefaultValueFactory = _ => 256 };
-        var stats = new Option<string?>("--stats") { Description = "print per-vCPU statistics to stderr: text or json (under --dbt also translation statistics and host time, per workload with --client prof or --compare)" };
+        var stats = new Option<string?>("--stats")
+        {
+            Description = "print per-vCPU statistics to stderr: text (the default when no value is given) or json (under --dbt also translation statistics and host time, per workload with --client prof or --compare)",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r => r.Tokens.Count == 0 ? "text" : r.Tokens[0].Value,
+        };
         stats.AcceptOnlyFromAmong("text", "json");
         var exec = new Option<string>("--exec") { Description = "execution control: free (real threads) or deterministic (one thread, round-robin)", DefaultValueFactory = _ => "free" };
         exec.AcceptOnlyFromAmong("free", "deterministic");
