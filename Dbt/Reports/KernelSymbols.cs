@@ -1,6 +1,3 @@
-using System.Buffers.Binary;
-using System.Text;
-
 namespace Harness.Dbt.Reports;
 
 /// <summary>An ELF symbol with what <see cref="Kernel.KernelImage"/> leaves out: its type, size and section.</summary>
@@ -76,66 +73,9 @@ public sealed class KernelSymbols
 
     public static KernelSymbols FromElf(ReadOnlySpan<byte> f, string name)
     {
-        if (f.Length < 64 || f[0] != 0x7F || f[1] != (byte)'E' || f[2] != (byte)'L' || f[3] != (byte)'F' || f[4] != 2)
-            throw new FormatException($"{name}: not an ELF64 file");
-        ulong shoff = BinaryPrimitives.ReadUInt64LittleEndian(f[0x28..]);
-        int shentsize = BinaryPrimitives.ReadUInt16LittleEndian(f[0x3A..]);
-        int shnum = BinaryPrimitives.ReadUInt16LittleEndian(f[0x3C..]);
-        if (shoff == 0 || shnum == 0 || shentsize < 64 || shoff + (ulong)(shnum * shentsize) > (ulong)f.Length)
-            throw new FormatException($"{name}: no usable section headers");
-        ReadOnlySpan<byte> Section(ReadOnlySpan<byte> file, int i) => file.Slice((int)shoff + i * shentsize, 64);
-
-        ulong textStart = 0, textEnd = 0, imageStart = ulong.MaxValue, imageEnd = 0;
-        var symbols = new List<ElfSymbol>();
-        var sections = new List<(string, ulong, ulong)>();
-        int shstrndx = BinaryPrimitives.ReadUInt16LittleEndian(f[0x3E..]);
-        ReadOnlySpan<byte> names = default;
-        if (shstrndx < shnum)
-        {
-            var nh = Section(f, shstrndx);
-            ulong no = BinaryPrimitives.ReadUInt64LittleEndian(nh[0x18..]), ns = BinaryPrimitives.ReadUInt64LittleEndian(nh[0x20..]);
-            if (no + ns <= (ulong)f.Length) names = f.Slice((int)no, (int)ns);
-        }
-        for (int i = 0; i < shnum; i++)
-        {
-            var sh = Section(f, i);
-            uint type = BinaryPrimitives.ReadUInt32LittleEndian(sh[4..]);
-            ulong flags = BinaryPrimitives.ReadUInt64LittleEndian(sh[8..]), addr = BinaryPrimitives.ReadUInt64LittleEndian(sh[0x10..]);
-            ulong off = BinaryPrimitives.ReadUInt64LittleEndian(sh[0x18..]), size = BinaryPrimitives.ReadUInt64LittleEndian(sh[0x20..]);
-            const ulong Alloc = 2, Exec = 4;
-            if ((flags & Alloc) != 0 && size > 0)
-            {
-                imageStart = Math.Min(imageStart, addr);
-                imageEnd = Math.Max(imageEnd, addr + size);
-                uint nameOff = BinaryPrimitives.ReadUInt32LittleEndian(sh);
-                int nend = nameOff < names.Length ? names[(int)nameOff..].IndexOf((byte)0) : -1;
-                sections.Add((nend > 0 ? Encoding.ASCII.GetString(names.Slice((int)nameOff, nend)) : $"section{i}", addr, addr + size));
-                // The largest executable section is the kernel's text (boot code may sit in a small one).
-                if ((flags & Exec) != 0 && size > textEnd - textStart) (textStart, textEnd) = (addr, addr + size);
-            }
-            if (type != 2) continue; // SHT_SYMTAB
-            int link = (int)BinaryPrimitives.ReadUInt32LittleEndian(sh[0x28..]);
-            ulong entsize = BinaryPrimitives.ReadUInt64LittleEndian(sh[0x38..]);
-            if (link >= shnum || entsize < 24 || off + size > (ulong)f.Length)
-                throw new FormatException($"{name}: symbol table section {i} is malformed");
-            var str = Section(f, link);
-            ulong soff = BinaryPrimitives.ReadUInt64LittleEndian(str[0x18..]), ssize = BinaryPrimitives.ReadUInt64LittleEndian(str[0x20..]);
-            if (soff + ssize > (ulong)f.Length) throw new FormatException($"{name}: string table section {link} lies outside the file");
-            var strings = f.Slice((int)soff, (int)ssize);
-            for (ulong e = off; e + 24 <= off + size; e += entsize)
-            {
-                var sym = f.Slice((int)e, 24);
-                uint nameOff = BinaryPrimitives.ReadUInt32LittleEndian(sym);
-                if (nameOff == 0 || nameOff >= ssize) continue;
-                int end = strings[(int)nameOff..].IndexOf((byte)0);
-                if (end <= 0) continue;
-                byte info = sym[4];
-                symbols.Add(new ElfSymbol(Encoding.ASCII.GetString(strings.Slice((int)nameOff, end)),
-                    BinaryPrimitives.ReadUInt64LittleEndian(sym[8..]), BinaryPrimitives.ReadUInt64LittleEndian(sym[16..]),
-                    (ElfSymbolType)(info & 0xF), (info >> 4) != 0, BinaryPrimitives.ReadUInt16LittleEndian(sym[6..])));
-            }
-        }
-        if (textEnd == 0) throw new FormatException($"{name}: no executable section");
-        return new KernelSymbols(symbols, sections, textStart, textEnd, imageStart, imageEnd);
+        var elf = Kernel.ElfSections.Read(f, name) ?? throw new FormatException($"{name}: no section headers");
+        if (elf.TextEnd == 0) throw new FormatException($"{name}: no executable section");
+        ulong imageStart = elf.Allocated.Count == 0 ? 0 : elf.Allocated.Min(x => x.Start), imageEnd = elf.Allocated.Count == 0 ? 0 : elf.Allocated.Max(x => x.End);
+        return new KernelSymbols(elf.Symbols, elf.Allocated, elf.TextStart, elf.TextEnd, imageStart, imageEnd);
     }
 }
