@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using System.Text.RegularExpressions;
 using Xunit;
 
@@ -8,18 +6,7 @@ namespace Harness.Dbt.Tests;
 /// <summary>`harness bench dbt`: argument errors and the shape of a --quick run's output (the built CLI, as a process).</summary>
 public class BenchCommandTests
 {
-    private static readonly Lazy<string> dll = new(() =>
-    {
-        string path = Path.Combine(Support.RepoRoot, "cli", "bin", "Release", "net10.0", "harness.dll");
-        if (!File.Exists(path))
-        {
-            var (code, output, error) = Exec("dotnet", ["build", Path.Combine(Support.RepoRoot, "cli"), "-c", "Release", "-nologo", "-v", "q"], TimeSpan.FromMinutes(3));
-            if (code != 0 || !File.Exists(path)) throw new InvalidOperationException($"building the CLI failed (exit {code}):\n{output}\n{error}");
-        }
-        return path;
-    });
-
-    private static (int Code, string Stdout, string Stderr) Harness(params string[] args) => Exec("dotnet", [dll.Value, .. args], TimeSpan.FromSeconds(120));
+    private static (int Code, string Stdout, string Stderr) Harness(params string[] args) => global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromSeconds(120), args);
 
     [Theory]
     [InlineData("--vcpus", "0", "--vcpus must be between 1 and")]
@@ -69,25 +56,5 @@ public class BenchCommandTests
         Assert.Matches(new Regex($@"functions translated\s+{Bar}\s+\d+ of \d+"), stdout);
         foreach (var goal in new[] { "default overhead, every workload", "geometric mean", "no-callret visibly worse", "dispatcher entries, steady state", "host time" })
             Assert.Contains(goal, stdout);
-    }
-
-    private static (int, string, string) Exec(string file, string[] args, TimeSpan timeout)
-    {
-        var psi = new ProcessStartInfo(file, args)
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Support.RepoRoot,
-            StandardOutputEncoding = Encoding.UTF8, StandardErrorEncoding = Encoding.UTF8,
-        };
-        psi.Environment["DOTNET_NOLOGO"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(timeout))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
-        }
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr.Result);
     }
 }

@@ -1,6 +1,4 @@
-using System.Diagnostics;
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using Xunit;
 using Xunit.Abstractions;
@@ -10,44 +8,7 @@ namespace Harness.Dbt.Tests;
 /// <summary>`harness run --client prof [--compare] [--stats]`: the per-workload table (the paper's Table 3) and its argument errors.</summary>
 public class ProfCliTests(ITestOutputHelper output)
 {
-    private static readonly Lazy<string> dll = new(BuildCli);
-
-    private static string BuildCli()
-    {
-        string root = Support.RepoRoot, path = Path.Combine(root, "cli", "bin", "Release", "net10.0", "harness.dll");
-        DateTime newest = new[] { "cli", "Dbt", "Machine.Smp" }
-            .SelectMany(d => Directory.EnumerateFiles(Path.Combine(root, d), "*.cs", SearchOption.AllDirectories))
-            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-            .Select(File.GetLastWriteTimeUtc).Max();
-        if (!File.Exists(path) || File.GetLastWriteTimeUtc(path) < newest)
-        {
-            var (code, o, e) = Exec(["build", Path.Combine(root, "cli"), "-c", "Release", "-nologo", "-v", "q"]);
-            if (code != 0 || !File.Exists(path)) throw new InvalidOperationException($"building the CLI failed (exit {code}):\n{o}\n{e}");
-        }
-        return path;
-    }
-
-    private static (int Code, string Stdout, string Stderr) Exec(string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet", args)
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Support.RepoRoot,
-            StandardOutputEncoding = Encoding.UTF8, StandardErrorEncoding = Encoding.UTF8,
-        };
-        psi.Environment["DOTNET_NOLOGO"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3)))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"dotnet {string.Join(' ', args)} did not finish");
-        }
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
-
-    private static (int Code, string Stdout, string Stderr) Harness(params string[] args) => Exec([dll.Value, .. args]);
+    private static (int Code, string Stdout, string Stderr) Harness(params string[] args) => global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(3), args);
 
     /// <summary>The cells of the Table 3 row whose first cell is name (the results summary before it has rows of the same names).</summary>
     private static string[] Row(string stderr, string name) =>

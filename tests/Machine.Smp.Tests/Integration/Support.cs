@@ -174,45 +174,12 @@ public sealed class SampleGuestCollection : ICollectionFixture<SampleGuestFixtur
     public const string Name = "sample guest";
 }
 
-/// <summary>Runs the built harness CLI (cli/bin/Release/net10.0/harness.dll), building it first when missing or stale.</summary>
+/// <summary>Runs the built harness CLI (tests/Shared/HarnessCli.cs: rebuilt first when missing or stale).</summary>
 public sealed class CliFixture
 {
-    public string Dll { get; }
+    public string Dll => global::Harness.Tests.Shared.HarnessCli.Dll;
 
-    public CliFixture()
-    {
-        Dll = Path.Combine(Support.RepoRoot, "cli", "bin", "Release", "net10.0", "harness.dll");
-        var cliDir = Path.Combine(Support.RepoRoot, "cli");
-        DateTime newestSource = Directory.EnumerateFiles(cliDir, "*.cs", SearchOption.TopDirectoryOnly)
-            .Concat([Path.Combine(cliDir, "cli.csproj")])
-            .Select(File.GetLastWriteTimeUtc).Max();
-        if (!File.Exists(Dll) || File.GetLastWriteTimeUtc(Dll) < newestSource)
-        {
-            var (code, output, error) = Exec("dotnet", ["build", cliDir, "-c", "Release", "-nologo", "-v", "q"], TimeSpan.FromMinutes(3));
-            if (code != 0 || !File.Exists(Dll)) throw new InvalidOperationException($"building the CLI failed (exit {code}):\n{output}\n{error}");
-        }
-    }
+    public (int Code, string Stdout, string Stderr) Run(params string[] args) => global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromSeconds(60), args);
 
-    public (int Code, string Stdout, string Stderr) Run(params string[] args) =>
-        Exec("dotnet", [Dll, .. args], TimeSpan.FromSeconds(60));
-
-    public static (int, string, string) Exec(string file, string[] args, TimeSpan timeout)
-    {
-        var psi = new ProcessStartInfo(file, args)
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Support.RepoRoot,
-            StandardOutputEncoding = Encoding.UTF8, StandardErrorEncoding = Encoding.UTF8,
-        };
-        psi.Environment["DOTNET_NOLOGO"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(timeout))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
-        }
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    public static (int, string, string) Exec(string file, string[] args, TimeSpan timeout) => global::Harness.Tests.Shared.HarnessCli.Exec(file, args, timeout);
 }
