@@ -161,6 +161,9 @@ internal static class BenchCommand
         foreach (var goal in r.Goals)
             goals.AddRow(Markup.Escape(goal.Name), Markup.Escape(goal.Target), Markup.Escape(goal.Measured), goal.Met ? "[green]yes[/]" : "[red]NO[/]");
         console.Write(goals);
+        if (r.Settings.Vcpus > 1)
+            console.MarkupLine(Markup.Escape($"The goals are set for 1 vCPU. On {r.Settings.Vcpus} vCPUs, each vCPU fills its own jumptable as processes migrate, " +
+                "and instructions per operation depend on where timer ticks land (docs/performance.md)."));
     }
 
     private static string N(long v) => v.ToString("N0", CultureInfo.InvariantCulture);
