@@ -31,11 +31,8 @@ namespace Harness.Verification.Guests;
 /// </summary>
 public sealed class JumpTableRaceGuest
 {
-    public const ulong Alias = BootLayout.KernelAlias;
-    public const ulong CodePhys = 0x200000, IdtPhys = 0x210000, IdtrPhys = 0x211000, DataPhys = 0x220000, StackTopPhys = 0x280000;
+    public const ulong Alias = BootLayout.KernelAlias, Code = RingZeroGuest.KernelCode, Data = RingZeroGuest.KernelData, StackTop = RingZeroGuest.KernelStackTop;
     public const ulong TargetPhys = 0x400000;
-    public const ulong Code = Alias + CodePhys, Idt = Alias + IdtPhys, Idtr = Alias + IdtrPhys, Data = Alias + DataPhys, StackTop = Alias + StackTopPhys;
-    public const ulong ApStackStride = 0x4000;
     /// <summary>Offset of every target in its 16 KiB: all of them share the level-1 slot <c>SlotOffset &amp; 0x3FF0</c>.</summary>
     public const ulong SlotOffset = 0x1A50;
     public const ulong TargetBase = Alias + TargetPhys + SlotOffset;
@@ -43,17 +40,13 @@ public sealed class JumpTableRaceGuest
     public const int TimerVector = 0x40;
     public const int StatusHandlerTargetInMainLoop = 2, StatusMainTargetInHandler = 3;
 
-    // Per-CPU block (r15), one per vCPU at PerCpuBase + cpu * PerCpuStride.
-    public const ulong PerCpuBase = Data + 0x1000, PerCpuStride = 0x400;
+    // Per-CPU block (r15), one per vCPU at PerCpuBase + cpu * PerCpuStride, after the done flags.
+    public const ulong PerCpuBase = Data + RingZeroGuest.DoneFlagsBytes, PerCpuStride = 0x400;
     public const int OffTicks = 0x00, OffSeen = 0x08, OffTarget = 0x10, OffInHandler = 0x18, OffMainCalls = 0x20, OffHandlerCalls = 0x28,
         OffInterruptedRip = 0x30, OffWrong = 0x38, OffWrongTarget = 0x40;
     /// <summary>Tick t's interrupted RIP (a code-cache address under the DBT) at OffTickRips + (t - 1) * 8.</summary>
     public const int OffTickRips = 0x80;
     public const int MaxTicks = 64;
-    /// <summary>Shared: vCPU n's "done" flag at Data + n * 64 (n ≥ 1).</summary>
-    public const ulong SharedData = Data, SharedBytes = 0x1000;
-
-    private const uint MsrIcr = 0x830, MsrLvtTimer = 0x832, MsrInitCount = 0x838, MsrDivide = 0x83E, MsrEoi = 0x80B;
 
     public int Vcpus { get; }
     /// <summary>Ticks each vCPU takes (each one a chance for the race).</summary>
@@ -61,8 +54,7 @@ public sealed class JumpTableRaceGuest
     /// <summary>Timer count (instructions, divide by 1) from the re-arm to the tick.</summary>
     public uint Period { get; }
 
-    private readonly byte[] code;
-    private readonly ulong handler;
+    private readonly RingZeroGuest image = new(inKernelAlias: true);
     private readonly List<(ulong Address, byte[] Bytes)> targets = [];
 
     public JumpTableRaceGuest(int vcpus = 2, int ticks = 8, uint period = 300)
@@ -72,7 +64,7 @@ public sealed class JumpTableRaceGuest
         Vcpus = vcpus;
         Ticks = ticks;
         Period = period;
-        (code, handler) = AssembleMain();
+        AssembleMain();
         for (int t = 0; t <= ticks; t++)
         {
             targets.Add((MainTarget(t), AssembleTarget(handlerTarget: false, t)));
@@ -88,91 +80,30 @@ public sealed class JumpTableRaceGuest
     /// <summary>Writes code, targets and IDT into a fresh machine's memory.</summary>
     public void Load(Machine.Machine m)
     {
-        m.Memory.Write(CodePhys, code);
+        image.Load(m);
         foreach (var (address, bytes) in targets) m.Memory.Write(Phys(address), bytes);
-        var idt = new byte[256 * 16];
-        ulong lo = (handler & 0xFFFF) | ((ulong)BootLayout.KernelCs << 16) | (0x8EUL << 40) | (((handler >> 16) & 0xFFFF) << 48);
-        BitConverter.TryWriteBytes(idt.AsSpan(TimerVector * 16), lo);
-        BitConverter.TryWriteBytes(idt.AsSpan(TimerVector * 16 + 8), handler >> 32);
-        m.Memory.Write(IdtPhys, idt);
-        var idtr = new byte[10];
-        BitConverter.TryWriteBytes(idtr.AsSpan(0), (ushort)(idt.Length - 1));
-        BitConverter.TryWriteBytes(idtr.AsSpan(2), Idt);
-        m.Memory.Write(IdtrPhys, idtr);
     }
 
-    private static void Wrmsr(Assembler a, uint msr, ulong value)
+    private void AssembleMain()
     {
-        a.mov(ecx, msr);
-        a.mov(eax, (uint)value);
-        a.mov(edx, (uint)(value >> 32));
-        a.wrmsr();
-    }
-
-    private (byte[] Code, ulong Handler) AssembleMain()
-    {
-        var a = new Assembler(64);
+        var a = image.A;
         var worker = a.CreateLabel("worker");
         var loop = a.CreateLabel("loop");
         var tick = a.CreateLabel("tick");
         var finished = a.CreateLabel("finished");
-        var wait = a.CreateLabel("wait");
-        var handlerLabel = a.CreateLabel("handler");
         var skip = a.CreateLabel("skip");
-        var aps = new Label[Vcpus];
 
-        // BSP: IDT, start the APs, run the worker, wait for every AP, exit 0.
-        a.lidt(__[Idtr]);
-        a.mov(rsp, StackTop);
-        for (int n = 1; n < Vcpus; n++)
-        {
-            aps[n] = a.CreateLabel($"ap{n}");
-            ulong mb = BootLayout.MailboxAddress(n);
-            a.lea(rax, __[aps[n]]);
-            a.mov(__qword_ptr[mb], rax);
-            a.mov(rax, StackTop + (ulong)n * ApStackStride);
-            a.mov(__qword_ptr[mb + 8], rax);
-            a.mov(__qword_ptr[mb + 16], 0);
-            Wrmsr(a, MsrIcr, 0x600 | ((ulong)n << 32));
-        }
-        a.mov(r15, PerCpu(0));
-        a.call(worker);
-        for (int n = 1; n < Vcpus; n++)
-        {
-            var w = a.CreateLabel();
-            a.Label(ref w);
-            a.pause();
-            a.mov(rax, __qword_ptr[SharedData + (ulong)n * 64]);
-            a.test(rax, rax);
-            a.jz(w);
-        }
-        a.mov(eax, 0);
-        a.@out(0xF4, eax);
-        a.hlt();
-
-        for (int n = 1; n < Vcpus; n++)
-        {
-            var park = a.CreateLabel();
-            a.Label(ref aps[n]);
-            a.lidt(__[Idtr]);
-            a.mov(r15, PerCpu(n));
-            a.call(worker);
-            a.mov(__qword_ptr[SharedData + (ulong)n * 64], 1);
-            a.Label(ref park);
-            a.cli();
-            a.hlt();
-            a.jmp(park);
-        }
+        image.EveryVcpuCalls(worker, Vcpus, PerCpu);
 
         // The worker (interrupts off on entry): timer one-shot, divide by 1; A_0 called once with
         // interrupts off (its jumptable miss); arm; sti; loop.
         a.Label(ref worker);
-        Wrmsr(a, MsrDivide, 0xB);
-        Wrmsr(a, MsrLvtTimer, TimerVector);
+        image.Wrmsr(RingZeroGuest.MsrDivide, 0xB);
+        image.Wrmsr(RingZeroGuest.MsrLvtTimer, TimerVector);
         a.mov(rax, MainTarget(0));
         a.mov(__qword_ptr[r15 + OffTarget], rax);
         a.call(rax);
-        Wrmsr(a, MsrInitCount, Period);
+        image.Wrmsr(RingZeroGuest.MsrInitCount, Period);
         a.sti();
         a.Label(ref loop);
         a.mov(rax, __qword_ptr[r15 + OffTicks]);
@@ -193,14 +124,14 @@ public sealed class JumpTableRaceGuest
         a.add(rax, rcx);
         a.mov(__qword_ptr[r15 + OffTarget], rax);
         a.call(rax);
-        Wrmsr(a, MsrInitCount, Period);
+        image.Wrmsr(RingZeroGuest.MsrInitCount, Period);
         a.sti();
         a.jmp(loop);
         a.Label(ref finished);
         a.ret();                                            // interrupts stay off; the timer is not re-armed
 
         // The timer handler: count the tick, call C_t (first call on this CPU: a miss), EOI.
-        a.Label(ref handlerLabel);
+        image.Handler(TimerVector);
         a.push(rax);
         a.push(rcx);
         a.push(rdx);
@@ -219,16 +150,13 @@ public sealed class JumpTableRaceGuest
         a.call(rax);
         a.Label(ref skip);
         a.mov(__qword_ptr[r15 + OffInHandler], 0);
-        Wrmsr(a, MsrEoi, 0);
+        image.Wrmsr(RingZeroGuest.MsrEoi, 0);
         a.pop(rdx);
         a.pop(rcx);
         a.pop(rax);
         a.iretq();
 
-        using var ms = new MemoryStream();
-        var r = a.Assemble(new StreamCodeWriter(ms), Code, BlockEncoderOptions.ReturnNewInstructionOffsets);
-        if ((ulong)ms.Length > IdtPhys - CodePhys) throw new InvalidOperationException("guest code overlaps the IDT");
-        return (ms.ToArray(), r.GetLabelRIP(handlerLabel));
+        image.Assemble();
     }
 
     /// <summary>A target (position independent): checks the in-handler flag, counts the call, returns.</summary>

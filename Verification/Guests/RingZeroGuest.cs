@@ -5,21 +5,34 @@ using static Iced.Intel.AssemblerRegisters;
 namespace Harness.Verification.Guests;
 
 /// <summary>
-/// A small ring-0 guest assembled with Iced at <see cref="Code"/> (identity-mapped at boot, the
-/// boot GDT's selectors): an IDT of 64-bit interrupt gates pointing at labels, a data page, and
-/// stacks. Enough for scenarios on the bare machine; no paging changes, no user mode.
+/// A small ring-0 guest assembled with Iced (the boot GDT's selectors): an IDT of 64-bit interrupt
+/// gates pointing at labels, a data page, and stacks, at fixed offsets above the code. Enough for
+/// scenarios on the bare machine and small guests for the DBT; no paging changes, no user mode.
+/// Two layouts: identity-mapped at <see cref="Code"/>, or in the -2 GiB kernel alias at
+/// <see cref="KernelCode"/>, so that the DBT translates the guest as it does a kernel (as its own
+/// snippet tests load theirs).
 /// </summary>
 public sealed class RingZeroGuest
 {
-    public const ulong Code = 0x100000, Idt = 0x110000, Idtr = 0x111000, Data = 0x120000, StackTop = 0x180000;
-    /// <summary>AP n's stack top: StackTop + n * 0x4000.</summary>
+    public const ulong IdtOffset = 0x10000, IdtrOffset = 0x11000, DataOffset = 0x20000, StackTopOffset = 0x80000;
+    public const ulong Code = 0x100000, Idt = Code + IdtOffset, Idtr = Code + IdtrOffset, Data = Code + DataOffset, StackTop = Code + StackTopOffset;
+    public const ulong KernelCode = BootLayout.KernelAlias + 0x200000, KernelData = KernelCode + DataOffset, KernelStackTop = KernelCode + StackTopOffset;
+    /// <summary>AP n's stack top: the BSP's + n * 0x4000.</summary>
     public const ulong ApStackStride = 0x4000;
+    /// <summary><see cref="EveryVcpuCalls"/>: AP n's done flag at the data page + n * 64, all of them in its first DoneFlagsBytes.</summary>
+    public const ulong DoneFlagsBytes = 0x1000;
+    private const ulong DoneFlagStride = 64;
     public const uint MsrIcr = 0x830, MsrLvtTimer = 0x832, MsrInitCount = 0x838, MsrDivide = 0x83E, MsrEoi = 0x80B;
 
     public readonly Assembler A = new(64);
     private readonly Dictionary<int, Label> gates = [];
-    private byte[]? code;
+    // Virtual addresses of this layout, and virtual minus physical.
+    private readonly ulong code, alias;
+    private byte[]? bytes;
     private AssemblerResult result;
+
+    public RingZeroGuest(bool inKernelAlias = false) =>
+        (code, alias) = inKernelAlias ? (KernelCode, BootLayout.KernelAlias) : (Code, 0UL);
 
     /// <summary>Emits a label here and points the interrupt gate for vector at it.</summary>
     public Label Handler(int vector)
@@ -33,8 +46,8 @@ public sealed class RingZeroGuest
     /// <summary>Emits: lidt, and the BSP's stack.</summary>
     public void Prologue()
     {
-        A.lidt(__[Idtr]);
-        A.mov(rsp, StackTop);
+        A.lidt(__[code + IdtrOffset]);
+        A.mov(rsp, code + StackTopOffset);
     }
 
     /// <summary>Emits a wrmsr of a constant (clobbers rax, rcx, rdx).</summary>
@@ -60,20 +73,63 @@ public sealed class RingZeroGuest
         ulong mb = BootLayout.MailboxAddress(n);
         A.lea(rax, __[entry]);
         A.mov(__qword_ptr[mb], rax);
-        A.mov(rax, StackTop + (ulong)n * ApStackStride);
+        A.mov(rax, code + StackTopOffset + (ulong)n * ApStackStride);
         A.mov(__qword_ptr[mb + 8], rax);
         A.mov(__qword_ptr[mb + 16], 0);
         Wrmsr(MsrIcr, 0x600 | ((ulong)n << 32));
     }
 
+    /// <summary>
+    /// Emits the entries of a guest whose every vCPU calls worker once, with r15 = perCpu(its
+    /// number): the BSP runs the <see cref="Prologue"/>, starts the APs, calls worker, waits for each
+    /// AP's done flag and exits 0; each AP loads the IDT, calls worker, sets its done flag and parks.
+    /// </summary>
+    public void EveryVcpuCalls(Label worker, int vcpus, Func<int, ulong> perCpu)
+    {
+        ulong DoneFlag(int n) => code + DataOffset + (ulong)n * DoneFlagStride;
+        var aps = new Label[vcpus];
+        Prologue();
+        for (int n = 1; n < vcpus; n++)
+        {
+            aps[n] = A.CreateLabel($"ap{n}");
+            StartAp(n, aps[n]);
+        }
+        A.mov(r15, perCpu(0));
+        A.call(worker);
+        for (int n = 1; n < vcpus; n++)
+        {
+            var wait = A.CreateLabel();
+            A.Label(ref wait);
+            A.pause();
+            A.mov(rax, __qword_ptr[DoneFlag(n)]);
+            A.test(rax, rax);
+            A.jz(wait);
+        }
+        Exit(0);
+
+        for (int n = 1; n < vcpus; n++)
+        {
+            var park = A.CreateLabel();
+            A.Label(ref aps[n]);
+            A.lidt(__[code + IdtrOffset]);
+            A.mov(r15, perCpu(n));
+            A.call(worker);
+            A.mov(__qword_ptr[DoneFlag(n)], 1);
+            A.Label(ref park);
+            A.cli();
+            A.hlt();
+            A.jmp(park);
+        }
+    }
+
     /// <summary>Assembles once; the image is the same for every run.</summary>
     public byte[] Assemble()
     {
-        if (code is not null) return code;
+        if (bytes is not null) return bytes;
         using var ms = new MemoryStream();
-        result = A.Assemble(new StreamCodeWriter(ms), Code, BlockEncoderOptions.ReturnNewInstructionOffsets);
-        if ((ulong)ms.Length > Idt - Code) throw new InvalidOperationException("guest code overlaps the IDT");
-        return code = ms.ToArray();
+        result = A.Assemble(new StreamCodeWriter(ms), code, BlockEncoderOptions.ReturnNewInstructionOffsets);
+        if ((ulong)ms.Length > IdtOffset) throw new InvalidOperationException("guest code overlaps the IDT");
+        return bytes = ms.ToArray();
     }
 
     public ulong Address(Label l)
@@ -85,8 +141,7 @@ public sealed class RingZeroGuest
     /// <summary>Writes the code, the IDT and the IDTR into a machine's memory.</summary>
     public void Load(Machine.Machine m)
     {
-        var bytes = Assemble();
-        m.Memory.Write(Code, bytes);
+        m.Memory.Write(code - alias, Assemble());
         var idt = new byte[256 * 16];
         foreach (var (vector, label) in gates)
         {
@@ -95,10 +150,10 @@ public sealed class RingZeroGuest
             BitConverter.TryWriteBytes(idt.AsSpan(vector * 16), lo);
             BitConverter.TryWriteBytes(idt.AsSpan(vector * 16 + 8), target >> 32);
         }
-        m.Memory.Write(Idt, idt);
+        m.Memory.Write(code + IdtOffset - alias, idt);
         var idtr = new byte[10];
         BitConverter.TryWriteBytes(idtr.AsSpan(0), (ushort)(idt.Length - 1));
-        BitConverter.TryWriteBytes(idtr.AsSpan(2), Idt);
-        m.Memory.Write(Idtr, idtr);
+        BitConverter.TryWriteBytes(idtr.AsSpan(2), code + IdtOffset);
+        m.Memory.Write(code + IdtrOffset - alias, idtr);
     }
 }

@@ -8,6 +8,13 @@ using DbtInstance = Harness.Dbt.Dbt;
 
 namespace Harness.Verification.Scenarios;
 
+/// <summary>What one run of a DBT guest showed, in the terms both guests share.</summary>
+/// <param name="TicksInWindow">Ticks delivered inside the guest's window (its outcome says which).</param>
+public abstract record DbtGuestOutcome(string? Bug, string? Problem, RunResult Result, int Ticks, int TicksInWindow)
+{
+    public bool Clean => Bug is null && Problem is null;
+}
+
 /// <summary>What one run of <see cref="JumpTableRaceGuest"/> showed.</summary>
 /// <param name="Bug">The race's failure (a handler target ran from the main loop), or null.</param>
 /// <param name="Problem">Any other way the run did not pass (a stop other than exit 0, wrong counts), or null.</param>
@@ -19,9 +26,7 @@ namespace Harness.Verification.Scenarios;
 /// it was done, or exactly at that boundary. Shows that a clean run was exercised, not vacuous.
 /// </param>
 public sealed record JumpTableRaceOutcome(string? Bug, string? Problem, RunResult Result, int Ticks, int TicksInWindow, int TicksAtLookupEnd)
-{
-    public bool Clean => Bug is null && Problem is null;
-}
+    : DbtGuestOutcome(Bug, Problem, Result, Ticks, TicksInWindow);
 
 /// <summary>
 /// Scenarios on the DBT (<see cref="DbtInstance"/> attached to a bare machine running a ring-0
@@ -54,36 +59,8 @@ public static class DbtScenarios
         Action<JumpTableRaceOutcome>? observe = null)
     {
         var guest = new JumpTableRaceGuest(vcpus, ticks, period);
-        var options = new DbtOptions { PlantedLookupWithInterrupts = lookupWithInterrupts };
-        // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
-        DbtInstance? dbt = null;
-        return new Scenario(lookupWithInterrupts ? "jumptable-lookup-with-interrupts" : "jumptable-lookup-cli",
-            ctx =>
-            {
-                var m = new Machine.Machine(ctx.Options(vcpus, MaxInstructions, MemoryBytes, ReservedBytes));
-                guest.Load(m);
-                dbt = DbtInstance.Attach(m, options);
-                return m;
-            },
-            run =>
-            {
-                var outcome = Evaluate(guest, run.Machine, dbt!, run.Result);
-                observe?.Invoke(outcome);
-                Verify.That(outcome.Bug is null, outcome.Bug ?? "");
-                Verify.That(outcome.Problem is null, outcome.Problem ?? "");
-            })
-        {
-            Entry = JumpTableRaceGuest.Code,
-            Setup = v => v.Gpr(Reg.Rsp) = JumpTableRaceGuest.StackTop,
-            Control = new CoyoteOptions
-            {
-                InterruptDelayBound = delayBound,
-                PointFilter = PointFilters.SharedRange(JumpTableRaceGuest.SharedData, JumpTableRaceGuest.SharedData + JumpTableRaceGuest.SharedBytes),
-            },
-            // The race is between a vCPU and its own interrupt: the interleavings that matter are
-            // the interrupt delays, not data accesses (the done flags only end the run).
-            NeedsSchedulingPoints = false,
-        };
+        return GuestScenario(lookupWithInterrupts ? "jumptable-lookup-with-interrupts" : "jumptable-lookup-cli", vcpus, guest.Load,
+            new DbtOptions { PlantedLookupWithInterrupts = lookupWithInterrupts }, delayBound, (m, dbt, r) => Evaluate(guest, m, dbt, r), observe);
     }
 
     /// <summary>
@@ -93,15 +70,61 @@ public static class DbtScenarios
     public static JumpTableRaceOutcome RunJumpTableGuest(ExecutionControl control, DbtOptions? options, int ticks = 8, uint period = 300, int vcpus = 2)
     {
         var guest = new JumpTableRaceGuest(vcpus, ticks, period);
+        return RunGuest(control, options, vcpus, guest.Load, (m, dbt, r) => Evaluate(guest, m, dbt, r));
+    }
+
+    /// <summary>
+    /// The shape of both DBT scenarios: the guest (in <see cref="RingZeroGuest"/>'s kernel-alias
+    /// layout) on a fresh machine with the DBT attached, its outcome checked for the bug and then
+    /// for any other problem.
+    /// </summary>
+    private static Scenario GuestScenario<T>(string name, int vcpus, Action<Machine.Machine> load, DbtOptions options, int delayBound,
+        Func<Machine.Machine, DbtInstance, RunResult, T> evaluate, Action<T>? observe) where T : DbtGuestOutcome
+    {
+        // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
+        DbtInstance? dbt = null;
+        return new Scenario(name,
+            ctx =>
+            {
+                var m = new Machine.Machine(ctx.Options(vcpus, MaxInstructions, MemoryBytes, ReservedBytes));
+                load(m);
+                dbt = DbtInstance.Attach(m, options);
+                return m;
+            },
+            run =>
+            {
+                var outcome = evaluate(run.Machine, dbt!, run.Result);
+                observe?.Invoke(outcome);
+                Verify.That(outcome.Bug is null, outcome.Bug ?? "");
+                Verify.That(outcome.Problem is null, outcome.Problem ?? "");
+            })
+        {
+            Entry = RingZeroGuest.KernelCode,
+            Setup = v => v.Gpr(Reg.Rsp) = RingZeroGuest.KernelStackTop,
+            Control = new CoyoteOptions
+            {
+                InterruptDelayBound = delayBound,
+                PointFilter = PointFilters.SharedRange(RingZeroGuest.KernelData, RingZeroGuest.KernelData + RingZeroGuest.DoneFlagsBytes),
+            },
+            // The races are between a vCPU and its own interrupt: the interleavings that matter are
+            // the interrupt delays, not data accesses (the done flags only end the run).
+            NeedsSchedulingPoints = false,
+        };
+    }
+
+    /// <summary>One run of a DBT guest outside Coyote: translated with options, or natively when options is null.</summary>
+    private static T RunGuest<T>(ExecutionControl control, DbtOptions? options, int vcpus, Action<Machine.Machine> load,
+        Func<Machine.Machine, DbtInstance?, RunResult, T> evaluate)
+    {
         using var m = new Machine.Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = MaxInstructions, Control = control,
         });
-        guest.Load(m);
+        load(m);
         var dbt = options is null ? null : DbtInstance.Attach(m, options);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var r = m.Run(cts.Token, entry: JumpTableRaceGuest.Code, setup: v => v.Gpr(Reg.Rsp) = JumpTableRaceGuest.StackTop);
-        return Evaluate(guest, m, dbt, r);
+        var r = m.Run(cts.Token, entry: RingZeroGuest.KernelCode, setup: v => v.Gpr(Reg.Rsp) = RingZeroGuest.KernelStackTop);
+        return evaluate(m, dbt, r);
     }
 
     private enum Landing { Window, LookupEnd, Elsewhere }
@@ -223,34 +246,8 @@ public static class DbtScenarios
         int work = TxNextPcWork, Action<TxNextPcOutcome>? observe = null)
     {
         var guest = new TxNextPcGuest(vcpus, ticks, period, work);
-        var options = new DbtOptions { PlantedNoTxNextPcRestore = noRestore };
-        // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
-        DbtInstance? dbt = null;
-        return new Scenario(noRestore ? "tx-nextpc-no-restore" : "tx-nextpc-restore",
-            ctx =>
-            {
-                var m = new Machine.Machine(ctx.Options(vcpus, MaxInstructions, MemoryBytes, ReservedBytes));
-                guest.Load(m);
-                dbt = DbtInstance.Attach(m, options);
-                return m;
-            },
-            run =>
-            {
-                var outcome = EvaluateTxNextPc(guest, run.Machine, dbt!, run.Result);
-                observe?.Invoke(outcome);
-                Verify.That(outcome.Bug is null, outcome.Bug ?? "");
-                Verify.That(outcome.Problem is null, outcome.Problem ?? "");
-            })
-        {
-            Entry = TxNextPcGuest.Code,
-            Setup = v => v.Gpr(Reg.Rsp) = TxNextPcGuest.StackTop,
-            Control = new CoyoteOptions
-            {
-                InterruptDelayBound = delayBound,
-                PointFilter = PointFilters.SharedRange(TxNextPcGuest.SharedData, TxNextPcGuest.SharedData + TxNextPcGuest.SharedBytes),
-            },
-            NeedsSchedulingPoints = false,
-        };
+        return GuestScenario(noRestore ? "tx-nextpc-no-restore" : "tx-nextpc-restore", vcpus, guest.Load,
+            new DbtOptions { PlantedNoTxNextPcRestore = noRestore }, delayBound, (m, dbt, r) => EvaluateTxNextPc(guest, m, dbt, r), observe);
     }
 
     /// <summary>
@@ -266,15 +263,7 @@ public static class DbtScenarios
         int work = TxNextPcWork)
     {
         var guest = new TxNextPcGuest(vcpus, ticks, period, work);
-        using var m = new Machine.Machine(new MachineOptions
-        {
-            Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = MaxInstructions, Control = control,
-        });
-        guest.Load(m);
-        var dbt = options is null ? null : DbtInstance.Attach(m, options);
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var r = m.Run(cts.Token, entry: TxNextPcGuest.Code, setup: v => v.Gpr(Reg.Rsp) = TxNextPcGuest.StackTop);
-        return EvaluateTxNextPc(guest, m, dbt, r);
+        return RunGuest(control, options, vcpus, guest.Load, (m, dbt, r) => EvaluateTxNextPc(guest, m, dbt, r));
     }
 
     private static TxNextPcOutcome EvaluateTxNextPc(TxNextPcGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
@@ -370,6 +359,4 @@ public static class DbtScenarios
 /// </param>
 /// <param name="MainCalls">Main-loop target calls that arrived where they should (all vCPUs).</param>
 public sealed record TxNextPcOutcome(string? Bug, string? Problem, RunResult Result, int Ticks, int TicksInWindow, int TicksInWindowAtMiss, long MainCalls)
-{
-    public bool Clean => Bug is null && Problem is null;
-}
+    : DbtGuestOutcome(Bug, Problem, Result, Ticks, TicksInWindow);

@@ -1,5 +1,3 @@
-using Harness.Dbt;
-using Harness.Machine.Control;
 using Harness.Verification.Guests;
 using Harness.Verification.Scenarios;
 using Xunit;
@@ -20,36 +18,25 @@ public class DbtScenarioTests(ITestOutputHelper output)
     // register-form lookup: 10 of 10 seeds, 1.9 on average).
     private const uint Budget = 30;
 
-    private static ExploreOptions Options(uint seed = 1) => new()
-    {
-        Iterations = Budget, Seed = seed, Strategy = ExploreStrategy.Random, MaxSchedulingSteps = 100_000, TraceDirectory = Support.TraceDir,
-    };
+    private static ExploreOptions Options => ScenarioChecks.Options(Budget, maxSteps: 100_000);
+    private readonly ScenarioChecks checks = new(output);
 
     [Fact]
     public void LookupWithInterruptsOnIsFoundAndItsTraceReplays()
     {
         var s = DbtScenarios.JumpTableLookup(lookupWithInterrupts: true);
-        var r = Explorer.Explore(s, Options());
-        output.WriteLine(r.ToString());
-        Assert.True(r.BugFound, $"not found in {Budget} executions:\n{r.Log}");
-        Assert.Contains("main loop ran the timer handler's target C_", r.Failure);
+        var r = checks.Explore(s, Options);
+        checks.AssertFoundAndReplays(s, r, "main loop ran the timer handler's target C_");
         // The tick landed inside the window: right after the hit test, or right before the read of tx.
         // (The register-form lookup reads tx with `push qword ptr [rbx+8]`; the older form used a mov.)
         Assert.True(r.Failure!.Contains("between `cmp rax,[rbx]` and `jne") || r.Failure.Contains("and `mov rax,[rbx+8]`")
             || r.Failure.Contains("and `push qword ptr [rbx+8]`"), r.Failure);
-        Assert.True(File.Exists(r.TracePath), $"trace file {r.TracePath} missing");
-        var replay = Explorer.Replay(s, r.TracePath!);
-        output.WriteLine($"replay: {replay.Reproduced} in {replay.Elapsed.TotalSeconds:F2} s: {replay.Failure}");
-        Assert.True(replay.Reproduced, $"the trace did not reproduce the bug:\n{replay.Log}");
-        Assert.Equal(r.Failure, replay.Failure);
     }
 
     [Fact]
     public void LookupWithInterruptsOnIsFoundWithinTheBudgetFromEverySeed()
     {
-        var r = Explorer.Survey(DbtScenarios.JumpTableLookup(lookupWithInterrupts: true), Options(), explorations: 10);
-        output.WriteLine(r.ToString());
-        Assert.Equal(10, r.Found);
+        checks.AssertFoundFromEverySeed(DbtScenarios.JumpTableLookup(lookupWithInterrupts: true), Options, explorations: 10);
     }
 
     [Fact]
@@ -62,12 +49,9 @@ public class DbtScenarioTests(ITestOutputHelper output)
             inWindow += o.TicksInWindow;
             heldBack += o.TicksAtLookupEnd;
         });
-        var r = Explorer.Explore(s, Options());
-        output.WriteLine(r.ToString());
+        var r = checks.Explore(s, Options);
         output.WriteLine($"{ticks} ticks, {heldBack} delivered at a lookup's closing ret (held back by its cli), {inWindow} in the window");
-        Assert.False(r.BugFound, $"unexpected bug: {r.Failure}\n{r.Log}");
-        Assert.Equal((int)Budget, r.IterationsRun);
-        Assert.Equal(0, r.StepBoundHits);
+        ScenarioChecks.AssertClean(r, Budget);
         Assert.Equal((long)Budget * 2 * 8, ticks);
         Assert.Equal(0, inWindow);
         // Not vacuous: about half the ticks arrived while a lookup ran under cli.
@@ -80,18 +64,7 @@ public class DbtScenarioTests(ITestOutputHelper output)
         // The guest itself: natively, and translated with the correct rule, free-running and
         // deterministic. (A plain run of the planted bug repeats one timing: at this period every
         // tick lands outside the window, so it passes too; docs/verification.md has the numbers.)
-        foreach (var (control, options) in new (ExecutionControl, DbtOptions?)[]
-        {
-            (new FreeRunning(), null),
-            (new FreeRunning(), new DbtOptions()),
-            (new Deterministic(quantum: 100), new DbtOptions()),
-        })
-        {
-            var o = DbtScenarios.RunJumpTableGuest(control, options);
-            output.WriteLine($"{control.Name}, {(options is null ? "native" : "translated")}: {o.Result.Reason} {o.Result.ExitStatus}, {o.Ticks} ticks");
-            Assert.True(o.Clean, o.Bug ?? o.Problem);
-            Assert.Equal(2 * 8, o.Ticks);
-        }
+        checks.AssertPlainRunsPass((control, options) => DbtScenarios.RunJumpTableGuest(control, options), ticks: 2 * 8);
     }
 
     [Fact]

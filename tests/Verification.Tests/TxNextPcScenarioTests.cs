@@ -22,10 +22,8 @@ public class TxNextPcScenarioTests(ITestOutputHelper output)
     // average, at worst 2.
     private const uint Budget = 20;
 
-    private static ExploreOptions Options(uint seed = 1) => new()
-    {
-        Iterations = Budget, Seed = seed, Strategy = ExploreStrategy.Random, MaxSchedulingSteps = 100_000, TraceDirectory = Support.TraceDir,
-    };
+    private static ExploreOptions Options => ScenarioChecks.Options(Budget, maxSteps: 100_000);
+    private readonly ScenarioChecks checks = new(output);
 
     private const string Window = "between the exit stub's `popfq` and `jmp gs:[tx-nextpc-loc]`";
 
@@ -33,26 +31,17 @@ public class TxNextPcScenarioTests(ITestOutputHelper output)
     public void NoRestoreIsFoundAndItsTraceReplays()
     {
         var s = DbtScenarios.TxNextPcRestore(noRestore: true);
-        var r = Explorer.Explore(s, Options());
-        output.WriteLine(r.ToString());
-        Assert.True(r.BugFound, $"not found in {Budget} executions:\n{r.Log}");
-        Assert.Contains("main loop continued at the timer handler's target C_", r.Failure);
+        var r = checks.Explore(s, Options);
+        checks.AssertFoundAndReplays(s, r, "main loop continued at the timer handler's target C_");
         Assert.Contains(Window, r.Failure);
         // The entry did save tx-nextpc-loc (the translation of the main loop's target); only the restore is missing.
         Assert.Matches(@"which held tx\(A_\d+\)", r.Failure);
-        Assert.True(File.Exists(r.TracePath), $"trace file {r.TracePath} missing");
-        var replay = Explorer.Replay(s, r.TracePath!);
-        output.WriteLine($"replay: {replay.Reproduced} in {replay.Elapsed.TotalSeconds:F2} s: {replay.Failure}");
-        Assert.True(replay.Reproduced, $"the trace did not reproduce the bug:\n{replay.Log}");
-        Assert.Equal(r.Failure, replay.Failure);
     }
 
     [Fact]
     public void NoRestoreIsFoundWithinTheBudgetFromEverySeed()
     {
-        var r = Explorer.Survey(DbtScenarios.TxNextPcRestore(noRestore: true), Options(), explorations: 10);
-        output.WriteLine(r.ToString());
-        Assert.Equal(10, r.Found);
+        checks.AssertFoundFromEverySeed(DbtScenarios.TxNextPcRestore(noRestore: true), Options, explorations: 10);
     }
 
     [Fact]
@@ -66,12 +55,9 @@ public class TxNextPcScenarioTests(ITestOutputHelper output)
             atMiss += o.TicksInWindowAtMiss;
             mainCalls += o.MainCalls;
         });
-        var r = Explorer.Explore(s, Options());
-        output.WriteLine(r.ToString());
+        var r = checks.Explore(s, Options);
         output.WriteLine($"{ticks} ticks, {inWindow} delivered between the exit stub's popfq and jmp ({atMiss} of them with the slot holding the main loop's target), {mainCalls} main-loop calls");
-        Assert.False(r.BugFound, $"unexpected bug: {r.Failure}\n{r.Log}");
-        Assert.Equal((int)Budget, r.IterationsRun);
-        Assert.Equal(0, r.StepBoundHits);
+        ScenarioChecks.AssertClean(r, Budget);
         Assert.Equal((long)Budget * 2 * 8, ticks);
         // Not vacuous: the window was hit (55 of 320 ticks with seed 1), each time the entry saved
         // the translation of the target the main loop was calling, and the main loop got there.
@@ -82,19 +68,7 @@ public class TxNextPcScenarioTests(ITestOutputHelper output)
     [Fact]
     public void PlainRunsOfTheGuestPass()
     {
-        // The guest itself: natively, and translated with the restore, free-running and deterministic.
-        foreach (var (control, options) in new (ExecutionControl, DbtOptions?)[]
-        {
-            (new FreeRunning(), null),
-            (new FreeRunning(), new DbtOptions()),
-            (new Deterministic(quantum: 100), new DbtOptions()),
-        })
-        {
-            var o = DbtScenarios.RunTxNextPcGuest(control, options);
-            output.WriteLine($"{control.Name}, {(options is null ? "native" : "translated")}: {o.Result.Reason} {o.Result.ExitStatus}, {o.Ticks} ticks, {o.TicksInWindow} in the window");
-            Assert.True(o.Clean, o.Bug ?? o.Problem);
-            Assert.Equal(2 * 8, o.Ticks);
-        }
+        checks.AssertPlainRunsPass((control, options) => DbtScenarios.RunTxNextPcGuest(control, options), ticks: 2 * 8);
     }
 
     [Fact]
