@@ -72,7 +72,18 @@ static volatile u64 st_counter;
 static struct spinlock st_done_lock = SPINLOCK_INIT("selftest-done");
 static struct waitq st_done_wait;
 static int st_done;
-static u32 st_cpus_ran[64];
+static volatile u32 st_cpus_ran[64];
+static int st_workers;
+/* Yields a finished worker may make while no worker has been seen on a second CPU. */
+#define ST_STEAL_WAIT 20000
+
+static u32 st_cpus_seen(void)
+{
+    u32 all = 0;
+    for (int i = 0; i < st_workers; i++)
+        all |= st_cpus_ran[i];
+    return all;
+}
 
 static void st_worker(void *arg)
 {
@@ -85,10 +96,20 @@ static void st_worker(void *arg)
             ;
         st_counter = v + 1;
         spin_unlock(&st_lock);
-        if ((i & 63) == 63)
+        if ((i & 63) == 63) {
+            st_cpus_ran[idx] = current()->cpus_ran;
             yield();
+        }
     }
     st_cpus_ran[idx] = current()->cpus_ran;
+    /* On a loaded host a free-running vCPU's thread can be kept off the host CPU for milliseconds,
+       long enough for CPU 0 to run every worker alone. Before finishing, every worker stays
+       runnable (yielding) until some worker has run on a second CPU, for a bounded number of
+       yields: a scheduler that never steals still fails the check below, only later. */
+    for (int spins = 0; ncpus > 1 && popcount64(st_cpus_seen()) < 2 && spins < ST_STEAL_WAIT; spins++) {
+        yield();
+        st_cpus_ran[idx] = current()->cpus_ran;
+    }
     spin_lock(&st_done_lock);
     st_done++;
     waitq_wake_all(&st_done_wait, &st_done_lock);
@@ -102,6 +123,9 @@ static void test_scheduler(void)
         n = 64;
     st_counter = 0;
     st_done = 0;
+    st_workers = n;
+    for (int i = 0; i < n; i++)
+        st_cpus_ran[i] = 0;
     /* All start on CPU 0's run queue: the other CPUs must steal them. */
     for (int i = 0; i < n; i++)
         thread_start_on(thread_create(st_worker, (void *)(u64)i, "st-worker", NULL), 0);
