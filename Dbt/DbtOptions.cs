@@ -56,6 +56,13 @@ public sealed record DbtOptions
     /// <summary>Planted bug: iretq does not restore tx-nextpc-loc from the frame's redundant slot.</summary>
     public bool PlantedNoTxNextPcRestore { get; init; }
 
+    /// <summary>
+    /// Planted bug: the chaining patch stores its rel32 one byte at a time, so another vCPU can
+    /// decode the branch with a displacement half old, half new (with the test seams on, a
+    /// scheduling point sits between the stores).
+    /// </summary>
+    public bool PlantedTornChainingPatch { get; init; }
+
     /// <summary>Clients to attach, by registered name (<see cref="Clients.ClientRegistry"/>), e.g. "prof".</summary>
     public IReadOnlyList<string> Clients { get; init; } = [];
 

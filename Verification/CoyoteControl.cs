@@ -42,7 +42,7 @@ public static class PointFilters
 
     /// <summary>
     /// Plain loads and stores are points only inside [start, end) (shared data); locked
-    /// operations, spin-waits, halts and explicit points are points everywhere.
+    /// operations, spin-waits, halts, explicit points and code patches are points everywhere.
     /// </summary>
     public static Func<PointKind, ulong, bool> SharedRange(ulong start, ulong end) =>
         (kind, address) => kind is not (PointKind.Load or PointKind.Store) || address - start < end - start;

@@ -1,7 +1,7 @@
 namespace Harness.Machine.Control;
 
-/// <summary>Where a scheduling point sits: what the vCPU is about to do.</summary>
-public enum PointKind { Load, Store, Atomic, Spin, Halt, Explicit }
+/// <summary>Where a scheduling point sits: what the vCPU is about to do (CodePatch: a host agent on its thread rewrites code another vCPU may run, the DBT's chaining patch).</summary>
+public enum PointKind { Load, Store, Atomic, Spin, Halt, Explicit, CodePatch }
 
 /// <summary>
 /// Compile-time and start-up switches for the test seams. In free-running builds the scheduling

@@ -25,6 +25,15 @@ public abstract record DbtGuestOutcome(string? Bug, string? Problem, RunResult R
 /// rule, ticks that arrived while the lookup ran with interrupts off (cli) and were held back until
 /// it was done, or exactly at that boundary. Shows that a clean run was exercised, not vacuous.
 /// </param>
+/// <summary>What one run of <see cref="ChainingPatchGuest"/> showed.</summary>
+/// <param name="Chained">Edges chained (each one a patch another vCPU might have run half-written).</param>
+/// <param name="StaleEntries">
+/// Dispatcher entries through an edge another vCPU had already chained: a vCPU ran the branch while
+/// (or just before) it was patched. Shows that a clean run had the vCPUs meet at a patch, not vacuous.
+/// </param>
+public sealed record ChainingPatchOutcome(string? Bug, string? Problem, RunResult Result, long Chained, long StaleEntries)
+    : DbtGuestOutcome(Bug, Problem, Result, Ticks: 0, TicksInWindow: 0);
+
 public sealed record JumpTableRaceOutcome(string? Bug, string? Problem, RunResult Result, int Ticks, int TicksInWindow, int TicksAtLookupEnd)
     : DbtGuestOutcome(Bug, Problem, Result, Ticks, TicksInWindow);
 
@@ -74,19 +83,74 @@ public static class DbtScenarios
     }
 
     /// <summary>
+    /// A chaining patch observed half-written (btkernel-notes: "a chaining patch that another CPU can
+    /// observe half-written"): two vCPUs run the same loop (<see cref="ChainingPatchGuest"/>), and the
+    /// first to take each direct branch patches its rel32 while the other may be about to run it.
+    /// Planted bug (<see cref="DbtOptions.PlantedTornChainingPatch"/>): the patch is four one-byte
+    /// stores, a scheduling point between each; correct form: one aligned 4-byte store, with a
+    /// scheduling point just before it. The dispatcher's points are the interleavings that matter;
+    /// data accesses are points only for the done flags.
+    /// </summary>
+    public static Scenario ChainingPatch(bool torn, int iterations = 20, int vcpus = 2, Action<ChainingPatchOutcome>? observe = null)
+    {
+        var guest = new ChainingPatchGuest(vcpus, iterations);
+        return GuestScenario(torn ? "chaining-patch-torn" : "chaining-patch-atomic", vcpus, guest.Load,
+            new DbtOptions { PlantedTornChainingPatch = torn }, delayBound: 1, (m, dbt, r) => Evaluate(guest, m, dbt, r), observe,
+            dispatcherPoints: true, maxInstructions: ChainingMaxInstructions);
+    }
+
+    /// <summary>One run of the chaining guest outside Coyote: translated with options, or natively when options is null.</summary>
+    public static ChainingPatchOutcome RunChainingGuest(ExecutionControl control, DbtOptions? options, int iterations = 20, int vcpus = 2)
+    {
+        var guest = new ChainingPatchGuest(vcpus, iterations);
+        return RunGuest(control, options, vcpus, guest.Load, (m, dbt, r) => Evaluate(guest, m, dbt, r), ChainingMaxInstructions);
+    }
+
+    // A correct run takes about 150 instructions per vCPU; one sent astray by a torn patch often
+    // spins (the BSP waiting for an AP that went wrong), so the limit ends it early.
+    private const long ChainingMaxInstructions = 100_000;
+
+    /// <summary>How every failure of the chaining guest begins.</summary>
+    public const string Astray = "a vCPU went astray in the patched loop";
+
+    private static ChainingPatchOutcome Evaluate(ChainingPatchGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
+    {
+        var st = dbt?.Stats;
+        long chained = st?.ChainedEdges ?? 0, stale = st?.StaleEdgeEntries ?? 0;
+        ChainingPatchOutcome Outcome(string? bug) => new(bug, null, r, chained, stale);
+        var counts = new (ulong Iterations, ulong Calls)[g.Vcpus];
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+        {
+            ulong pc = ChainingPatchGuest.PerCpu(cpu) - Harness.Machine.Boot.BootLayout.KernelAlias;
+            counts[cpu] = (m.Memory.ReadU64(pc + ChainingPatchGuest.OffIterations), m.Memory.ReadU64(pc + ChainingPatchGuest.OffCalls));
+        }
+        string State() => string.Join("; ", Enumerable.Range(0, g.Vcpus).Select(cpu =>
+            $"vCPU {cpu}: {counts[cpu].Iterations} iterations, {counts[cpu].Calls / 2.0} calls of f, rip 0x{m.Vcpus[cpu].Rip:x}{(m.Vcpus[cpu].IsHalted ? " halted" : "")}"));
+        if (r.Reason != StopReason.Exited || r.ExitStatus != 0)
+            return Outcome($"{Astray}: the machine stopped with {r.Reason} (status {r.ExitStatus}), not exit 0: {r.Message} ({State()}; {g.Iterations} each expected)");
+        for (int cpu = 0; cpu < g.Vcpus; cpu++)
+            if (counts[cpu].Iterations != (ulong)g.Iterations || counts[cpu].Calls != 2UL * (ulong)g.Iterations)
+                return Outcome($"{Astray}: {State()} ({g.Iterations} each expected)");
+        if (st?.Failure is { } failure) return Outcome($"{Astray}: DBT failure: {failure}");
+        return Outcome(null);
+    }
+
+    /// <summary>
     /// The shape of both DBT scenarios: the guest (in <see cref="RingZeroGuest"/>'s kernel-alias
     /// layout) on a fresh machine with the DBT attached, its outcome checked for the bug and then
     /// for any other problem.
     /// </summary>
     private static Scenario GuestScenario<T>(string name, int vcpus, Action<Machine.Machine> load, DbtOptions options, int delayBound,
-        Func<Machine.Machine, DbtInstance, RunResult, T> evaluate, Action<T>? observe) where T : DbtGuestOutcome
+        Func<Machine.Machine, DbtInstance, RunResult, T> evaluate, Action<T>? observe, bool dispatcherPoints = false, long maxInstructions = MaxInstructions)
+        where T : DbtGuestOutcome
     {
         // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
         DbtInstance? dbt = null;
+        var shared = PointFilters.SharedRange(RingZeroGuest.KernelData, RingZeroGuest.KernelData + RingZeroGuest.DoneFlagsBytes);
         return new Scenario(name,
             ctx =>
             {
-                var m = new Machine.Machine(ctx.Options(vcpus, MaxInstructions, MemoryBytes, ReservedBytes));
+                var m = new Machine.Machine(ctx.Options(vcpus, maxInstructions, MemoryBytes, ReservedBytes));
                 load(m);
                 dbt = DbtInstance.Attach(m, options);
                 return m;
@@ -104,21 +168,23 @@ public static class DbtScenarios
             Control = new CoyoteOptions
             {
                 InterruptDelayBound = delayBound,
-                PointFilter = PointFilters.SharedRange(RingZeroGuest.KernelData, RingZeroGuest.KernelData + RingZeroGuest.DoneFlagsBytes),
+                PointFilter = dispatcherPoints ? shared : (kind, address) => kind != PointKind.CodePatch && shared(kind, address),
             },
-            // The races are between a vCPU and its own interrupt: the interleavings that matter are
-            // the interrupt delays, not data accesses (the done flags only end the run).
-            NeedsSchedulingPoints = false,
+            // The tick races are between a vCPU and its own interrupt: the interleavings that matter
+            // are the interrupt delays, not data accesses (the done flags only end the run) nor the
+            // dispatcher's chaining patches. The patch race needs those CodePatch points, which
+            // exist only with the seams on.
+            NeedsSchedulingPoints = dispatcherPoints,
         };
     }
 
     /// <summary>One run of a DBT guest outside Coyote: translated with options, or natively when options is null.</summary>
     private static T RunGuest<T>(ExecutionControl control, DbtOptions? options, int vcpus, Action<Machine.Machine> load,
-        Func<Machine.Machine, DbtInstance?, RunResult, T> evaluate)
+        Func<Machine.Machine, DbtInstance?, RunResult, T> evaluate, long maxInstructions = MaxInstructions)
     {
         using var m = new Machine.Machine(new MachineOptions
         {
-            Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = MaxInstructions, Control = control,
+            Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = maxInstructions, Control = control,
         });
         load(m);
         var dbt = options is null ? null : DbtInstance.Attach(m, options);
