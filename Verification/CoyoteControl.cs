@@ -81,6 +81,10 @@ public sealed class CoyoteControl : ExecutionControl
     public override string Name => $"coyote(slice={options.Slice}, interrupt-delay<{Math.Max(1, options.InterruptDelayBound)})";
     public override long Slice => options.Slice;
 
+    // WorldStop parks vCPUs on a host monitor and spins for them with Thread.Yield, neither of
+    // which Coyote schedules: a stop would wait out its timeout. Not supported yet.
+    public override bool SupportsWorldStop => false;
+
     /// <summary>
     /// Monitors: called on the vCPU's thread at every scheduling point that passed the filter,
     /// before the point (a failed <see cref="Verify.That"/> there ends the execution as a bug).

@@ -66,4 +66,10 @@ public abstract class ExecutionControl
 
     /// <summary>True when one host thread runs every vCPU (no other vCPU runs while one does).</summary>
     public virtual bool SingleThreaded => false;
+
+    /// <summary>
+    /// Whether <see cref="WorldStop"/> can park the other vCPUs under this control (its parking waits
+    /// on a host monitor, which a control that schedules the threads itself cannot see).
+    /// </summary>
+    public virtual bool SupportsWorldStop => true;
 }

@@ -42,6 +42,13 @@ public sealed class WorldStop
     /// <summary>Runs action while every other started vCPU is parked; returns false if the machine stopped first.</summary>
     public bool Run(Vcpu by, Action action)
     {
+        if (!machine.Control.SupportsWorldStop)
+        {
+            // Fail at once with the reason, not after the timeout with "the others did not park".
+            machine.Stop(StopReason.HostError, 0, $"world stop requested by vCPU {by.Index}: not supported under the {machine.Control.Name} control " +
+                "(a DBT switchon, switchoff or cache flush; give the scenario a code cache large enough for its guest)");
+            return false;
+        }
         if (machine.Control.SingleThreaded)
         {
             // The others are between slices, and a single-threaded control ends a slice only where

@@ -91,11 +91,12 @@ public static class DbtScenarios
     /// scheduling point just before it. The dispatcher's points are the interleavings that matter;
     /// data accesses are points only for the done flags.
     /// </summary>
-    public static Scenario ChainingPatch(bool torn, int iterations = 20, int vcpus = 2, Action<ChainingPatchOutcome>? observe = null)
+    /// <param name="mainPoolLimit">A code cache too small for the guest (a flush needs a world stop, which CoyoteControl does not support: the run must say so).</param>
+    public static Scenario ChainingPatch(bool torn, int iterations = 20, int vcpus = 2, Action<ChainingPatchOutcome>? observe = null, ulong? mainPoolLimit = null)
     {
         var guest = new ChainingPatchGuest(vcpus, iterations);
         return GuestScenario(torn ? "chaining-patch-torn" : "chaining-patch-atomic", vcpus, guest.Load,
-            new DbtOptions { PlantedTornChainingPatch = torn }, delayBound: 1, (m, dbt, r) => Evaluate(guest, m, dbt, r), observe,
+            new DbtOptions { PlantedTornChainingPatch = torn, MainPoolLimit = mainPoolLimit }, delayBound: 1, (m, dbt, r) => Evaluate(guest, m, dbt, r), observe,
             dispatcherPoints: true, maxInstructions: ChainingMaxInstructions);
     }
 
