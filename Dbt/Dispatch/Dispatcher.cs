@@ -112,7 +112,7 @@ public sealed class Dispatcher
                 return;
             }
             long flushes = stats.Flushes;
-            ulong tx = cache.Contains(target) ? target : WithFlush(v, () => translator.GetOrTranslate(v, target));
+            ulong tx = cache.Contains(target) ? target : Translate(v, target);
             bool flushed = stats.Flushes != flushes; // the edge and its patch site belong to the wiped cache
             if (edge is null && !cache.Contains(target)) JumpTable.Insert(v, kernel.JumpTableOf(v.Index), target, tx);
             if (edge is { Kind: not EdgeKind.CallOut } && !flushed && !options.DropChainingPatch) Chain(v, edge, tx);
@@ -126,8 +126,9 @@ public sealed class Dispatcher
     }
 
     /// <summary>
-    /// Runs a translation step; if the code cache is full, flushes it (switchoff, wipe, switchon with
-    /// the other vCPUs parked) and runs the step once more.
+    /// Runs a call-out; if the code cache is full, flushes it (switchoff, wipe, switchon with the
+    /// other vCPUs parked) and runs it once more. A call-out may stop the world itself (switchoff),
+    /// so unlike a translation it cannot run inside the flush's stop.
     /// </summary>
     private T WithFlush<T>(Vcpu v, Func<T> step)
     {
@@ -143,6 +144,23 @@ public sealed class Dispatcher
             catch (CodeCache.CodeCacheFullException e)
             {
                 throw new CodeCache.CodeCacheFullException($"{e.Message}; still full after {attempt - 1} flushes: the cache is too small for the working set");
+            }
+        }
+    }
+
+    /// <summary>
+    /// The translation of target; if the code cache is full, flushes it and translates target in the
+    /// same world stop (<see cref="Kernel.Switch.FlushThen"/>), so no other vCPU fills it first.
+    /// </summary>
+    private ulong Translate(Vcpu v, ulong target)
+    {
+        try { return translator.GetOrTranslate(v, target); }
+        catch (CodeCache.CodeCacheFullException)
+        {
+            try { return Switch.FlushThen(v, () => translator.GetOrTranslate(v, target)); }
+            catch (CodeCache.CodeCacheFullException e)
+            {
+                throw new CodeCache.CodeCacheFullException($"{e.Message}; still full right after a flush, with only the other vCPUs' current paths and this translation in it: the cache is too small");
             }
         }
     }
