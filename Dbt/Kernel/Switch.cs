@@ -64,7 +64,21 @@ public sealed unsafe class Switch
 
     // ---- where a world stop may park a vCPU --------------------------------------------------------
 
-    private bool SafePoint(Vcpu u) => !on || u.Cpl == 3 || !cache.Contains(u.Rip) || TryRecoverCurrent(u, Sorted(), apply: false);
+    private bool SafePoint(Vcpu u)
+    {
+        if (!on || u.Cpl == 3 || !cache.Contains(u.Rip)) return true;
+        var sorted = Sorted();
+        // Not on an interrupt-entry path (an entry-mode block: the kernel has not yet saved tx-nextpc
+        // into the frame's redundant slot). Parked there, a vCPU whose interrupt hit the exit stub
+        // between popfq and jmp has a frame whose slot still holds a stale word; if that word is a
+        // cache address of an older generation, switchoff takes the frame for a stale image and
+        // leaves its RIP in the exit stub, while switchon resumes the entry path in normal mode, so
+        // the slot gets the kernel's native value and the iretq jumps through it (to 0 or 0x10:
+        // idle threads on 4 vCPUs with a 12 KiB cache, about 1 run in 10). Entry paths are short
+        // straight-line code: the stop waits until the vCPU has left them.
+        if (BlockTranslator.BlockAt(sorted, u.Rip) is { EntrySlotDelta: not null } b && u.Rip - b.CacheStart < (ulong)b.CacheLength) return false;
+        return TryRecoverCurrent(u, sorted, apply: false);
+    }
 
     private TranslatedBlock[] Sorted() => translator.SortedBlocks();
 

@@ -123,7 +123,7 @@ public sealed class BlockTranslator
     }
 
     /// <summary>The block with the greatest CacheStart at or below pc, or null.</summary>
-    private static TranslatedBlock? BlockAt(TranslatedBlock[] blocksByStart, ulong pc)
+    internal static TranslatedBlock? BlockAt(TranslatedBlock[] blocksByStart, ulong pc)
     {
         int lo = 0, hi = blocksByStart.Length - 1, found = -1;
         while (lo <= hi)
