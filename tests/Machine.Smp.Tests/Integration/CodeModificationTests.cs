@@ -107,18 +107,15 @@ public class CodeModificationTests
         Assert.Equal(42, r.ExitStatus);
     }
 
-    [Fact]
-    public void HostWriteThroughPhysicalMemoryInvalidatesDecodedCode()
+    /// <summary>Calls f (at fAddr, initially f0), lets the host rewrite code in a vmcall, calls f again; exits with the sum.</summary>
+    static RunResult CallRewriteCall(ulong fAddr, byte[] f0, Action<Harness.Machine.Machine> rewrite)
     {
-        const ulong fAddr = 0x100800;
-        var f0 = Support.Asm(a => { a.mov(eax, 7); a.ret(); }, fAddr);
-        var f1 = Support.Asm(a => { a.mov(eax, 35); a.ret(); }, fAddr);
         var code = Support.Asm(a =>
         {
             a.mov(r13, fAddr);
             a.call(r13);
             a.mov(r12, rax);
-            a.vmcall();                          // the host rewrites f
+            a.vmcall();                          // the host rewrites code
             a.call(r13);
             a.add(rax, r12);
             a.@out(0xF4, eax);
@@ -126,8 +123,17 @@ public class CodeModificationTests
         using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
         m.Memory.Write(0x100000, code);
         m.Memory.Write(fAddr, f0);
-        m.Vmcall = _ => m.Memory.Write(fAddr, f1);
-        var r = m.Run(entry: 0x100000);
+        m.Vmcall = _ => rewrite(m);
+        return m.Run(entry: 0x100000);
+    }
+
+    [Fact]
+    public void HostWriteThroughPhysicalMemoryInvalidatesDecodedCode()
+    {
+        const ulong fAddr = 0x100800;
+        var f0 = Support.Asm(a => { a.mov(eax, 7); a.ret(); }, fAddr);
+        var f1 = Support.Asm(a => { a.mov(eax, 35); a.ret(); }, fAddr);
+        var r = CallRewriteCall(fAddr, f0, m => m.Memory.Write(fAddr, f1));
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
         Assert.Equal(42, r.ExitStatus);
     }
@@ -183,21 +189,7 @@ public class CodeModificationTests
         var f1 = F(35);
         int tail = f0.Length - 5; // the mov's imm32 (then ret)
         Assert.Equal(0x100400 + 40 + 1, (int)fAddr + tail);
-        var code = Support.Asm(a =>
-        {
-            a.mov(r13, fAddr);
-            a.call(r13);
-            a.mov(r12, rax);
-            a.vmcall();                          // the host rewrites the imm32 only
-            a.call(r13);
-            a.add(rax, r12);
-            a.@out(0xF4, eax);
-        });
-        using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
-        m.Memory.Write(0x100000, code);
-        m.Memory.Write(fAddr, f0);
-        m.Vmcall = _ => m.Memory.Write(fAddr + (ulong)tail, f1.AsSpan(tail, 4));
-        var r = m.Run(entry: 0x100000);
+        var r = CallRewriteCall(fAddr, f0, m => m.Memory.Write(fAddr + (ulong)tail, f1.AsSpan(tail, 4))); // the imm32 only
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
         Assert.Equal(7 + 35, r.ExitStatus);
     }
