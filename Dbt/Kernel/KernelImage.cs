@@ -2,22 +2,30 @@ namespace Harness.Dbt.Kernel;
 
 /// <summary>
 /// What the DBT knows of the kernel beyond its bytes in memory: the ELF symbol table (for the
-/// exception tables: <c>__ex_table_start</c>, <c>__ex_table_end</c>, <c>extables</c>). Read from the
+/// exception tables: <c>__ex_table_start</c>, <c>__ex_table_end</c>, <c>extables</c>; switchoff:
+/// <c>thread_list</c>, <c>exception_fixup</c>). Read from the
 /// same ELF file the machine loaded (<see cref="ElfSections"/>).
 /// </summary>
 public sealed class KernelImage
 {
     public IReadOnlyDictionary<string, ulong> Symbols { get; }
+    private readonly Dictionary<string, ulong> sizes;
 
-    private KernelImage(Dictionary<string, ulong> symbols) => Symbols = symbols;
+    private KernelImage(Dictionary<string, ulong> symbols, Dictionary<string, ulong> sizes) => (Symbols, this.sizes) = (symbols, sizes);
 
     public ulong? Symbol(string name) => Symbols.TryGetValue(name, out ulong v) ? v : null;
+
+    /// <summary>[start, end) of a sized symbol (a function), or null.</summary>
+    public (ulong Start, ulong End)? Range(string name) =>
+        Symbols.TryGetValue(name, out ulong v) && sizes.TryGetValue(name, out ulong n) && n > 0 ? (v, v + n) : null;
 
     /// <summary>Parses the symbol table of an ELF64 little-endian file; an image without one gives an empty table.</summary>
     public static KernelImage FromElf(ReadOnlySpan<byte> f, string name)
     {
         var symbols = new Dictionary<string, ulong>();
-        foreach (var s in ElfSections.Read(f, name)?.Symbols ?? []) symbols.TryAdd(s.Name, s.Value);
-        return new KernelImage(symbols);
+        var sizes = new Dictionary<string, ulong>();
+        foreach (var s in ElfSections.Read(f, name)?.Symbols ?? [])
+            if (symbols.TryAdd(s.Name, s.Value)) sizes[s.Name] = s.Size;
+        return new KernelImage(symbols, sizes);
     }
 }

@@ -55,6 +55,7 @@ public sealed unsafe class Switch
         this.exceptionTables = exceptionTables;
         this.stats = stats;
         threadList = image?.Symbol("thread_list");
+        fixupLookup = image?.Range("exception_fixup");
         plantedKeepStacks = plantedSwitchoffKeepsStacks;
         on = startOn;
         machine.SafePoint = SafePoint;
@@ -66,8 +67,10 @@ public sealed unsafe class Switch
 
     private bool SafePoint(Vcpu u)
     {
-        if (!on || u.Cpl == 3 || !cache.Contains(u.Rip)) return true;
+        if (!on || u.Cpl == 3) return true;
         var sorted = Sorted();
+        if (InFixupLookup(u, sorted)) return false;
+        if (!cache.Contains(u.Rip)) return true;
         // Not on an interrupt-entry path (an entry-mode block: the kernel has not yet saved tx-nextpc
         // into the frame's redundant slot). Parked there, a vCPU whose interrupt hit the exit stub
         // between popfq and jmp has a frame whose slot still holds a stale word; if that word is a
@@ -78,6 +81,22 @@ public sealed unsafe class Switch
         // straight-line code: the stop waits until the vCPU has left them.
         if (BlockTranslator.BlockAt(sorted, u.Rip) is { EntrySlotDelta: not null } b && u.Rip - b.CacheStart < (ulong)b.CacheLength) return false;
         return TryRecoverCurrent(u, sorted, apply: false);
+    }
+
+    // Nor inside the kernel's exception_fixup(rip), which scans the exception tables for the
+    // faulting RIP it holds in a register. A flush rewrites that register to the native RIP and
+    // empties and refills the DBT's table under the scan: past the slots the native pairs get
+    // again, the scan misses ("unhandled #PF in kernel" at a copy_user instruction), and one that
+    // had just matched reads whatever entry now sits there (a resume at another fixup). Found by
+    // reading the lookup, not by a failure; the loop is short and takes no lock, so the stop waits.
+    private readonly (ulong Start, ulong End)? fixupLookup;
+
+    private bool InFixupLookup(Vcpu u, TranslatedBlock[] sorted)
+    {
+        if (fixupLookup is not var (start, end)) return false;
+        ulong rip = u.Rip;
+        if (!cache.Contains(rip)) return rip - start < end - start;
+        return BlockTranslator.BlockAt(sorted, rip) is { } b && rip - b.CacheStart < (ulong)b.CacheLength && b.NativeStart < end && b.NativeEnd > start;
     }
 
     private TranslatedBlock[] Sorted() => translator.SortedBlocks();

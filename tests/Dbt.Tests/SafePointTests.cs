@@ -25,7 +25,9 @@ public class SafePointTests
         var elf = File.ReadAllBytes(KernelSupport.KernelPath);
         m.LoadElf(elf, "kernel.elf");
         var dbt = Dbt.Attach(m, new DbtOptions { Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf") });
-        bool? entryPath = null, ordinary = null;
+        bool? entryPath = null, ordinary = null, fixupNative = null, fixupTranslated = null, otherNative = null;
+        var image = Kernel.KernelImage.FromElf(elf, "kernel.elf");
+        ulong fixup = image.Symbol("exception_fixup")!.Value, kmain = image.Symbol("kmain")!.Value;
         string where = "";
         // At a block boundary on vCPU 0 in kernel mode (re-armed until then), with interrupt entries
         // already translated: ask the filter about an entry-mode block start and an ordinary one.
@@ -42,6 +44,12 @@ public class SafePointTests
             entryPath = m.SafePoint!(v);
             v.Rip = plain.CacheStart;
             ordinary = m.SafePoint!(v);
+            v.Rip = fixup;
+            fixupNative = m.SafePoint!(v);
+            v.Rip = dbt.Translator.GetOrTranslate(v, fixup);
+            fixupTranslated = m.SafePoint!(v);
+            v.Rip = kmain;
+            otherNative = m.SafePoint!(v);
             v.Rip = rip;
             where = $"entry block 0x{entry.CacheStart:x} (native 0x{entry.NativeStart:x}), ordinary block 0x{plain.CacheStart:x} (native 0x{plain.NativeStart:x})";
             m.Stop(StopReason.Exited, 0, "checked");
@@ -50,5 +58,9 @@ public class SafePointTests
         Assert.True(r.Reason == StopReason.Exited && r.Message == "checked", $"{r.Reason}: {r.Message}");
         Assert.True(ordinary, $"an ordinary block start must be a safe point: {where}");
         Assert.False(entryPath, $"an entry-mode block start must not be a safe point: {where}");
+        // Nor the kernel's exception-table lookup, native or translated (a flush would empty the table under its scan).
+        Assert.True(otherNative);
+        Assert.False(fixupNative);
+        Assert.False(fixupTranslated);
     }
 }
