@@ -68,18 +68,21 @@ public sealed unsafe class Switch
     private bool SafePoint(Vcpu u)
     {
         if (!on || u.Cpl == 3) return true;
+        ulong rip = u.Rip;
+        if (!cache.Contains(rip)) return !InFixupLookup(rip, rip + 1);
         var sorted = Sorted();
-        if (InFixupLookup(u, sorted)) return false;
-        if (!cache.Contains(u.Rip)) return true;
-        // Not on an interrupt-entry path (an entry-mode block: the kernel has not yet saved tx-nextpc
-        // into the frame's redundant slot). Parked there, a vCPU whose interrupt hit the exit stub
-        // between popfq and jmp has a frame whose slot still holds a stale word; if that word is a
-        // cache address of an older generation, switchoff takes the frame for a stale image and
-        // leaves its RIP in the exit stub, while switchon resumes the entry path in normal mode, so
-        // the slot gets the kernel's native value and the iretq jumps through it (to 0 or 0x10:
-        // idle threads on 4 vCPUs with a 12 KiB cache, about 1 run in 10). Entry paths are short
-        // straight-line code: the stop waits until the vCPU has left them.
-        if (BlockTranslator.BlockAt(sorted, u.Rip) is { EntrySlotDelta: not null } b && u.Rip - b.CacheStart < (ulong)b.CacheLength) return false;
+        if (BlockTranslator.BlockAt(sorted, rip) is { } b && rip - b.CacheStart < (ulong)b.CacheLength)
+        {
+            // Not on an interrupt-entry path (an entry-mode block: the kernel has not yet saved
+            // tx-nextpc into the frame's redundant slot). Parked there, a vCPU whose interrupt hit
+            // the exit stub between popfq and jmp has a frame whose slot still holds a stale word; if
+            // that word is a cache address of an older generation, switchoff takes the frame for a
+            // stale image and leaves its RIP in the exit stub, while switchon resumes the entry path
+            // in normal mode, so the slot gets the kernel's native value and the iretq jumps through
+            // it (to 0 or 0x10: idle threads on 4 vCPUs with a 12 KiB cache, about 1 run in 10).
+            // Entry paths are short straight-line code: the stop waits until the vCPU has left them.
+            if (b.EntrySlotDelta is not null || InFixupLookup(b.NativeStart, b.NativeEnd)) return false;
+        }
         return TryRecoverCurrent(u, sorted, apply: false);
     }
 
@@ -91,13 +94,8 @@ public sealed unsafe class Switch
     // reading the lookup, not by a failure; the loop is short and takes no lock, so the stop waits.
     private readonly (ulong Start, ulong End)? fixupLookup;
 
-    private bool InFixupLookup(Vcpu u, TranslatedBlock[] sorted)
-    {
-        if (fixupLookup is not var (start, end)) return false;
-        ulong rip = u.Rip;
-        if (!cache.Contains(rip)) return rip - start < end - start;
-        return BlockTranslator.BlockAt(sorted, rip) is { } b && rip - b.CacheStart < (ulong)b.CacheLength && b.NativeStart < end && b.NativeEnd > start;
-    }
+    /// <summary>True if native code [from, to) overlaps exception_fixup.</summary>
+    private bool InFixupLookup(ulong from, ulong to) => fixupLookup is var (start, end) && from < end && to > start;
 
     private TranslatedBlock[] Sorted() => translator.SortedBlocks();
 

@@ -10,30 +10,44 @@ namespace Harness.Dbt.Translate;
 /// </summary>
 public static class RuleRegistry
 {
-    private static readonly ConcurrentDictionary<string, Func<Rule>> rules = new(StringComparer.Ordinal);
+    private static readonly NamedFactories<Rule> rules = new("rule");
 
     static RuleRegistry()
     {
-        foreach (var r in Rulebook.BuiltIn) rules[r.Name] = () => r;
+        foreach (var r in Rulebook.BuiltIn) rules.Register(r.Name, () => r);
     }
 
     /// <summary>Registers a rule under a name (lower-case letters, digits and '-'); names are never replaced.</summary>
-    public static void Register(string name, Func<Rule> create)
+    public static void Register(string name, Func<Rule> create) => rules.Register(name, create);
+
+    public static bool IsRegistered(string name) => rules.IsRegistered(name);
+
+    public static IReadOnlyList<string> Names => rules.Names;
+
+    internal static Rule Create(string name) => rules.Create(name);
+}
+
+/// <summary>Factories by name, for the rule and client registries: registered once, never replaced.</summary>
+internal sealed class NamedFactories<T>(string what) where T : class
+{
+    private readonly ConcurrentDictionary<string, Func<T>> factories = new(StringComparer.Ordinal);
+
+    public void Register(string name, Func<T> create)
     {
         ArgumentNullException.ThrowIfNull(create);
-        RegistryNames.Check(name, "rule");
-        if (!rules.TryAdd(name, create)) throw new ArgumentException($"a rule named '{name}' is already registered", nameof(name));
+        RegistryNames.Check(name, what);
+        if (!factories.TryAdd(name, create)) throw new ArgumentException($"a {what} named '{name}' is already registered", nameof(name));
     }
 
-    public static bool IsRegistered(string name) => rules.ContainsKey(name);
+    public bool IsRegistered(string name) => factories.ContainsKey(name);
 
-    public static IReadOnlyList<string> Names => rules.Keys.Order(StringComparer.Ordinal).ToList();
+    public IReadOnlyList<string> Names => factories.Keys.Order(StringComparer.Ordinal).ToList();
 
-    internal static Rule Create(string name)
+    public T Create(string name)
     {
-        if (!rules.TryGetValue(name, out var create))
-            throw new ArgumentException($"no rule named '{name}' is registered (registered: {string.Join(", ", Names)})");
-        return create() ?? throw new InvalidOperationException($"the factory of rule '{name}' returned null");
+        if (!factories.TryGetValue(name, out var create))
+            throw new ArgumentException($"no {what} named '{name}' is registered (registered: {string.Join(", ", Names)})");
+        return create() ?? throw new InvalidOperationException($"the factory of {what} '{name}' returned null");
     }
 }
 
