@@ -262,16 +262,23 @@ public sealed unsafe class Switch
 
     // struct thread (guest/kernel/kernel.h, pinned there by a static assertion)
     private const ulong ThreadRsp = 0, ThreadKstack = 32, ThreadKstackTop = 40, ThreadAllNext = 120;
+    // The kernel's stacks are KSTACK_SIZE (16 KiB); anything over 1 MiB is not a stack.
+    private const ulong MaxKernelStackBytes = 1 << 20;
 
     private void RewriteStacks(Vcpu by, TranslatedBlock[] sorted)
     {
         var v = by;
         int threads = 0;
         long words = 0;
+        var seen = new HashSet<ulong>();
         for (ulong t = v.Read64(threadList!.Value); t != 0; t = v.Read64(t + ThreadAllNext))
         {
             if (++threads > 100_000) throw new SwitchException("the kernel's thread list does not end");
+            if (!seen.Add(t)) throw new SwitchException($"the kernel's thread list loops back to thread 0x{t:x}");
             ulong lo = v.Read64(t + ThreadKstack), top = v.Read64(t + ThreadKstackTop);
+            // Guest data bounds the scan below: a corrupt thread must not send it through all of memory.
+            if (top <= lo || top - lo > MaxKernelStackBytes)
+                throw new SwitchException($"thread 0x{t:x} on the kernel's thread list has a kernel stack [0x{lo:x}, 0x{top:x}) that is empty or over {MaxKernelStackBytes / 1024} KiB: the list is corrupt");
             ulong live = 0;
             Vcpu? owner = null;
             foreach (var u in machine.Vcpus)

@@ -46,7 +46,6 @@ public sealed class BlockTranslator
     private readonly List<TranslatedBlock> blocks = new();
     // Entry-mode translations, keyed by (native address, slot offset from RSP); only under addLock.
     private readonly Dictionary<(ulong, int), ulong> entryMap = new();
-    private readonly HashSet<(ulong, int)> entryInProgress = new();
     private readonly InstructionInfoFactory infos = new();
 
     internal DbtOptions Options => options;
@@ -142,16 +141,7 @@ public sealed class BlockTranslator
     public ulong GetOrTranslate(Vcpu v, ulong native)
     {
         if (map.TryGetValue(native, out ulong tx)) return tx;
-        lock (addLock) return GetOrTranslateLocked(v, native);
-    }
-
-    private ulong GetOrTranslateLocked(Vcpu v, ulong native)
-    {
-        if (map.TryGetValue(native, out ulong tx)) return tx;
-        var b = TranslateLocked(v, native);
-        blocks.Add(b);
-        map[native] = b.CacheStart; // publish: only now can any vCPU reach the block
-        return b.CacheStart;
+        lock (addLock) return TranslateBatch(v, native, slotDelta: null);
     }
 
     /// <summary>The DBT's exception-table registrations (null: none).</summary>
@@ -160,23 +150,133 @@ public sealed class BlockTranslator
     /// <summary>The entry-mode translation of native with the frame's redundant slot at RSP + slotDelta (see <see cref="EntryPath"/>).</summary>
     public ulong TranslateEntry(Vcpu v, ulong native, int slotDelta)
     {
-        lock (addLock) return TranslateEntryLocked(v, native, slotDelta);
+        lock (addLock) return TranslateBatch(v, native, slotDelta);
     }
 
-    internal ulong TranslateEntryLocked(Vcpu v, ulong native, int slotDelta)
+    /// <summary>
+    /// Blocks one translation request may add before every one of them is published: the block asked
+    /// for, the entry-mode path behind an interrupt gate (each direct branch on it translated
+    /// eagerly), and the translations of fixups of faultable instructions. The kernel's gate paths are
+    /// 2-3 blocks and its fixups one; the bound stops a walk into data or zeroed memory (256
+    /// instructions a block) with a message instead of running through all of RAM.
+    /// </summary>
+    internal const int MaxBatchBlocks = 64;
+
+    /// <summary>An entry-mode branch to another block of the same walk: its rel32 is written once that block is laid out.</summary>
+    internal sealed class EntryLink((ulong Native, int SlotDelta) key)
     {
-        var key = (native, slotDelta);
-        if (entryMap.TryGetValue(key, out ulong tx)) return tx;
-        if (!entryInProgress.Add(key))
-            throw new TranslationException($"the interrupt entry path loops back to 0x{native:x} before writing the frame's redundant slot");
+        public readonly (ulong Native, int SlotDelta) Key = key;
+        public ulong PatchSite;
+    }
+
+    /// <summary>
+    /// The blocks of one request, laid out (at their final cache addresses) but not yet reachable: a
+    /// worklist instead of recursion, because the blocks a request needs are chosen by guest code (a
+    /// handler that falls through into zeroed memory once overflowed the host stack).
+    /// </summary>
+    private sealed class Batch
+    {
+        public readonly Queue<(ulong Native, int? SlotDelta)> Todo = new();
+        public readonly List<(TranslatedBlock Block, int? SlotDelta, List<EntryLink> Links)> Done = new();
+        public readonly Dictionary<ulong, ulong> Normal = new();
+        public readonly Dictionary<(ulong, int), ulong> Entry = new();
+        public readonly List<(ulong Copy, ulong FixupNative)> Fixups = new();
+        public List<EntryLink> Links = new();
+        public int NativeInstructions;
+    }
+
+    private Batch? batch;
+
+    /// <summary>Under addLock: an entry-mode branch target of the block being translated, patched when the batch ends.</summary>
+    internal EntryLink EntryTarget(ulong native, int slotDelta)
+    {
+        var link = new EntryLink((native, slotDelta));
+        batch!.Links.Add(link);
+        batch.Todo.Enqueue((native, slotDelta));
+        return link;
+    }
+
+    private bool Translated(ulong native, int? slotDelta) => slotDelta is int d
+        ? entryMap.ContainsKey((native, d)) || batch!.Entry.ContainsKey((native, d))
+        : map.ContainsKey(native) || batch!.Normal.ContainsKey(native);
+
+    private ulong TranslateBatch(Vcpu v, ulong native, int? slotDelta)
+    {
+        if (slotDelta is null && map.TryGetValue(native, out ulong found)) return found;
+        if (slotDelta is int d0 && entryMap.TryGetValue((native, d0), out found)) return found;
+        if (batch is not null) throw new InvalidOperationException("a translation request inside another (the translator's batch is not reentrant)");
+        var b = batch = new Batch();
         try
         {
-            var b = TranslateLocked(v, native, slotDelta) with { EntrySlotDelta = slotDelta };
-            blocks.Add(b);
-            entryMap[key] = b.CacheStart;
-            return b.CacheStart;
+            b.Todo.Enqueue((native, slotDelta));
+            while (b.Todo.TryDequeue(out var next))
+            {
+                if (Translated(next.Native, next.SlotDelta)) continue;
+                if (b.Done.Count == MaxBatchBlocks)
+                    throw new TranslationException(slotDelta is null
+                        ? $"translating 0x{native:x} needs more than {MaxBatchBlocks} blocks at once (fixup targets); stopped at 0x{next.Native:x}"
+                        : $"the interrupt entry path does not write the frame's redundant slot within {MaxBatchBlocks} blocks " +
+                          $"({b.NativeInstructions} native instructions); the walk stopped at 0x{next.Native:x}");
+                b.Links = new();
+                var block = TranslateLocked(v, next.Native, next.SlotDelta);
+                if (next.SlotDelta is int d) { block = block with { EntrySlotDelta = d }; b.Entry[(next.Native, d)] = block.CacheStart; }
+                else b.Normal[next.Native] = block.CacheStart;
+                b.Done.Add((block, next.SlotDelta, b.Links));
+                b.NativeInstructions += block.NativeInstructions;
+            }
+            RejectEntryLoops(b);
+            foreach (var (block, _, links) in b.Done)
+                foreach (var link in links)
+                {
+                    ulong target = b.Entry.TryGetValue(link.Key, out ulong t) ? t : entryMap[link.Key];
+                    Cache.Write(link.PatchSite, BitConverter.GetBytes(Rel32(link.PatchSite, target)));
+                }
+            // Registered before any block is published: a copy must find its fixup from its first run.
+            foreach (var (copy, fixup) in b.Fixups)
+                ExceptionTables!.Register(copy, b.Normal.TryGetValue(fixup, out ulong t) ? t : map[fixup]);
+            foreach (var (block, d, _) in b.Done)
+            {
+                blocks.Add(block);
+                if (d is int delta) entryMap[(block.NativeStart, delta)] = block.CacheStart;
+                else map[block.NativeStart] = block.CacheStart; // publish: only now can any vCPU reach the block
+            }
+            return b.Done[0].Block.CacheStart;
         }
-        finally { entryInProgress.Remove(key); }
+        finally { batch = null; }
+    }
+
+    /// <summary>
+    /// An entry path that branches back to a block of itself before writing the slot: refused, as a
+    /// path the tracker cannot prove ends (iterative DFS over the batch's entry links).
+    /// </summary>
+    private static void RejectEntryLoops(Batch b)
+    {
+        var links = new Dictionary<(ulong, int), List<EntryLink>>();
+        foreach (var (block, d, l) in b.Done) if (d is int delta) links[(block.NativeStart, delta)] = l;
+        var state = new Dictionary<(ulong, int), int>(); // 1: on the DFS path, 2: finished
+        foreach (var root in links.Keys)
+        {
+            if (state.ContainsKey(root)) continue;
+            var stack = new Stack<((ulong, int) Node, int Next)>();
+            stack.Push((root, 0));
+            state[root] = 1;
+            while (stack.Count > 0)
+            {
+                var (node, next) = stack.Pop();
+                var outs = links[node];
+                if (next == outs.Count) { state[node] = 2; continue; }
+                stack.Push((node, next + 1));
+                var to = outs[next].Key;
+                if (!links.ContainsKey(to)) continue; // an earlier walk's block: finished
+                if (state.TryGetValue(to, out int s))
+                {
+                    if (s == 1) throw new TranslationException($"the interrupt entry path loops back to 0x{to.Item1:x} before writing the frame's redundant slot");
+                    continue;
+                }
+                state[to] = 1;
+                stack.Push((to, 0));
+            }
+        }
     }
 
     private TranslatedBlock TranslateLocked(Vcpu v, ulong native, int? slotDelta = null)
@@ -260,9 +360,13 @@ public sealed class BlockTranslator
         var points = new List<(uint, Recovery)>();
         for (int i = 0; i < perItem.Length; i++) if (perItem[i] is { } r) points.Add((offsets[i], r));
         block = block with { Points = points.ToArray() };
-        // Register the copies of faultable instructions (identity rules: the copy is the rule's first item).
+        // The copies of faultable instructions (identity rules: the copy is the rule's first item),
+        // registered with their fixups' translations when the batch ends.
         foreach (var (item, fixup) in faultable)
-            ExceptionTables!.Register(block.CacheStart + offsets[item], GetOrTranslateLocked(v, fixup));
+        {
+            batch!.Fixups.Add((block.CacheStart + offsets[item], fixup));
+            batch.Todo.Enqueue((fixup, null));
+        }
         return block;
     }
 
@@ -303,7 +407,7 @@ public sealed class BlockTranslator
                 for (int k = 0; k < pad; k++) w.WriteByte(0x2E);
                 foreach (byte b in op) w.WriteByte(b);
                 sites[i] = pc + (ulong)pad + (ulong)op.Length;
-                w.WriteInt32(Rel32(sites[i], it.Target));
+                w.WriteInt32(it.Entry is null ? Rel32(sites[i], it.Target) : 0); // an entry link is written when its batch ends
             }
             else if (it.Ins.Code == Code.DeclareByte)
             {
@@ -356,7 +460,10 @@ public sealed class BlockTranslator
         Cache.Write(at, w.Written);
         int edges = 0;
         for (int i = 0; i < items.Length; i++)
+        {
             if (items[i].Edge is { } edge) { edge.PatchSite = sites[i]; edges++; }
+            if (items[i].Entry is { } link) link.PatchSite = sites[i];
+        }
         stats.AddBlock(nativeCount, (long)(nativeEnd - nativeStart), length, edges);
         return new TranslatedBlock(nativeStart, nativeEnd, at, length, nativeCount, edges) { ReturnPoints = returns.ToArray() };
     }

@@ -25,6 +25,8 @@ public sealed class Emitter
         public byte[]? Opcode;
         public ulong Target;
         public Edge? Edge;
+        /// <summary>An entry-mode branch whose target is translated in the same batch (the rel32 is written then).</summary>
+        public BlockTranslator.EntryLink? Entry;
         /// <summary>A "push imm32" placeholder whose immediate becomes the cache address of the item with this synthetic IP.</summary>
         public ulong PushAddressOfIp;
         /// <summary>The native instruction itself (identity rule): the native state after it is the one at its next instruction.</summary>
@@ -149,10 +151,10 @@ public sealed class Emitter
         if (SlotDelta is int delta)
         {
             // Entry mode: no dispatcher entry may happen before the save, so the path is translated
-            // now (in entry mode) and branched to directly.
+            // before it is published (in entry mode) and branched to directly.
             if (kind is not (EdgeKind.Jmp or EdgeKind.Jcc or EdgeKind.FallThrough))
                 throw new UnsupportedInstructionException(Native, $"the interrupt entry path leaves through '{Native}' before writing the frame's redundant slot");
-            AddPatchable(opcode, translator.TranslateEntryLocked(V, nativeTarget, delta), null);
+            AddPatchable(opcode, 0, null, translator.EntryTarget(nativeTarget, delta));
             return;
         }
         if (translator.TryLookup(nativeTarget, out ulong tx)) AddPatchable(opcode, tx, null);
@@ -178,12 +180,12 @@ public sealed class Emitter
     /// <summary>A rel32 branch to a fixed code-cache address (a dispatcher entry).</summary>
     public void BranchToCache(byte[] opcode, ulong cacheTarget) => AddPatchable(opcode, cacheTarget, null);
 
-    private void AddPatchable(byte[] opcode, ulong target, Edge? edge)
+    private void AddPatchable(byte[] opcode, ulong target, Edge? edge, BlockTranslator.EntryLink? entry = null)
     {
         // A placeholder of the final length without padding (pass 1 of the layout needs the size).
         var placeholder = Instruction.CreateDeclareByte(new byte[opcode.Length + 4]);
         placeholder.IP = nextIp;
-        Items.Add(new Item { Ins = placeholder, Opcode = opcode, Target = target, Edge = edge });
+        Items.Add(new Item { Ins = placeholder, Opcode = opcode, Target = target, Edge = edge, Entry = entry });
         nextIp += IpStep;
     }
 

@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine.Boot;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;

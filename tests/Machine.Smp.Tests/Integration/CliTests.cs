@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using System.Text.Json;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;

@@ -67,58 +67,6 @@ internal static class Support
     public static string Hex(ulong v) => $"0x{v:x}";
 }
 
-/// <summary>A tiny ELF64 writer: a header, program headers right after it, then each segment's bytes.</summary>
-internal sealed class ElfBuilder
-{
-    public sealed record Segment(ulong PAddr, ulong VAddr, byte[] Data, ulong MemSize, uint Type = 1, uint Flags = 7);
-
-    public byte Class = 2, DataEncoding = 1;
-    public ushort Type = 2, MachineId = 62, PhEntSize = 56;
-    public ulong Entry = Support.Code;
-    public ulong? PhOffOverride;
-    public ushort? PhNumOverride;
-    public List<Segment> Segments = [];
-    /// <summary>Added to each segment's p_offset after layout (to point it past the file).</summary>
-    public ulong OffsetSkew;
-
-    public static ElfBuilder For(byte[] code, ulong at = Support.Code) => new() { Entry = at, Segments = { new Segment(at, at, code, (ulong)code.Length) } };
-
-    public byte[] Build()
-    {
-        int phnum = Segments.Count;
-        int dataStart = 64 + phnum * 56;
-        var offsets = new List<int>();
-        int pos = (dataStart + 15) & ~15;
-        foreach (var s in Segments) { offsets.Add(pos); pos = (pos + s.Data.Length + 15) & ~15; }
-        var f = new byte[pos];
-        f[0] = 0x7F; f[1] = (byte)'E'; f[2] = (byte)'L'; f[3] = (byte)'F';
-        f[4] = Class; f[5] = DataEncoding; f[6] = 1;
-        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(16), Type);
-        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(18), MachineId);
-        BinaryPrimitives.WriteUInt32LittleEndian(f.AsSpan(20), 1);
-        BinaryPrimitives.WriteUInt64LittleEndian(f.AsSpan(24), Entry);
-        BinaryPrimitives.WriteUInt64LittleEndian(f.AsSpan(32), PhOffOverride ?? 64);
-        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(52), 64);
-        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(54), PhEntSize);
-        BinaryPrimitives.WriteUInt16LittleEndian(f.AsSpan(56), PhNumOverride ?? (ushort)phnum);
-        for (int i = 0; i < phnum; i++)
-        {
-            var s = Segments[i];
-            var ph = f.AsSpan(64 + i * 56);
-            BinaryPrimitives.WriteUInt32LittleEndian(ph, s.Type);
-            BinaryPrimitives.WriteUInt32LittleEndian(ph[4..], s.Flags);
-            BinaryPrimitives.WriteUInt64LittleEndian(ph[8..], (ulong)offsets[i] + OffsetSkew);
-            BinaryPrimitives.WriteUInt64LittleEndian(ph[16..], s.VAddr);
-            BinaryPrimitives.WriteUInt64LittleEndian(ph[24..], s.PAddr);
-            BinaryPrimitives.WriteUInt64LittleEndian(ph[32..], (ulong)s.Data.Length);
-            BinaryPrimitives.WriteUInt64LittleEndian(ph[40..], s.MemSize);
-            BinaryPrimitives.WriteUInt64LittleEndian(ph[48..], 0x1000);
-            s.Data.CopyTo(f.AsSpan(offsets[i]));
-        }
-        return f;
-    }
-}
-
 /// <summary>Builds guest/build/samples/smp-demo.elf once (guest/build.sh) for the whole suite.</summary>
 public sealed class SampleGuestFixture
 {

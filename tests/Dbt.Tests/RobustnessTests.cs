@@ -1,0 +1,184 @@
+using Harness.Tests.Shared;
+using Iced.Intel;
+using Xunit;
+using Xunit.Abstractions;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Harness.Dbt.Tests;
+
+/// <summary>
+/// Bad guests under the DBT end with a harness message and a documented exit code, never a host
+/// crash. Each runs the CLI as a child process, so a stack overflow fails this test instead of
+/// taking the test host down with it.
+/// </summary>
+public class RobustnessTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string dir = Directory.CreateTempSubdirectory("harness-dbt-robustness-").FullName;
+
+    public void Dispose()
+    {
+        try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+    }
+
+    private (int Code, string Stdout, string Stderr) Harness(params string[] args)
+    {
+        var r = HarnessCli.Run(TimeSpan.FromMinutes(2), args);
+        output.WriteLine($"exit {r.Code}\n--- stdout\n{r.Stdout}\n--- stderr\n{r.Stderr}");
+        return r;
+    }
+
+    private const ulong Alias = 0xFFFF_FFFF_8000_0000;
+    private const ulong CodePhys = 0x100000, IdtPhys = 0x101000, StackPhys = 0x110000, HandlerPhys = 0x200000;
+
+    /// <summary>
+    /// A ring-0 image (linked in the -2 GiB alias) that loads a one-gate IDT and raises the gate's
+    /// vector with int: natively the handler exits with 99. The handler is followed by what the
+    /// caller gives (zero bytes by default: a fall-through into zeroed memory).
+    /// </summary>
+    private string ImageWithHandler(string name, Action<Assembler> handler, int vector = 32)
+    {
+        var code = Assemble(a =>
+        {
+            a.mov(rsp, Alias + StackPhys);
+            a.lidt(__[Alias + IdtPhys]);
+            a.@int((byte)vector);
+            a.mov(eax, 1);
+            a.@out(0xF4, eax);
+            a.hlt();
+        }, Alias + CodePhys);
+        var body = Assemble(handler, Alias + HandlerPhys);
+        // IDTR (limit, base) then the gates from offset 16.
+        int gates = vector + 1;
+        var idt = new byte[16 + gates * 16];
+        BitConverter.TryWriteBytes(idt.AsSpan(0), (ushort)(gates * 16 - 1));
+        BitConverter.TryWriteBytes(idt.AsSpan(2), Alias + IdtPhys + 16);
+        var gate = idt.AsSpan(16 + vector * 16);
+        ulong target = Alias + HandlerPhys;
+        BitConverter.TryWriteBytes(gate, (ushort)target);
+        BitConverter.TryWriteBytes(gate[2..], (ushort)0x08);
+        gate[5] = 0x8E; // present interrupt gate, DPL 0
+        BitConverter.TryWriteBytes(gate[6..], (ushort)(target >> 16));
+        BitConverter.TryWriteBytes(gate[8..], (uint)(target >> 32));
+        // The lidt operand is the IDTR at the table's start.
+        var elf = new ElfBuilder
+        {
+            Entry = Alias + CodePhys,
+            Segments =
+            {
+                new ElfBuilder.Segment(CodePhys, Alias + CodePhys, code, (ulong)code.Length),
+                new ElfBuilder.Segment(HandlerPhys, Alias + HandlerPhys, body, (ulong)body.Length),
+                new ElfBuilder.Segment(IdtPhys, Alias + IdtPhys, idt, (ulong)idt.Length),
+            },
+        };
+        string path = Path.Combine(dir, name);
+        File.WriteAllBytes(path, elf.Build());
+        return path;
+    }
+
+    private static byte[] Assemble(Action<Assembler> body, ulong at)
+    {
+        var a = new Assembler(64);
+        body(a);
+        using var ms = new MemoryStream();
+        a.Assemble(new StreamCodeWriter(ms), at);
+        return ms.ToArray();
+    }
+
+    [Theory]
+    [InlineData("default")]
+    [InlineData("no-callret")]
+    public void AnEntryPathIntoZeroedMemoryIsAHostErrorNamingTheVectorNotAStackOverflow(string config)
+    {
+        string image = ImageWithHandler("exit-then-zeros.elf", a => { a.mov(eax, 99); a.@out(0xF4, eax); });
+        Assert.Equal(99, Harness("run", image, "--vcpus", "1").Code);
+
+        var (code, _, stderr) = Harness("run", image, "--vcpus", "1", "--dbt", config);
+        Assert.True(code == 125, $"exit {code} (a host crash is 134)");
+        Assert.Contains("machine stopped: HostError", stderr);
+        Assert.Contains("vector 32", stderr);
+        Assert.Contains($"0x{Alias + HandlerPhys:x}", stderr);
+        Assert.Contains("does not write the frame's redundant slot within", stderr);
+        Assert.Contains("stopped at 0x", stderr);
+        Assert.DoesNotContain("   at ", stderr); // a message, not a stack trace
+    }
+
+    [Fact]
+    public void AnEntryPathThatLoopsBeforeTheSlotIsRefusedAndADiamondIsNot()
+    {
+        // Natively the loop spins until the instruction limit; translated, building the gate refuses it.
+        string loop = ImageWithHandler("loop.elf", a => { var top = a.CreateLabel(); a.Label(ref top); a.dec(ecx); a.jnz(top); a.jmp(top); });
+        var (code, _, stderr) = Harness("run", loop, "--vcpus", "1", "--dbt", "default");
+        Assert.True(code == 125, $"exit {code}");
+        Assert.Contains("vector 32", stderr);
+        Assert.Contains("loops back to 0x", stderr);
+
+        // Two paths that meet again (a jcc over a block, both then reaching the slot's write) are no loop.
+        string diamond = ImageWithHandler("diamond.elf", a =>
+        {
+            var left = a.CreateLabel(); var join = a.CreateLabel();
+            a.test(ecx, ecx);
+            a.jz(left);
+            a.nop();
+            a.jmp(join);
+            a.Label(ref left);
+            a.nop();
+            a.Label(ref join);
+            a.push(0);
+            a.push(0x20);
+            a.push(rax);               // writes the redundant slot, 24 bytes below the saved RIP (no error code)
+            a.mov(eax, 99);
+            a.@out(0xF4, eax);
+            a.hlt();
+        });
+        var d = Harness("run", diamond, "--vcpus", "1", "--dbt", "default");
+        Assert.True(d.Code == 99, $"exit {d.Code}: {d.Stderr}");
+    }
+
+    [Fact]
+    public void AFixupInsideTheBlockOfItsOwnFaultingInstructionTranslates()
+    {
+        // __ex_table {fault, fixup}: the fixup is the start of a block that contains the faulting
+        // load again, so translating it registers another copy with the same fixup (once recursion).
+        const ulong Table = Alias + IdtPhys;
+        ulong fault = 0, retry = 0;
+        byte[] Code() => Assemble(a =>
+        {
+            var again = a.CreateLabel(); var load = a.CreateLabel(); var done = a.CreateLabel();
+            a.mov(rsp, Alias + StackPhys);
+            a.mov(ecx, 1);
+            a.Label(ref again);
+            a.dec(ecx);
+            a.jz(done);
+            a.Label(ref load);
+            a.mov(rax, __qword_ptr[0x0000_2000_0000_0000]); // unmapped: never reached (ecx reaches 0 first)
+            a.jmp(again);
+            a.Label(ref done);
+            a.mov(eax, 7);
+            a.@out(0xF4, eax);
+            a.hlt();
+        }, Alias + CodePhys);
+        var code = Code();
+        // The addresses of the labels, from the instruction boundaries (mov rsp, mov ecx = 10 + 5 bytes; dec 2, jz 2).
+        retry = Alias + CodePhys + 15;
+        fault = retry + 4;
+        var table = new byte[16];
+        BitConverter.TryWriteBytes(table.AsSpan(0), fault);
+        BitConverter.TryWriteBytes(table.AsSpan(8), retry);
+        var elf = new ElfBuilder
+        {
+            Entry = Alias + CodePhys,
+            Segments =
+            {
+                new ElfBuilder.Segment(CodePhys, Alias + CodePhys, code, (ulong)code.Length),
+                new ElfBuilder.Segment(IdtPhys, Table, table, (ulong)table.Length),
+            },
+            Symbols = { ("__ex_table_start", Table), ("__ex_table_end", Table + 16) },
+        };
+        string path = Path.Combine(dir, "self-fixup.elf");
+        File.WriteAllBytes(path, elf.Build());
+        Assert.Equal(7, Harness("run", path, "--vcpus", "1").Code);
+        var (code2, _, stderr) = Harness("run", path, "--vcpus", "1", "--dbt", "default", "--stats");
+        Assert.True(code2 == 7, $"exit {code2}");
+        Assert.Contains("dbt: blocks=", stderr);
+    }
+}
