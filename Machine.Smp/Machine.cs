@@ -263,8 +263,18 @@ public sealed class Machine : IDisposable
         Control.StartVcpu(this, v);
     }
 
+    /// <summary>
+    /// Raised once, first thing in Dispose, while guest memory is still readable: host agents keep
+    /// what they will report afterwards (the DBT's client counters keep their last values).
+    /// </summary>
+    public event Action? Disposing;
+
+    private int disposed;
+
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref disposed, 1) != 0) return;
+        Disposing?.Invoke();
         foreach (var v in Vcpus) v.Dispose();
         Memory.Dispose();
         StoppedEvent.Dispose();

@@ -25,6 +25,6 @@ public sealed class ClientContext
         try { at = cache.Data.Allocate(line, line); }
         catch (CodeCache.CodeCacheFullException e) { throw new InvalidOperationException($"no room for client counter '{name}': {e.Message}", e); }
         cache.WriteData(at, new byte[line]);
-        return new Counter(cache, name, at);
+        return new Counter(Machine, cache, name, at);
     }
 }

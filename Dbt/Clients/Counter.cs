@@ -11,9 +11,10 @@ public sealed class Counter
 {
     private readonly CodeCache.CodeCache cache;
 
-    internal Counter(CodeCache.CodeCache cache, string name, ulong address)
+    internal Counter(Machine.Machine machine, CodeCache.CodeCache cache, string name, ulong address)
     {
         this.cache = cache;
+        machine.Disposing += Freeze;
         Name = name;
         Address = address;
     }
@@ -23,7 +24,13 @@ public sealed class Counter
     /// <summary>Virtual address (in the -2 GiB alias, so a sign-extended disp32 reaches it).</summary>
     public ulong Address { get; }
 
-    public long Read() => (long)cache.ReadU64(Address);
+    private long? final;
+
+    /// <summary>The current value; after the machine is disposed, the value it had then.</summary>
+    public long Read() => final ?? (long)cache.ReadU64(Address);
+
+    /// <summary>Keeps the value for reads after the machine's memory is freed (Machine.Disposing).</summary>
+    internal void Freeze() => final = (long)cache.ReadU64(Address);
 
     /// <summary>qword [Address]: a sign-extended disp32 with no base (displacement size 8 tells Iced "64-bit addressing": 4 would add an address-size prefix).</summary>
     public MemoryOperand Operand => new(Register.None, Register.None, 1, (long)Address, 8, false, Register.None);

@@ -250,6 +250,7 @@ public unsafe partial class Vcpu
     /// <summary>Walks the 4-level page tables for va, checks permissions, sets accessed/dirty bits, fills the TLB.</summary>
     public ulong Translate(ulong va, Access access)
     {
+        Mem.ThrowIfDisposed();
         if (!IsCanonical(va)) throw GuestFault.Gp(0);
         bool user = UserBit != 0;
         bool write = access == Access.Write;

@@ -470,11 +470,26 @@ public sealed unsafe partial class Vcpu : IDisposable
         FlushTlb();
     }
 
+    /// <summary>
+    /// Ends the vCPU with its machine. The register state (S) and the TLB stay allocated until the
+    /// finalizer, so a host that reads registers after the machine is gone (a report, a test's
+    /// assertion) gets the last values, never freed memory; the TLB is emptied, so every guest-memory
+    /// access takes the slow path, whose page walk refuses with an ObjectDisposedException.
+    /// </summary>
     public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        FlushTlb();
+        WakeEvent.Dispose();
+    }
+
+    private bool disposed;
+
+    ~Vcpu()
     {
         NativeMemory.Free(S);
         NativeMemory.Free(tlbR);
-        WakeEvent.Dispose();
     }
 }
 

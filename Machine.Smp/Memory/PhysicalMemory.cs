@@ -17,6 +17,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public const ulong PageSize = 1UL << PageShift;
 
     public readonly ulong Size;
+    /// <summary>The RAM itself, for the interpreter and host agents' fast paths: valid only until Dispose (check IsDisposed, or use the accessors, which throw).</summary>
     public readonly byte* Base;
     /// <summary>One byte per physical page: non-zero while decoded blocks exist for the page.</summary>
     internal readonly byte* CodeMap;
@@ -36,11 +37,22 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     public ulong PageCount => Size >> PageShift;
 
+    private volatile bool disposed;
+
+    /// <summary>True once the RAM is freed: every accessor then throws ObjectDisposedException (Base must not be used).</summary>
+    public bool IsDisposed => disposed;
+
+    public void ThrowIfDisposed()
+    {
+        if (disposed) throw new ObjectDisposedException(nameof(PhysicalMemory), "the machine's guest memory was freed (the Machine was disposed); read results before disposing it");
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool InRam(ulong pa, ulong len = 1) => pa < Size && len <= Size - pa;
 
     public Span<byte> Span(ulong pa, int len)
     {
+        ThrowIfDisposed();
         if (!InRam(pa, (ulong)len)) throw new ArgumentOutOfRangeException(nameof(pa), $"physical range 0x{pa:x}+{len} outside RAM");
         return new Span<byte>(Base + pa, len);
     }
@@ -48,12 +60,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>Zeroes a physical range of any length (a large bss).</summary>
     public void Clear(ulong pa, ulong len)
     {
+        ThrowIfDisposed();
         if (!InRam(pa, len)) throw new ArgumentOutOfRangeException(nameof(pa), $"physical range 0x{pa:x}+0x{len:x} outside RAM");
         NativeMemory.Clear(Base + pa, (nuint)len);
     }
 
-    public ulong ReadU64(ulong pa) => InRam(pa, 8) ? *(ulong*)(Base + pa) : ulong.MaxValue;
-    public uint ReadU32(ulong pa) => InRam(pa, 4) ? *(uint*)(Base + pa) : uint.MaxValue;
+    public ulong ReadU64(ulong pa) { ThrowIfDisposed(); return InRam(pa, 8) ? *(ulong*)(Base + pa) : ulong.MaxValue; }
+    public uint ReadU32(ulong pa) { ThrowIfDisposed(); return InRam(pa, 4) ? *(uint*)(Base + pa) : uint.MaxValue; }
 
     /// <summary>Host-side write (loader, boot setup, host call-outs): honours code invalidation.</summary>
     public void Write(ulong pa, ReadOnlySpan<byte> data)
@@ -124,6 +137,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     public void Dispose()
     {
+        if (disposed) return;
+        disposed = true;
         NativeMemory.Free(Base);
         NativeMemory.Free(CodeMap);
     }

@@ -181,4 +181,34 @@ public class RobustnessTests(ITestOutputHelper output) : IDisposable
         Assert.True(code2 == 7, $"exit {code2}");
         Assert.Contains("dbt: blocks=", stderr);
     }
+
+    [Fact]
+    public void ClientCountersKeepTheirLastValuesAfterTheMachineIsDisposed()
+    {
+        var code = Support.Asm(a =>
+        {
+            var loop = a.CreateLabel();
+            a.mov(ecx, 100);
+            a.Label(ref loop);
+            a.dec(ecx);
+            a.jnz(loop);
+            Support.Exit(a);
+        });
+        var m = new Machine.Machine(new Machine.MachineOptions
+        {
+            Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20, Control = new Machine.Control.Deterministic(100),
+        });
+        m.Memory.Write(Support.CodePhys, code);
+        var dbt = Dbt.Attach(m, DbtOptions.Default with { Clients = [Clients.Prof.ClientName] });
+        var r = m.Run(entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
+        Assert.True(r.Exited, r.Message);
+        var prof = dbt.Client<Clients.Prof>()!;
+        long before = prof.Read().Instructions;
+        Assert.True(before >= 200, $"prof counted {before} instructions");
+        m.Dispose();
+        // Read after dispose: the value it had (once an AccessViolationException in PhysicalMemory.ReadU64 that killed the process).
+        Assert.Equal(before, prof.Read().Instructions);
+        Assert.Throws<ObjectDisposedException>(() => dbt.Cache.ReadU64(dbt.Cache.ExitStub));
+        m.Dispose(); // twice: no double free
+    }
 }
