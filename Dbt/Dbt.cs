@@ -27,6 +27,9 @@ public sealed class Dbt
     /// <summary>The attached clients (<see cref="DbtOptions.Clients"/>), in order.</summary>
     public IReadOnlyList<Clients.Client> Clients => clients?.All ?? [];
 
+    /// <summary>Every counter of every attached client, with the client's name (what reports print for clients they do not know).</summary>
+    public IReadOnlyList<(string Client, Clients.Counter Counter)> ClientCounters => clients?.Counters ?? [];
+
     /// <summary>The attached client of type T, or null.</summary>
     public T? Client<T>() where T : Clients.Client => Clients.OfType<T>().FirstOrDefault();
     public readonly Kernel.Switch Switch;
@@ -61,6 +64,7 @@ public sealed class Dbt
         if (machine.StartRipFilter is not null) throw new InvalidOperationException("the machine already has a start-RIP filter");
         var dbt = new Dbt(machine, options ?? DbtOptions.Default);
         machine.Vmcall = dbt.Dispatcher.OnVmcall;
+        machine.OriginOf = dbt.Translator.OriginOf;
         machine.StartRipFilter = dbt.Dispatcher.StartAt;
         if (dbt.Options.SwitchOnAt is > 0 and long at)
         {

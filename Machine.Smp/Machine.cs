@@ -21,6 +21,9 @@ public sealed class MachineOptions
     public Stream? Console { get; init; }
 }
 
+/// <summary>Generated code's source: the native instruction it translates and the rule (or stub) that emitted it.</summary>
+public readonly record struct CodeOrigin(ulong NativeRip, string Rule);
+
 /// <summary>Instructions: executed; GuestTime: retired-instruction time, which also advances while halted.</summary>
 public sealed record VcpuStats(int Index, bool Started, long Instructions, long GuestTime, long BlocksDecoded, long Interrupts, long Exceptions);
 
@@ -59,6 +62,12 @@ public sealed class Machine : IDisposable
     /// run: (vCPU, virtual RIP, physical address). Lets a DBT's tests prove where executed code lives.
     /// </summary>
     public Action<Vcpu, ulong, ulong>? BlockDecoded { get; set; }
+    /// <summary>
+    /// For reports (a fault, an unsupported instruction): what code at an address stands for when a
+    /// host agent generated it (the DBT: the native instruction a code-cache address translates and
+    /// the rule that emitted it); null for ordinary guest code. Called only when a report is built.
+    /// </summary>
+    public Func<ulong, CodeOrigin?>? OriginOf { get; set; }
     public ElfImage? Image { get; private set; }
 
     private readonly BootState boot;
@@ -131,6 +140,7 @@ public sealed class Machine : IDisposable
     public ElfImage LoadElf(string path)
     {
         byte[] bytes;
+        if (Directory.Exists(path)) throw new ImageException($"{path}: is a directory, not an ELF image");
         try { bytes = File.ReadAllBytes(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ImageException($"{path}: cannot read: {e.Message}"); }
         return LoadElf(bytes, path);

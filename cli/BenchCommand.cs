@@ -40,23 +40,24 @@ internal static class BenchCommand
         string? unknown = names.FirstOrDefault(n => !KernelWorkloads.Measured.Contains(n));
         string? error = vcpus < 1 || vcpus > BootLayout.MaxCpus ? $"--vcpus must be between 1 and {BootLayout.MaxCpus} (got {vcpus})"
             : unknown is not null ? $"--workload: '{unknown}' is not a measured workload (one of {string.Join(", ", KernelWorkloads.Measured)})"
+            : kernel is not null && Directory.Exists(kernel.FullName) ? $"--kernel: {kernel.FullName} is a directory, not an ELF image"
             : kernel is { Exists: false } ? $"kernel image not found: {kernel.FullName}"
             : null;
         if (error is not null) { Console.Error.WriteLine($"harness: {error}"); return ExitCodes.BadInput; }
         string path;
-        try { path = kernel?.FullName ?? DefaultImage.Ensure(); }
+        try { path = kernel?.FullName ?? DefaultImage.Ensure(ct, line => Console.Error.WriteLine($"harness: {line}")); }
         catch (DefaultImage.BuildException e) { Console.Error.WriteLine($"harness: {e.Message}"); return ExitCodes.BadInput; }
+        catch (OperationCanceledException) { Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}"); return Signals.ExitCode; }
 
         var settings = new DbtBenchSettings { Vcpus = vcpus, Quick = quick, Workloads = names.Count > 0 ? names : null };
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
-        Console.CancelKeyPress += onCancel;
         DbtBenchReport report;
-        try { report = WithProgress(p => DbtBenchReport.Run(path, settings, p, cts.Token)); }
-        catch (OperationCanceledException) { Console.Error.WriteLine("harness: interrupted"); return ExitCodes.Interrupted; }
+        // The image is checked (ELF, symbols, bundled workloads) before the first of the bench's boots.
+        try { DbtBenchReport.Preflight(File.ReadAllBytes(path), path); }
+        catch (Exception e) when (e is FormatException or ImageException) { Console.Error.WriteLine($"harness: bad kernel image: {e.Message}"); return ExitCodes.BadInput; }
+        try { report = WithProgress(p => DbtBenchReport.Run(path, settings, p, ct)); }
+        catch (OperationCanceledException) { Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}"); return Signals.ExitCode; }
         catch (FormatException e) { Console.Error.WriteLine($"harness: bad kernel image: {e.Message}"); return ExitCodes.BadInput; }
         catch (ImageException e) { Console.Error.WriteLine($"harness: bad kernel image: {e.Message}"); return ExitCodes.BadInput; }
-        finally { Console.CancelKeyPress -= onCancel; }
 
         var output = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
         // Redirected output gets Spectre's 80 columns, too narrow for these tables.

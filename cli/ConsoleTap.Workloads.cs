@@ -5,7 +5,7 @@ using Spectre.Console;
 namespace Harness.Cli;
 
 /// <summary>One interval of a translated run: prof's counts (dispatcher counts only without prof), blocks translated and host time.</summary>
-internal sealed record WorkloadRow(string Name, ProfCounts Counts, long Blocks, TimeSpan Host, bool HasProf);
+internal sealed record WorkloadRow(string Name, ProfCounts Counts, long Blocks, TimeSpan Host, bool HasProf, long[] Clients);
 
 /// <summary>
 /// Per-workload measurements of a translated run. Workloads run one after another and each ends
@@ -18,13 +18,18 @@ internal sealed record WorkloadRow(string Name, ProfCounts Counts, long Blocks, 
 internal sealed class WorkloadMeter(Harness.Dbt.Dbt dbt)
 {
     private readonly Prof? prof = dbt.Client<Prof>();
+    // Every other client's counters (prof's have their own columns): a user's client is reported without the CLI knowing it.
+    private readonly (string Client, Counter Counter)[] others = dbt.ClientCounters.Where(c => c.Client != Harness.Dbt.Clients.Prof.ClientName).ToArray();
+
+    /// <summary>"client.counter" for each entry of <see cref="WorkloadRow.Clients"/>.</summary>
+    public IReadOnlyList<string> ClientColumns => others.Select(c => $"{c.Client}.{c.Counter.Name}").ToList();
     private readonly Stopwatch clock = new();
     private readonly object gate = new();
     private readonly List<WorkloadRow> rows = [];
     private Sample start, last;
     private int userModeSeen;
 
-    private readonly record struct Sample(ProfCounts Counts, long Blocks, TimeSpan Host);
+    private readonly record struct Sample(ProfCounts Counts, long Blocks, TimeSpan Host, long[] Clients);
 
     public bool HasProf => prof is not null;
 
@@ -72,13 +77,14 @@ internal sealed class WorkloadMeter(Harness.Dbt.Dbt dbt)
         last = now;
     }
 
-    private WorkloadRow Between(string name, Sample a, Sample b) => new(name, b.Counts - a.Counts, b.Blocks - a.Blocks, b.Host - a.Host, HasProf);
+    private WorkloadRow Between(string name, Sample a, Sample b) =>
+        new(name, b.Counts - a.Counts, b.Blocks - a.Blocks, b.Host - a.Host, HasProf, b.Clients.Zip(a.Clients, (x, y) => x - y).ToArray());
 
     private Sample Take()
     {
         var s = dbt.Stats;
         var counts = prof?.Read() ?? new ProfCounts(0, 0, 0, 0, s.DispatcherEntries, s.IndirectDispatches);
-        return new Sample(counts, s.BlocksTranslated, clock.Elapsed);
+        return new Sample(counts, s.BlocksTranslated, clock.Elapsed, others.Select(c => c.Counter.Read()).ToArray());
     }
 }
 
@@ -146,6 +152,46 @@ internal static class Table3
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         // Redirected stderr would otherwise be taken as 80 columns wide and numbers would wrap.
+        if (Console.IsErrorRedirected) console.Profile.Width = 200;
+        console.Write(table);
+    }
+}
+
+/// <summary>
+/// The counters of every attached client other than prof (a translator author's own, loaded with
+/// --rules): per workload when the image printed workload lines, and for the whole run.
+/// </summary>
+internal static class ClientTable
+{
+    public static void Print(IReadOnlyList<(string Config, WorkloadMeter Meter)> runs)
+    {
+        var columns = runs.Select(r => r.Meter.ClientColumns).FirstOrDefault(c => c.Count > 0);
+        if (columns is null) return;
+        bool several = runs.Count > 1;
+        var table = new Table().AddColumn("workload");
+        table.Title = new TableTitle(Markup.Escape($"client counters (client.counter): {string.Join(" vs ", runs.Select(x => x.Config))}"));
+        foreach (var c in columns)
+            foreach (var (config, _) in runs)
+                table.AddColumn(new TableColumn(Markup.Escape(several ? $"{c}\n{config}" : c)).RightAligned());
+        var perRun = runs.Select(x => x.Meter.Rows).ToList();
+        void Row(string name, Func<int, WorkloadRow?> pick)
+        {
+            var cells = new List<string> { Markup.Escape(name) };
+            for (int i = 0; i < columns.Count; i++)
+                for (int k = 0; k < runs.Count; k++)
+                    cells.Add(pick(k) is { } r && i < r.Clients.Length ? r.Clients[i].ToString("N0") : "-");
+            table.AddRow(cells.ToArray());
+        }
+        int count = perRun.Max(r => r.Count);
+        for (int i = 0; i < count; i++)
+        {
+            int row = i;
+            string name = perRun.First(r => r.Count > row)[row].Name;
+            Row(name, k => perRun[k].Count > row && perRun[k][row].Name == name ? perRun[k][row] : null);
+        }
+        if (count > 0) table.AddEmptyRow();
+        Row("total", k => runs[k].Meter.Total);
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         if (Console.IsErrorRedirected) console.Profile.Width = 200;
         console.Write(table);
     }

@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using Harness.Cli;
 
+// First: a signal from here on stops the work cleanly and keeps its output (cli/Signals.cs).
+Signals.Install();
 var root = new RootCommand("harness: an emulated multi-vCPU x86-64 machine for testing kernel binary translators");
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
@@ -10,11 +12,26 @@ var parsed = root.Parse(args);
 // input (System.CommandLine's default is 1, which a guest can also return).
 if (parsed.Errors.Count > 0)
 {
-    foreach (var e in parsed.Errors) Console.Error.WriteLine($"harness: {Describe(e)}");
-    Console.Error.WriteLine($"harness: see '{HelpFor(parsed.CommandResult)}'");
+    var messages = parsed.Errors.Select(Describe).ToList();
+    // Under --stats json stderr is one JSON document in every outcome, a bad argument included.
+    if (WantsJson(args))
+        Console.Error.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { error = string.Join("; ", messages), exitCode = ExitCodes.BadInput, help = HelpFor(parsed.CommandResult) }));
+    else
+    {
+        foreach (var m in messages) Console.Error.WriteLine($"harness: {m}");
+        Console.Error.WriteLine($"harness: see '{HelpFor(parsed.CommandResult)}'");
+    }
     return ExitCodes.BadInput;
 }
-return await parsed.InvokeAsync();
+// System.CommandLine's own Ctrl-C/SIGTERM handling off: Signals decides, for every signal alike.
+return await parsed.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null }, Signals.Token);
+
+static bool WantsJson(string[] a)
+{
+    for (int i = 0; i < a.Length; i++)
+        if (a[i] is "--stats=json" or "--stats:json" || a[i] == "--stats" && i + 1 < a.Length && a[i + 1] == "json") return true;
+    return false;
+}
 
 // Name the option a bad value belongs to ("Argument 'x' not recognized" alone does not say which).
 static string Describe(ParseError e)

@@ -17,6 +17,11 @@ public sealed class ClientContext
     public DbtOptions Options { get; }
     public DbtStats Stats { get; }
 
+    private readonly List<Counter> counters = new();
+
+    /// <summary>The counters made through this context (one context per client).</summary>
+    internal IReadOnlyList<Counter> Counters => counters;
+
     /// <summary>A new zeroed counter in the code cache's data area (only at attach: the area is not locked).</summary>
     public Counter NewCounter(string name)
     {
@@ -25,6 +30,8 @@ public sealed class ClientContext
         try { at = cache.Data.Allocate(line, line); }
         catch (CodeCache.CodeCacheFullException e) { throw new InvalidOperationException($"no room for client counter '{name}': {e.Message}", e); }
         cache.WriteData(at, new byte[line]);
-        return new Counter(Machine, cache, name, at);
+        var c = new Counter(Machine, cache, name, at);
+        counters.Add(c);
+        return c;
     }
 }

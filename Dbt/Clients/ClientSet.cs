@@ -47,11 +47,20 @@ internal sealed class ClientSet
         if (options.Clients.Count == 0) return null;
         if (options.Clients.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
             throw new ArgumentException($"client '{twice.Key}' is named more than once");
-        var context = new ClientContext(machine, cache, options, stats);
         var made = options.Clients.Select(ClientRegistry.Create).ToArray();
-        foreach (var c in made) c.Attach(context);
-        return new ClientSet(made, options);
+        var counters = new List<(string, Counter)>();
+        foreach (var c in made)
+        {
+            // One context per client, so each counter is known by the client that made it (reports list them all).
+            var context = new ClientContext(machine, cache, options, stats);
+            c.Attach(context);
+            counters.AddRange(context.Counters.Select(k => (c.Name, k)));
+        }
+        return new ClientSet(made, options) { Counters = counters };
     }
+
+    /// <summary>Every counter the clients made at attach, with its client's name, in attach order.</summary>
+    public IReadOnlyList<(string Client, Counter Counter)> Counters { get; private init; } = [];
 
     internal void Before(Emitter e)
     {

@@ -89,13 +89,16 @@ public sealed class CodeCache
         ulong dataBytes = RoundUp(MaxVcpus * OwnAreaStride + 16 * PhysicalMemory.PageSize + (ulong)machine.Vcpus.Length * Dispatch.JumpTable.Bytes, PhysicalMemory.PageSize);
         Data = new Pool("data", dataStart, dataStart + dataBytes);
         ulong poolsStart = Data.End;
-        if (poolsStart + 256 * 1024 > VirtBase + Size)
+        // A region that ends at 2 GiB ends the alias at 2^64: the pools stop one page short, so no
+        // pool end wraps to 0.
+        ulong end = PhysBase + Size == 0x8000_0000 ? VirtBase + Size - PhysicalMemory.PageSize : VirtBase + Size;
+        if (end - poolsStart < 256 * 1024 || poolsStart > end)
             throw new InvalidOperationException($"the reserved region ({Size} bytes) is too small for {machine.Vcpus.Length} vCPUs' jumptables plus code");
-        ulong rest = VirtBase + Size - poolsStart;
+        ulong rest = end - poolsStart;
         ulong edgeBytes = (rest / 8) & ~(PhysicalMemory.PageSize - 1);
         Edges = new Pool("edges", poolsStart, poolsStart + edgeBytes);
         ulong mainStart = poolsStart + edgeBytes;
-        Main = new Pool("main", mainStart, mainPoolLimit is ulong limit ? Math.Min(VirtBase + Size, mainStart + limit) : VirtBase + Size);
+        Main = new Pool("main", mainStart, mainPoolLimit is ulong limit ? Math.Min(end, mainStart + limit) : end);
         ownAreas = Data.Allocate(MaxVcpus * OwnAreaStride, PhysicalMemory.PageSize);
         Write(Data.Start, new byte[dataBytes]);
 

@@ -23,6 +23,9 @@ namespace Harness.Dbt.Dispatch;
 /// </summary>
 public sealed class Dispatcher
 {
+    /// <summary>Thrown by a call-out whose instruction native execution would refuse too: the vCPU runs it natively.</summary>
+    internal sealed class LeaveToNativeException(string why) : Exception(why);
+
     private readonly Machine.Machine machine;
     private readonly CodeCache.CodeCache cache;
     private readonly BlockTranslator translator;
@@ -98,11 +101,8 @@ public sealed class Dispatcher
 
             if (!Switch.IsOn)
             {
-                // A call-out switched the DBT off: leave to native code, restoring the saved flags.
-                ulong sp = v.Gpr(Reg.Rsp);
-                v.Rflags = v.Read64(sp);
-                v.Gpr(Reg.Rsp) = sp + 8;
-                v.Rip = target;
+                // A call-out switched the DBT off: leave to native code.
+                LeaveToNative(v, target);
                 return;
             }
             ulong gs = v.S->GsBase;
@@ -112,17 +112,40 @@ public sealed class Dispatcher
                 return;
             }
             long flushes = stats.Flushes;
-            ulong tx = cache.Contains(target) ? target : Translate(v, target);
+            ulong tx;
+            try { tx = cache.Contains(target) ? target : Translate(v, target); }
+            catch (UnreadableCodeException)
+            {
+                // Natively the fetch at target faults (or reads all-ones outside RAM): let the
+                // interpreter fetch there, so the guest sees the same fault, with the same RIP.
+                LeaveToNative(v, target);
+                return;
+            }
             bool flushed = stats.Flushes != flushes; // the edge and its patch site belong to the wiped cache
             if (edge is null && !cache.Contains(target)) JumpTable.Insert(v, kernel.JumpTableOf(v.Index), target, tx);
             if (edge is { Kind: not EdgeKind.CallOut } && !flushed && !options.DropChainingPatch) Chain(v, edge, tx);
             v.Write64(gs + cache.PerCpu.TxNextPcLoc, tx);
             v.Rip = cache.ExitStub;
         }
+        catch (LeaveToNativeException)
+        {
+            // A call-out that cannot emulate its instruction, which native execution also refuses
+            // (a far return to another privilege): run it natively, with the native outcome.
+            LeaveToNative(v, edges.Lookup(site - CodeCache.CodeCache.EdgeVmcallOffset)!.Resume);
+        }
         catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
         {
             Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);
         }
+    }
+
+    /// <summary>Leaves the dispatcher to native code at rip: the saved flags popped, RSP back to the native value.</summary>
+    private static void LeaveToNative(Vcpu v, ulong rip)
+    {
+        ulong sp = v.Gpr(Reg.Rsp);
+        v.Rflags = v.Read64(sp);
+        v.Gpr(Reg.Rsp) = sp + 8;
+        v.Rip = rip;
     }
 
     /// <summary>
@@ -219,6 +242,7 @@ public sealed class Dispatcher
             kernel.SwitchOn(v);
             return cache.Contains(rip) ? rip : translator.GetOrTranslate(v, rip);
         }
+        catch (UnreadableCodeException) { return rip; } // natively the first fetch faults: so it does here
         catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault)
         {
             machine.Stop(StopReason.HostError, 0, $"dbt: vCPU {v.Index} cannot start at 0x{rip:x}: {ex.Message}");

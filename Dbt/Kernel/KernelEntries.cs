@@ -135,7 +135,7 @@ public sealed unsafe class KernelEntries
     {
         ulong rip = v.Read64(nativeRsp), cs = v.Read64(nativeRsp + 8) & 0xFFFF;
         if (((int)cs & 3) != v.S->Cpl || (cs & 0xFFFC) == 0)
-            throw new TranslationException($"lretq to CS 0x{cs:x}: only same-privilege far returns are translated");
+            throw new Dispatch.Dispatcher.LeaveToNativeException($"lretq to CS 0x{cs:x}: only same-privilege far returns are emulated (the machine refuses it natively too)");
         ulong flags = v.Read64(nativeRsp - 8);
         v.Write64(nativeRsp + 8, flags);
         v.Gpr(Reg.Rsp) = nativeRsp + 8;

@@ -133,9 +133,24 @@ public sealed class DbtBenchReport
     }
 
     /// <summary>Runs everything: JIT warm-up, each workload under each configuration, the whole-kernel translation.</summary>
+    /// <summary>
+    /// What the last step (the whole-kernel translation) and the DBT need from the image, checked
+    /// before the first of the bench's many boots: a bootable ELF, a symbol table, and the bundled
+    /// workloads. A FormatException or ImageException names the file.
+    /// </summary>
+    public static void Preflight(byte[] elf, string kernelPath)
+    {
+        Machine.Boot.ElfLoader.Parse(elf, kernelPath);
+        var symbols = KernelSymbols.FromElf(elf, kernelPath);
+        foreach (var needed in new[] { "programs", "program_count", "thread_list" })
+            if (symbols.Address(needed) is null)
+                throw new FormatException($"{kernelPath}: no symbol '{needed}': not the harness's guest kernel (bench dbt boots guest/kernel and runs its bundled workloads)");
+    }
+
     public static DbtBenchReport Run(string kernelPath, DbtBenchSettings settings, IProgress<BenchProgress>? progress = null, CancellationToken cancel = default)
     {
         var elf = File.ReadAllBytes(kernelPath);
+        Preflight(elf, kernelPath);
         var workloads = settings.EffectiveWorkloads;
         int repeats = settings.EffectiveRepeats;
         int total = KernelWorkloads.Configurations.Count * (workloads.Count * repeats + 1) + 1, done = 0;
@@ -146,7 +161,7 @@ public sealed class DbtBenchReport
         foreach (var c in KernelWorkloads.Configurations)
         {
             Step($"warm-up {c}");
-            KernelBench.Run(elf, c, "null_syscall", 1, 1, cancel);
+            KernelBench.Run(elf, c, "null_syscall", 1, 1, cancel, kernelPath);
             done++;
             cancel.ThrowIfCancellationRequested();
         }
@@ -158,7 +173,7 @@ public sealed class DbtBenchReport
                 foreach (var c in KernelWorkloads.Configurations)
                 {
                     Step($"{w} {c}{(repeats > 1 ? $" ({repeat + 1}/{repeats})" : "")}");
-                    runs.Add(KernelBench.Run(elf, c, w, settings.Vcpus, settings.EffectivePasses, cancel) with { Repeat = repeat });
+                    runs.Add(KernelBench.Run(elf, c, w, settings.Vcpus, settings.EffectivePasses, cancel, kernelPath) with { Repeat = repeat });
                     done++;
                     cancel.ThrowIfCancellationRequested();
                 }

@@ -91,7 +91,7 @@ public static class KernelBench
     /// <summary>A bundled program that does nothing, run after the last pass.</summary>
     public const string Sentinel = "true_prog";
 
-    public static WorkloadRun Run(byte[] kernelElf, string configuration, string workload, int vcpus, int passes, CancellationToken cancel = default)
+    public static WorkloadRun Run(byte[] kernelElf, string configuration, string workload, int vcpus, int passes, CancellationToken cancel = default, string kernelName = "kernel.elf")
     {
         if (passes < 1) throw new ArgumentOutOfRangeException(nameof(passes), "at least one pass");
         var options = KernelWorkloads.Options(configuration);
@@ -119,11 +119,11 @@ public static class KernelBench
             Console = console, CommandLine = cmdline,
         }))
         {
-            machine.LoadElf(kernelElf, "kernel.elf");
+            machine.LoadElf(kernelElf, kernelName);
             long dispatcherTicks = 0;
             if (options is not null)
             {
-                dbt = Dbt.Attach(machine, new DbtOptions { CallRet = options.CallRet, Kernel = Kernel.KernelImage.FromElf(kernelElf, "kernel.elf") });
+                dbt = Dbt.Attach(machine, new DbtOptions { CallRet = options.CallRet, Kernel = Kernel.KernelImage.FromElf(kernelElf, kernelName) });
                 var dispatch = machine.Vmcall!;
                 machine.Vmcall = v =>
                 {

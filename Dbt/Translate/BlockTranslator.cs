@@ -9,7 +9,17 @@ using Iced.Intel;
 namespace Harness.Dbt.Translate;
 
 /// <summary>Translation of a native address failed (unreadable code, an unsupported instruction, an encoder error).</summary>
-public sealed class TranslationException(string message, Exception? inner = null) : Exception(message, inner);
+public class TranslationException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// The native code at an address cannot be read (not mapped, or outside RAM). The dispatcher leaves
+/// to native code there, so the guest sees the fetch fault native execution raises
+/// (<see cref="Dispatch.Dispatcher"/>); anywhere else it is a TranslationException.
+/// </summary>
+public sealed class UnreadableCodeException(ulong address) : TranslationException($"cannot read native code at 0x{address:x} (not mapped or outside RAM)")
+{
+    public ulong Address { get; } = address;
+}
 
 /// <summary>One translated block: native [NativeStart, NativeEnd) lives at [CacheStart, CacheStart + CacheLength).</summary>
 public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong CacheStart, int CacheLength, int NativeInstructions, int Edges)
@@ -22,6 +32,9 @@ public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong C
 
     /// <summary>Recovery points (offset in the block, recovery), ascending: <see cref="Recovery"/>.</summary>
     public (uint Offset, Recovery Recovery)[] Points { get; init; } = [];
+
+    /// <summary>Where each native instruction's translation starts (offset, native RIP, the rule that emitted it), ascending: for reports.</summary>
+    public (uint Offset, ulong Native, string Rule)[] Sources { get; init; } = [];
 }
 
 /// <summary>
@@ -121,6 +134,20 @@ public sealed class BlockTranslator
         return off <= (ulong)b.CacheLength && Array.IndexOf(b.ReturnPoints, (uint)off) >= 0;
     }
 
+    /// <summary>For reports: the native instruction (and rule) whose translation holds cache address pc, or null.</summary>
+    internal Harness.Machine.CodeOrigin? OriginOf(ulong pc)
+    {
+        if (!Cache.Contains(pc)) return null;
+        if (BlockAt(SortedBlocks(), pc) is not { } b || pc - b.CacheStart >= (ulong)b.CacheLength)
+            return Edges.Lookup(pc & ~(CodeCache.CodeCache.EdgeStubSize - 1)) is { } edge
+                ? new Harness.Machine.CodeOrigin(edge.Resume, edge.Kind == EdgeKind.CallOut ? $"call-out stub ({edge.What})" : $"edge stub ({edge.Kind})")
+                : null;
+        uint off = (uint)(pc - b.CacheStart);
+        (uint Offset, ulong Native, string Rule)? best = null;
+        foreach (var x in b.Sources) if (x.Offset <= off) best = x;
+        return best is { } s ? new Harness.Machine.CodeOrigin(s.Native, s.Rule) : null;
+    }
+
     /// <summary>The block with the greatest CacheStart at or below pc, or null.</summary>
     internal static TranslatedBlock? BlockAt(TranslatedBlock[] blocksByStart, ulong pc)
     {
@@ -218,7 +245,11 @@ public sealed class BlockTranslator
                         : $"the interrupt entry path does not write the frame's redundant slot within {MaxBatchBlocks} blocks " +
                           $"({b.NativeInstructions} native instructions); the walk stopped at 0x{next.Native:x}");
                 b.Links = new();
-                var block = TranslateLocked(v, next.Native, next.SlotDelta);
+                TranslatedBlock block;
+                // Only the block asked for may be unreadable (the dispatcher then runs it natively);
+                // a gate's path or a fixup that cannot be read cannot be translated.
+                try { block = TranslateLocked(v, next.Native, next.SlotDelta); }
+                catch (UnreadableCodeException u) when (b.Done.Count > 0 || slotDelta is not null) { throw new TranslationException(u.Message, u); }
                 if (next.SlotDelta is int d) { block = block with { EntrySlotDelta = d }; b.Entry[(next.Native, d)] = block.CacheStart; }
                 else b.Normal[next.Native] = block.CacheStart;
                 b.Done.Add((block, next.SlotDelta, b.Links));
@@ -287,9 +318,11 @@ public sealed class BlockTranslator
         var faultable = new List<(int Item, ulong Fixup)>();
         // Item ranges per native instruction (and per trailing fall-through jmp), for the recovery points.
         var ranges = new List<(int Start, int End, Instruction Native)>();
+        var sources = new List<(int Item, ulong Native, string Rule)>();
         void FallThrough(ulong to)
         {
             int at = e.Items.Count;
+            sources.Add((at, to, "fall-through jmp"));
             e.BranchToNative(Emitter.Jmp, to, EdgeKind.FallThrough);
             var at_ = Instruction.Create(Code.Nopd);
             at_.IP = to;
@@ -304,8 +337,8 @@ public sealed class BlockTranslator
             {
                 if (n == 0)
                 {
-                    if (decoder.LastError == DecoderError.NoMoreBytes)
-                        throw new TranslationException($"cannot read native code at 0x{ip:x} (not mapped or outside RAM)");
+                    if (decoder.LastError == DecoderError.NoMoreBytes) throw new UnreadableCodeException(ip);
+                    sources.Add((e.Items.Count, ip, "invalid bytes (#UD as natively)"));
                     e.Add(Instruction.Create(Code.Ud2)); // invalid bytes: #UD, as natively
                     n++;
                     break;
@@ -318,7 +351,7 @@ public sealed class BlockTranslator
             Clients?.Before(e);
             // A client's snippet before the instruction is a sequence of its own (pushfq; cli; ...):
             // its recovery points lead back to the native instruction like a rule's.
-            if (e.Items.Count > snippetStart) ranges.Add((snippetStart, e.Items.Count, ins));
+            if (e.Items.Count > snippetStart) { ranges.Add((snippetStart, e.Items.Count, ins)); sources.Add((snippetStart, ins.IP, "client snippet")); }
             Flow flow;
             if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup))
                 faultable.Add((e.Items.Count, fixup));
@@ -326,7 +359,8 @@ public sealed class BlockTranslator
             try
             {
                 var rule = Rulebook.For(ins, options);
-                if (e.SlotDelta is not null && EntryPath.Step(e, infos)) flow = Flow.Continue;
+                sources.Add((itemsBefore, ins.IP, rule.Name));
+                if (e.SlotDelta is not null && EntryPath.Step(e, infos)) { flow = Flow.Continue; sources[^1] = (itemsBefore, ins.IP, "entry-path save of tx-nextpc"); }
                 else
                 {
                     bool entry = e.SlotDelta is not null;
@@ -339,6 +373,7 @@ public sealed class BlockTranslator
             catch (UnsupportedInstructionException) when (n > 0 && e.SlotDelta is null)
             {
                 e.Items.RemoveRange(itemsBefore, e.Items.Count - itemsBefore);
+                if (sources.Count > 0 && sources[^1].Item == itemsBefore && sources[^1].Native == ins.IP) sources.RemoveAt(sources.Count - 1);
                 FallThrough(ip);
                 break;
             }
@@ -359,7 +394,8 @@ public sealed class BlockTranslator
         foreach (var (start, end, ins) in ranges) RecoveryPoints.Compute(e.Items, start, end, ins, perItem);
         var points = new List<(uint, Recovery)>();
         for (int i = 0; i < perItem.Length; i++) if (perItem[i] is { } r) points.Add((offsets[i], r));
-        block = block with { Points = points.ToArray() };
+        uint OffsetOf(int item) => item < offsets.Length ? offsets[item] : (uint)block.CacheLength;
+        block = block with { Points = points.ToArray(), Sources = sources.Select(x => (OffsetOf(x.Item), x.Native, x.Rule)).ToArray() };
         // The copies of faultable instructions (identity rules: the copy is the rule's first item),
         // registered with their fixups' translations when the batch ends.
         foreach (var (item, fixup) in faultable)

@@ -134,10 +134,34 @@ public sealed class Emitter
     /// <summary>The identity rule: the native instruction itself, re-encoded at its new address.</summary>
     public void Identity()
     {
-        Add(Native);
+        var ins = Native;
+        if (ins.IsIPRelativeMemoryOperand && !ReachableFromCache(ins.IPRelativeMemoryAddress))
+        {
+            // The copy cannot keep a RIP-relative operand whose target is more than 2 GiB from the
+            // cache. An absolute disp32 (sign-extended, no base) addresses the same bytes when the
+            // target lies in the low 2 GiB or the top 2 GiB; elsewhere no encoding of this
+            // instruction without a scratch register does.
+            ulong target = ins.IPRelativeMemoryAddress;
+            if ((ulong)(long)(int)target != target)
+                throw new UnsupportedInstructionException(ins,
+                    $"'{ins}' has a RIP-relative operand at 0x{target:x}, which neither a rel32 from the code cache (0x{translator.Cache.VirtBase:x}) nor a sign-extended disp32 reaches");
+            ins.MemoryBase = Iced.Intel.Register.None;
+            ins.MemoryDisplSize = 8; // "64-bit addressing" to Iced: [disp32] without an address-size prefix
+            ins.MemoryDisplacement64 = target;
+        }
+        Add(ins);
         var it = Items[^1];
         it.IsIdentity = true;
         Items[^1] = it;
+    }
+
+    /// <summary>Whether a rel32 from anywhere in the code cache reaches target (with room for the instruction's length).</summary>
+    private bool ReachableFromCache(ulong target)
+    {
+        var c = translator.Cache;
+        const long Limit = int.MaxValue - 64;
+        long fromStart = unchecked((long)(target - c.VirtBase)), fromEnd = unchecked((long)(target - (c.VirtBase + c.Size)));
+        return fromStart is > -Limit and < Limit && fromEnd is > -Limit and < Limit;
     }
 
     /// <summary>

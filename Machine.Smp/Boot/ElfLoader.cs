@@ -38,6 +38,7 @@ public static class ElfLoader
         if (phoff > (ulong)f.Length || (ulong)phnum * phentsize > (ulong)f.Length - phoff)
             Fail($"program headers at offset 0x{phoff:x} ({phnum} x {phentsize} bytes) run past the end of the file ({f.Length} bytes)");
         var segs = new List<LoadSegment>();
+        var headers = new List<int>(); // the program header index of each segment, for messages
         for (int i = 0; i < phnum; i++)
         {
             var ph = f.Slice((int)phoff + i * phentsize, 56);
@@ -52,9 +53,24 @@ public static class ElfLoader
             if (filesz > memsz) Fail($"program header {i}: p_filesz 0x{filesz:x} exceeds p_memsz 0x{memsz:x}");
             if (off > (ulong)f.Length || filesz > (ulong)f.Length - off)
                 Fail($"program header {i}: file range [0x{off:x}, 0x{off + filesz:x}) runs past the end of the file ({f.Length} bytes)");
-            if (memsz > 0) segs.Add(new LoadSegment(paddr, vaddr, filesz, memsz, flags));
+            if (memsz == 0) continue;
+            if (paddr + memsz < paddr) Fail($"program header {i}: physical range 0x{paddr:x} + 0x{memsz:x} wraps around the address space");
+            segs.Add(new LoadSegment(paddr, vaddr, filesz, memsz, flags));
+            headers.Add(i);
         }
         if (segs.Count == 0) Fail("no PT_LOAD segment with contents");
+        // Loaded in order, a later segment would silently overwrite an earlier one: refuse instead.
+        var byAddress = Enumerable.Range(0, segs.Count).OrderBy(k => segs[k].PhysAddr).ToList();
+        for (int k = 1; k < byAddress.Count; k++)
+        {
+            var (a, b) = (segs[byAddress[k - 1]], segs[byAddress[k]]);
+            if (b.PhysAddr < a.PhysAddr + a.MemSize)
+            {
+                int ha = headers[byAddress[k - 1]], hb = headers[byAddress[k]];
+                Fail($"program headers {Math.Min(ha, hb)} and {Math.Max(ha, hb)} overlap in physical memory: " +
+                     $"[0x{a.PhysAddr:x}, 0x{a.PhysAddr + a.MemSize:x}) and [0x{b.PhysAddr:x}, 0x{b.PhysAddr + b.MemSize:x})");
+            }
+        }
         if (!segs.Any(s => entry >= s.VirtAddr && entry < s.VirtAddr + s.MemSize))
             Fail($"entry point 0x{entry:x} lies outside every loadable segment");
         return new ElfImage(name, entry, segs);

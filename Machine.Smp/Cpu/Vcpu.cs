@@ -322,9 +322,9 @@ public sealed unsafe partial class Vcpu : IDisposable
     private void RaiseException(GuestFault f, ref Insn at)
     {
         ExceptionsDelivered++;
-        var chain = new List<string>();
-        string first = Describe(f, ref at);
-        chain.Add(first);
+        // The description (bytes, the DBT's origin of the address) is only built when delivery fails:
+        // a kernel takes page faults all the time.
+        List<string>? chain = null;
         GuestFault current = f;
         int previous = -1;
         while (true)
@@ -339,6 +339,7 @@ public sealed unsafe partial class Vcpu : IDisposable
             }
             catch (GuestFault g)
             {
+                chain ??= [Describe(f, ref at)];
                 chain.Add($"{g} while delivering {Vectors.Name(current.Vector)}");
                 int v1 = current.Vector, v2 = g.Vector;
                 if (v1 == Vectors.DF || previous == Vectors.DF)
@@ -362,7 +363,36 @@ public sealed unsafe partial class Vcpu : IDisposable
             var bytes = PeekCode(at.Ip, Math.Max((int)at.Length, 8));
             where += $" (bytes {bytes})";
         }
-        return where;
+        return where + Origin(at.Ip);
+    }
+
+    /// <summary>
+    /// For a report about code at ip: what it stands for when it is translated code
+    /// (<see cref="Machine.OriginOf"/>: the native instruction, its bytes, the rule that emitted it);
+    /// "" otherwise.
+    /// </summary>
+    internal string Origin(ulong ip)
+    {
+        if (Machine.OriginOf?.Invoke(ip) is not { } o) return "";
+        var (text, length) = DisassembleAt(o.NativeRip);
+        return $" [translated code: native rip 0x{o.NativeRip:x}: {text} (bytes {PeekCode(o.NativeRip, Math.Max(length, 1))}), by rule '{o.Rule}']";
+    }
+
+    /// <summary>The instruction at va in GNU syntax and its length ("?" and 0 when unreadable or invalid); never faults.</summary>
+    internal (string Text, int Length) DisassembleAt(ulong va)
+    {
+        var buf = new List<byte>(15);
+        for (int i = 0; i < 15; i++)
+        {
+            try { buf.Add((byte)ReadPhys(Translate(va + (ulong)i, Access.Read), 1)); }
+            catch (GuestFault) { break; }
+        }
+        var dec = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(buf.ToArray()), va);
+        dec.Decode(out var ins);
+        if (ins.IsInvalid) return ("?", 0);
+        var o = new Iced.Intel.StringOutput();
+        new Iced.Intel.GasFormatter().Format(ins, o);
+        return (o.ToStringAndReset(), ins.Length);
     }
 
     /// <summary>Instruction bytes for reports; never faults.</summary>

@@ -89,7 +89,7 @@ internal static unsafe class SystemOps
         string bytes = c.PeekCode(x.Ip, Math.Max(1, (int)x.Length));
         string text = Disassemble(c, x.Ip, x.Length);
         throw new MachineStop(StopReason.Unsupported,
-            $"unsupported instruction at rip 0x{x.Ip:x}: {text} (bytes {bytes}; Iced code {x.Code}); the machine implements the integer and system set in docs/isa.md");
+            $"unsupported instruction at rip 0x{x.Ip:x}: {text} (bytes {bytes}; Iced code {x.Code}){c.Origin(x.Ip)}; the machine implements the integer and system set in docs/isa.md");
     }
 
     private static string Disassemble(Vcpu c, ulong ip, int len)
@@ -200,7 +200,7 @@ internal static unsafe class SystemOps
         int w = x.Size;
         ulong rip = c.Read(sp, OpTable.SizeLog(w)), cs = c.Read(sp + (ulong)w, OpTable.SizeLog(w)) & 0xFFFF;
         if (((int)cs & 3) != s->Cpl || (cs & 0xFFFC) == 0)
-            throw new MachineStop(StopReason.Unsupported, $"far return to CS 0x{cs:x} at rip 0x{x.Ip:x}: only same-privilege far returns are supported");
+            throw new MachineStop(StopReason.Unsupported, $"far return to CS 0x{cs:x} at rip 0x{x.Ip:x}{c.Origin(x.Ip)}: only same-privilege far returns are supported");
         s->Gpr[Reg.Rsp] = sp + 2 * (ulong)w;
         s->Cs = (ushort)cs;
         s->Rip = rip;

@@ -211,4 +211,55 @@ public class RobustnessTests(ITestOutputHelper output) : IDisposable
         Assert.Throws<ObjectDisposedException>(() => dbt.Cache.ReadU64(dbt.Cache.ExitStub));
         m.Dispose(); // twice: no double free
     }
+
+    /// <summary>
+    /// One row of docs/dbt.md's table "Native and translated outcomes": an image at At, how it ends
+    /// natively and how it ends translated (the same unless the table says why not).
+    /// </summary>
+    public sealed record OutcomeCase(string Name, ulong At, int MemoryMiB, string Native, string Translated, string TranslatedSays, Func<ulong, byte[]> Build)
+    {
+        public override string ToString() => Name;
+    }
+
+    private static Func<ulong, byte[]> Code(Action<Assembler> body) => at => Assemble(body, at);
+
+    public static TheoryData<OutcomeCase> OutcomeCases => new()
+    {
+        new("ud2 without an IDT", 0x100000, 256, "TripleFault", "TripleFault", "[translated code: native rip 0x100000: ud2", Code(a => a.ud2())),
+        new("jump outside RAM", 0x100000, 256, "TripleFault", "TripleFault", "#UD at rip 0x40000000", Code(a => { a.mov(eax, 0x4000_0000); a.jmp(rax); })),
+        new("jump to an unmapped address", 0x100000, 256, "TripleFault", "TripleFault", "#PF", Code(a => { a.mov(rax, 0x0000_2000_0000_0000UL); a.jmp(rax); })),
+        new("far return to another privilege", 0x100000, 256, "Unsupported", "Unsupported", "far return to CS 0x2b at rip 0x10000",
+            Code(a => { a.push(0x2b); a.push(0x100000); a.db(0x48, 0xCB); })), // retfq
+        new("an instruction the machine does not implement", 0x100000, 256, "Unsupported", "Unsupported",
+            "[translated code: native rip 0x100000: vaddps", Code(a => a.vaddps(ymm0, ymm0, ymm0))),
+        new("RIP-relative load out of the cache's rel32 reach, in the low 2 GiB", 0x100000, 256, "exit 255", "exit 255", "",
+            at => RipRelativeLoadThenExit(at, 0x4000_0000)),
+        new("RIP-relative load out of every reach of the cache", 0x7000_0000, 2048, "exit 255", "HostError",
+            "neither a rel32 from the code cache", at => RipRelativeLoadThenExit(at, 0xC000_0000)),
+    };
+
+    [Theory]
+    [MemberData(nameof(OutcomeCases))]
+    public void NativeAndTranslatedOutcomesMatchTheTable(OutcomeCase c)
+    {
+        string path = Path.Combine(dir, $"outcome-{c.At:x}-{Math.Abs(c.Name.GetHashCode()):x}.elf");
+        File.WriteAllBytes(path, ElfBuilder.For(c.Build(c.At), c.At).Build());
+        static string Outcome((int Code, string Stdout, string Stderr) r) =>
+            r.Stderr.Split('\n').FirstOrDefault(l => l.StartsWith("harness: machine stopped: ", StringComparison.Ordinal)) is { } l
+                ? l["harness: machine stopped: ".Length..].Split(':')[0] : $"exit {r.Code}";
+        var native = Harness("run", path, "--vcpus", "1", "--memory", c.MemoryMiB.ToString());
+        var translated = Harness("run", path, "--vcpus", "1", "--memory", c.MemoryMiB.ToString(), "--dbt", "default");
+        Assert.Equal(c.Native, Outcome(native));
+        Assert.Equal(c.Translated, Outcome(translated));
+        Assert.Contains(c.TranslatedSays, translated.Stderr);
+    }
+
+    /// <summary>mov eax, [rip + (target - next)]; out 0xF4, eax: natively all-ones (beyond RAM), so exit 255.</summary>
+    private static byte[] RipRelativeLoadThenExit(ulong at, ulong target)
+    {
+        var code = new List<byte> { 0x8B, 0x05 };
+        code.AddRange(BitConverter.GetBytes(checked((int)(long)(target - (at + 6)))));
+        code.AddRange(new byte[] { 0xE7, 0xF4, 0xF4 });
+        return code.ToArray();
+    }
 }

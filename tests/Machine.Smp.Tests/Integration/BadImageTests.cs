@@ -165,6 +165,36 @@ public class BadImageTests
     }
 
     [Fact]
+    public void OverlappingSegmentsAreRefusedNamingBothRanges()
+    {
+        // Program header 1 lands inside header 0's zero-filled tail: loaded in order it would win silently.
+        var b = new ElfBuilder
+        {
+            Segments =
+            {
+                new ElfBuilder.Segment(Support.Code, Support.Code, ExitCode, 0x2000),
+                new ElfBuilder.Segment(Support.Code + 0x1000, Support.Code + 0x1000, [1, 2, 3], 3),
+            },
+        };
+        AssertMentions(Load(b.Build()), "program headers 0 and 1 overlap", "[0x100000, 0x102000)", "[0x101000, 0x101003)");
+    }
+
+    [Fact]
+    public void AdjacentSegmentsLoad()
+    {
+        var b = new ElfBuilder
+        {
+            Segments =
+            {
+                new ElfBuilder.Segment(Support.Code, Support.Code, ExitCode, 0x1000),
+                new ElfBuilder.Segment(Support.Code + 0x1000, Support.Code + 0x1000, [1, 2, 3], 3),
+            },
+        };
+        using var m = Support.NewMachine(1, new Deterministic(100));
+        Assert.Equal(2, m.LoadElf(b.Build(), Name).Segments.Count);
+    }
+
+    [Fact]
     public void MissingFileNamesThePath()
     {
         using var m = Support.NewMachine(1, new Deterministic(100));
