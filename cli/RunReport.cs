@@ -70,9 +70,9 @@ internal sealed class RunReport(bool json)
         return w;
     }
 
-    /// <summary>A translated run of an image that is not the guest kernel that failed: where the contract it must keep is written.</summary>
+    /// <summary>A translated run of an image that is not the guest kernel did not exit 0: where the contract it must keep is written.</summary>
     private static string? Hint(List<Outcome> outcomes) =>
-        outcomes.Any(x => x.Stats is not null && !x.IsGuestKernel && x.Result.Reason is StopReason.TripleFault or StopReason.Unsupported or StopReason.HostError)
+        outcomes.Any(x => x.Stats is not null && !x.IsGuestKernel && !(x.Result.Exited && x.Result.ExitStatus == 0) && x.Result.Reason != StopReason.Interrupted)
             ? "under --dbt an image must keep the kernel contract (docs/kernel-contract.md; docs/dbt.md, 'Limits'): images that inspect interrupted " +
               "or faulting RIPs (smp-demo's #BP and fixup checks) see code-cache addresses and fail; run it with --dbt off to compare"
             : null;

@@ -57,4 +57,32 @@ public class BenchCommandTests
         foreach (var goal in new[] { "default overhead, every workload", "geometric mean", "no-callret visibly worse", "dispatcher entries, steady state", "host time" })
             Assert.Contains(goal, stdout);
     }
+
+    [Fact]
+    public void ABadKernelIsNamedAndRefusedBeforeTheFirstBoot()
+    {
+        string dir = Directory.CreateTempSubdirectory("harness-bench-").FullName;
+        try
+        {
+            string empty = Path.Combine(dir, "empty.elf");
+            File.WriteAllBytes(empty, []);
+            var e = Harness("bench", "dbt", "--kernel", empty);
+            Assert.Equal(2, e.Code);
+            Assert.Contains(empty, e.Stderr);
+            Assert.DoesNotContain("kernel.elf", e.Stderr);
+
+            // A bootable image that is not the guest kernel: refused at once (it used to run every step first).
+            string sample = Path.Combine(dir, "not-a-kernel.elf");
+            File.Copy(Path.Combine(Support.RepoRoot, "guest", "build", "samples", "compute.elf"), sample);
+            var n = Harness("bench", "dbt", "--kernel", sample);
+            Assert.Equal(2, n.Code);
+            Assert.Contains(sample, n.Stderr);
+            Assert.DoesNotContain("bench: [", n.Stderr);
+
+            var d = Harness("bench", "dbt", "--kernel", dir);
+            Assert.Equal(2, d.Code);
+            Assert.Contains("is a directory", d.Stderr);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

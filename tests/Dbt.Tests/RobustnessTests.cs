@@ -262,4 +262,27 @@ public class RobustnessTests(ITestOutputHelper output) : IDisposable
         code.AddRange(new byte[] { 0xE7, 0xF4, 0xF4 });
         return code.ToArray();
     }
+
+    [Fact]
+    public void AnUnknownWorkloadListsTheKernelsWorkloads()
+    {
+        var (code, stdout, stderr) = Harness("run", "--workload", "null_syscall,nosuchthing", "--vcpus", "1");
+        Assert.Equal(2, code);
+        Assert.Contains("no workload named 'nosuchthing'", stderr);
+        foreach (var name in new[] { "null_syscall", "fileserver", "selftest", "pipe_rtt" }) Assert.Contains(name, stderr);
+        Assert.Equal("", stdout); // refused before the kernel booted
+    }
+
+    [Fact]
+    public void ADbtOnAtBeyondTheRunIsAWarning()
+    {
+        var (code, _, stderr) = Harness("run", "--workload", "null_syscall", "--vcpus", "1", "--dbt", "default", "--dbt-on-at", "999999999999");
+        Assert.Equal(0, code);
+        Assert.Contains("harness: warning: the DBT never switched on", stderr);
+        var json = Harness("run", "--workload", "null_syscall", "--vcpus", "1", "--dbt", "default", "--dbt-on-at", "999999999999", "--stats", "json");
+        using var doc = System.Text.Json.JsonDocument.Parse(json.Stderr);
+        Assert.Contains("never switched on", doc.RootElement.GetProperty("warnings")[0].GetString());
+        var early = Harness("run", "--workload", "null_syscall", "--vcpus", "1", "--dbt", "default", "--dbt-on-at", "100000");
+        Assert.DoesNotContain("warning", early.Stderr);
+    }
 }

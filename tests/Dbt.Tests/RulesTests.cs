@@ -19,7 +19,7 @@ public class RulesTests(ITestOutputHelper output)
 
     private static string Region(string text, string begin, string end)
     {
-        int a = text.IndexOf(begin, StringComparison.Ordinal), b = text.IndexOf(end, StringComparison.Ordinal);
+        int a = text.IndexOf(begin, StringComparison.Ordinal), b = a < 0 ? -1 : text.IndexOf(end, a + begin.Length, StringComparison.Ordinal);
         Assert.True(a >= 0 && b > a, $"markers {begin} .. {end} not found");
         return text[(a + begin.Length)..b].ReplaceLineEndings("\n").Trim('\n');
     }
@@ -31,6 +31,70 @@ public class RulesTests(ITestOutputHelper output)
         string guide = File.ReadAllText(Path.Combine(Support.RepoRoot, "docs", "writing-rules.md")).ReplaceLineEndings("\n");
         string example = Region(source, "// <worked-example>", "// </worked-example>");
         Assert.Contains("```csharp\n" + example + "\n```", guide);
+    }
+
+    /// <summary>
+    /// The worked example built as its own assembly with the guide's project file, loaded with
+    /// --rules and run on the guest kernel: the user's client's counter is printed by a CLI that
+    /// has never heard of it.
+    /// </summary>
+    [Fact]
+    public void TheWorkedExampleBuiltAsAnAssemblyRunsThroughTheCli()
+    {
+        string guide = File.ReadAllText(Path.Combine(Support.RepoRoot, "docs", "writing-rules.md")).ReplaceLineEndings("\n");
+        string project = Region(guide[guide.IndexOf("<!-- rules-project -->", StringComparison.Ordinal)..], "```xml\n", "\n```");
+        string source = Region(File.ReadAllText(Path.Combine(Support.RepoRoot, "tests", "Dbt.Tests", "RulesExample.cs")), "// <worked-example>", "// </worked-example>");
+        string dir = Directory.CreateTempSubdirectory("harness-rules-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "RuleExamples.csproj"), project);
+            File.WriteAllText(Path.Combine(dir, "RuleExamples.cs"), source);
+            string outDir = Path.Combine(dir, "out");
+            // The harness's own projects are already built (the CLI below uses them): do not rebuild them here.
+            var build = global::Harness.Tests.Shared.HarnessCli.Exec("dotnet",
+                ["build", Path.Combine(dir, "RuleExamples.csproj"), "-c", "Release", "-nologo", "-v", "q", $"-p:HarnessRoot={Support.RepoRoot}",
+                 "-p:BuildProjectReferences=false", "-o", outDir], TimeSpan.FromMinutes(3));
+            Assert.True(build.Code == 0, $"building the worked example failed:\n{build.Stdout}\n{build.Stderr}");
+            string dll = Path.Combine(outDir, "RuleExamples.dll");
+            Assert.False(File.Exists(Path.Combine(outDir, "Dbt.dll")), "the rules assembly must not carry its own copy of Dbt.dll");
+
+            string[] args = ["run", "--dbt", "default", "--rules", dll, "--rule", "nop=elide-nop", "--client", "call-counter,prof",
+                             "--workload", "null_syscall", "--vcpus", "1", "--exec", "deterministic"];
+            var text = global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(2), args);
+            Assert.True(text.Code == 0, $"exit {text.Code}: {text.Stderr}");
+            Assert.Contains("client counters", text.Stderr);
+            Assert.Contains("call-counter.calls", text.Stderr);
+
+            var json = global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(2), [.. args, "--stats", "json"]);
+            Assert.True(json.Code == 0, $"exit {json.Code}: {json.Stderr}");
+            using var doc = System.Text.Json.JsonDocument.Parse(json.Stderr);
+            var calls = doc.RootElement.GetProperty("clients").EnumerateArray().Single(c => c.GetProperty("client").GetString() == "call-counter");
+            Assert.Equal("calls", calls.GetProperty("counter").GetString());
+            long total = calls.GetProperty("value").GetInt64();
+            Assert.True(total > 2000, $"null_syscall's 2000 syscalls each make calls in the kernel; counted {total}");
+            var row = doc.RootElement.GetProperty("workloads").EnumerateArray().Single(w => w.GetProperty("name").GetString() == "null_syscall");
+            long inRow = row.GetProperty("clients").GetProperty("call-counter.calls").GetInt64();
+            Assert.InRange(inRow, 2000, total);
+
+            // Bad inputs name what is wrong.
+            var missing = global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(1), "run", "--dbt", "default", "--rules", Path.Combine(dir, "nope.dll"));
+            Assert.Equal(2, missing.Code);
+            Assert.Contains("assembly not found", missing.Stderr);
+            var notAssembly = global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(1), "run", "--dbt", "default", "--rules", Path.Combine(dir, "RuleExamples.cs"));
+            Assert.Equal(2, notAssembly.Code);
+            Assert.Contains("not a .NET assembly", notAssembly.Stderr);
+            var badRule = global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(1), "run", "--dbt", "default", "--rules", dll, "--rule", "nop=no-such-rule");
+            Assert.Equal(2, badRule.Code);
+            Assert.Contains("no rule named 'no-such-rule'", badRule.Stderr);
+            Assert.Contains("elide-nop", badRule.Stderr);
+            var badMnemonic = global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(1), "run", "--dbt", "default", "--rule", "frobnicate=identity");
+            Assert.Equal(2, badMnemonic.Code);
+            Assert.Contains("'frobnicate' is not an x86 mnemonic", badMnemonic.Stderr);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
     }
 
     /// <summary>N rounds of: call f; nop; 3-byte nop; f: nop; add; ret (3 nops and 1 call per round).</summary>

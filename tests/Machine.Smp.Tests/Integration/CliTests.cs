@@ -233,4 +233,82 @@ public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFi
         Assert.Equal(SampleGuestFixture.Expected(1), stdout.ReplaceLineEndings("\n"));
         Assert.Contains("instructions", stderr);
     }
+
+    /// <summary>Under --stats json, stderr is exactly one JSON document for every way a run ends, the stop reason inside it.</summary>
+    [Theory]
+    [InlineData("exit", "Exited", 3)]
+    [InlineData("limit", "InstructionLimit", 124)]
+    [InlineData("ud2", "TripleFault", 125)]
+    [InlineData("avx", "Unsupported", 125)]
+    [InlineData("deadlock", "Deadlock", 126)]
+    public void StatsJsonIsOneDocumentForEveryStopReason(string image, string reason, int code)
+    {
+        byte[] bytes = image switch
+        {
+            "exit" => Support.Asm(a => { a.mov(eax, 3); a.@out(0xF4, eax); a.hlt(); }),
+            "limit" => [0xEB, 0xFE],
+            "ud2" => [0x0F, 0x0B],
+            "avx" => [0xC5, 0xFC, 0x58, 0xC0],
+            _ => [0xFA, 0xF4],
+        };
+        string path = cli.Write($"json-{image}.elf", ElfBuilder.For(bytes).Build());
+        var (exit, _, stderr) = Run("run", path, "--vcpus", "1", "--max-instructions", "100000", "--stats", "json");
+        Assert.Equal(code, exit);
+        using var doc = JsonDocument.Parse(stderr); // throws if anything else is on stderr
+        Assert.Equal(reason, doc.RootElement.GetProperty("reason").GetString());
+        Assert.Equal(code, doc.RootElement.GetProperty("exitCode").GetInt32());
+        Assert.False(string.IsNullOrEmpty(doc.RootElement.GetProperty("message").GetString()));
+    }
+
+    [Theory]
+    [InlineData("--vcpus", "0")]          // checked by the harness
+    [InlineData("--vcpus", "abc")]        // rejected by the parser
+    [InlineData("--frobnicate", null)]
+    public void StatsJsonReportsBadArgumentsAsJson(string option, string? value)
+    {
+        string[] args = ["run", guest.ImagePath, "--stats", "json", option, .. (value is null ? Array.Empty<string>() : [value])];
+        var (exit, _, stderr) = Run(args);
+        Assert.Equal(2, exit);
+        using var doc = JsonDocument.Parse(stderr);
+        Assert.Contains(option, doc.RootElement.GetProperty("error").GetString());
+        Assert.Equal(2, doc.RootElement.GetProperty("exitCode").GetInt32());
+    }
+
+    [Fact]
+    public void AnUnknownOptionWhereTheImageGoesIsAnUnknownOption()
+    {
+        var (code, _, stderr) = Run("run", "--bogus");
+        Assert.Equal(2, code);
+        Assert.Contains("unknown option '--bogus'", stderr);
+        Assert.DoesNotContain("image not found", stderr);
+    }
+
+    [Fact]
+    public void ADirectoryIsNotAnImage()
+    {
+        var (code, _, stderr) = Run("run", cli.Dir);
+        Assert.Equal(2, code);
+        Assert.Contains($"{cli.Dir} is a directory", stderr);
+    }
+
+    [Fact]
+    public void ATooSmallCodeCacheIsABadArgument()
+    {
+        var (code, _, stderr) = Run("run", guest.ImagePath, "--dbt", "default", "--dbt-cache-kib", "1");
+        Assert.Equal(2, code);
+        Assert.Contains("--dbt-cache-kib 1 is too small", stderr);
+    }
+
+    [Fact]
+    public void AFailingTranslatedImageOutsideTheKernelContractGetsAHint()
+    {
+        // smp-demo compares interrupted RIPs with native addresses: under the DBT it fails, and says where the contract is.
+        var (code, _, stderr) = Run("run", guest.ImagePath, "--vcpus", "1", "--dbt", "default");
+        Assert.NotEqual(0, code);
+        Assert.Contains("harness: hint:", stderr);
+        Assert.Contains("docs/kernel-contract.md", stderr);
+        var native = Run("run", guest.ImagePath, "--vcpus", "1");
+        Assert.Equal(0, native.Code);
+        Assert.DoesNotContain("hint", native.Stderr);
+    }
 }
