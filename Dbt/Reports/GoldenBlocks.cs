@@ -15,7 +15,11 @@ namespace Harness.Dbt.Reports;
 /// </summary>
 public static class GoldenBlocks
 {
-    public sealed record Golden(string Name, string What, bool NoCallRet, Func<StaticTranslation, ulong> Root);
+    /// <summary>One golden: Image is the image under guest/build/ it translates (the guest kernel unless said).</summary>
+    public sealed record Golden(string Name, string What, bool NoCallRet, Func<StaticTranslation, ulong> Root, string Image = Golden.KernelImage)
+    {
+        public const string KernelImage = "kernel/kernel.elf";
+    }
 
     public static readonly IReadOnlyList<Golden> All =
     [
@@ -39,6 +43,8 @@ public static class GoldenBlocks
             false, t => t.Translate(Symbol(t, "syscall_init_cpu"))),
         new("gdt-load", "lgdt (identity), a RIP-relative lea re-encoded for the cache, and lretq as a call-out",
             false, t => t.Translate(Symbol(t, "gdt_load"))),
+        new("bmi2-identity", "the bits sample's bmi2() as gcc -march=x86-64-v3 emits it: pdep pext bzhi shlx shrx sarx rorx mulx, all by identity",
+            false, t => t.Translate(Symbol(t, "bmi2")), Image: "samples/bits.elf"),
     ];
 
     public const string UpdateVariable = "HARNESS_UPDATE_GOLDEN";
@@ -82,7 +88,7 @@ public static class GoldenBlocks
     public static string FileOf(string directory, Golden g) => Path.Combine(directory, g.Name + ".txt");
 
     private static ulong Symbol(StaticTranslation t, string name) =>
-        t.Symbols.Address(name) ?? throw new InvalidOperationException($"the kernel has no symbol '{name}' (a golden's root)");
+        t.Symbols.Address(name) ?? throw new InvalidOperationException($"the image has no symbol '{name}' (a golden's root)");
 
     /// <summary>
     /// The start of the block holding the kernel's first jmp r/m64: the nearest direct-branch target

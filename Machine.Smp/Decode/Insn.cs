@@ -20,6 +20,7 @@ public unsafe struct Insn
     public byte Size;       // operand size in bytes: 1, 2, 4, 8
     public byte SizeLog;    // log2(Size)
     public byte R0, R1;     // register operands in operand order (Reg.None when absent)
+    public byte R2;         // a third register operand (the BMI VEX forms, Exec/Bmi.cs)
     public byte MBase, MIndex, MScale, MSeg; // MScale is a shift; MSeg: 0 none, 1 fs, 2 gs
     public byte Sub;        // family-specific selector: ALU op, condition code, shift kind...
     public byte Size2;      // source size for movzx/movsx/movsxd, second size where needed

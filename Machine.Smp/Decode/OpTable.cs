@@ -40,6 +40,7 @@ internal static unsafe class OpTable
         Exec.Shifts.Install();
         Exec.MulDiv.Install();
         Exec.Bits.Install();
+        Exec.Bmi.Install();
         Exec.Atomics.Install();
         Exec.Stack.Install();
         Exec.Branches.Install();
@@ -76,7 +77,7 @@ internal static unsafe class OpTable
         x.NextIp = ins.NextIP;
         x.Length = (byte)ins.Length;
         x.Code = ins.Code;
-        x.R0 = x.R1 = x.MBase = x.MIndex = Reg.None;
+        x.R0 = x.R1 = x.R2 = x.MBase = x.MIndex = Reg.None;
         if (ins.Code == Code.INVALID) { x.Exec = &Exec.SystemOps.InvalidOpcode; return RuleKind.EndsBlock; }
         if (!known[(int)ins.Mnemonic] || !Operands(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return RuleKind.EndsBlock; }
         if (ins.HasLockPrefix) x.Flags |= InsnFlags.Lock;
@@ -124,7 +125,7 @@ internal static unsafe class OpTable
                     }
                     // A third register operand is only ever shld/shrd's CL count: the family reads it from the encoding.
                     if (regs == 2 && reg == Register.CL && i == 2) continue;
-                    if (regs == 0) x.R0 = (byte)idx; else if (regs == 1) x.R1 = (byte)idx; else return false;
+                    if (regs == 0) x.R0 = (byte)idx; else if (regs == 1) x.R1 = (byte)idx; else if (regs == 2) x.R2 = (byte)idx; else return false;
                     if (i == 0 || size == 0) size = reg.GetSize();
                     regs++;
                     break;

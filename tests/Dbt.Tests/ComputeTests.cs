@@ -23,6 +23,31 @@ public class ComputeTests(ITestOutputHelper output)
         return new Outcome(r, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, outside);
     }
 
+    /// <summary>
+    /// The bits sample (gcc -march=x86-64-v3: andn, bextr, blsi/blsmsk/blsr, bzhi, mulx, pdep, pext,
+    /// rorx, sarx/shlx/shrx, movbe, lzcnt/tzcnt/popcnt) translated by identity, with the host CPU's
+    /// checksum, every instruction from the code cache.
+    /// </summary>
+    [Theory]
+    [InlineData("default")]
+    [InlineData("no-callret")]
+    public void TheX86_64V3SampleRunsTranslatedWithTheHostsChecksum(string config)
+    {
+        var console = new MemoryStream();
+        using var m = new Machine.Machine(new MachineOptions { Vcpus = 1, Control = new Machine.Control.Deterministic(1000), Console = console, MaxInstructions = 50_000_000 });
+        m.LoadElf(global::Harness.Tests.Shared.BitsSample.ImagePath);
+        var dbt = Dbt.Attach(m, config == "default" ? DbtOptions.Default : DbtOptions.NoCallRet);
+        long outside = 0;
+        ulong rb = m.ReservedBase, rs = m.ReservedSize;
+        m.BlockDecoded = (_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); };
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var r = m.Run(cts.Token);
+        Assert.True(r.Exited && r.ExitStatus == 0, $"{r.Reason}: {r.Message}");
+        Assert.Equal(global::Harness.Tests.Shared.BitsSample.Transcript(global::Harness.Tests.Shared.BitsSample.HostChecksum()), System.Text.Encoding.ASCII.GetString(console.ToArray()));
+        Assert.Equal(0, outside);
+        output.WriteLine($"{config}: {r.TotalInstructions:N0} guest instructions, {dbt.Stats.BlocksTranslated} blocks");
+    }
+
     [Theory]
     [InlineData(1, "free")]
     [InlineData(1, "det")]

@@ -13,6 +13,10 @@ public class GoldenTests
 {
     private static readonly Lazy<byte[]> kernel = new(() => File.ReadAllBytes(KernelSupport.KernelPath));
 
+    private static (byte[] Elf, string Name) ImageOf(GoldenBlocks.Golden g) => g.Image == GoldenBlocks.Golden.KernelImage
+        ? (kernel.Value, "kernel.elf")
+        : (File.ReadAllBytes(Path.Combine(Support.RepoRoot, "guest", "build", g.Image)), Path.GetFileName(g.Image));
+
     public static string GoldenDirectory => Path.Combine(Support.RepoRoot, "tests", "Dbt.Tests", "Golden");
 
     public static TheoryData<string> Names()
@@ -29,7 +33,8 @@ public class GoldenTests
     public void TranslationMatchesGolden(string name)
     {
         var g = Get(name);
-        string actual = GoldenBlocks.Render(g, kernel.Value, "kernel.elf");
+        var (elf, imageName) = ImageOf(g);
+        string actual = GoldenBlocks.Render(g, elf, imageName);
         string file = GoldenBlocks.FileOf(GoldenDirectory, g);
         if (Environment.GetEnvironmentVariable(GoldenBlocks.UpdateVariable) == "1")
         {
@@ -67,8 +72,9 @@ public class GoldenTests
         var changed = new List<string>();
         foreach (var g in GoldenBlocks.All)
         {
-            string normal = GoldenBlocks.Render(g, kernel.Value, "kernel.elf");
-            string plantedText = GoldenBlocks.Render(g, kernel.Value, "kernel.elf", options);
+            var (elf, imageName) = ImageOf(g);
+            string normal = GoldenBlocks.Render(g, elf, imageName);
+            string plantedText = GoldenBlocks.Render(g, elf, imageName, options);
             if (normal == plantedText) continue;
             changed.Add(g.Name);
             string diff = Diff(normal, plantedText);

@@ -240,7 +240,7 @@ public static class ProgramGen
         for (int attempt = 0; ; attempt++)
         {
             bool high = attempt == 0 && r.Chance(0.2);
-            bool mem = f.HasRegOrMem && (InstructionCatalog.KnownUnsupported.Contains(f.Code) || r.Chance(0.4));
+            bool mem = f.HasRegOrMem && (InstructionCatalog.KnownUnsupported.Contains(f.Code) || f.MemOnly || r.Chance(0.4));
             var regs = new Register[f.Slots.Length];
             long imm = 0;
             LeaAddress? lea = null;

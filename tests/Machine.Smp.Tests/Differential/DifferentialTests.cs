@@ -30,6 +30,9 @@ public class DifferentialTests(ITestOutputHelper output)
     [Property(Arbitrary = [typeof(BitsProgram)], MaxTest = 400)]
     public void Bits(DiffProgram p) => DifferentialChecker.Check(p);
 
+    [Property(Arbitrary = [typeof(BmiProgram)], MaxTest = 600)]
+    public void Bmi(DiffProgram p) => DifferentialChecker.Check(p);
+
     [Property(Arbitrary = [typeof(CondProgram)], MaxTest = 300)]
     public void SetccCmov(DiffProgram p) => DifferentialChecker.Check(p);
 
@@ -87,6 +90,10 @@ public class DifferentialTests(ITestOutputHelper output)
             Code.Bt_rm16_r16, Code.Btc_rm64_imm8, Code.Bsr_r32_rm32, Code.Tzcnt_r64_rm64, Code.Lzcnt_r16_rm16, Code.Popcnt_r32_rm32,
             Code.Setle_rm8, Code.Cmovnp_r32_rm32, Code.Movsx_r64_rm8, Code.Movzx_r32_rm16, Code.Movsxd_r64_rm32, Code.Lea_r32_m,
             Code.Xchg_r64_RAX, Code.Xadd_rm8_r8, Code.Cmpxchg_rm64_r64, Code.Bswap_r64, Code.Cqo, Code.Cbw,
+            Code.VEX_Andn_r64_r64_rm64, Code.VEX_Bextr_r32_rm32_r32, Code.VEX_Blsi_r64_rm64, Code.VEX_Blsmsk_r32_rm32, Code.VEX_Blsr_r64_rm64,
+            Code.VEX_Bzhi_r64_rm64_r64, Code.VEX_Mulx_r64_r64_rm64, Code.VEX_Pdep_r32_r32_rm32, Code.VEX_Pext_r64_r64_rm64,
+            Code.VEX_Rorx_r64_rm64_imm8, Code.VEX_Sarx_r32_rm32_r32, Code.VEX_Shlx_r64_rm64_r64, Code.VEX_Shrx_r32_rm32_r32,
+            Code.Movbe_r16_m16, Code.Movbe_m64_r64, Code.Adcx_r64_rm64, Code.Adox_r32_rm32,
             Code.Movsq_m64_m64, Code.Stosw_m16_AX, Code.Lodsb_AL_m8, Code.Cmpsd_m32_m32, Code.Scasq_RAX_m64, Code.Mov_r64_imm64,
         ];
         var have = InstructionCatalog.All.Select(x => x.Code).ToHashSet();

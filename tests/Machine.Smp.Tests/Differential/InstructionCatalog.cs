@@ -7,7 +7,7 @@ using Iced.Intel;
 
 namespace Harness.Machine.Tests.Differential;
 
-public enum Family { Alu, Shift, MulDiv, Bits, Cond, Move, Atomic, String, Flag }
+public enum Family { Alu, Shift, MulDiv, Bits, Cond, Move, Atomic, String, Flag, Bmi }
 
 /// <summary>How the generator fills one operand.</summary>
 public enum SlotKind
@@ -29,11 +29,13 @@ public enum SlotKind
     String,
 }
 
-public readonly record struct Slot(SlotKind Kind, int Size, OpKind ImmKind = OpKind.Register, Register Fixed = Register.None, bool ConstOne = false);
+/// <summary>MemOnly: a RegOrMem slot whose encoding has no register form (movbe's m16/m32/m64).</summary>
+public readonly record struct Slot(SlotKind Kind, int Size, OpKind ImmKind = OpKind.Register, Register Fixed = Register.None, bool ConstOne = false, bool MemOnly = false);
 
 public sealed record Form(Code Code, Mnemonic Mnemonic, Family Family, Slot[] Slots, bool CanLock)
 {
     public bool HasRegOrMem => Slots.Any(s => s.Kind == SlotKind.RegOrMem);
+    public bool MemOnly => Slots.Any(s => s.MemOnly);
     public override string ToString() => Code.ToString();
 }
 
@@ -67,6 +69,10 @@ public static class InstructionCatalog
             Mnemonic.Cmpsb, Mnemonic.Cmpsw, Mnemonic.Cmpsd, Mnemonic.Cmpsq,
             Mnemonic.Scasb, Mnemonic.Scasw, Mnemonic.Scasd, Mnemonic.Scasq);
         Add(Family.Flag, Mnemonic.Std, Mnemonic.Cld, Mnemonic.Stc, Mnemonic.Clc, Mnemonic.Cmc);
+        // x86-64-v3's integer extensions (VEX-encoded except movbe, adcx, adox).
+        Add(Family.Bmi, Mnemonic.Andn, Mnemonic.Bextr, Mnemonic.Blsi, Mnemonic.Blsmsk, Mnemonic.Blsr, Mnemonic.Bzhi,
+            Mnemonic.Mulx, Mnemonic.Pdep, Mnemonic.Pext, Mnemonic.Rorx, Mnemonic.Sarx, Mnemonic.Shlx, Mnemonic.Shrx,
+            Mnemonic.Movbe, Mnemonic.Adcx, Mnemonic.Adox);
         return d;
     }
 
@@ -89,14 +95,18 @@ public static class InstructionCatalog
         {
             if (code == Code.INVALID) continue;
             var op = code.ToOpCode();
-            if (!op.IsInstruction || op.Encoding != EncodingKind.Legacy || !op.Mode64) continue;
+            if (!op.IsInstruction || !op.Mode64) continue;
             if (!Families.TryGetValue(op.Mnemonic, out var family)) continue;
+            // VEX only for the GPR-only BMI forms (the others are SSE/AVX, which the machine does not implement).
+            if (op.Encoding != EncodingKind.Legacy && !(op.Encoding == EncodingKind.VEX && family == Family.Bmi)) continue;
             if (!HostSupports(op.Mnemonic)) continue;
             var slots = new Slot[op.OpCount];
             bool ok = true;
             for (int i = 0; i < op.OpCount && ok; i++)
             {
                 var s = SlotOf(op.GetOpKind(i));
+                // movbe's memory operand is a real access, not lea's address.
+                if (s is { Kind: SlotKind.Address } && op.Mnemonic == Mnemonic.Movbe) s = new Slot(SlotKind.RegOrMem, 0, MemOnly: true);
                 if (s is null) ok = false; else slots[i] = s.Value;
             }
             if (!ok) continue;
@@ -108,15 +118,21 @@ public static class InstructionCatalog
 
     /// <summary>
     /// Never run an encoding the host does not implement: without BMI1/LZCNT, tzcnt/lzcnt silently run
-    /// as bsf/bsr; without POPCNT, popcnt is #UD and would kill the test process.
+    /// as bsf/bsr; without POPCNT, popcnt is #UD and would kill the test process. .NET has no
+    /// IsSupported for MOVBE and ADX: the host's CPUID answers (leaf 1 ECX bit 22; leaf 7 EBX bit 19).
     /// </summary>
     public static bool HostSupports(Mnemonic m) => m switch
     {
-        Mnemonic.Tzcnt => System.Runtime.Intrinsics.X86.Bmi1.IsSupported,
+        Mnemonic.Tzcnt or Mnemonic.Andn or Mnemonic.Bextr or Mnemonic.Blsi or Mnemonic.Blsmsk or Mnemonic.Blsr => System.Runtime.Intrinsics.X86.Bmi1.IsSupported,
+        Mnemonic.Bzhi or Mnemonic.Mulx or Mnemonic.Pdep or Mnemonic.Pext or Mnemonic.Rorx or Mnemonic.Sarx or Mnemonic.Shlx or Mnemonic.Shrx
+            => System.Runtime.Intrinsics.X86.Bmi2.IsSupported,
         Mnemonic.Lzcnt => System.Runtime.Intrinsics.X86.Lzcnt.IsSupported,
         Mnemonic.Popcnt => System.Runtime.Intrinsics.X86.Popcnt.IsSupported,
+        Mnemonic.Movbe => (System.Runtime.Intrinsics.X86.X86Base.CpuId(1, 0).Ecx >> 22 & 1) != 0,
+        Mnemonic.Adcx or Mnemonic.Adox => (System.Runtime.Intrinsics.X86.X86Base.CpuId(7, 0).Ebx >> 19 & 1) != 0,
         _ => true,
     };
+
 
     static Slot? SlotOf(OpCodeOperandKind k) => k switch
     {
@@ -128,6 +144,8 @@ public static class InstructionCatalog
         OpCodeOperandKind.r16_reg or OpCodeOperandKind.r16_rm => new Slot(SlotKind.Reg, 2),
         OpCodeOperandKind.r32_reg or OpCodeOperandKind.r32_rm => new Slot(SlotKind.Reg, 4),
         OpCodeOperandKind.r64_reg or OpCodeOperandKind.r64_rm => new Slot(SlotKind.Reg, 8),
+        OpCodeOperandKind.r32_vvvv => new Slot(SlotKind.Reg, 4),
+        OpCodeOperandKind.r64_vvvv => new Slot(SlotKind.Reg, 8),
         OpCodeOperandKind.r8_opcode => new Slot(SlotKind.RegOpcode, 1),
         OpCodeOperandKind.r16_opcode => new Slot(SlotKind.RegOpcode, 2),
         OpCodeOperandKind.r32_opcode => new Slot(SlotKind.RegOpcode, 4),

@@ -89,6 +89,7 @@ public static class AluProgram { public static Arbitrary<DiffProgram> Programs()
 public static class ShiftProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Shift); }
 public static class MulDivProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.MulDiv); }
 public static class BitsProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Bits); }
+public static class BmiProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Bmi); }
 public static class CondProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Cond, Family.Alu); }
 public static class MoveProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Move); }
 public static class AtomicProgram { public static Arbitrary<DiffProgram> Programs() => ProgramArbitrary.For(Family.Atomic, Family.Alu); }

@@ -57,6 +57,13 @@ public static class UndefinedFlags
         [Mnemonic.Popcnt] = (All6, 0),
         // xadd: as add; cmpxchg: as cmp of the accumulator with the destination.
         [Mnemonic.Xadd] = (All6, 0), [Mnemonic.Cmpxchg] = (All6, 0),
+        // BMI1/BMI2: the logic-like ones clear OF (and CF unless it reports something), set ZF (and SF),
+        // leave AF and PF undefined; bextr also SF. The others write no flags.
+        [Mnemonic.Andn] = (CF | OF | ZF | SF, AF | PF), [Mnemonic.Bextr] = (CF | OF | ZF, AF | SF | PF),
+        [Mnemonic.Blsi] = (CF | OF | ZF | SF, AF | PF), [Mnemonic.Blsmsk] = (CF | OF | ZF | SF, AF | PF),
+        [Mnemonic.Blsr] = (CF | OF | ZF | SF, AF | PF), [Mnemonic.Bzhi] = (CF | OF | ZF | SF, AF | PF),
+        // adcx/adox: the carry through CF or OF only.
+        [Mnemonic.Adcx] = (CF, 0), [Mnemonic.Adox] = (OF, 0),
         // Flag instructions.
         [Mnemonic.Stc] = (CF, 0), [Mnemonic.Clc] = (CF, 0), [Mnemonic.Cmc] = (CF, 0),
     };
