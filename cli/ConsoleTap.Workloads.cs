@@ -120,30 +120,41 @@ internal static class Table3
     public static void Print(IReadOnlyList<(string Config, WorkloadMeter Meter)> runs, bool withStats)
     {
         bool prof = runs.All(x => x.Meter.HasProf);
-        var shown = metrics.Where(m => (prof || !m.NeedsProf) && (withStats || !m.StatsOnly)).ToList();
+        var shown = metrics.Where(m => (prof || !m.NeedsProf) && (withStats || !m.StatsOnly)).Select(m => (m.Name, m.Cell)).ToList();
+        WorkloadTable.Write($"per workload (the paper's Table 3){(prof ? ", prof" : "")}: {string.Join(" vs ", runs.Select(x => x.Config))}", Legend, runs, shown);
+    }
+}
+
+/// <summary>
+/// One row per workload (paired by position across configurations: one that stopped early has
+/// fewer), a total row, and for each column one sub-column per configuration, on stderr.
+/// </summary>
+internal static class WorkloadTable
+{
+    public static void Write(string title, string? caption, IReadOnlyList<(string Config, WorkloadMeter Meter)> runs,
+        IReadOnlyList<(string Name, Func<WorkloadRow, string> Cell)> columns)
+    {
         bool several = runs.Count > 1;
         var table = new Table().AddColumn("workload");
-        table.Title = new TableTitle(Markup.Escape(
-            $"per workload (the paper's Table 3){(prof ? ", prof" : "")}: {string.Join(" vs ", runs.Select(x => x.Config))}"));
-        table.Caption = new TableTitle(Markup.Escape(Legend));
-        foreach (var m in shown)
+        table.Title = new TableTitle(Markup.Escape(title));
+        if (caption is not null) table.Caption = new TableTitle(Markup.Escape(caption));
+        foreach (var (name, _) in columns)
             foreach (var (config, _) in runs)
-                table.AddColumn(new TableColumn(Markup.Escape(several ? $"{m.Name}\n{config}" : m.Name)).RightAligned());
+                table.AddColumn(new TableColumn(Markup.Escape(several ? $"{name}\n{config}" : name)).RightAligned());
 
         var perRun = runs.Select(x => x.Meter.Rows).ToList();
         int count = perRun.Max(r => r.Count);
         void Row(string name, Func<int, WorkloadRow?> pick)
         {
             var cells = new List<string> { Markup.Escape(name) };
-            foreach (var m in shown)
+            foreach (var (_, cell) in columns)
                 for (int k = 0; k < runs.Count; k++)
-                    cells.Add(pick(k) is { } r ? Markup.Escape(m.Cell(r)) : "-");
+                    cells.Add(pick(k) is { } r ? Markup.Escape(cell(r)) : "-");
             table.AddRow(cells.ToArray());
         }
         for (int i = 0; i < count; i++)
         {
             int row = i;
-            // Rows pair up by position: a configuration that stopped early has fewer.
             string name = perRun.First(r => r.Count > row)[row].Name;
             Row(name, k => perRun[k].Count > row && perRun[k][row].Name == name ? perRun[k][row] : null);
         }
@@ -165,34 +176,9 @@ internal static class ClientTable
 {
     public static void Print(IReadOnlyList<(string Config, WorkloadMeter Meter)> runs)
     {
-        var columns = runs.Select(r => r.Meter.ClientColumns).FirstOrDefault(c => c.Count > 0);
-        if (columns is null) return;
-        bool several = runs.Count > 1;
-        var table = new Table().AddColumn("workload");
-        table.Title = new TableTitle(Markup.Escape($"client counters (client.counter): {string.Join(" vs ", runs.Select(x => x.Config))}"));
-        foreach (var c in columns)
-            foreach (var (config, _) in runs)
-                table.AddColumn(new TableColumn(Markup.Escape(several ? $"{c}\n{config}" : c)).RightAligned());
-        var perRun = runs.Select(x => x.Meter.Rows).ToList();
-        void Row(string name, Func<int, WorkloadRow?> pick)
-        {
-            var cells = new List<string> { Markup.Escape(name) };
-            for (int i = 0; i < columns.Count; i++)
-                for (int k = 0; k < runs.Count; k++)
-                    cells.Add(pick(k) is { } r && i < r.Clients.Length ? r.Clients[i].ToString("N0") : "-");
-            table.AddRow(cells.ToArray());
-        }
-        int count = perRun.Max(r => r.Count);
-        for (int i = 0; i < count; i++)
-        {
-            int row = i;
-            string name = perRun.First(r => r.Count > row)[row].Name;
-            Row(name, k => perRun[k].Count > row && perRun[k][row].Name == name ? perRun[k][row] : null);
-        }
-        if (count > 0) table.AddEmptyRow();
-        Row("total", k => runs[k].Meter.Total);
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        if (Console.IsErrorRedirected) console.Profile.Width = 200;
-        console.Write(table);
+        var names = runs.Select(r => r.Meter.ClientColumns).FirstOrDefault(c => c.Count > 0);
+        if (names is null) return;
+        var columns = names.Select((n, i) => (n, (Func<WorkloadRow, string>)(r => i < r.Clients.Length ? r.Clients[i].ToString("N0") : "-"))).ToList();
+        WorkloadTable.Write($"client counters (client.counter): {string.Join(" vs ", runs.Select(x => x.Config))}", null, runs, columns);
     }
 }

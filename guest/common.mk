@@ -1,5 +1,5 @@
 # Shared by the ring-0 guest images built for the -2 GiB kernel link address (guest/kernel,
-# guest/samples/smp-demo): toolchain, flags, and the formatter from guest/lib.
+# guest/samples/smp-demo, guest/samples/bits): toolchain, flags, and the formatter from guest/lib.
 # (guest/samples/compute keeps its own flags: they must match its native build for benchmarks.)
 
 GUEST_DIR := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
