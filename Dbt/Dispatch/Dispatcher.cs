@@ -248,6 +248,13 @@ public sealed class Dispatcher
             machine.Stop(StopReason.HostError, 0, $"dbt: vCPU {v.Index} cannot start at 0x{rip:x}: {ex.Message}");
             return cache.DeadEnd;
         }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A bug (a rule's: RuleFailedException): this runs on the caller of Machine.Run for the
+            // BSP, so it is reported as a host exception with its stack, not thrown at the caller.
+            machine.HostFault(v, ex);
+            return cache.DeadEnd;
+        }
     }
 
     private void Fail(Vcpu v, string why)

@@ -21,6 +21,10 @@ public sealed class UnreadableCodeException(ulong address) : TranslationExceptio
     public ulong Address { get; } = address;
 }
 
+/// <summary>A rule threw something other than the translator's own exceptions: a bug in the rule, reported with its name.</summary>
+public sealed class RuleFailedException(string rule, Instruction ins, Exception inner)
+    : Exception($"rule '{rule}' threw {inner.GetType().Name} translating '{ins}' at 0x{ins.IP:x}: {inner.Message}", inner);
+
 /// <summary>One translated block: native [NativeStart, NativeEnd) lives at [CacheStart, CacheStart + CacheLength).</summary>
 public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong CacheStart, int CacheLength, int NativeInstructions, int Edges)
 {
@@ -364,7 +368,13 @@ public sealed class BlockTranslator
                 else
                 {
                     bool entry = e.SlotDelta is not null;
-                    flow = rule.Emit(e);
+                    try { flow = rule.Emit(e); }
+                    catch (Exception x) when (x is not (UnsupportedInstructionException or TranslationException or CodeCache.CodeCacheFullException or GuestFault))
+                    {
+                        // A rule's own bug (a user's rule from --rules, or ours): name the rule and the
+                        // instruction; the machine reports it as a host exception, with its stack.
+                        throw new RuleFailedException(rule.Name, ins, x);
+                    }
                     if (entry && flow == Flow.EndBlock && rule != Rulebook.DirectJmp)
                         throw new UnsupportedInstructionException(ins, $"the interrupt entry path ends with '{ins}' before writing the frame's redundant slot");
                 }

@@ -97,6 +97,26 @@ public class RulesTests(ITestOutputHelper output)
         }
     }
 
+    private sealed class ThrowingRule : Rule
+    {
+        public override string Name => "throwing-nop";
+        public override Flow Emit(Emitter e) => throw new InvalidOperationException("boom");
+    }
+
+    /// <summary>A rule's own bug stops the run as a host exception naming the rule and the instruction, with its stack: never swallowed.</summary>
+    [Fact]
+    public void ARuleThatThrowsIsReportedByName()
+    {
+        if (!RuleRegistry.IsRegistered("throwing-nop")) RuleRegistry.Register("throwing-nop", () => new ThrowingRule());
+        var options = new DbtOptions { RuleOverrides = new Dictionary<Mnemonic, string> { [Mnemonic.Nop] = "throwing-nop" } };
+        var run = Support.Run(CallsAndNops(3), translate: true, options);
+        Assert.Equal(Harness.Machine.Cpu.StopReason.HostError, run.Result.Reason);
+        var x = Assert.IsType<RuleFailedException>(run.Result.HostException);
+        Assert.Contains("rule 'throwing-nop' threw InvalidOperationException translating 'nop'", x.Message);
+        Assert.Contains("boom", x.Message);
+        Assert.IsType<InvalidOperationException>(x.InnerException);
+    }
+
     /// <summary>N rounds of: call f; nop; 3-byte nop; f: nop; add; ret (3 nops and 1 call per round).</summary>
     private static byte[] CallsAndNops(int rounds) => Support.Asm(a =>
     {
