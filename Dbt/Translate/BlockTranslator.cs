@@ -208,21 +208,33 @@ public sealed class BlockTranslator
     private sealed class Batch
     {
         public readonly Queue<(ulong Native, int? SlotDelta)> Todo = new();
-        public readonly List<(TranslatedBlock Block, int? SlotDelta, List<EntryLink> Links)> Done = new();
+        public readonly List<(TranslatedBlock Block, int? SlotDelta, List<EntryLink>? Links)> Done = new();
         public readonly Dictionary<ulong, ulong> Normal = new();
         public readonly Dictionary<(ulong, int), ulong> Entry = new();
         public readonly List<(ulong Copy, ulong FixupNative)> Fixups = new();
-        public List<EntryLink> Links = new();
+        /// <summary>The entry links of the block being translated (null: none, the common case).</summary>
+        public List<EntryLink>? Links;
         public int NativeInstructions;
+        public bool HasEntryBlocks;
+
+        public void Clear()
+        {
+            Todo.Clear(); Done.Clear(); Normal.Clear(); Entry.Clear(); Fixups.Clear();
+            Links = null;
+            NativeInstructions = 0;
+            HasEntryBlocks = false;
+        }
     }
 
-    private Batch? batch;
+    // The request being translated, and a cleared one kept for the next (one per translator: requests
+    // are serialized by addLock, and a kernel run makes tens of thousands).
+    private Batch? batch, spare;
 
     /// <summary>Under addLock: an entry-mode branch target of the block being translated, patched when the batch ends.</summary>
     internal EntryLink EntryTarget(ulong native, int slotDelta)
     {
         var link = new EntryLink((native, slotDelta));
-        batch!.Links.Add(link);
+        (batch!.Links ??= new()).Add(link);
         batch.Todo.Enqueue((native, slotDelta));
         return link;
     }
@@ -236,7 +248,8 @@ public sealed class BlockTranslator
         if (slotDelta is null && map.TryGetValue(native, out ulong found)) return found;
         if (slotDelta is int d0 && entryMap.TryGetValue((native, d0), out found)) return found;
         if (batch is not null) throw new InvalidOperationException("a translation request inside another (the translator's batch is not reentrant)");
-        var b = batch = new Batch();
+        var b = batch = spare ?? new Batch();
+        spare = null;
         try
         {
             b.Todo.Enqueue((native, slotDelta));
@@ -248,20 +261,20 @@ public sealed class BlockTranslator
                         ? $"translating 0x{native:x} needs more than {MaxBatchBlocks} blocks at once (fixup targets); stopped at 0x{next.Native:x}"
                         : $"the interrupt entry path does not write the frame's redundant slot within {MaxBatchBlocks} blocks " +
                           $"({b.NativeInstructions} native instructions); the walk stopped at 0x{next.Native:x}");
-                b.Links = new();
+                b.Links = null;
                 TranslatedBlock block;
                 // Only the block asked for may be unreadable (the dispatcher then runs it natively);
                 // a gate's path or a fixup that cannot be read cannot be translated.
                 try { block = TranslateLocked(v, next.Native, next.SlotDelta); }
                 catch (UnreadableCodeException u) when (b.Done.Count > 0 || slotDelta is not null) { throw new TranslationException(u.Message, u); }
-                if (next.SlotDelta is int d) { block = block with { EntrySlotDelta = d }; b.Entry[(next.Native, d)] = block.CacheStart; }
+                if (next.SlotDelta is int d) { block = block with { EntrySlotDelta = d }; b.Entry[(next.Native, d)] = block.CacheStart; b.HasEntryBlocks = true; }
                 else b.Normal[next.Native] = block.CacheStart;
                 b.Done.Add((block, next.SlotDelta, b.Links));
                 b.NativeInstructions += block.NativeInstructions;
             }
-            RejectEntryLoops(b);
+            if (b.HasEntryBlocks) RejectEntryLoops(b);
             foreach (var (block, _, links) in b.Done)
-                foreach (var link in links)
+                foreach (var link in links ?? [])
                 {
                     ulong target = b.Entry.TryGetValue(link.Key, out ulong t) ? t : entryMap[link.Key];
                     Cache.Write(link.PatchSite, BitConverter.GetBytes(Rel32(link.PatchSite, target)));
@@ -277,7 +290,12 @@ public sealed class BlockTranslator
             }
             return b.Done[0].Block.CacheStart;
         }
-        finally { batch = null; }
+        finally
+        {
+            b.Clear();
+            batch = null;
+            spare = b;
+        }
     }
 
     /// <summary>
@@ -287,7 +305,7 @@ public sealed class BlockTranslator
     private static void RejectEntryLoops(Batch b)
     {
         var links = new Dictionary<(ulong, int), List<EntryLink>>();
-        foreach (var (block, d, l) in b.Done) if (d is int delta) links[(block.NativeStart, delta)] = l;
+        foreach (var (block, d, l) in b.Done) if (d is int delta) links[(block.NativeStart, delta)] = l ?? [];
         var state = new Dictionary<(ulong, int), int>(); // 1: on the DFS path, 2: finished
         foreach (var root in links.Keys)
         {
@@ -322,7 +340,8 @@ public sealed class BlockTranslator
         var faultable = new List<(int Item, ulong Fixup)>();
         // Item ranges per native instruction (and per trailing fall-through jmp), for the recovery points.
         var ranges = new List<(int Start, int End, Instruction Native)>();
-        var sources = new List<(int Item, ulong Native, string Rule)>();
+        var sources = sourceScratch;
+        sources.Clear();
         void FallThrough(ulong to)
         {
             int at = e.Items.Count;
@@ -404,8 +423,10 @@ public sealed class BlockTranslator
         foreach (var (start, end, ins) in ranges) RecoveryPoints.Compute(e.Items, start, end, ins, perItem);
         var points = new List<(uint, Recovery)>();
         for (int i = 0; i < perItem.Length; i++) if (perItem[i] is { } r) points.Add((offsets[i], r));
-        uint OffsetOf(int item) => item < offsets.Length ? offsets[item] : (uint)block.CacheLength;
-        block = block with { Points = points.ToArray(), Sources = sources.Select(x => (OffsetOf(x.Item), x.Native, x.Rule)).ToArray() };
+        var sourceOffsets = new (uint, ulong, string)[sources.Count];
+        for (int i = 0; i < sourceOffsets.Length; i++)
+            sourceOffsets[i] = (sources[i].Item < offsets.Length ? offsets[sources[i].Item] : (uint)block.CacheLength, sources[i].Native, sources[i].Rule);
+        block = block with { Points = points.ToArray(), Sources = sourceOffsets };
         // The copies of faultable instructions (identity rules: the copy is the rule's first item),
         // registered with their fixups' translations when the batch ends.
         foreach (var (item, fixup) in faultable)
@@ -415,6 +436,9 @@ public sealed class BlockTranslator
         }
         return block;
     }
+
+    // Where each native instruction's items start, for TranslatedBlock.Sources (only under addLock: blocks are translated one at a time).
+    private readonly List<(int Item, ulong Native, string Rule)> sourceScratch = new();
 
     // The layout's encoder and buffer, reused from block to block (only under addLock).
     private readonly BlockBuffer buffer = new();

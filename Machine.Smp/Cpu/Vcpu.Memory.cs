@@ -24,6 +24,7 @@ public unsafe partial class Vcpu
 {
     internal const int TlbBits = 9, TlbSize = 1 << TlbBits, TlbMask = TlbSize - 1;
     private TlbEntry* tlbR, tlbW, tlbX;
+    private TlbEntry[] tlbBlock = null!;
     private byte* ram;
     private byte* codeMap;
     /// <summary>1 while CPL = 3: the low bit of every TLB tag, so user and supervisor entries never alias.</summary>
@@ -31,7 +32,9 @@ public unsafe partial class Vcpu
 
     private void InitMemory()
     {
-        tlbR = (TlbEntry*)NativeMemory.Alloc((nuint)(3 * TlbSize * sizeof(TlbEntry)));
+        // Pinned, managed: freed with the vCPU (see the state's allocation in the constructor).
+        tlbBlock = GC.AllocateArray<TlbEntry>(3 * TlbSize, pinned: true);
+        tlbR = (TlbEntry*)Unsafe.AsPointer(ref tlbBlock[0]);
         tlbW = tlbR + TlbSize;
         tlbX = tlbW + TlbSize;
         ram = Mem.Base;

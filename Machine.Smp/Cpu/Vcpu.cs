@@ -53,7 +53,12 @@ public sealed unsafe partial class Vcpu : IDisposable
         Mem = machine.Memory;
         Index = index;
         Control = machine.Control;
-        S = (CpuState*)NativeMemory.AllocZeroed((nuint)sizeof(CpuState));
+        // The state lives in a pinned array (the pinned object heap), not native memory: it stays valid
+        // as long as anyone holds the vCPU (a report reading registers after the machine is
+        // disposed gets the last values) and the GC frees it with the vCPU, without a finalizer
+        // that would keep the whole machine alive for an extra collection.
+        stateBlock = GC.AllocateArray<byte>(sizeof(CpuState) + 64, pinned: true);
+        S = (CpuState*)(((nuint)Unsafe.AsPointer(ref stateBlock[0]) + 63) & ~(nuint)63);
         builder = new BlockBuilder(this);
         InitMemory();
     }
@@ -501,10 +506,9 @@ public sealed unsafe partial class Vcpu : IDisposable
     }
 
     /// <summary>
-    /// Ends the vCPU with its machine. The register state (S) and the TLB stay allocated until the
-    /// finalizer, so a host that reads registers after the machine is gone (a report, a test's
-    /// assertion) gets the last values, never freed memory; the TLB is emptied, so every guest-memory
-    /// access takes the slow path, whose page walk refuses with an ObjectDisposedException.
+    /// Ends the vCPU with its machine. The register state (S) stays readable (last values); the TLB
+    /// is emptied, so every guest-memory access takes the slow path, whose page walk refuses with an
+    /// ObjectDisposedException once the RAM is freed.
     /// </summary>
     public void Dispose()
     {
@@ -515,12 +519,7 @@ public sealed unsafe partial class Vcpu : IDisposable
     }
 
     private bool disposed;
-
-    ~Vcpu()
-    {
-        NativeMemory.Free(S);
-        NativeMemory.Free(tlbR);
-    }
+    private readonly byte[] stateBlock;
 }
 
 /// <summary>The control-register state the machine's boot setup gives every vCPU.</summary>
