@@ -7,7 +7,7 @@ namespace Harness.Machine.Control;
 /// fixed interrupt delay: identical output and counts on every run. A quantum of 1 interleaves at
 /// every instruction.
 /// </summary>
-public sealed class Deterministic(long quantum = 1000, long interruptDelay = 0) : ExecutionControl
+public class Deterministic(long quantum = 1000, long interruptDelay = 0) : ExecutionControl
 {
     private readonly List<Vcpu> running = [];
 

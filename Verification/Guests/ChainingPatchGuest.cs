@@ -1,3 +1,4 @@
+using Harness.Machine.Boot;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 

@@ -1,3 +1,4 @@
+using Harness.Machine.Boot;
 using Harness.Dbt;
 using Harness.Machine;
 using Harness.Machine.Control;

@@ -1,3 +1,4 @@
+using Harness.Machine.Boot;
 using Harness.Machine.Cpu;
 using Harness.Verification.Guests;
 using Iced.Intel;

@@ -1,3 +1,4 @@
+using Harness.Machine.Boot;
 using Harness.Machine.Control;
 using Harness.Verification.Guests;
 using Harness.Verification.Scenarios;

@@ -12,6 +12,8 @@ using Harness.Machine.Cpu;
 using Harness.Machine.Tests.Native;
 using Xunit.Sdk;
 
+using Harness.Properties.Generators;
+
 namespace Harness.Machine.Tests.Differential;
 
 public sealed record Expected(NativeState State, byte[] Scratch, ulong UndefinedFlags, ulong[] UndefinedRegs);

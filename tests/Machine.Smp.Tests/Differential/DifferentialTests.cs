@@ -9,6 +9,8 @@ using Xunit;
 using Xunit.Abstractions;
 using Xunit.Sdk;
 
+using Harness.Properties.Generators;
+
 namespace Harness.Machine.Tests.Differential;
 
 public class DifferentialTests(ITestOutputHelper output)

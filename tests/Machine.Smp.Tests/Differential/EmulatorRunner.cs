@@ -6,6 +6,8 @@ using Harness.Machine.Boot;
 using Harness.Machine.Control;
 using Harness.Machine.Tests.Native;
 
+using Harness.Properties.Generators;
+
 namespace Harness.Machine.Tests.Differential;
 
 public sealed record EmulatorResult(RunResult Run, NativeState State, byte[] Scratch);

@@ -6,6 +6,8 @@ using FsCheck;
 using FsCheck.Fluent;
 using Iced.Intel;
 
+using Harness.Properties.Generators;
+
 namespace Harness.Machine.Tests.Differential;
 
 public static class ProgramArbitrary

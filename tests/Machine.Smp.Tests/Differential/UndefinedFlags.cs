@@ -8,6 +8,8 @@
 using Iced.Intel;
 using Harness.Machine.Tests.Native;
 
+using Harness.Properties.Generators;
+
 namespace Harness.Machine.Tests.Differential;
 
 /// <summary>The architectural effect of one instruction on definedness.</summary>

@@ -1,8 +1,7 @@
-using Harness.Machine.Boot;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Verification.Guests;
+namespace Harness.Machine.Boot;
 
 /// <summary>
 /// A small ring-0 guest assembled with Iced (the boot GDT's selectors): an IDT of 64-bit interrupt
@@ -139,7 +138,7 @@ public sealed class RingZeroGuest
     }
 
     /// <summary>Writes the code, the IDT and the IDTR into a machine's memory.</summary>
-    public void Load(Machine.Machine m)
+    public void Load(Machine m)
     {
         m.Memory.Write(code - alias, Assemble());
         var idt = new byte[256 * 16];

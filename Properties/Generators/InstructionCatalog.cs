@@ -1,11 +1,12 @@
-// The instruction encodings the differential tests generate, enumerated as data from Iced's opcode
+// The instruction encodings the differential tests (tests/Machine.Smp.Tests/Differential, which link
+// this file) and the translator properties (Properties/) generate, enumerated as data from Iced's opcode
 // tables: every legacy-encoded 64-bit-mode Code whose mnemonic belongs to one of the families below
 // and whose operands the generator knows how to fill (GPRs, r/m, immediates, implicit registers,
 // string operands). New forms Iced knows about are picked up automatically.
 
 using Iced.Intel;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Properties.Generators;
 
 public enum Family { Alu, Shift, MulDiv, Bits, Cond, Move, Atomic, String, Flag, Bmi }
 

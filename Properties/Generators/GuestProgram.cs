@@ -1,0 +1,336 @@
+using Harness.Machine.Boot;
+using Iced.Intel;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Harness.Properties.Generators;
+
+/// <summary>A timer: the first tick after Delay guest instructions, then Ticks - 1 more every Period; the handler makes an indirect call (a jumptable miss).</summary>
+public sealed record TimerPlan(int Delay, int Period, int Ticks)
+{
+    public override string ToString() => $"timer: first tick after {Delay} instructions, {Ticks} tick(s), period {Period}";
+}
+
+/// <summary>
+/// A generated ring-0 program: every vCPU runs the same worker (Pieces) over its own private page;
+/// the BSP waits for the others and exits 0. The worker sets the pool registers to Registers, arms
+/// the timer if there is one, runs the pieces, waits for its ticks, and stores its registers and
+/// flags in its page, which is what runs compare. ToString prints the whole program as assembly.
+/// </summary>
+public sealed record GuestProgram(IReadOnlyList<Piece> Pieces, ulong[] Registers, TimerPlan? Timer, int Vcpus)
+{
+    private GuestImage? image;
+
+    /// <summary>The assembled program (built once).</summary>
+    public GuestImage Image => image ??= ProgramBuilder.Build(this);
+
+    public int Instructions => Image.Instructions;
+
+    public bool Faults => Pieces.Any(p => p.Faults);
+
+    public override string ToString() => Image.Listing;
+}
+
+/// <summary>A program assembled: bytes and gates (in the RingZeroGuest), fixups, pointers, symbols, listing.</summary>
+public sealed class GuestImage
+{
+    internal RingZeroGuest Guest { get; init; } = null!;
+    internal List<(Label Fault, Label Fixup)> Fixups { get; init; } = [];
+    internal List<(ulong Offset, Label Target)> Pointers { get; init; } = [];
+    /// <summary>Labels as bound (Iced's Label is a struct: only the bound copy knows its instruction).</summary>
+    internal Dictionary<ulong, Label> Bound { get; init; } = [];
+
+    private ulong Address(Label l) => Guest.Address(Bound.TryGetValue(l.Id, out var b) ? b : l);
+    public required string Listing { get; init; }
+    public required int Instructions { get; init; }
+    public required int Vcpus { get; init; }
+    public required ulong[] Constants { get; init; }
+
+    public ulong Entry => Layout.Code;
+
+    /// <summary>The symbols a DBT reads from a kernel: the exception table and the thread list.</summary>
+    public IReadOnlyDictionary<string, ulong> Symbols => new Dictionary<string, ulong>
+    {
+        ["__ex_table_start"] = Layout.ExTable,
+        ["__ex_table_end"] = Layout.ExTable + (ulong)Fixups.Count * 16,
+        ["thread_list"] = Layout.ThreadList,
+    };
+
+    /// <summary>(fault, fixup) native addresses of every faulting instruction.</summary>
+    public IEnumerable<(ulong Fault, ulong Fixup)> FixupAddresses => Fixups.Select(f => (Address(f.Fault), Address(f.Fixup)));
+
+    /// <summary>Writes the program into a machine: code, IDT, the exception table, function pointers, constants, the thread list.</summary>
+    public void Load(Harness.Machine.Machine m)
+    {
+        Guest.Load(m);
+        ulong Phys(ulong va) => va - BootLayout.KernelAlias;
+        var table = new byte[Math.Max(16, Fixups.Count * 16)];
+        int i = 0;
+        foreach (var (fault, fixup) in FixupAddresses)
+        {
+            BitConverter.TryWriteBytes(table.AsSpan(i * 16), fault);
+            BitConverter.TryWriteBytes(table.AsSpan(i * 16 + 8), fixup);
+            i++;
+        }
+        m.Memory.Write(Phys(Layout.ExTable), table);
+        for (int n = 0; n < Vcpus; n++)
+            foreach (var (offset, target) in Pointers)
+                m.Memory.WriteU64(Phys(Layout.Private(n) + offset), Address(target));
+        var constants = new byte[Constants.Length * 8];
+        for (int k = 0; k < Constants.Length; k++) BitConverter.TryWriteBytes(constants.AsSpan(k * 8), Constants[k]);
+        m.Memory.Write(Phys(Layout.Constants), constants);
+        // struct thread (guest/kernel/kernel.h): rsp at 0, kstack at 32, kstack_top at 40, all_next at 120.
+        m.Memory.WriteU64(Phys(Layout.ThreadList), Layout.Threads);
+        for (int n = 0; n < Vcpus; n++)
+        {
+            ulong t = Layout.Threads + (ulong)n * Layout.ThreadStride;
+            m.Memory.WriteU64(Phys(t), Layout.StackTop(n));
+            m.Memory.WriteU64(Phys(t + 32), Layout.StackTop(n) - Layout.StackBytes);
+            m.Memory.WriteU64(Phys(t + 40), Layout.StackTop(n));
+            m.Memory.WriteU64(Phys(t + 120), n + 1 < Vcpus ? t + Layout.ThreadStride : 0);
+        }
+    }
+}
+
+/// <summary>Emits a <see cref="GuestProgram"/>: the worker, its functions, the #PF and timer handlers.</summary>
+public sealed class ProgramBuilder
+{
+    public const int TimerVector = 32, PageFaultVector = 14;
+    private const uint MsrEoi = 0x80B;
+
+    internal readonly RingZeroGuest Guest = new(inKernelAlias: true);
+    public Assembler A => Guest.A;
+    private readonly Queue<(Label Label, Action<ProgramBuilder> Body)> functions = new();
+    private readonly List<(Label Fault, Label Fixup)> fixups = [];
+    private readonly List<(ulong Offset, Label Target)> pointers = [];
+    private readonly List<(int Instruction, string Text)> comments = [];
+    private readonly Dictionary<ulong, Label> bound = [];
+
+    /// <summary>Binds a label here, keeping the bound copy (for label addresses: pointers, fixups).</summary>
+    public void Bind(ref Label l)
+    {
+        A.Label(ref l);
+        bound[l.Id] = l;
+    }
+
+    /// <summary>A function emitted after the worker; body must end it (ret or a tail jump).</summary>
+    public Label Function(Action<ProgramBuilder> body)
+    {
+        var l = A.CreateLabel();
+        functions.Enqueue((l, body));
+        return l;
+    }
+
+    public ProgramBuilder Body(IEnumerable<Piece> pieces)
+    {
+        foreach (var p in pieces) p.Emit(this);
+        return this;
+    }
+
+    public void Ret() => A.ret();
+
+    internal void Fixup(Label fault, Label fixup) => fixups.Add((fault, fixup));
+
+    /// <summary>
+    /// A fresh private-page word that holds target's address in every vCPU's page (written at load):
+    /// its offset, or null when the slots are used up (the caller then emits a direct form).
+    /// </summary>
+    internal ulong? PointerTo(Label target)
+    {
+        if (pointers.Count == Layout.PointerSlots) return null;
+        ulong offset = (ulong)(Layout.Pointers + pointers.Count * 8);
+        pointers.Add((offset, target));
+        return offset;
+    }
+
+    /// <summary>Two adjacent fresh slots (a switch table), or null.</summary>
+    internal ulong? TableOf(Label first, Label second)
+    {
+        if (pointers.Count + 2 > Layout.PointerSlots) return null;
+        ulong at = PointerTo(first)!.Value;
+        PointerTo(second);
+        return at;
+    }
+
+    internal void Jcc(ConditionCode cc, Label l)
+    {
+        switch (cc)
+        {
+            case ConditionCode.o: A.jo(l); break; case ConditionCode.no: A.jno(l); break;
+            case ConditionCode.b: A.jb(l); break; case ConditionCode.ae: A.jae(l); break;
+            case ConditionCode.e: A.je(l); break; case ConditionCode.ne: A.jne(l); break;
+            case ConditionCode.be: A.jbe(l); break; case ConditionCode.a: A.ja(l); break;
+            case ConditionCode.s: A.js(l); break; case ConditionCode.ns: A.jns(l); break;
+            case ConditionCode.p: A.jp(l); break; case ConditionCode.np: A.jnp(l); break;
+            case ConditionCode.l: A.jl(l); break; case ConditionCode.ge: A.jge(l); break;
+            case ConditionCode.le: A.jle(l); break; default: A.jg(l); break;
+        }
+    }
+
+    internal static bool Encodes(in Instruction ins) => Iced.Intel.Encoder.Create(64, new NullWriter()).TryEncode(ins, Layout.Code, out _, out _);
+
+    private sealed class NullWriter : CodeWriter { public override void WriteByte(byte value) { } }
+
+    /// <summary>A line for the listing before the next instruction (by index: Iced allows one label per instruction).</summary>
+    private void Comment(string text) => comments.Add((A.Instructions.Count, text));
+
+    public static GuestImage Build(GuestProgram p)
+    {
+        if (p.Vcpus is < 1 or > Layout.MaxVcpus) throw new ArgumentOutOfRangeException(nameof(p), $"1..{Layout.MaxVcpus} vCPUs (got {p.Vcpus})");
+        var b = new ProgramBuilder();
+        var a = b.A;
+        var worker = a.CreateLabel("worker");
+        b.Guest.EveryVcpuCalls(worker, p.Vcpus, Layout.Private);
+
+        a.Label(ref worker);
+        b.Comment("worker: r15 = this vCPU's private page");
+        if (p.Timer is { } t)
+        {
+            b.Wrmsr(RingZeroGuest.MsrDivide, 0xB);                                 // divide by 1: one count per instruction
+            b.Wrmsr(RingZeroGuest.MsrLvtTimer, TimerVector);                      // one-shot, vector 32
+            b.Wrmsr(RingZeroGuest.MsrInitCount, (uint)Math.Max(1, t.Delay));
+        }
+        for (int i = 0; i < Pool.Numbers.Length; i++) a.mov(new AssemblerRegister64(Pool.Gpr(Pool.Numbers[i], 8)), p.Registers[i]);
+        if (p.Timer is not null) a.sti();
+        b.Comment("pieces");
+        foreach (var piece in p.Pieces) piece.Emit(b);
+        b.Comment("end: wait for the ticks, save registers and flags");
+        if (p.Timer is { } timer)
+        {
+            // Test and halt with interrupts off, then sti; hlt (sti's shadow: the tick cannot land
+            // between the test and the hlt, which would halt for good).
+            var wait = a.CreateLabel(); var done = a.CreateLabel();
+            a.Label(ref wait);
+            a.cli();
+            a.cmp(__qword_ptr[r15 + Layout.Ticks], timer.Ticks);
+            a.jae(done);
+            a.sti();
+            a.hlt();
+            a.jmp(wait);
+            a.Label(ref done);
+            a.nop();
+        }
+        for (int g = 0; g < 16; g++)
+            if (g != 4) a.mov(__qword_ptr[r15 + Layout.SaveArea + g * 8], new AssemblerRegister64(Register.RAX + g));
+        a.pushfq();
+        a.pop(r14);
+        a.mov(__qword_ptr[r15 + Layout.SavedFlags], r14);
+        a.ret();
+
+        b.EmitFunctions();
+        b.PageFaultHandler();
+        if (p.Timer is { } tp) b.TimerHandler(tp);
+
+        var image = b.Guest.Assemble();
+        var consts = new ulong[Layout.ConstantWords];
+        var r = new Rng(0xC0FFEE);
+        for (int i = 0; i < consts.Length; i++) consts[i] = r.NextU64() >> (i % 4 * 16);
+        return new GuestImage
+        {
+            Guest = b.Guest, Fixups = b.fixups, Pointers = b.pointers, Bound = b.bound, Vcpus = p.Vcpus, Constants = consts,
+            Listing = Listing.Of(image, b.comments, p), Instructions = Listing.Count(image),
+        };
+    }
+
+    private void Wrmsr(uint msr, uint value)
+    {
+        A.mov(ecx, msr);
+        A.mov(eax, value);
+        A.xor(edx, edx);
+        A.wrmsr();
+    }
+
+    /// <summary>
+    /// #PF (error code pushed): the second push writes the frame's redundant slot (24 bytes below
+    /// the saved RIP, kernel contract section 2) before any branch, as the DBT's entry path needs.
+    /// Looks the faulting RIP up in the DBT's table (boot-info offsets 48/56) and in the kernel's,
+    /// resumes at the fixup, or exits NoFixupStatus when neither has it.
+    /// </summary>
+    private void PageFaultHandler()
+    {
+        var a = A;
+        Guest.Handler(PageFaultVector);
+        Comment("#PF handler");
+        a.push(rax);                       // saved rax
+        a.push(rax);                       // the redundant slot
+        a.push(rbx);
+        a.push(rcx);
+        a.mov(rax, __qword_ptr[rsp + 40]); // the faulting RIP
+        var builtin = a.CreateLabel(); var scan1 = a.CreateLabel(); var scan2 = a.CreateLabel(); var found = a.CreateLabel(); var none = a.CreateLabel();
+        a.mov(rbx, __qword_ptr[BootLayout.BootInfo + 48]);
+        a.mov(rcx, __qword_ptr[BootLayout.BootInfo + 56]);
+        a.test(rbx, rbx);
+        a.jz(builtin);
+        a.Label(ref scan1);
+        a.test(rcx, rcx);
+        a.jz(builtin);
+        a.cmp(__qword_ptr[rbx], rax);
+        a.je(found);
+        a.add(rbx, 16);
+        a.dec(rcx);
+        a.jmp(scan1);
+        a.Label(ref builtin);
+        a.mov(rbx, Layout.ExTable);
+        a.mov(ecx, Layout.ExTableMax);
+        a.Label(ref scan2);
+        a.test(rcx, rcx);
+        a.jz(none);
+        a.cmp(__qword_ptr[rbx], rax);
+        a.je(found);
+        a.add(rbx, 16);
+        a.dec(rcx);
+        a.jmp(scan2);
+        a.Label(ref found);
+        a.mov(rax, __qword_ptr[rbx + 8]);
+        a.mov(__qword_ptr[rsp + 40], rax);
+        a.inc(__qword_ptr[r15 + Layout.Faults]);
+        a.pop(rcx);
+        a.pop(rbx);
+        a.add(rsp, 8);                     // the slot
+        a.pop(rax);
+        a.add(rsp, 8);                     // the error code
+        a.iretq();
+        a.Label(ref none);
+        a.mov(eax, Layout.NoFixupStatus);
+        a.@out(0xF4, eax);
+        a.hlt();
+    }
+
+    /// <summary>The timer (no error code: the third push is the slot): counts the tick, makes an indirect call, re-arms, EOI.</summary>
+    private void TimerHandler(TimerPlan t)
+    {
+        var a = A;
+        Guest.Handler(TimerVector);
+        Comment("timer handler");
+        a.push(rax);
+        a.push(rcx);
+        a.push(rax);                       // the redundant slot
+        a.push(rdx);
+        a.inc(__qword_ptr[r15 + Layout.Ticks]);
+        // An indirect call: a jumptable miss the first time, which overwrites tx-nextpc-loc.
+        var target = Function(f => { f.A.add(__qword_ptr[r15 + Layout.HandlerCell], 3); f.A.ret(); });
+        a.lea(rax, __[target]);
+        a.call(rax);
+        var last = a.CreateLabel();
+        a.cmp(__qword_ptr[r15 + Layout.Ticks], t.Ticks);
+        a.jae(last);
+        Wrmsr(RingZeroGuest.MsrInitCount, (uint)Math.Max(1, t.Period));
+        a.Label(ref last);
+        Wrmsr(MsrEoi, 0);
+        a.pop(rdx);
+        a.add(rsp, 8);
+        a.pop(rcx);
+        a.pop(rax);
+        a.iretq();
+        EmitFunctions();
+    }
+
+    private void EmitFunctions()
+    {
+        while (functions.TryDequeue(out var f))
+        {
+            var l = f.Label;
+            Bind(ref l);
+            f.Body(this);
+        }
+    }
+}
