@@ -18,10 +18,11 @@ public sealed record DbtOptions
     public int MaxBlockInstructions { get; init; } = 256;
 
     /// <summary>
-    /// Planted bug for the harness's self-check: the dispatcher never patches an edge, so every
-    /// execution of an unchained branch re-enters the dispatcher. Only tests set it.
+    /// The dispatcher never patches an edge, so every execution of an unchained branch re-enters the
+    /// dispatcher: the unchained baseline of the chained-equals-unchained property (Properties/), and
+    /// a planted slowdown for the harness's self-checks.
     /// </summary>
-    internal bool DropChainingPatch { get; init; }
+    public bool DropChainingPatch { get; init; }
 
     /// <summary>
     /// Guest instruction (retired by vCPU 0) at which the DBT switches on; null or 0: at boot (every
@@ -85,4 +86,18 @@ public sealed record DbtOptions
     /// the next dispatcher entry saves do not.
     /// </summary>
     public bool PlantedJmpFlipsCarry { get; init; }
+
+    /// <summary>
+    /// Planted bug for the scratch-on-stack property: the register-form jumptable lookup also parks
+    /// its scratch register in a per-CPU cell (gs:[64]) and restores it from there before leaving.
+    /// Results match native unless an interrupt on the same CPU runs a lookup inside the window
+    /// (it overwrites the cell); the translated run's stores do not.
+    /// </summary>
+    public bool PlantedScratchInPerCpuCell { get; init; }
+
+    /// <summary>Planted bug: the exception-table registration skips plain loads (mov r, m): their translated copies fault with no fixup.</summary>
+    public bool PlantedFixupNotRegisteredForLoads { get; init; }
+
+    /// <summary>Planted bug: the chaining patch computes its rel32 from the edge stub's address instead of the patch site's.</summary>
+    public bool PlantedChainRelativeToStub { get; init; }
 }

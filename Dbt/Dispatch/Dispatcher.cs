@@ -216,7 +216,8 @@ public sealed class Dispatcher
     {
         if (Interlocked.CompareExchange(ref edge.chained, 1, 0) != 0) return;
         Span<byte> rel = stackalloc byte[4];
-        BitConverter.TryWriteBytes(rel, BlockTranslator.Rel32(edge.PatchSite, tx));
+        // Planted bug (DbtOptions.PlantedChainRelativeToStub): the displacement taken from the wrong base.
+        BitConverter.TryWriteBytes(rel, BlockTranslator.Rel32(options.PlantedChainRelativeToStub ? edge.Stub : edge.PatchSite, tx));
         // Under Coyote, another vCPU may run right before the patch (or between the planted bug's stores).
         if (Seams.Points) machine.Control.Point(v, PointKind.CodePatch, edge.PatchSite);
         if (options.PlantedTornChainingPatch)

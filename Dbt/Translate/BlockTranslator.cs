@@ -376,7 +376,8 @@ public sealed class BlockTranslator
             // its recovery points lead back to the native instruction like a rule's.
             if (e.Items.Count > snippetStart) { ranges.Add((snippetStart, e.Items.Count, ins)); sources.Add((snippetStart, ins.IP, "client snippet")); }
             Flow flow;
-            if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup))
+            if (ExceptionTables is { } xt && xt.TryGetFixup(v, ins.IP, out ulong fixup)
+                && !(options.PlantedFixupNotRegisteredForLoads && ins.Mnemonic == Mnemonic.Mov && ins.Op1Kind == OpKind.Memory))
                 faultable.Add((e.Items.Count, fixup));
             int itemsBefore = e.Items.Count;
             try

@@ -18,10 +18,11 @@ public sealed record TimerPlan(int Delay, int Period, int Ticks)
 /// </summary>
 public sealed record GuestProgram(IReadOnlyList<Piece> Pieces, ulong[] Registers, TimerPlan? Timer, int Vcpus)
 {
-    private GuestImage? image;
+    // Not a field: `with` copies fields, and a shrunk program must not inherit its parent's image.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<GuestProgram, GuestImage> images = new();
 
-    /// <summary>The assembled program (built once).</summary>
-    public GuestImage Image => image ??= ProgramBuilder.Build(this);
+    /// <summary>The assembled program (built once per program object).</summary>
+    public GuestImage Image => images.GetValue(this, ProgramBuilder.Build);
 
     public int Instructions => Image.Instructions;
 
@@ -42,6 +43,8 @@ public sealed class GuestImage
     private ulong Address(Label l) => Guest.Address(Bound.TryGetValue(l.Id, out var b) ? b : l);
     public required string Listing { get; init; }
     public required int Instructions { get; init; }
+    /// <summary>Instructions the pieces emitted (in the worker and in their functions): a program's size without the fixed scaffolding.</summary>
+    public required int PieceInstructions { get; init; }
     public required int Vcpus { get; init; }
     public required ulong[] Constants { get; init; }
 
@@ -192,7 +195,9 @@ public sealed class ProgramBuilder
         for (int i = 0; i < Pool.Numbers.Length; i++) a.mov(new AssemblerRegister64(Pool.Gpr(Pool.Numbers[i], 8)), p.Registers[i]);
         if (p.Timer is not null) a.sti();
         b.Comment("pieces");
+        int start = a.Instructions.Count;
         foreach (var piece in p.Pieces) piece.Emit(b);
+        int pieceInstructions = a.Instructions.Count - start;
         b.Comment("end: wait for the ticks, save registers and flags");
         if (p.Timer is { } timer)
         {
@@ -216,7 +221,9 @@ public sealed class ProgramBuilder
         a.mov(__qword_ptr[r15 + Layout.SavedFlags], r14);
         a.ret();
 
+        start = a.Instructions.Count;
         b.EmitFunctions();
+        pieceInstructions += a.Instructions.Count - start;
         b.PageFaultHandler();
         if (p.Timer is { } tp) b.TimerHandler(tp);
 
@@ -227,7 +234,7 @@ public sealed class ProgramBuilder
         return new GuestImage
         {
             Guest = b.Guest, Fixups = b.fixups, Pointers = b.pointers, Bound = b.bound, Vcpus = p.Vcpus, Constants = consts,
-            Listing = Listing.Of(image, b.comments, p), Instructions = Listing.Count(image),
+            Listing = Listing.Of(image, b.comments, p), Instructions = Listing.Count(image), PieceInstructions = pieceInstructions,
         };
     }
 

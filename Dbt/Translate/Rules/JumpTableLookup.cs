@@ -60,6 +60,9 @@ internal static class JumpTableLookup
     {
         var s = CodeCache.JumpTableLevel2.ScratchFor(reg);
         e.Add(Instruction.Create(Code.Push_r64, s));
+        // Planted bug (DbtOptions.PlantedScratchInPerCpuCell): the scratch also parked in a per-CPU cell.
+        var cell = Emitter.Gs(e.PerCpu.JumpTablePtr + 16);
+        if (e.Options.PlantedScratchInPerCpuCell) e.Add(Instruction.Create(Code.Mov_rm64_r64, cell, s));
         Protect(e);
         Index(e, s, reg);
         Probe(e, reg, s, e.Translator.Cache.Level2.RegisterEntry(reg));
@@ -68,6 +71,7 @@ internal static class JumpTableLookup
         e.Add(Instruction.Create(Code.Mov_r64_rm64, s, new MemoryOperand(Register.RSP, 16)));
         // pop's destination address is computed with RSP already incremented: the saved S's slot.
         e.Add(Instruction.Create(Code.Pop_rm64, new MemoryOperand(Register.RSP, 8)));
+        if (e.Options.PlantedScratchInPerCpuCell) e.Add(Instruction.Create(Code.Mov_r64_rm64, s, cell));
         e.Add(Instruction.Create(Code.Popfq));
         e.Add(Instruction.Create(Code.Retnq));
     }
