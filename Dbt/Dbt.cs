@@ -49,7 +49,7 @@ public sealed class Dbt
         Rulebook.Prepare(options);
         clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
         Translator.Clients = clients;
-        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks);
+        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks, plantedExitStubKeepsFlags: options.PlantedExitStubRecoveryKeepsFlags);
         Translator.Switch = Switch;
         Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats) { Switch = Switch };
     }
@@ -86,6 +86,22 @@ public sealed class Dbt
         catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCache.CodeCacheFullException)
         {
             Machine.Stop(Harness.Machine.Cpu.StopReason.HostError, 0, $"dbt: switchon at instruction {Options.SwitchOnAt}: {e.Message}");
+        }
+    }
+
+    /// <summary>
+    /// switchoff (wipe: a cache flush) and/or switchon at one of v's instruction boundaries, from a host
+    /// event (tests, properties: a generated point rather than a dispatcher entry). False when v is not
+    /// at a safe point (nothing changed: try a later boundary); a switch that fails stops the machine
+    /// with a HostError naming it.
+    /// </summary>
+    public bool TrySwitchAtHost(Vcpu v, bool off, bool wipe, bool on)
+    {
+        try { return Switch.TryAtHost(v, off, wipe, on); }
+        catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCache.CodeCacheFullException)
+        {
+            Machine.Stop(Harness.Machine.Cpu.StopReason.HostError, 0, $"dbt: {(wipe ? "cache flush" : off ? "switchoff" : "switchon")} at vCPU {v.Index}'s instruction {v.Retired}: {e.Message}");
+            return true;
         }
     }
 

@@ -98,6 +98,13 @@ public sealed record DbtOptions
     /// <summary>Planted bug: the exception-table registration skips plain loads (mov r, m): their translated copies fault with no fixup.</summary>
     public bool PlantedFixupNotRegisteredForLoads { get; init; }
 
+    /// <summary>
+    /// Planted bug for the switch property: a vCPU switched off at the exit stub's popfq resumes
+    /// natively with the kernel's flags but without popping the flags word the dispatcher entry
+    /// pushed (RSP 8 bytes low: the next ret or pop reads the wrong word).
+    /// </summary>
+    public bool PlantedExitStubRecoveryKeepsFlags { get; init; }
+
     /// <summary>Planted bug: the chaining patch computes its rel32 from the edge stub's address instead of the patch site's.</summary>
     public bool PlantedChainRelativeToStub { get; init; }
 }

@@ -68,6 +68,14 @@ public sealed class Machine : IDisposable
     /// the rule that emitted it); null for ordinary guest code. Called only when a report is built.
     /// </summary>
     public Func<ulong, CodeOrigin?>? OriginOf { get; set; }
+    /// <summary>
+    /// Observer, called on the vCPU's thread when an exception or interrupt is about to be delivered,
+    /// before anything is pushed (the vCPU's state is the interrupted state): (vCPU, vector, whether an
+    /// instruction raised it (a fault or trap, not an external interrupt), the RIP the frame will hold).
+    /// Lets tests compare translated and native state where control passes to a handler. One null
+    /// test per delivered event when unset.
+    /// </summary>
+    public Action<Vcpu, int, bool, ulong>? EventDelivering { get; set; }
     public ElfImage? Image { get; private set; }
 
     private readonly BootState boot;

@@ -1,3 +1,4 @@
+using System.Text;
 using Harness.Dbt;
 using Harness.Dbt.Verify;
 using Harness.Machine.Cpu;
@@ -6,7 +7,7 @@ using Harness.Properties.Run;
 
 namespace Harness.Properties;
 
-/// <summary>One generated case: a program and the property's own knob (the flush property's pool size, in bytes).</summary>
+/// <summary>One generated case: a program and the property's own knob (where its host events go).</summary>
 public sealed record Case(GuestProgram Program, int Knob)
 {
     public override string ToString() => Knob == 0 ? Program.ToString() : $"; knob {Knob}\n{Program}";
@@ -16,6 +17,8 @@ public sealed record Case(GuestProgram Program, int Knob)
 public sealed record Setting(string Configuration = "default", bool Prof = false, DbtOptions? Options = null)
 {
     public DbtOptions Dbt => Options ?? DbtOptions.Default;
+
+    public override string ToString() => Configuration + (Prof ? "+prof" : "");
 }
 
 /// <summary>
@@ -31,11 +34,13 @@ public sealed record PlantedBug(string Name, string Description, string Property
 /// <summary>The translator's properties (../shared/DESIGN.md, Properties) and their planted twins.</summary>
 public static class Catalog
 {
-    private static RunOutcome Native(Case c, bool recordStores = false) =>
-        ProgramRunner.Run(c.Program, new RunSpec { RecordStores = recordStores });
+    private static RunOutcome Native(Case c, RunSpec? spec = null) => ProgramRunner.Run(c.Program, spec ?? new RunSpec());
 
-    private static RunOutcome Translated(Case c, Setting s, DbtOptions? options = null, bool recordStores = false) =>
-        ProgramRunner.Run(c.Program, new RunSpec { Configuration = s.Configuration, Prof = s.Prof, Options = options ?? s.Dbt, RecordStores = recordStores });
+    private static RunOutcome Translated(Case c, Setting s, RunOutcome reference, RunSpec? spec = null) =>
+        ProgramRunner.Run(c.Program, (spec ?? new RunSpec()) with
+        {
+            Configuration = s.Configuration, Prof = s.Prof, Options = spec?.Options ?? s.Dbt, MaxInstructions = reference.Budget,
+        });
 
     /// <summary>The native run must itself have ended by the guest's exit 0: a program that does not is a generator bug, reported as such.</summary>
     private static string? NativeFailed(RunOutcome n) =>
@@ -43,7 +48,10 @@ public static class Catalog
             : $"the native run did not exit 0 ({n.Result.Reason}: {n.Result.Message}): a generator bug, not the translator's";
 
     private static string? Equal(Case c, RunOutcome a, string an, RunOutcome b, string bn) =>
-        StateDiff.Compare(c.Program, a, an, b, bn) is { } d ? $"{bn} differs from {an}:\n{d}" : null;
+        StateDiff.Compare(c.Program, a, an, b, bn) is { } d ? $"{bn} differs from {an}:\n{d}{Ended(b)}" : null;
+
+    // How a run that did not exit ended (the diff says "InstructionLimit"; the message says where).
+    private static string Ended(RunOutcome o) => o.Result.Reason == StopReason.Exited ? "" : $"  ({o.Result.Reason}: {o.Result.Message})\n";
 
     public static readonly IReadOnlyList<PropertyDef> Properties =
     [
@@ -53,40 +61,44 @@ public static class Catalog
             (c, s) =>
             {
                 var n = Native(c);
-                return NativeFailed(n) ?? Equal(c, n, "native", Translated(c, s), s.Configuration + (s.Prof ? "+prof" : ""));
+                return NativeFailed(n) ?? Equal(c, n, "native", Translated(c, s, n), s.ToString());
             }),
         new("precise-state",
-            "at every dispatcher entry the translated state (GPRs, RIP mapped back, flags, RSP, the live stack) equals a lockstep native reference's (Dbt/Verify/StateCheck) on generated programs; 1 vCPU, no interrupts or faults (the check's scope)",
-            GenOptions.Default with { Interrupts = false, Faults = false },
-            (c, s) => PreciseState(c, s)),
+            "where translated code hands control to the dispatcher (every entry, against a lockstep native reference: Dbt/Verify/StateCheck, 1 vCPU without faults) "
+            + "or to an exception handler (every fault: GPRs, RFLAGS, CR2 and the faulting RIP mapped back), the state is the native state at that instruction",
+            GenOptions.Default with { Interrupts = false, MaxVcpus = 2 },
+            PreciseState),
         new("scratch-on-stack",
             "translated execution stores nowhere native execution does not, except the stack and the DBT's own per-CPU words (tx-nextpc-loc, jumptable) and its clients' counters",
             GenOptions.Default,
-            (c, s) => ScratchOnStack(c, s)),
+            ScratchOnStack),
         new("tx-nextpc-restore",
-            "with timer ticks at generated instruction counts (each handler makes an indirect call: a jumptable miss that overwrites tx-nextpc-loc), the translated run ends as the native one",
+            "a probe interrupt (whose handler makes an indirect call: a jumptable miss that overwrites tx-nextpc-loc) raised at each traced boundary in the exit stub, "
+            + "a lookup, an entry path or another non-identity translation (up to 12 per case) leaves the run ending as the native one",
             GenOptions.Default with { Faults = false },
-            (c, s) =>
-            {
-                var p = c.Program.Timer is null ? c with { Program = c.Program with { Timer = new TimerPlan(c.Knob % 700 + 1, 37 + c.Knob % 61, 4) } } : c;
-                var n = Native(p);
-                return NativeFailed(n) ?? Equal(p, n, "native", Translated(p, s), s.Configuration);
-            },
-            Knob: r => r.Range(1, 100_000), ShrinkKnob: k => k > 1 ? [k / 2] : []),
+            TxNextPcRestore,
+            Knob: r => r.Range(1, 1 << 20), ShrinkKnob: k => k > 1 ? [1] : []),
         new("chained-equals-unchained",
             "the translated run with every edge chained ends as the run where no edge is ever chained (each branch through the dispatcher)",
             GenOptions.Default with { MaxVcpus = 2 },
             (c, s) =>
             {
-                var unchained = Translated(c, s, s.Dbt with { DropChainingPatch = true });
+                var n = Native(c);
+                if (NativeFailed(n) is { } bad) return bad;
+                var unchained = Translated(c, s, n, new RunSpec { Options = s.Dbt with { DropChainingPatch = true } });
                 if (unchained.Result.Reason != StopReason.Exited) return $"the unchained run did not exit ({unchained.Result.Reason}: {unchained.Result.Message})";
-                return Equal(c, unchained, "unchained", Translated(c, s), "chained");
+                return Equal(c, unchained, "unchained", Translated(c, s, unchained), "chained");
             }),
         new("flush-equals-fresh",
-            "with the code cache capped at a generated size (so it fills and is flushed: switchoff, wipe, switchon while calls and interrupts are live), the run ends as native",
-            GenOptions.Default with { MaxVcpus = 2, MaxPieces = 16 },
-            (c, s) => FlushEqualsFresh(c, s),
-            Knob: r => 1024 * r.Range(4, 12), ShrinkKnob: k => k < 12 * 1024 ? [k + 1024] : []),
+            "cache flushes (switchoff, wipe, switchon) at 1..3 generated instruction counts of vCPU 0 leave the run ending as the fresh translated run (and the native one)",
+            GenOptions.Default with { MaxVcpus = 2 },
+            FlushEqualsFresh,
+            Knob: r => r.Range(1, 1 << 20), ShrinkKnob: k => k > 1 ? [1] : []),
+        new("switch-equals-native",
+            "switchoff and switchon again at traced boundaries of vCPU 0 (in stubs, lookups and other non-identity translations as often as in plain code) leave the run ending as native",
+            GenOptions.Default with { MaxVcpus = 2 },
+            SwitchEqualsNative,
+            Knob: r => r.Range(1, 1 << 20), ShrinkKnob: k => k > 1 ? [1] : []),
     ];
 
     public static readonly IReadOnlyList<PlantedBug> Planted =
@@ -95,7 +107,7 @@ public static class Catalog
             o => o with { PlantedFixupNotRegisteredForLoads = true }),
         new("counter-clobbers-flags", "prof's counter snippets add without saving the flags", "translated-equals-native",
             o => o with { PlantedCounterClobbersFlags = true }, Prof: true),
-        new("jmp-flips-carry", "every translated direct jmp flips CF (results rarely see it; the flags at the next dispatcher entry do)", "precise-state",
+        new("jmp-flips-carry", "every translated direct jmp flips CF (results rarely see it; the flags at the next dispatcher entry or fault do)", "precise-state",
             o => o with { PlantedJmpFlipsCarry = true }),
         new("scratch-in-per-cpu-cell", "the register-form lookup parks its scratch register in a per-CPU cell (gs:[64])", "scratch-on-stack",
             o => o with { PlantedScratchInPerCpuCell = true }),
@@ -105,6 +117,8 @@ public static class Catalog
             o => o with { PlantedChainRelativeToStub = true }),
         new("switchoff-keeps-stacks", "switchoff leaves code-cache return addresses on the stacks it should rewrite", "flush-equals-fresh",
             o => o with { PlantedSwitchoffKeepsStacks = true }),
+        new("exit-stub-recovery-keeps-flags", "a vCPU switched off at the exit stub's popfq resumes natively without popping the saved flags word", "switch-equals-native",
+            o => o with { PlantedExitStubRecoveryKeepsFlags = true }),
     ];
 
     public static PropertyDef Property(string name) => Properties.FirstOrDefault(p => p.Name == name)
@@ -113,22 +127,67 @@ public static class Catalog
     public static PlantedBug Bug(string name) => Planted.FirstOrDefault(p => p.Name == name)
         ?? throw new ArgumentException($"no planted bug named '{name}' (planted: {string.Join(", ", Planted.Select(p => p.Name))})");
 
+    // ---- precise state -------------------------------------------------------------------------------
+
     private static string? PreciseState(Case c, Setting s)
     {
+        var n = Native(c, new RunSpec { RecordFaults = true });
+        if (NativeFailed(n) is { } bad) return bad;
+        var t = Translated(c, s, n, new RunSpec { RecordFaults = true });
+        if (CompareFaults(c.Program, n, t, s.ToString()) is { } f) return f;
+        if (c.Program.Vcpus == 1 && !c.Program.Faults && DispatcherEntries(c, s) is { } d) return d;
+        return Equal(c, n, "native", t, s.ToString());
+    }
+
+    private static readonly string[] gprNames = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+
+    /// <summary>The k-th fault of each vCPU in both runs: same vector, native RIP, GPRs, RFLAGS (RF masked) and CR2.</summary>
+    private static string? CompareFaults(GuestProgram p, RunOutcome n, RunOutcome t, string name)
+    {
+        for (int v = 0; v < p.Vcpus; v++)
+        {
+            var a = n.Faults![v];
+            var b = t.Faults![v];
+            for (int k = 0; k < Math.Min(a.Count, b.Count); k++)
+            {
+                var (x, y) = (a[k], b[k]);
+                var sb = new StringBuilder();
+                void Row(string what, string l, string r) => sb.AppendLine($"  {what,-22} {l,-24} {r}");
+                if (x.Vector != y.Vector) Row("vector", $"{x.Vector}", $"{y.Vector}");
+                if (x.Rip != y.Rip) Row("rip (native)", $"{x.Rip:x16}", $"{y.Rip:x16}");
+                for (int g = 0; g < 16; g++) if (x.Gprs[g] != y.Gprs[g]) Row(gprNames[g], $"{x.Gprs[g]:x16}", $"{y.Gprs[g]:x16}");
+                ulong fx = x.Rflags & ~Rflags.RF, fy = y.Rflags & ~Rflags.RF;
+                if (fx != fy) Row("rflags", StateDiff.Flags(fx), StateDiff.Flags(fy));
+                if (x.Cr2 != y.Cr2) Row("cr2", $"{x.Cr2:x16}", $"{y.Cr2:x16}");
+                if (sb.Length > 0)
+                    return $"vCPU {v}'s fault {k + 1} of {a.Count} (#{x.Vector} at native 0x{x.Rip:x}) is delivered from a state that is not native:\n  {"",-22} {"native",-24} {name}\n{sb}";
+            }
+            if (a.Count != b.Count && t.Result.Reason == StopReason.Exited)
+                return $"vCPU {v} took {a.Count} fault(s) natively but {b.Count} translated";
+        }
+        return null;
+    }
+
+    /// <summary>Dbt/Verify/StateCheck: every dispatcher entry against a lockstep native reference (1 vCPU, no interrupts, no faults).</summary>
+    private static string? DispatcherEntries(Case c, Setting s)
+    {
         var p = c.Program;
-        if (p.Vcpus != 1 || p.Timer is not null || p.Faults) return null; // outside the check's scope: vacuous
-        using var m = Machine(p);
-        using var reference = Machine(p);
-        var options = s.Dbt with { CallRet = s.Configuration == "default", Kernel = Dbt.Kernel.KernelImage.FromSymbols(p.Image.Symbols) };
+        using var m = StateCheckMachine(p);
+        using var reference = StateCheckMachine(p);
+        var options = s.Dbt with
+        {
+            CallRet = s.Configuration == "default", Kernel = p.Image.Kernel,
+            Clients = s.Prof ? ["prof"] : [],
+        };
         var check = StateCheck.Attach(m, reference, options, new StackRange(Layout.StackTop(0) - Layout.StackBytes, Layout.StackTop(0)));
-        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var cancel = new CancellationTokenSource(ProgramRunner.Timeout);
         var r = check.Run(cancel.Token, entry: p.Image.Entry);
         if (check.Failure is { } f) return $"the state check failed after {check.EntriesChecked} dispatcher entries:\n{f}";
         if (r.Reason != StopReason.Exited || r.ExitStatus != 0) return $"the translated run under the state check ended {r.Reason}: {r.Message}";
         return null;
     }
 
-    private static Harness.Machine.Machine Machine(GuestProgram p)
+    private static Harness.Machine.Machine StateCheckMachine(GuestProgram p)
     {
         var m = new Harness.Machine.Machine(new Harness.Machine.MachineOptions
         {
@@ -139,27 +198,97 @@ public static class Catalog
         return m;
     }
 
+    // ---- scratch on stack ----------------------------------------------------------------------------
+
     private static string? ScratchOnStack(Case c, Setting s)
     {
-        var n = Native(c, recordStores: true);
+        var n = Native(c, new RunSpec { RecordStores = true });
         if (NativeFailed(n) is { } bad) return bad;
-        var t = Translated(c, s, recordStores: true);
+        var t = Translated(c, s, n, new RunSpec { RecordStores = true });
         var nativeStores = n.Stores!.Select(x => x.Address).ToHashSet();
         bool Stack(ulong a) => Enumerable.Range(0, c.Program.Vcpus).Any(k => a < Layout.StackTop(k) && a >= Layout.StackTop(k) - Layout.StackBytes);
         var stray = t.Stores!.Where(x => !nativeStores.Contains(x.Address) && !Stack(x.Address) && !t.Exempt.Contains(x.Address)).ToList();
-        if (stray.Count == 0) return Equal(c, n, "native", t, s.Configuration);
+        if (stray.Count == 0) return Equal(c, n, "native", t, s.ToString());
         var lines = stray.GroupBy(x => x.Address).Take(8).Select(g => $"  vCPU {g.First().Vcpu} stored to 0x{g.Key:x} {g.Count()} time(s) ({g.First().Kind}); native code never stores there");
         return $"translated code stored outside the stack and the DBT's own words ({stray.Count} stores to {stray.Select(x => x.Address).Distinct().Count()} address(es)):\n{string.Join('\n', lines)}";
+    }
+
+    // ---- interrupts, flushes and switches at traced boundaries ----------------------------------------
+
+    // Boundaries in these rules are ordinary instruction copies: an interrupt or a switch there is
+    // what the other properties' timer ticks already do. Everything else (stubs, lookups, entry
+    // paths, call and return translations, counter snippets) is where the design's windows are.
+    private static readonly HashSet<string> plainKinds = ["native", "identity", "identity-end", "direct-jcc", "counted-jcc", "direct-jmp"];
+
+    /// <summary>
+    /// vCPU 0's boundaries in a translated run of the program, traced, as windows: the distinct
+    /// non-plain cache addresses (first occurrence of each), then a sample of plain ones. The knob
+    /// rotates which of them a case uses (at most max).
+    /// </summary>
+    private static (List<TracePoint> Windows, RunOutcome Traced) Windows(Case c, Setting s, RunOutcome n, int max, double plainShare)
+    {
+        var traced = Translated(c, s, n, new RunSpec { Trace = true });
+        var trace = traced.Trace!;
+        var special = trace.Where(t => !plainKinds.Contains(t.Kind)).DistinctBy(t => t.Rip).ToList();
+        var plain = trace.Where(t => plainKinds.Contains(t.Kind)).ToList();
+        int plainCount = Math.Min(plain.Count, (int)Math.Ceiling(max * plainShare));
+        var chosen = Rotate(special, c.Knob).Take(max - plainCount).ToList();
+        for (int i = 0; i < plainCount; i++) chosen.Add(plain[(int)((ulong)(c.Knob + i * 7919L) % (ulong)plain.Count)]);
+        return (chosen.OrderBy(t => t.Retired).ToList(), traced);
+    }
+
+    private static IEnumerable<T> Rotate<T>(IReadOnlyList<T> xs, int knob)
+    {
+        for (int i = 0; i < xs.Count; i++) yield return xs[(i + knob) % xs.Count];
+    }
+
+    private static string? TxNextPcRestore(Case c, Setting s)
+    {
+        var probe = new RunSpec { Events = [new HostEvent(0, HostAction.Probe)] };
+        var n = Native(c, probe);
+        if (NativeFailed(n) is { } bad) return bad;
+        var (windows, traced) = Windows(c, s, n, max: 12, plainShare: 0);
+        if (traced.Result.Reason != StopReason.Exited) return Equal(c, n, "native", traced, s.ToString());
+        foreach (var w in windows)
+        {
+            var t = Translated(c, s, n, new RunSpec { Events = [new HostEvent(w.Retired, HostAction.Probe)] });
+            if (Equal(c, n, "native (probe at the start)", t, $"{s}, probe at instruction {w.Retired}") is { } diff)
+                return $"a probe interrupt raised at vCPU 0's instruction {w.Retired} (0x{w.Rip:x}, in {w.Kind}):\n{diff}";
+        }
+        return null;
     }
 
     private static string? FlushEqualsFresh(Case c, Setting s)
     {
         var n = Native(c);
         if (NativeFailed(n) is { } bad) return bad;
-        var t = Translated(c, s, s.Dbt with { MainPoolLimit = (ulong)c.Knob });
-        // A working set that does not fit the pool even right after a flush is the run's honest
-        // outcome for that size, not a property failure: the case says nothing.
-        if (t.Result.Reason == StopReason.HostError && t.Result.Message.Contains("too small", StringComparison.Ordinal)) return null;
-        return Equal(c, n, "native", t, $"{s.Configuration}, {c.Knob / 1024} KiB pool, {t.Stats?.Flushes ?? 0} flush(es)");
+        var fresh = Translated(c, s, n);
+        if (Equal(c, n, "native", fresh, s.ToString()) is { } d) return d;
+        long length = fresh.Result.Vcpus[0].Instructions;
+        int k = c.Knob;
+        int flushes = 1 + k % 3;
+        var events = Enumerable.Range(0, flushes)
+            .Select(i => new HostEvent(1 + (long)((ulong)(k * 2654435761L + i * 40503L) % (ulong)Math.Max(1, length)), HostAction.Flush))
+            .ToList();
+        var t = Translated(c, s, n, new RunSpec { Events = events });
+        return Equal(c, fresh, "fresh translated", t, $"{s}, {string.Join(", ", events)}, {t.Stats?.Flushes ?? 0} done");
+    }
+
+    private static string? SwitchEqualsNative(Case c, Setting s)
+    {
+        var n = Native(c);
+        if (NativeFailed(n) is { } bad) return bad;
+        var (windows, traced) = Windows(c, s, n, max: 4, plainShare: 0.5);
+        if (traced.Result.Reason != StopReason.Exited) return Equal(c, n, "native", traced, s.ToString());
+        foreach (var w in windows)
+        {
+            // Off at the window, on again a generated distance later (in native code: the switchon
+            // finds vCPU 0 wherever it is, possibly in a handler or a spin).
+            long back = w.Retired + 1 + c.Knob % 200;
+            var t = Translated(c, s, n, new RunSpec { Events = [new HostEvent(w.Retired, HostAction.SwitchOff), new HostEvent(back, HostAction.SwitchOn)] });
+            if (Equal(c, n, "native", t, $"{s}, off at {w.Retired}, on at {back}") is { } diff)
+                return $"switchoff at vCPU 0's instruction {w.Retired} (0x{w.Rip:x}, in {w.Kind}), switchon at {back} (switches done: {t.Stats?.SwitchOffs ?? 0} off, {t.Stats?.SwitchOns ?? 0} on):\n{diff}";
+        }
+        return null;
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using FsCheck;
 using FsCheck.Fluent;
 using Harness.Properties.Generators;
@@ -7,79 +8,123 @@ using Microsoft.FSharp.Core;
 
 namespace Harness.Properties;
 
+/// <summary>
+/// FsCheck's replay seed: (Seed, Gamma) starts a whole run over again (the same cases in the same
+/// order, given the same MaxTest); with a Size it runs the one case that seed and size generate (a
+/// failing case's own seed: the failure is the first test) and shrinks it again.
+/// </summary>
+public readonly record struct ReplaySeed(ulong Seed, ulong Gamma, int? Size = null)
+{
+    public override string ToString() => Size is { } s ? $"({Seed},{Gamma},{s})" : $"({Seed},{Gamma})";
+
+    /// <summary>Parses "(seed,gamma)" or "(seed,gamma,size)"; the gamma must be odd (FsCheck's generator needs it).</summary>
+    public static ReplaySeed Parse(string text)
+    {
+        var t = text.Trim();
+        if (!(t.StartsWith('(') && t.EndsWith(')')))
+            throw new FormatException($"--replay \"{text}\": expected (seed,gamma) or (seed,gamma,size), e.g. \"(12345,678901)\"");
+        var parts = t[1..^1].Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length is not (2 or 3))
+            throw new FormatException($"--replay \"{text}\": expected two or three numbers, (seed,gamma) or (seed,gamma,size); got {parts.Length}");
+        if (!ulong.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out ulong seed))
+            throw new FormatException($"--replay \"{text}\": the seed '{parts[0]}' is not an unsigned 64-bit integer");
+        if (!ulong.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out ulong gamma))
+            throw new FormatException($"--replay \"{text}\": the gamma '{parts[1]}' is not an unsigned 64-bit integer");
+        if (gamma % 2 == 0) throw new FormatException($"--replay \"{text}\": the gamma ({gamma}) must be odd");
+        int? size = null;
+        if (parts.Length == 3)
+        {
+            if (!int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out int s) || s > 10_000)
+                throw new FormatException($"--replay \"{text}\": the size '{parts[2]}' is not an integer in 0..10000");
+            size = s;
+        }
+        return new ReplaySeed(seed, gamma, size);
+    }
+}
+
 /// <summary>How a property is run: the number of cases, a replay seed, a progress callback (cases so far, shrinks so far).</summary>
 public sealed record CheckOptions
 {
     public int MaxTest { get; init; } = 100;
-    /// <summary>FsCheck's (seed, gamma) to replay a run exactly; the gamma is odd.</summary>
-    public (ulong Seed, ulong Gamma)? Replay { get; init; }
+    public ReplaySeed? Replay { get; init; }
     public Action<int, int>? Progress { get; init; }
+    /// <summary>Stop after this many shrink steps (FsCheck's own cap is 5000).</summary>
+    public int MaxShrinks { get; init; } = 2000;
+    /// <summary>Cancelled: the remaining cases are skipped (FsCheck cannot be stopped, and an exception would be taken for a failure and shrunk).</summary>
+    public CancellationToken Cancel { get; init; }
 }
 
 /// <summary>What one property run found.</summary>
-public sealed record CheckReport(string Property, Setting Setting, bool Passed, int Tests, int Shrinks, Case? Shrunk, string? Failure,
-    (ulong Seed, ulong Gamma)? Seed, TimeSpan Elapsed, TimeSpan ToFailure, TimeSpan ShrinkTime)
+public sealed record CheckReport(string Property, Setting Setting, bool Passed, int Tests, int Shrinks, Case? Original, Case? Shrunk, string? Failure,
+    ReplaySeed? RunSeed, ReplaySeed? CaseSeed, TimeSpan Elapsed, TimeSpan ToFailure, TimeSpan ShrinkTime)
 {
     /// <summary>The shrunk program's length: the instructions its pieces emitted (the fixed prologue, save area and handlers not counted).</summary>
     public int ShrunkInstructions => Shrunk?.Program.Image.PieceInstructions ?? 0;
 
-    /// <summary>The argument that reproduces this run.</summary>
-    public string? ReplayArgument => Seed is { } s ? $"({s.Seed},{s.Gamma})" : null;
+    /// <summary>Cases checked per second before the first failure (or over the whole run).</summary>
+    public double CasesPerSecond => Tests / Math.Max(1e-9, (Passed ? Elapsed : ToFailure).TotalSeconds);
 }
 
 /// <summary>Runs a <see cref="PropertyDef"/> under FsCheck: generation from a seed, shrinking to the smallest failing case.</summary>
 public static class PropertyRunner
 {
-    public static Arbitrary<Case> Cases(PropertyDef def) =>
+    /// <summary>Cases of a property: a program from a seed FsCheck draws (and the size), and the property's knob; shrinking by <see cref="ProgramGen.Shrink"/>.</summary>
+    public static Arbitrary<Case> Cases(PropertyDef def, GenOptions generation) =>
         Arb.From(
             Gen.Sized(size => Gen.Choose(0, int.MaxValue).Select(seed =>
             {
                 var r = new Rng((ulong)seed * 0x9E37_79B9_7F4A_7C15UL + (ulong)size);
-                var program = ProgramGen.Random(r, def.Generation, Math.Max(size, 5));
+                var program = ProgramGen.Random(r, generation, Math.Max(size, 5));
                 return new Case(program, def.Knob?.Invoke(r) ?? 0);
             })),
             c => ProgramGen.Shrink(c.Program).Select(p => c with { Program = p })
                 .Concat((def.ShrinkKnob?.Invoke(c.Knob) ?? []).Select(k => c with { Knob = k })));
 
-    /// <summary>The check as a boolean with the failure kept: a thrown exception is a failure too (with its type).</summary>
-    private static string? Safe(PropertyDef def, Case c, Setting s)
+    /// <summary>The check, with a thrown exception reported as a failure (type, message, stack).</summary>
+    public static string? Safe(PropertyDef def, Case c, Setting s)
     {
         try { return def.Check(c, s); }
         catch (Exception e) { return $"the check threw {e.GetType().Name}: {e.Message}\n{e.StackTrace}"; }
     }
 
-    public static CheckReport Run(PropertyDef def, Setting setting, CheckOptions options)
+    public static CheckReport Run(PropertyDef def, Setting setting, CheckOptions options, GenOptions? generation = null)
     {
         int tests = 0, shrinks = 0;
         var clock = Stopwatch.StartNew();
         TimeSpan? firstFailure = null;
         bool shrinking = false;
-        var property = Prop.ForAll(Cases(def), (Case c) =>
+        var property = Prop.ForAll(Cases(def, generation ?? def.Generation), (Case c) =>
         {
+            // FsCheck's own cap (5000 shrinks) can take minutes on slow cases: stop earlier by
+            // accepting every further candidate (the smallest failure so far stays the result).
+            if (shrinking && shrinks >= options.MaxShrinks || options.Cancel.IsCancellationRequested) return true;
             if (!shrinking) tests++;
             bool ok = Safe(def, c, setting) is null;
             if (!ok && !shrinking) { firstFailure ??= clock.Elapsed; shrinking = true; }
-            else if (shrinking) options.Progress?.Invoke(tests, ++shrinks);
-            if (!shrinking) options.Progress?.Invoke(tests, 0);
+            else if (shrinking) shrinks++;
+            options.Progress?.Invoke(tests, shrinks);
             return ok;
         });
         var runner = new Capture();
         var config = Config.Quick.WithMaxTest(options.MaxTest).WithRunner(runner).WithQuietOnSuccess(true);
         if (options.Replay is { } rp)
-            config = config.WithReplay(FSharpOption<Replay>.Some(new Replay(new Rnd(rp.Seed, rp.Gamma), FSharpOption<int>.None)));
+            config = config.WithReplay(FSharpOption<Replay>.Some(new Replay(new Rnd(rp.Seed, rp.Gamma),
+                rp.Size is { } size ? FSharpOption<int>.Some(size) : FSharpOption<int>.None)));
         Check.One(config, property);
         clock.Stop();
-        var name = def.Name;
+        // Interrupted while shrinking: the smallest failure so far is still the result.
+        if (runner.Result is not TestResult.Failed) options.Cancel.ThrowIfCancellationRequested();
         if (runner.Result is TestResult.Failed f)
         {
-            var shrunk = f.Item3.Head as Case ?? f.Item2.Head as Case;
+            var original = f.Item2.Head as Case;
+            var shrunk = f.Item3.Head as Case ?? original;
             string failure = shrunk is null ? "a case failed" : Safe(def, shrunk, setting) ?? "the shrunk case passed when re-run (a nondeterministic check)";
-            var seed = f.Item5;
-            return new CheckReport(name, setting, Passed: false, f.Item1.NumberOfTests, f.Item1.NumberOfShrinks, shrunk, failure,
-                (seed.Seed, seed.Gamma), clock.Elapsed, firstFailure ?? clock.Elapsed, clock.Elapsed - (firstFailure ?? clock.Elapsed));
+            var toFailure = firstFailure ?? clock.Elapsed;
+            return new CheckReport(def.Name, setting, Passed: false, tests, shrinks, original, shrunk, failure,
+                new ReplaySeed(f.Item5.Seed, f.Item5.Gamma), new ReplaySeed(f.Item6.Seed, f.Item6.Gamma, f.Item7),
+                clock.Elapsed, toFailure, clock.Elapsed - toFailure);
         }
-        int n = runner.Result is TestResult.Passed p ? p.Item1.NumberOfTests : tests;
-        return new CheckReport(name, setting, Passed: true, n, 0, null, null, null, clock.Elapsed, TimeSpan.Zero, TimeSpan.Zero);
+        return new CheckReport(def.Name, setting, Passed: true, tests, 0, null, null, null, null, null, clock.Elapsed, TimeSpan.Zero, TimeSpan.Zero);
     }
 
     private sealed class Capture : IRunner
@@ -89,18 +134,5 @@ public static class PropertyRunner
         public void OnArguments(int ntest, FSharpList<object> args, FSharpFunc<int, FSharpFunc<FSharpList<object>, string>> every) { }
         public void OnShrink(FSharpList<object> args, FSharpFunc<FSharpList<object>, string> everyShrink) { }
         public void OnFinished(string name, TestResult result) => Result = result;
-    }
-
-    /// <summary>Parses "(seed,gamma)" (FsCheck's replay notation); the gamma must be odd.</summary>
-    public static (ulong Seed, ulong Gamma) ParseReplay(string text)
-    {
-        var t = text.Trim();
-        if (!(t.StartsWith('(') && t.EndsWith(')')))
-            throw new FormatException($"--replay \"{text}\": expected (seed,gamma), e.g. \"(12345,678901)\"");
-        var parts = t[1..^1].Split(',', StringSplitOptions.TrimEntries);
-        if (parts.Length != 2 || !ulong.TryParse(parts[0], out ulong seed) || !ulong.TryParse(parts[1], out ulong gamma))
-            throw new FormatException($"--replay \"{text}\": expected two unsigned integers, (seed,gamma)");
-        if (gamma % 2 == 0) throw new FormatException($"--replay \"{text}\": the gamma ({gamma}) must be odd");
-        return (seed, gamma);
     }
 }

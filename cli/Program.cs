@@ -4,9 +4,12 @@ using Harness.Cli;
 
 // First: a signal from here on stops the work cleanly and keeps its output (cli/Signals.cs).
 Signals.Install();
+// Before any machine type is touched (Seams reads the switch once): props records stores at the scheduling points.
+if (args.Length > 0 && args[0] == "props") PropsCommand.EnableSeams();
 var root = new RootCommand("harness: an emulated multi-vCPU x86-64 machine for testing kernel binary translators");
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(PropsCommand.Create());
 var parsed = root.Parse(args);
 // Bad arguments (unparsable values, unknown options, missing command) exit 2 like every other bad
 // input (System.CommandLine's default is 1, which a guest can also return).

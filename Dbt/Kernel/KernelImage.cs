@@ -19,9 +19,9 @@ public sealed class KernelImage
     public (ulong Start, ulong End)? Range(string name) =>
         Symbols.TryGetValue(name, out ulong v) && sizes.TryGetValue(name, out ulong n) && n > 0 ? (v, v + n) : null;
 
-    /// <summary>A kernel known by a few symbols (generated guests that have no ELF file: Properties/).</summary>
-    public static KernelImage FromSymbols(IReadOnlyDictionary<string, ulong> symbols) =>
-        new(new Dictionary<string, ulong>(symbols), symbols.Keys.ToDictionary(k => k, _ => 0UL));
+    /// <summary>A kernel known by a few symbols (generated guests that have no ELF file: Properties/); sizes for the functions the DBT needs as ranges.</summary>
+    public static KernelImage FromSymbols(IReadOnlyDictionary<string, ulong> symbols, IReadOnlyDictionary<string, ulong>? sizes = null) =>
+        new(new Dictionary<string, ulong>(symbols), symbols.Keys.ToDictionary(k => k, k => sizes is not null && sizes.TryGetValue(k, out ulong n) ? n : 0UL));
 
     /// <summary>Parses the symbol table of an ELF64 little-endian file; an image without one gives an empty table.</summary>
     public static KernelImage FromElf(ReadOnlySpan<byte> f, string name)

@@ -42,10 +42,10 @@ public sealed unsafe class Switch
     private readonly DbtStats stats;
     private readonly ulong? threadList;
     private volatile bool on;
-    private readonly bool plantedKeepStacks;
+    private readonly bool plantedKeepStacks, plantedExitKeepsFlags;
 
     internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
-        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false)
+        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false, bool plantedExitStubKeepsFlags = false)
     {
         this.machine = machine;
         this.cache = cache;
@@ -57,6 +57,7 @@ public sealed unsafe class Switch
         threadList = image?.Symbol("thread_list");
         fixupLookup = image?.Range("exception_fixup");
         plantedKeepStacks = plantedSwitchoffKeepsStacks;
+        plantedExitKeepsFlags = plantedExitStubKeepsFlags;
         on = startOn;
         machine.SafePoint = SafePoint;
     }
@@ -159,6 +160,32 @@ public sealed unsafe class Switch
         return result;
     }
 
+    /// <summary>
+    /// A switch requested by the host at one of by's instruction boundaries (a test's or a property's
+    /// generated point, not a dispatcher entry): switchoff (wipe: a cache flush) and/or switchon, in
+    /// one world stop. by's own state is mapped like a parked vCPU's, so by must be at a safe point:
+    /// false when it is not (nothing changed; the caller tries again at a later boundary).
+    /// </summary>
+    public bool TryAtHost(Vcpu by, bool off, bool wipe, bool switchOn)
+    {
+        if (!SafePoint(by)) return false;
+        RunStopped(by, wipe ? "cache flush" : off ? "switchoff" : "switchon", () =>
+        {
+            if (off && on)
+            {
+                if (by.Cpl == 0 && cache.Contains(by.Rip) && !TryRecoverCurrent(by, Sorted(), apply: true))
+                    throw new SwitchException($"vCPU {by.Index} is at 0x{by.Rip:x}, which has no native equivalent");
+                SwitchOffStopped(by, wipe);
+            }
+            if (switchOn && !on)
+            {
+                SwitchOnStopped(by);
+                if (by.Cpl == 0 && !cache.Contains(by.Rip) && (long)by.S->GsBase < 0) by.Rip = translator.GetOrTranslate(by, by.Rip);
+            }
+        });
+        return true;
+    }
+
     private void SwitchOffStopped(Vcpu by, bool wipe)
     {
         if (threadList is null)
@@ -218,7 +245,9 @@ public sealed unsafe class Switch
             // popfq (flags still on the stack) or the jmp through tx-nextpc-loc: going to tx.
             if (!apply) return true;
             ulong tx = PerCpuTx(u) ?? throw new SwitchException($"vCPU {u.Index} is in the exit stub without a kernel per-CPU area");
-            r = new Recovery(NativeOf(tx, sorted), pc == cache.ExitStub ? 1 : 0, pc == cache.ExitStub ? 0 : -1);
+            // Planted bug (DbtOptions.PlantedExitStubRecoveryKeepsFlags): the flags word not popped.
+            int pops = pc == cache.ExitStub && !plantedExitKeepsFlags ? 1 : 0;
+            r = new Recovery(NativeOf(tx, sorted), pops, pc == cache.ExitStub ? 0 : -1);
         }
         else if (EdgeRecovery(pc) is { } er) r = er;
         else r = BlockTranslator.RecoverAt(sorted, pc);

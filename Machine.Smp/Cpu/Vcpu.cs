@@ -419,6 +419,7 @@ public sealed unsafe partial class Vcpu : IDisposable
     /// </summary>
     internal void DeliverEvent(int vector, EventKind kind, uint errorCode, ulong returnRip)
     {
+        Machine.EventDelivering?.Invoke(this, vector, kind != EventKind.External, returnRip);
         uint ext = kind == EventKind.External ? 1u : 0u;
         uint idtError = (uint)vector * 8 + 2 + ext;
         if ((ulong)vector * 16 + 15 > S->IdtLimit) throw GuestFault.Gp(idtError);

@@ -4,10 +4,14 @@ using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Properties.Generators;
 
-/// <summary>A timer: the first tick after Delay guest instructions, then Ticks - 1 more every Period; the handler makes an indirect call (a jumptable miss).</summary>
-public sealed record TimerPlan(int Delay, int Period, int Ticks)
+/// <summary>
+/// A timer: the first tick after Delay guest instructions, then Ticks - 1 more every Period; the
+/// handler makes an indirect call (a jumptable miss). Nest: the handler runs with interrupts on
+/// once it has saved its frame (sti ... cli), so a probe interrupt can arrive inside it.
+/// </summary>
+public sealed record TimerPlan(int Delay, int Period, int Ticks, bool Nest = false)
 {
-    public override string ToString() => $"timer: first tick after {Delay} instructions, {Ticks} tick(s), period {Period}";
+    public override string ToString() => $"timer: first tick after {Delay} instructions, {Ticks} tick(s), period {Period}{(Nest ? ", handler interruptible" : "")}";
 }
 
 /// <summary>
@@ -50,13 +54,24 @@ public sealed class GuestImage
 
     public ulong Entry => Layout.Code;
 
-    /// <summary>The symbols a DBT reads from a kernel: the exception table and the thread list.</summary>
+    /// <summary>The symbols a DBT reads from a kernel: the exception table, the exception-table lookup (a sized function: no flush parks a vCPU in it) and the thread list.</summary>
     public IReadOnlyDictionary<string, ulong> Symbols => new Dictionary<string, ulong>
     {
         ["__ex_table_start"] = Layout.ExTable,
         ["__ex_table_end"] = Layout.ExTable + (ulong)Fixups.Count * 16,
         ["thread_list"] = Layout.ThreadList,
+        ["exception_fixup"] = Address(ExceptionFixup.Start),
     };
+
+    public IReadOnlyDictionary<string, ulong> SymbolSizes => new Dictionary<string, ulong>
+    {
+        ["exception_fixup"] = Address(ExceptionFixup.End) - Address(ExceptionFixup.Start),
+    };
+
+    /// <summary>The DBT's view of this kernel.</summary>
+    public Harness.Dbt.Kernel.KernelImage Kernel => Harness.Dbt.Kernel.KernelImage.FromSymbols(Symbols, SymbolSizes);
+
+    internal (Label Start, Label End) ExceptionFixup { get; init; }
 
     /// <summary>(fault, fixup) native addresses of every faulting instruction.</summary>
     public IEnumerable<(ulong Fault, ulong Fixup)> FixupAddresses => Fixups.Select(f => (Address(f.Fault), Address(f.Fixup)));
@@ -97,7 +112,12 @@ public sealed class GuestImage
 /// <summary>Emits a <see cref="GuestProgram"/>: the worker, its functions, the #PF and timer handlers.</summary>
 public sealed class ProgramBuilder
 {
-    public const int TimerVector = 32, PageFaultVector = 14;
+    /// <summary>
+    /// The probe vector: interrupts a run's host plan raises at chosen instruction boundaries (its
+    /// handler is position-independent, like the timer's, so the final state does not depend on
+    /// where it lands). Priority class 3, above the timer's: it can nest inside an interruptible timer handler.
+    /// </summary>
+    public const int TimerVector = 32, ProbeVector = 48, PageFaultVector = 14;
     private const uint MsrEoi = 0x80B;
 
     internal readonly RingZeroGuest Guest = new(inKernelAlias: true);
@@ -107,6 +127,7 @@ public sealed class ProgramBuilder
     private readonly List<(ulong Offset, Label Target)> pointers = [];
     private readonly List<(int Instruction, string Text)> comments = [];
     private readonly Dictionary<ulong, Label> bound = [];
+    private (Label Start, Label End) exceptionFixup;
 
     /// <summary>Binds a label here, keeping the bound copy (for label addresses: pointers, fixups).</summary>
     public void Bind(ref Label l)
@@ -193,21 +214,28 @@ public sealed class ProgramBuilder
             b.Wrmsr(RingZeroGuest.MsrInitCount, (uint)Math.Max(1, t.Delay));
         }
         for (int i = 0; i < Pool.Numbers.Length; i++) a.mov(new AssemblerRegister64(Pool.Gpr(Pool.Numbers[i], 8)), p.Registers[i]);
-        if (p.Timer is not null) a.sti();
+        // Kernel code runs with interrupts on: timer ticks and the host plan's probes arrive anywhere.
+        a.sti();
         b.Comment("pieces");
         int start = a.Instructions.Count;
         foreach (var piece in p.Pieces) piece.Emit(b);
         int pieceInstructions = a.Instructions.Count - start;
-        b.Comment("end: wait for the ticks, save registers and flags");
-        if (p.Timer is { } timer)
+        b.Comment("end: wait for the ticks and probes, save registers and flags");
         {
-            // Test and halt with interrupts off, then sti; hlt (sti's shadow: the tick cannot land
-            // between the test and the hlt, which would halt for good).
-            var wait = a.CreateLabel(); var done = a.CreateLabel();
+            // Test and halt with interrupts off, then sti; hlt (sti's shadow: an interrupt cannot
+            // land between the test and the hlt, which would halt for good).
+            var wait = a.CreateLabel(); var sleep = a.CreateLabel(); var done = a.CreateLabel();
             a.Label(ref wait);
             a.cli();
-            a.cmp(__qword_ptr[r15 + Layout.Ticks], timer.Ticks);
+            if (p.Timer is { } timer)
+            {
+                a.cmp(__qword_ptr[r15 + Layout.Ticks], timer.Ticks);
+                a.jb(sleep);
+            }
+            a.mov(r14, __qword_ptr[r15 + Layout.ProbesExpected]);
+            a.cmp(__qword_ptr[r15 + Layout.Probes], r14);
             a.jae(done);
+            a.Label(ref sleep);
             a.sti();
             a.hlt();
             a.jmp(wait);
@@ -225,6 +253,7 @@ public sealed class ProgramBuilder
         b.EmitFunctions();
         pieceInstructions += a.Instructions.Count - start;
         b.PageFaultHandler();
+        b.ProbeHandler();
         if (p.Timer is { } tp) b.TimerHandler(tp);
 
         var image = b.Guest.Assemble();
@@ -233,7 +262,7 @@ public sealed class ProgramBuilder
         for (int i = 0; i < consts.Length; i++) consts[i] = r.NextU64() >> (i % 4 * 16);
         return new GuestImage
         {
-            Guest = b.Guest, Fixups = b.fixups, Pointers = b.pointers, Bound = b.bound, Vcpus = p.Vcpus, Constants = consts,
+            Guest = b.Guest, Fixups = b.fixups, Pointers = b.pointers, Bound = b.bound, Vcpus = p.Vcpus, Constants = consts, ExceptionFixup = b.exceptionFixup,
             Listing = Listing.Of(image, b.comments, p), Instructions = Listing.Count(image), PieceInstructions = pieceInstructions,
         };
     }
@@ -249,8 +278,8 @@ public sealed class ProgramBuilder
     /// <summary>
     /// #PF (error code pushed): the second push writes the frame's redundant slot (24 bytes below
     /// the saved RIP, kernel contract section 2) before any branch, as the DBT's entry path needs.
-    /// Looks the faulting RIP up in the DBT's table (boot-info offsets 48/56) and in the kernel's,
-    /// resumes at the fixup, or exits NoFixupStatus when neither has it.
+    /// Looks the faulting RIP up with exception_fixup, resumes at the fixup, or exits NoFixupStatus
+    /// when no table has it.
     /// </summary>
     private void PageFaultHandler()
     {
@@ -262,7 +291,31 @@ public sealed class ProgramBuilder
         a.push(rbx);
         a.push(rcx);
         a.mov(rax, __qword_ptr[rsp + 40]); // the faulting RIP
-        var builtin = a.CreateLabel(); var scan1 = a.CreateLabel(); var scan2 = a.CreateLabel(); var found = a.CreateLabel(); var none = a.CreateLabel();
+        var lookup = a.CreateLabel(); var none = a.CreateLabel();
+        a.call(lookup);
+        a.test(rax, rax);
+        a.jz(none);
+        a.mov(__qword_ptr[rsp + 40], rax);
+        a.inc(__qword_ptr[r15 + Layout.Faults]);
+        a.pop(rcx);
+        a.pop(rbx);
+        a.add(rsp, 8);                     // the slot
+        a.pop(rax);
+        a.add(rsp, 8);                     // the error code
+        a.iretq();
+        a.Label(ref none);
+        a.mov(eax, Layout.NoFixupStatus);
+        a.@out(0xF4, eax);
+        a.hlt();
+
+        // exception_fixup(rax = rip) -> rax = fixup or 0 (clobbers rbx, rcx): the DBT's table
+        // (boot-info offsets 48/56) first, then the kernel's. As in the guest kernel (kernel
+        // contract section 3) it is a function of its own, exported as a sized symbol: the DBT
+        // never parks a vCPU for a flush inside it (a flush empties the DBT's table under the
+        // scan: a match just made would read the fixup of an emptied entry).
+        Comment("exception_fixup");
+        Bind(ref lookup);
+        var builtin = a.CreateLabel(); var scan1 = a.CreateLabel(); var scan2 = a.CreateLabel(); var found = a.CreateLabel(); var miss = a.CreateLabel();
         a.mov(rbx, __qword_ptr[BootLayout.BootInfo + 48]);
         a.mov(rcx, __qword_ptr[BootLayout.BootInfo + 56]);
         a.test(rbx, rbx);
@@ -280,7 +333,7 @@ public sealed class ProgramBuilder
         a.mov(ecx, Layout.ExTableMax);
         a.Label(ref scan2);
         a.test(rcx, rcx);
-        a.jz(none);
+        a.jz(miss);
         a.cmp(__qword_ptr[rbx], rax);
         a.je(found);
         a.add(rbx, 16);
@@ -288,18 +341,14 @@ public sealed class ProgramBuilder
         a.jmp(scan2);
         a.Label(ref found);
         a.mov(rax, __qword_ptr[rbx + 8]);
-        a.mov(__qword_ptr[rsp + 40], rax);
-        a.inc(__qword_ptr[r15 + Layout.Faults]);
-        a.pop(rcx);
-        a.pop(rbx);
-        a.add(rsp, 8);                     // the slot
-        a.pop(rax);
-        a.add(rsp, 8);                     // the error code
-        a.iretq();
-        a.Label(ref none);
-        a.mov(eax, Layout.NoFixupStatus);
-        a.@out(0xF4, eax);
-        a.hlt();
+        a.ret();
+        a.Label(ref miss);
+        a.xor(eax, eax);
+        a.ret();
+        var end = a.CreateLabel();
+        Bind(ref end);
+        a.nop();
+        exceptionFixup = (lookup, end);
     }
 
     /// <summary>The timer (no error code: the third push is the slot): counts the tick, makes an indirect call, re-arms, EOI.</summary>
@@ -312,6 +361,7 @@ public sealed class ProgramBuilder
         a.push(rcx);
         a.push(rax);                       // the redundant slot
         a.push(rdx);
+        if (t.Nest) a.sti();
         a.inc(__qword_ptr[r15 + Layout.Ticks]);
         // An indirect call: a jumptable miss the first time, which overwrites tx-nextpc-loc.
         var target = Function(f => { f.A.add(__qword_ptr[r15 + Layout.HandlerCell], 3); f.A.ret(); });
@@ -322,6 +372,31 @@ public sealed class ProgramBuilder
         a.jae(last);
         Wrmsr(RingZeroGuest.MsrInitCount, (uint)Math.Max(1, t.Period));
         a.Label(ref last);
+        if (t.Nest) a.cli();
+        Wrmsr(MsrEoi, 0);
+        a.pop(rdx);
+        a.add(rsp, 8);
+        a.pop(rcx);
+        a.pop(rax);
+        a.iretq();
+        EmitFunctions();
+    }
+
+    /// <summary>The probe (no error code; the third push is the slot): counts itself, makes an indirect call, EOI.</summary>
+    private void ProbeHandler()
+    {
+        var a = A;
+        Guest.Handler(ProbeVector);
+        Comment("probe handler");
+        a.push(rax);
+        a.push(rcx);
+        a.push(rax);                       // the redundant slot
+        a.push(rdx);
+        a.inc(__qword_ptr[r15 + Layout.Probes]);
+        // An indirect call (a jumptable miss the first time: the dispatcher overwrites tx-nextpc-loc).
+        var target = Function(f => { f.A.add(__qword_ptr[r15 + Layout.HandlerCell], 5); f.A.ret(); });
+        a.lea(rax, __[target]);
+        a.call(rax);
         Wrmsr(MsrEoi, 0);
         a.pop(rdx);
         a.add(rsp, 8);

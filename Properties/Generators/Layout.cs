@@ -35,8 +35,8 @@ public static class Layout
     public const int Pointers = 0xC00, PointerSlots = 64;
     /// <summary>The worker's final registers (16 GPRs in Iced's order) and RFLAGS.</summary>
     public const int SaveArea = 0xE00, SavedFlags = SaveArea + 16 * 8;
-    /// <summary>Ticks taken, faults fixed, and the handler's own cell.</summary>
-    public const int Ticks = 0xF00, Faults = 0xF08, HandlerCell = 0xF10;
+    /// <summary>Ticks taken, faults fixed, the handlers' own cell, probe interrupts taken, and how many the worker waits for (written at load: a run's host plan).</summary>
+    public const int Ticks = 0xF00, Faults = 0xF08, HandlerCell = 0xF10, Probes = 0xF18, ProbesExpected = 0xF20;
 
     /// <summary>An address nothing maps (the boot page tables map the low 4 GiB and the top 2 GiB): every access faults.</summary>
     public const ulong Unmapped = 0x0000_2000_0000_0000;

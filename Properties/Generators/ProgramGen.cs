@@ -133,7 +133,7 @@ public static class ProgramGen
         var pieces = new List<Piece>();
         for (int i = 0; i < n; i++) pieces.Add(RandomPiece(r, o, 0, vcpus));
         var regs = Pool.Numbers.Select(_ => Value(r)).ToArray();
-        TimerPlan? timer = o.Interrupts && r.Chance(0.7) ? new TimerPlan(r.Range(1, 800), r.Range(20, 400), r.Range(1, 4)) : null;
+        TimerPlan? timer = o.Interrupts && r.Chance(0.7) ? new TimerPlan(r.Range(1, 800), r.Range(20, 400), r.Range(1, 4), Nest: r.Chance(0.3)) : null;
         return new GuestProgram(pieces, regs, timer, vcpus);
     }
 
@@ -163,6 +163,7 @@ public static class ProgramGen
         {
             yield return p with { Timer = null };
             if (t.Ticks > 1) yield return p with { Timer = t with { Ticks = 1 } };
+            if (t.Nest) yield return p with { Timer = t with { Nest = false } };
             if (t.Delay > 1) yield return p with { Timer = t with { Delay = t.Delay / 2 } };
             if (t.Delay > 1) yield return p with { Timer = t with { Delay = t.Delay - 1 } };
         }

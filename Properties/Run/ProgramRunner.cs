@@ -7,36 +7,83 @@ using Harness.Properties.Generators;
 
 namespace Harness.Properties.Run;
 
+/// <summary>What the host does at one of vCPU 0's instruction boundaries during a run.</summary>
+public enum HostAction
+{
+    /// <summary>Raise the probe vector (<see cref="ProgramBuilder.ProbeVector"/>): delivered at the first boundary with interrupts on.</summary>
+    Probe,
+    /// <summary>A cache flush: switchoff with wipe, then switchon (at the first safe point from here).</summary>
+    Flush,
+    SwitchOff,
+    SwitchOn,
+}
+
+/// <summary>A host action at vCPU 0's retired-instruction count At (or the first boundary after it where it can be done).</summary>
+public readonly record struct HostEvent(long At, HostAction Action)
+{
+    public override string ToString() => $"{Action.ToString().ToLowerInvariant()} at instruction {At}";
+}
+
 /// <summary>How one run of a generated program is made.</summary>
 public sealed record RunSpec
 {
     /// <summary>off (native), default or no-callret.</summary>
     public string Configuration { get; init; } = "off";
     public bool Prof { get; init; }
-    /// <summary>The DBT's options (a planted bug, DropChainingPatch, a main-pool limit); CallRet, Kernel and Clients are set from the spec.</summary>
-    public DbtOptions Options { get; init; } = DbtOptions.Default;
+    /// <summary>The DBT's options (a planted bug, DropChainingPatch; null: the defaults); CallRet, Kernel and Clients are set from the spec.</summary>
+    public DbtOptions? Options { get; init; }
     /// <summary>Record every guest store (needs the seams: <see cref="Seams.Points"/>).</summary>
     public bool RecordStores { get; init; }
+    /// <summary>Record vCPU 0's RIP at every instruction boundary (one host event per instruction: slow, for short programs).</summary>
+    public bool Trace { get; init; }
+    /// <summary>Record the state at every exception a guest instruction raises (<see cref="FaultState"/>), per vCPU.</summary>
+    public bool RecordFaults { get; init; }
+    /// <summary>The host's plan: probes, flushes, switches at vCPU 0's instruction counts (the worker waits for every probe).</summary>
+    public IReadOnlyList<HostEvent> Events { get; init; } = [];
     public long Quantum { get; init; } = 97;
+    /// <summary>The instruction budget (any vCPU): a run that exceeds it ends with InstructionLimit.</summary>
     public long MaxInstructions { get; init; } = 20_000_000;
 
     public bool Translated => Configuration != "off";
-    public override string ToString() => Translated ? $"{Configuration}{(Prof ? "+prof" : "")}" : "native";
+    public override string ToString() => (Translated ? $"{Configuration}{(Prof ? "+prof" : "")}" : "native") + (Events.Count > 0 ? $" ({string.Join(", ", Events)})" : "");
 }
 
-/// <summary>What a run left: how it ended, the data region (private pages, shared page), the console, the DBT's statistics, the stores.</summary>
+/// <summary>
+/// A vCPU's state where an instruction's exception passes control to its handler: the vector, the
+/// faulting instruction's native RIP (a code-cache address mapped back), the GPRs, RFLAGS and CR2.
+/// </summary>
+public sealed record FaultState(int Vector, ulong Rip, ulong[] Gprs, ulong Rflags, ulong Cr2);
+
+/// <summary>A traced boundary of vCPU 0: its retired count, RIP, and what code is there (a rule's name, a stub, "native").</summary>
+public readonly record struct TracePoint(long Retired, ulong Rip, string Kind);
+
+/// <summary>What a run left: how it ended, the data region (private pages, shared page), the console, the DBT's statistics, the stores, the trace.</summary>
 public sealed record RunOutcome(RunResult Result, byte[] Data, string Console, DbtStats? Stats, IReadOnlyList<(int Vcpu, ulong Address, PointKind Kind)>? Stores,
-    IReadOnlySet<ulong> Exempt)
+    IReadOnlySet<ulong> Exempt, IReadOnlyList<TracePoint>? Trace, IReadOnlyList<FaultState>[]? Faults)
 {
     /// <summary>The region compared: the done flags, every private page and the shared page.</summary>
     public const ulong DataStart = Layout.Data, DataBytes = Layout.Shared + 0x1000 - Layout.Data;
 
     public ulong Word(ulong va) => BitConverter.ToUInt64(Data, (int)(va - DataStart));
+
+    /// <summary>The most instructions any vCPU retired.</summary>
+    public long MaxRetired => Result.Vcpus.Count == 0 ? 0 : Result.Vcpus.Max(v => v.Instructions);
+
+    /// <summary>
+    /// A budget for another run of the same program derived from this one's length: translation adds
+    /// stubs, lookups and counters, and spin-waits stretch with the other vCPUs' work, so a generous
+    /// multiple; a translator bug that runs away (a chaining patch into the middle of the cache)
+    /// then ends in milliseconds with InstructionLimit instead of spinning to the 20M default.
+    /// </summary>
+    public long Budget => 32 * MaxRetired + 100_000;
 }
 
 /// <summary>Runs generated programs natively or under the DBT on a fresh machine each time (deterministic control).</summary>
 public static unsafe class ProgramRunner
 {
+    /// <summary>Host time one run may take before it is cancelled (a hang in the host, not the guest: the instruction budget ends guest runaways).</summary>
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
     public static RunOutcome Run(GuestProgram p, RunSpec spec)
     {
         var console = new MemoryStream();
@@ -50,18 +97,37 @@ public static unsafe class ProgramRunner
         });
         var image = p.Image;
         image.Load(m);
+        long probes = spec.Events.Count(e => e.Action == HostAction.Probe);
+        if (probes > 0) m.Memory.WriteU64(Layout.Private(0) + Layout.ProbesExpected - Harness.Machine.Boot.BootLayout.KernelAlias, (ulong)probes);
         Dbt.Dbt? dbt = null;
         if (spec.Translated)
         {
-            var clients = spec.Prof ? [.. spec.Options.Clients.Where(c => c != Prof.ClientName), Prof.ClientName] : spec.Options.Clients;
-            dbt = Dbt.Dbt.Attach(m, spec.Options with
+            var options = spec.Options ?? DbtOptions.Default;
+            var clients = spec.Prof ? [.. options.Clients.Where(c => c != Prof.ClientName), Prof.ClientName] : options.Clients;
+            dbt = Dbt.Dbt.Attach(m, options with
             {
                 CallRet = spec.Configuration == "default",
-                Kernel = Dbt.Kernel.KernelImage.FromSymbols(image.Symbols),
+                Kernel = image.Kernel,
                 Clients = clients,
             });
         }
-        var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var trace = spec.Trace ? new List<(long, ulong)>() : null;
+        List<FaultState>[]? faults = null;
+        if (spec.RecordFaults)
+        {
+            var lists = faults = Enumerable.Range(0, p.Vcpus).Select(_ => new List<FaultState>()).ToArray();
+            m.EventDelivering = (v, vector, raised, rip) =>
+            {
+                if (!raised) return;
+                ulong native = m.OriginOf?.Invoke(rip) is { } o ? o.NativeRip : rip;
+                var gprs = new ulong[16];
+                for (int g = 0; g < 16; g++) gprs[g] = v.Gpr(g);
+                lists[v.Index].Add(new FaultState(vector, native, gprs, v.Rflags, v.S->Cr2));
+            };
+        }
+        if (spec.Events.Count > 0 || trace is not null) InstallPlan(m, dbt, spec.Events, trace);
+
+        using var cancel = new CancellationTokenSource(Timeout);
         var r = m.Run(cancel.Token, entry: image.Entry);
         var data = m.Memory.Span(RunOutcome.DataStart - Harness.Machine.Boot.BootLayout.KernelAlias, (int)RunOutcome.DataBytes).ToArray();
         // What a translated run may write that native code does not: the DBT's own per-CPU words
@@ -77,7 +143,56 @@ public static unsafe class ProgramRunner
             }
             foreach (var (_, counter) in dbt.ClientCounters) exempt.Add(counter.Address);
         }
-        return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt);
+        var entryPaths = dbt?.Translator.Blocks.Where(b => b.EntrySlotDelta is not null).ToArray() ?? [];
+        var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, Classify(m, dbt, entryPaths, t.Item2))).ToList();
+        return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults);
+    }
+
+    /// <summary>
+    /// The host plan on vCPU 0's thread: each event at its count, a switch retried at the next
+    /// boundary until vCPU 0 is at a safe point; with a trace, an event at every boundary.
+    /// </summary>
+    private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong)>? trace)
+    {
+        var plan = new Queue<HostEvent>(events.OrderBy(e => e.At));
+        m.HostEvent = v =>
+        {
+            long now = v.Retired;
+            trace?.Add((now, v.Rip));
+            bool blocked = false;
+            while (!blocked && plan.TryPeek(out var e) && e.At <= now)
+            {
+                bool done = e.Action switch
+                {
+                    HostAction.Probe => Raise(v),
+                    HostAction.Flush => dbt?.TrySwitchAtHost(v, off: true, wipe: true, on: true) ?? true,
+                    HostAction.SwitchOff => dbt?.TrySwitchAtHost(v, off: true, wipe: false, on: false) ?? true,
+                    HostAction.SwitchOn => dbt?.TrySwitchAtHost(v, off: false, wipe: false, on: true) ?? true,
+                    _ => true,
+                };
+                if (done) plan.Dequeue(); else blocked = true;
+            }
+            m.HostEventAt = trace is not null || blocked ? now + 1 : plan.TryPeek(out var next) ? Math.Max(now + 1, next.At) : long.MaxValue;
+        };
+        m.HostEventAt = trace is not null ? 0 : plan.TryPeek(out var first) ? first.At : long.MaxValue;
+    }
+
+    private static bool Raise(Vcpu v)
+    {
+        v.Apic.Raise(ProgramBuilder.ProbeVector, v.Retired);
+        return true;
+    }
+
+    /// <summary>What code a vCPU is in at rip: "native", a stub of the cache, an entry path, or the rule that emitted the instruction.</summary>
+    private static string Classify(Harness.Machine.Machine m, Dbt.Dbt? dbt, Dbt.Translate.TranslatedBlock[] entryPaths, ulong rip)
+    {
+        if (dbt is null || !dbt.Cache.Contains(rip)) return "native";
+        var c = dbt.Cache;
+        if (rip == c.ExitStub || rip == c.ExitStub + 1) return rip == c.ExitStub ? "exit stub: popfq" : "exit stub: jmp";
+        if (rip - c.StubPage < 0x1000) return "level-2 routine";
+        if (rip - c.Edges.Start < c.Edges.Capacity) return "edge stub";
+        if (entryPaths.Any(x => rip - x.CacheStart < (ulong)x.CacheLength)) return "entry path";
+        return m.OriginOf?.Invoke(rip) is { } o ? o.Rule : "unknown";
     }
 
     /// <summary>Deterministic control that also records every guest store and atomic (the scheduling points' addresses).</summary>

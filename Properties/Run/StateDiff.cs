@@ -37,7 +37,7 @@ public static class StateDiff
             seen.Add(f);
             ulong fa = a.Word(f) & ~(Rflags.RF | Rflags.VM), fb = b.Word(f) & ~(Rflags.RF | Rflags.VM);
             if (fa != fb) Row($"vcpu{n} rflags", Flags(fa), Flags(fb));
-            foreach (var (what, off) in new[] { ("ticks", Layout.Ticks), ("faults fixed", Layout.Faults), ("handler cell", Layout.HandlerCell) })
+            foreach (var (what, off) in new[] { ("ticks", Layout.Ticks), ("faults fixed", Layout.Faults), ("handler cell", Layout.HandlerCell), ("probes taken", Layout.Probes) })
             {
                 ulong at = page + (ulong)off;
                 seen.Add(at);
