@@ -49,7 +49,8 @@ public sealed class Dbt
         Rulebook.Prepare(options);
         clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
         Translator.Clients = clients;
-        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks, plantedExitStubKeepsFlags: options.PlantedExitStubRecoveryKeepsFlags);
+        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks, plantedExitStubKeepsFlags: options.PlantedExitStubRecoveryKeepsFlags,
+            plantedIgnoreStubTargets: options.PlantedStubTargetsIgnoredAtSafePoints);
         Translator.Switch = Switch;
         Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats) { Switch = Switch };
     }

@@ -105,6 +105,13 @@ public sealed record DbtOptions
     /// </summary>
     public bool PlantedExitStubRecoveryKeepsFlags { get; init; }
 
+    /// <summary>
+    /// Planted bug (the safe-point filter as it was before Properties' flush property found the
+    /// hole): a vCPU in the exit stub or an edge stub is a safe point whatever native code it is
+    /// going to, so a flush can resume it inside exception_fixup's scan with the DBT's table emptied.
+    /// </summary>
+    public bool PlantedStubTargetsIgnoredAtSafePoints { get; init; }
+
     /// <summary>Planted bug: the chaining patch computes its rel32 from the edge stub's address instead of the patch site's.</summary>
     public bool PlantedChainRelativeToStub { get; init; }
 }

@@ -137,8 +137,10 @@ public sealed class Machine : IDisposable
     public Func<Vcpu, bool>? SafePoint { get; set; }
 
     /// <summary>
-    /// A one-shot host event: when vCPU 0 has retired HostEventAt instructions, HostEvent runs on its
-    /// thread at the next block boundary (the DBT's --dbt-on-at).
+    /// A one-shot host event: when vCPU 0's guest time reaches HostEventAt instructions, HostEvent runs
+    /// on its thread at exactly that instruction boundary (the interpreter stops there), or, if vCPU 0
+    /// is halted then, when its time jumps there (the DBT's --dbt-on-at; Properties' host plans, which
+    /// re-arm it).
     /// </summary>
     public long HostEventAt { get; set; } = long.MaxValue;
     public Action<Vcpu>? HostEvent { get; set; }

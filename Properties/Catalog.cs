@@ -117,6 +117,8 @@ public static class Catalog
             o => o with { PlantedChainRelativeToStub = true }),
         new("switchoff-keeps-stacks", "switchoff leaves code-cache return addresses on the stacks it should rewrite", "flush-equals-fresh",
             o => o with { PlantedSwitchoffKeepsStacks = true }),
+        new("stub-targets-ignored-at-safe-points", "a vCPU in the exit stub or an edge stub is a safe point whatever it goes to (a flush can resume it inside exception_fixup's scan); the hole the flush property found, kept as a twin",
+            "flush-equals-fresh", o => o with { PlantedStubTargetsIgnoredAtSafePoints = true }),
         new("exit-stub-recovery-keeps-flags", "a vCPU switched off at the exit stub's popfq resumes natively without popping the saved flags word", "switch-equals-native",
             o => o with { PlantedExitStubRecoveryKeepsFlags = true }),
     ];
@@ -207,7 +209,7 @@ public static class Catalog
         var t = Translated(c, s, n, new RunSpec { RecordStores = true });
         var nativeStores = n.Stores!.Select(x => x.Address).ToHashSet();
         bool Stack(ulong a) => Enumerable.Range(0, c.Program.Vcpus).Any(k => a < Layout.StackTop(k) && a >= Layout.StackTop(k) - Layout.StackBytes);
-        var stray = t.Stores!.Where(x => !nativeStores.Contains(x.Address) && !Stack(x.Address) && !t.Exempt.Contains(x.Address)).ToList();
+        var stray = t.Stores!.Where(x => !nativeStores.Contains(x.Address) && !Stack(x.Address) && !t.IsExempt(x.Address)).ToList();
         if (stray.Count == 0) return Equal(c, n, "native", t, s.ToString());
         var lines = stray.GroupBy(x => x.Address).Take(8).Select(g => $"  vCPU {g.First().Vcpu} stored to 0x{g.Key:x} {g.Count()} time(s) ({g.First().Kind}); native code never stores there");
         return $"translated code stored outside the stack and the DBT's own words ({stray.Count} stores to {stray.Select(x => x.Address).Distinct().Count()} address(es)):\n{string.Join('\n', lines)}";

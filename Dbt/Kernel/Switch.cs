@@ -42,10 +42,10 @@ public sealed unsafe class Switch
     private readonly DbtStats stats;
     private readonly ulong? threadList;
     private volatile bool on;
-    private readonly bool plantedKeepStacks, plantedExitKeepsFlags;
+    private readonly bool plantedKeepStacks, plantedExitKeepsFlags, plantedIgnoreStubTargets;
 
     internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
-        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false, bool plantedExitStubKeepsFlags = false)
+        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false, bool plantedExitStubKeepsFlags = false, bool plantedIgnoreStubTargets = false)
     {
         this.machine = machine;
         this.cache = cache;
@@ -58,6 +58,7 @@ public sealed unsafe class Switch
         fixupLookup = image?.Range("exception_fixup");
         plantedKeepStacks = plantedSwitchoffKeepsStacks;
         plantedExitKeepsFlags = plantedExitStubKeepsFlags;
+        this.plantedIgnoreStubTargets = plantedIgnoreStubTargets;
         on = startOn;
         machine.SafePoint = SafePoint;
     }
@@ -66,9 +67,10 @@ public sealed unsafe class Switch
 
     // ---- where a world stop may park a vCPU --------------------------------------------------------
 
-    private bool SafePoint(Vcpu u)
+    private bool SafePoint(Vcpu u) => !on || u.Cpl == 3 || SafeWhenOn(u);
+
+    private bool SafeWhenOn(Vcpu u)
     {
-        if (!on || u.Cpl == 3) return true;
         ulong rip = u.Rip;
         if (!cache.Contains(rip)) return !InFixupLookup(rip, rip + 1);
         var sorted = Sorted();
@@ -84,7 +86,27 @@ public sealed unsafe class Switch
             // Entry paths are short straight-line code: the stop waits until the vCPU has left them.
             if (b.EntrySlotDelta is not null || InFixupLookup(b.NativeStart, b.NativeEnd)) return false;
         }
-        return TryRecoverCurrent(u, sorted, apply: false);
+        if (!TryRecoverCurrent(u, sorted, apply: false)) return false;
+        // In the exit stub or an edge stub, the state maps to the native target the vCPU is about
+        // to go to: not one inside exception_fixup either. Parked at the exit stub's jmp to the
+        // lookup's "found" block, a vCPU resumed after a flush there and read the fixup of an
+        // emptied entry (0); and, native there after the flush, it was at no safe point for the
+        // next world stop (found by Properties' flush-equals-fresh on generated programs).
+        if (fixupLookup is not null && !plantedIgnoreStubTargets && StubTarget(u, sorted) is ulong target && InFixupLookup(target, target + 1)) return false;
+        return true;
+    }
+
+    /// <summary>The native instruction a vCPU in the exit stub or an edge stub goes to (null elsewhere, or when unknown).</summary>
+    private ulong? StubTarget(Vcpu u, TranslatedBlock[] sorted)
+    {
+        ulong pc = u.Rip;
+        if (pc == cache.ExitStub || pc == cache.ExitStub + 1)
+        {
+            if (PerCpuTx(u) is not ulong tx) return null;
+            try { return NativeOf(tx, sorted); }
+            catch (SwitchException) { return null; }
+        }
+        return EdgeRecovery(pc)?.Native;
     }
 
     // Nor inside the kernel's exception_fixup(rip), which scans the exception tables for the
@@ -133,7 +155,15 @@ public sealed unsafe class Switch
             // iretq) stays native until it leaves: translated from there, its edges would enter the
             // dispatcher with the user's GS base.
             if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && !cache.Contains(u.Rip) && (long)u.S->GsBase < 0)
-                u.Rip = translator.GetOrTranslate(u, u.Rip);
+            {
+                // Not into an entry path (a vCPU parked natively at a handler's first instructions):
+                // it would sit at no safe point, and under a single-threaded control a world stop
+                // before its next slice (the next flush in a row) could not park it. It runs that
+                // handler natively instead, as a thread returning through a native address does.
+                ulong native = u.Rip;
+                u.Rip = translator.GetOrTranslate(u, native);
+                if (!SafeWhenOn(u)) u.Rip = native;
+            }
         }
         on = true;
         stats.CountSwitch(on: true);

@@ -84,6 +84,8 @@ public sealed unsafe partial class Vcpu : IDisposable
         get
         {
             if (Machine.Stopping) return true;
+            // A host event is due at a guest time even while vCPU 0 is halted (Service jumps to it).
+            if (Index == 0 && Machine.HostEventAt != long.MaxValue) return true;
             if (Apic.HasIncoming) return (S->RflagsRaw & Cpu.Rflags.IF) != 0 || !IsHalted;
             if (!IsHalted) return true;
             if ((S->RflagsRaw & Cpu.Rflags.IF) == 0) return false;
@@ -295,6 +297,8 @@ public sealed unsafe partial class Vcpu : IDisposable
             {
                 // Halted: guest time jumps to the next event that can wake the vCPU.
                 long wake = ifOn ? Math.Min(interrupt, Apic.TimerWakes ? Apic.TimerDeadline : long.MaxValue) : long.MaxValue;
+                // A host event is due at a guest time whether or not vCPU 0 is halted then.
+                if (Index == 0 && Machine.HostEventAt != long.MaxValue) wake = Math.Min(wake, Math.Max(now, Machine.HostEventAt));
                 if (wake == long.MaxValue) return Machine.Stopping ? RunExit.Stopped : RunExit.Idle;
                 if (wake > sliceEnd) { SkipTo(sliceEnd); return RunExit.SliceEnd; }
                 long target = Control.HaltedUntil(this, Math.Min(Math.Max(now, wake), Machine.MaxInstructions));

@@ -73,6 +73,9 @@ public sealed class GuestImage
 
     internal (Label Start, Label End) ExceptionFixup { get; init; }
 
+    /// <summary>Code outside the main image: the jumptable-aliased far functions, at their addresses.</summary>
+    internal List<(ulong Address, byte[] Bytes)> Far { get; init; } = [];
+
     /// <summary>(fault, fixup) native addresses of every faulting instruction.</summary>
     public IEnumerable<(ulong Fault, ulong Fixup)> FixupAddresses => Fixups.Select(f => (Address(f.Fault), Address(f.Fixup)));
 
@@ -81,6 +84,7 @@ public sealed class GuestImage
     {
         Guest.Load(m);
         ulong Phys(ulong va) => va - BootLayout.KernelAlias;
+        foreach (var (at, bytes) in Far) m.Memory.Write(Phys(at), bytes);
         var table = new byte[Math.Max(16, Fixups.Count * 16)];
         int i = 0;
         foreach (var (fault, fixup) in FixupAddresses)
@@ -128,6 +132,29 @@ public sealed class ProgramBuilder
     private readonly List<(int Instruction, string Text)> comments = [];
     private readonly Dictionary<ulong, Label> bound = [];
     private (Label Start, Label End) exceptionFixup;
+    private readonly SortedDictionary<ulong, (int Group, int Index)> farFunctions = [];
+
+    /// <summary>
+    /// The address of far function j of an alias group (emitted once, at its fixed address outside
+    /// the main code): it adds a group- and index-specific amount to the alias cell and returns.
+    /// </summary>
+    internal ulong AliasFunction(int group, int j)
+    {
+        ulong at = Layout.AliasFunction(group, j);
+        farFunctions[at] = (group, j);
+        return at;
+    }
+
+    /// <summary>Far functions' bytes, each assembled at its own address.</summary>
+    private List<(ulong Address, byte[] Bytes)> AssembleFar() => farFunctions.Select(f =>
+    {
+        var a = new Assembler(64);
+        a.add(__qword_ptr[r15 + Layout.AliasCell], f.Value.Group * 8 + f.Value.Index + 1);
+        a.ret();
+        using var ms = new MemoryStream();
+        a.Assemble(new StreamCodeWriter(ms), f.Key);
+        return (f.Key, ms.ToArray());
+    }).ToList();
 
     /// <summary>Binds a label here, keeping the bound copy (for label addresses: pointers, fixups).</summary>
     public void Bind(ref Label l)
@@ -257,13 +284,17 @@ public sealed class ProgramBuilder
         if (p.Timer is { } tp) b.TimerHandler(tp);
 
         var image = b.Guest.Assemble();
+        if ((ulong)image.Length > Layout.AliasStride)
+            throw new InvalidOperationException($"the generated program's code is {image.Length} bytes, over the {Layout.AliasStride} below the jumptable aliases (fewer or smaller pieces)");
+        var far = b.AssembleFar();
         var consts = new ulong[Layout.ConstantWords];
         var r = new Rng(0xC0FFEE);
         for (int i = 0; i < consts.Length; i++) consts[i] = r.NextU64() >> (i % 4 * 16);
         return new GuestImage
         {
-            Guest = b.Guest, Fixups = b.fixups, Pointers = b.pointers, Bound = b.bound, Vcpus = p.Vcpus, Constants = consts, ExceptionFixup = b.exceptionFixup,
-            Listing = Listing.Of(image, b.comments, p), Instructions = Listing.Count(image), PieceInstructions = pieceInstructions,
+            Guest = b.Guest, Fixups = b.fixups, Pointers = b.pointers, Bound = b.bound, Vcpus = p.Vcpus, Constants = consts, ExceptionFixup = b.exceptionFixup, Far = far,
+            Listing = Listing.Of(image, b.comments, p, far), Instructions = Listing.Count(image) + far.Sum(f => Listing.Count(f.Bytes, f.Address)),
+            PieceInstructions = pieceInstructions + far.Sum(f => Listing.Count(f.Bytes, f.Address)),
         };
     }
 

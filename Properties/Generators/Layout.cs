@@ -36,13 +36,25 @@ public static class Layout
     /// <summary>The worker's final registers (16 GPRs in Iced's order) and RFLAGS.</summary>
     public const int SaveArea = 0xE00, SavedFlags = SaveArea + 16 * 8;
     /// <summary>Ticks taken, faults fixed, the handlers' own cell, probe interrupts taken, and how many the worker waits for (written at load: a run's host plan).</summary>
-    public const int Ticks = 0xF00, Faults = 0xF08, HandlerCell = 0xF10, Probes = 0xF18, ProbesExpected = 0xF20;
+    public const int Ticks = 0xF00, Faults = 0xF08, HandlerCell = 0xF10, Probes = 0xF18, ProbesExpected = 0xF20, AliasCell = 0xF28;
 
     /// <summary>An address nothing maps (the boot page tables map the low 4 GiB and the top 2 GiB): every access faults.</summary>
     public const ulong Unmapped = 0x0000_2000_0000_0000;
 
     /// <summary>The status a #PF with no fixup exits with (a fixup the DBT failed to register).</summary>
     public const uint NoFixupStatus = 0x66;
+
+    /// <summary>
+    /// The jumptable aliases: the main code stays below Code + AliasStride, and far function j of alias
+    /// group g sits at Code + (j + 1) * AliasStride + g * AliasGroupBytes. The jumptable's level-1
+    /// index is the target's bits 4..13 (Dbt/Dispatch/JumpTable), and its level-2 group index mixes in
+    /// bits 12 up, which a multiple of 0x4000 only changes below bit 4: the functions of one group
+    /// share both, so calling them in turn conflicts in level 1 and probes level 2.
+    /// </summary>
+    public const ulong AliasStride = 0x4000;
+    public const int AliasGroupBytes = 0x40, AliasGroups = (int)(AliasStride / AliasGroupBytes), MaxAliases = 3;
+
+    public static ulong AliasFunction(int group, int j) => Code + (ulong)(j + 1) * AliasStride + (ulong)(group * AliasGroupBytes);
 
     public const int StackBytes = 0x4000;
     public static ulong StackTop(int n) => RingZeroGuest.KernelStackTop + (ulong)n * RingZeroGuest.ApStackStride;

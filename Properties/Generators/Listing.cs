@@ -15,19 +15,19 @@ public static class Listing
         return o.ToStringAndReset();
     }
 
-    private static IEnumerable<Instruction> Decode(byte[] code)
+    private static IEnumerable<Instruction> Decode(byte[] code, ulong at = Layout.Code)
     {
-        var d = Iced.Intel.Decoder.Create(64, new ByteArrayCodeReader(code), Layout.Code);
-        while (d.IP < Layout.Code + (ulong)code.Length)
+        var d = Iced.Intel.Decoder.Create(64, new ByteArrayCodeReader(code), at);
+        while (d.IP < at + (ulong)code.Length)
         {
             d.Decode(out var ins);
             yield return ins;
         }
     }
 
-    public static int Count(byte[] code) => Decode(code).Count();
+    public static int Count(byte[] code, ulong at = Layout.Code) => Decode(code, at).Count();
 
-    internal static string Of(byte[] code, List<(int Instruction, string Text)> comments, GuestProgram p)
+    internal static string Of(byte[] code, List<(int Instruction, string Text)> comments, GuestProgram p, List<(ulong Address, byte[] Bytes)> far)
     {
         var sb = new StringBuilder();
         sb.AppendLine($"; {p.Vcpus} vCPU(s), {p.Pieces.Count} piece(s){(p.Timer is { } t ? $"; {t}" : "")}");
@@ -39,6 +39,9 @@ public static class Listing
             sb.AppendLine($"  {ins.IP:x16}  {Format(ins)}");
             k++;
         }
+        if (far.Count > 0) sb.AppendLine("; far functions (aliased in the jumptable)");
+        foreach (var (at, bytes) in far)
+            foreach (var ins in Decode(bytes, at)) sb.AppendLine($"  {ins.IP:x16}  {Format(ins)}");
         return sb.ToString();
     }
 }

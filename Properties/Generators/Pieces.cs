@@ -339,6 +339,33 @@ public sealed record Call(CallKind Kind, Register Reg, int Depth, IReadOnlyList<
 }
 
 /// <summary>
+/// Indirect calls (through Reg) to Count functions that alias in the jumptable (same level-1 entry,
+/// same level-2 group: <see cref="Layout.AliasFunction"/>), Rounds times in turn: the first round
+/// misses and fills both levels, later ones conflict in level 1 and hit level 2 at each probe position.
+/// </summary>
+public sealed record AliasedCalls(Register Reg, int Count, int Rounds, int Group) : Piece
+{
+    internal override void Emit(ProgramBuilder b)
+    {
+        var reg = new AssemblerRegister64(Pool.Resize(Reg, 8));
+        var targets = Enumerable.Range(0, Count).Select(j => b.AliasFunction(Group, j)).ToArray();
+        for (int r = 0; r < Rounds; r++)
+            foreach (ulong t in targets)
+            {
+                b.A.mov(reg, t);
+                b.A.call(reg);
+            }
+    }
+
+    public override IEnumerable<Piece> Shrink()
+    {
+        if (Rounds > 1) yield return this with { Rounds = 1 };
+        if (Count > 1) yield return this with { Count = Count - 1 };
+        if (Group != 0) yield return this with { Group = 0 };
+    }
+}
+
+/// <summary>
 /// A load or store through an unmapped address, with an exception-table entry whose fixup is the
 /// next instruction: the #PF handler finds the fixup (in the kernel's table natively, in the DBT's
 /// under translation) and resumes there.

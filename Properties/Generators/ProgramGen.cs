@@ -47,6 +47,7 @@ public static class ProgramGen
             ? new Repeat(LoopKind.JrcxzGuarded, r.Range(0, 5), Body(r, o, depth, vcpus))
             : new Repeat((LoopKind)k, r.Range(1, 5), Body(r, o, depth, vcpus))),
         new("call", 10, (r, o, depth, vcpus) => new Call((CallKind)r.Next(Enum.GetValues<CallKind>().Length), Pool.Random(r, 8), r.Range(1, 4), Body(r, o, depth, vcpus))),
+        new("aliased-calls", 3, (r, o, depth, vcpus) => new AliasedCalls(Pool.Random(r, 8), r.Range(2, Layout.MaxAliases), r.Range(1, 3), r.Next(Layout.AliasGroups))),
         new("fault", 3, (r, o, depth, vcpus) => o.Faults ? new Fault(Pool.Random(r, 8), 1 << r.Next(4), Store: r.Chance(0.5)) : null),
     ];
 

@@ -59,12 +59,15 @@ public readonly record struct TracePoint(long Retired, ulong Rip, string Kind);
 
 /// <summary>What a run left: how it ended, the data region (private pages, shared page), the console, the DBT's statistics, the stores, the trace.</summary>
 public sealed record RunOutcome(RunResult Result, byte[] Data, string Console, DbtStats? Stats, IReadOnlyList<(int Vcpu, ulong Address, PointKind Kind)>? Stores,
-    IReadOnlySet<ulong> Exempt, IReadOnlyList<TracePoint>? Trace, IReadOnlyList<FaultState>[]? Faults)
+    IReadOnlyList<(ulong Start, ulong End)> Exempt, IReadOnlyList<TracePoint>? Trace, IReadOnlyList<FaultState>[]? Faults, ProfCounts? Prof)
 {
     /// <summary>The region compared: the done flags, every private page and the shared page.</summary>
     public const ulong DataStart = Layout.Data, DataBytes = Layout.Shared + 0x1000 - Layout.Data;
 
     public ulong Word(ulong va) => BitConverter.ToUInt64(Data, (int)(va - DataStart));
+
+    /// <summary>Whether a translated run may store at va where native code does not (the DBT's own data).</summary>
+    public bool IsExempt(ulong va) => Exempt.Any(r => va >= r.Start && va < r.End);
 
     /// <summary>The most instructions any vCPU retired.</summary>
     public long MaxRetired => Result.Vcpus.Count == 0 ? 0 : Result.Vcpus.Max(v => v.Instructions);
@@ -131,21 +134,27 @@ public static unsafe class ProgramRunner
         var r = m.Run(cancel.Token, entry: image.Entry);
         var data = m.Memory.Span(RunOutcome.DataStart - Harness.Machine.Boot.BootLayout.KernelAlias, (int)RunOutcome.DataBytes).ToArray();
         // What a translated run may write that native code does not: the DBT's own per-CPU words
-        // (tx-nextpc-loc, the jumptable pointer) and its clients' counters.
-        var exempt = new HashSet<ulong>();
+        // (tx-nextpc-loc, the jumptable pointer), each vCPU's jumptable (the level-2 routine moves
+        // the entry it hits to the front of its group) and the clients' counters.
+        var exempt = new List<(ulong Start, ulong End)>();
         if (dbt is not null)
         {
             foreach (var v in m.Vcpus)
             {
                 ulong gs = v.S->GsBase;
-                exempt.Add(gs + dbt.Cache.PerCpu.TxNextPcLoc);
-                exempt.Add(gs + dbt.Cache.PerCpu.JumpTablePtr);
+                exempt.Add((gs + dbt.Cache.PerCpu.TxNextPcLoc, gs + dbt.Cache.PerCpu.TxNextPcLoc + 8));
+                exempt.Add((gs + dbt.Cache.PerCpu.JumpTablePtr, gs + dbt.Cache.PerCpu.JumpTablePtr + 8));
+                if (v.Started && dbt.Cache.Contains(gs + dbt.Cache.PerCpu.JumpTablePtr))
+                {
+                    ulong table = dbt.Cache.ReadU64(gs + dbt.Cache.PerCpu.JumpTablePtr);
+                    exempt.Add((table, table + Dbt.Dispatch.JumpTable.Bytes));
+                }
             }
-            foreach (var (_, counter) in dbt.ClientCounters) exempt.Add(counter.Address);
+            foreach (var (_, counter) in dbt.ClientCounters) exempt.Add((counter.Address, counter.Address + 8));
         }
         var entryPaths = dbt?.Translator.Blocks.Where(b => b.EntrySlotDelta is not null).ToArray() ?? [];
         var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, Classify(m, dbt, entryPaths, t.Item2))).ToList();
-        return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults);
+        return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults, dbt?.Client<Prof>()?.Read());
     }
 
     /// <summary>
