@@ -10,6 +10,9 @@ namespace Harness.Properties;
 /// <summary>One generated case: a program and the property's own knob (where its host events go).</summary>
 public sealed record Case(GuestProgram Program, int Knob)
 {
+    /// <summary>A shrink candidate (not a generated case): how the runner tells FsCheck's two kinds of calls apart.</summary>
+    public bool IsShrink { get; init; }
+
     public override string ToString() => Knob == 0 ? Program.ToString() : $"; knob {Knob}\n{Program}";
 }
 
@@ -193,7 +196,7 @@ public static class Catalog
     {
         var m = new Harness.Machine.Machine(new Harness.Machine.MachineOptions
         {
-            Vcpus = 1, MemoryBytes = 64UL << 20, ReservedBytes = 8UL << 20, Control = new Harness.Machine.Control.Deterministic(97),
+            Vcpus = 1, MemoryBytes = ProgramRunner.MemoryBytes, ReservedBytes = 8UL << 20, Control = new Harness.Machine.Control.Deterministic(97),
             MaxInstructions = 20_000_000,
         });
         p.Image.Load(m);

@@ -50,6 +50,8 @@ public sealed record CheckOptions
     public Action<int, int>? Progress { get; init; }
     /// <summary>Stop after this many shrink steps (FsCheck's own cap is 5000).</summary>
     public int MaxShrinks { get; init; } = 2000;
+    /// <summary>Check generated cases on this many threads (FsCheck's parallel runner: the same cases, the first failure in order is the one reported and shrunk).</summary>
+    public int Threads { get; init; } = 1;
     /// <summary>Cancelled: the remaining cases are skipped (FsCheck cannot be stopped, and an exception would be taken for a failure and shrunk).</summary>
     public CancellationToken Cancel { get; init; }
 }
@@ -60,6 +62,9 @@ public sealed record CheckReport(string Property, Setting Setting, bool Passed, 
 {
     /// <summary>The shrunk program's length: the instructions its pieces emitted (the fixed prologue, save area and handlers not counted).</summary>
     public int ShrunkInstructions => Shrunk?.Program.Image.PieceInstructions ?? 0;
+
+    /// <summary>The generated cases' mean size: their pieces' instructions (the scaffolding not counted).</summary>
+    public double MeanPieceInstructions { get; init; }
 
     /// <summary>Cases checked per second before the first failure (or over the whole run).</summary>
     public double CasesPerSecond => Tests / Math.Max(1e-9, (Passed ? Elapsed : ToFailure).TotalSeconds);
@@ -77,8 +82,8 @@ public static class PropertyRunner
                 var program = ProgramGen.Random(r, generation, Math.Max(size, 5));
                 return new Case(program, def.Knob?.Invoke(r) ?? 0);
             })),
-            c => ProgramGen.Shrink(c.Program).Select(p => c with { Program = p })
-                .Concat((def.ShrinkKnob?.Invoke(c.Knob) ?? []).Select(k => c with { Knob = k })));
+            c => ProgramGen.Shrink(c.Program).Select(p => c with { Program = p, IsShrink = true })
+                .Concat((def.ShrinkKnob?.Invoke(c.Knob) ?? []).Select(k => c with { Knob = k, IsShrink = true })));
 
     /// <summary>The check, with a thrown exception reported as a failure (type, message, stack).</summary>
     public static string? Safe(PropertyDef def, Case c, Setting s)
@@ -89,24 +94,31 @@ public static class PropertyRunner
 
     public static CheckReport Run(PropertyDef def, Setting setting, CheckOptions options, GenOptions? generation = null)
     {
-        int tests = 0, shrinks = 0;
+        int tests = 0, shrinks = 0, failures = 0;
+        long pieceInstructions = 0;
         var clock = Stopwatch.StartNew();
-        TimeSpan? firstFailure = null;
-        bool shrinking = false;
+        long firstFailureTicks = long.MaxValue;
         var property = Prop.ForAll(Cases(def, generation ?? def.Generation), (Case c) =>
         {
             // FsCheck's own cap (5000 shrinks) can take minutes on slow cases: stop earlier by
             // accepting every further candidate (the smallest failure so far stays the result).
-            if (shrinking && shrinks >= options.MaxShrinks || options.Cancel.IsCancellationRequested) return true;
-            if (!shrinking) tests++;
+            if (c.IsShrink && Volatile.Read(ref shrinks) >= options.MaxShrinks || options.Cancel.IsCancellationRequested) return true;
+            // After the first failure, generated cases still running on other threads are not needed.
+            if (!c.IsShrink && Volatile.Read(ref failures) > 0) return true;
             bool ok = Safe(def, c, setting) is null;
-            if (!ok && !shrinking) { firstFailure ??= clock.Elapsed; shrinking = true; }
-            else if (shrinking) shrinks++;
-            options.Progress?.Invoke(tests, shrinks);
+            if (c.IsShrink) Interlocked.Increment(ref shrinks);
+            else
+            {
+                Interlocked.Increment(ref tests);
+                Interlocked.Add(ref pieceInstructions, c.Program.Image.PieceInstructions);
+                if (!ok && Interlocked.Increment(ref failures) == 1) Interlocked.CompareExchange(ref firstFailureTicks, clock.Elapsed.Ticks, long.MaxValue);
+            }
+            options.Progress?.Invoke(Volatile.Read(ref tests), Volatile.Read(ref shrinks));
             return ok;
         });
         var runner = new Capture();
         var config = Config.Quick.WithMaxTest(options.MaxTest).WithRunner(runner).WithQuietOnSuccess(true);
+        if (options.Threads > 1) config = config.WithParallelRunConfig(FSharpOption<ParallelRunConfig>.Some(new ParallelRunConfig(options.Threads)));
         if (options.Replay is { } rp)
             config = config.WithReplay(FSharpOption<Replay>.Some(new Replay(new Rnd(rp.Seed, rp.Gamma),
                 rp.Size is { } size ? FSharpOption<int>.Some(size) : FSharpOption<int>.None)));
@@ -119,12 +131,14 @@ public static class PropertyRunner
             var original = f.Item2.Head as Case;
             var shrunk = f.Item3.Head as Case ?? original;
             string failure = shrunk is null ? "a case failed" : Safe(def, shrunk, setting) ?? "the shrunk case passed when re-run (a nondeterministic check)";
-            var toFailure = firstFailure ?? clock.Elapsed;
-            return new CheckReport(def.Name, setting, Passed: false, tests, shrinks, original, shrunk, failure,
+            var toFailure = firstFailureTicks == long.MaxValue ? clock.Elapsed : TimeSpan.FromTicks(firstFailureTicks);
+            // The case FsCheck reports is the first failing one in generation order: its number.
+            return new CheckReport(def.Name, setting, Passed: false, f.Item1.NumberOfTests, f.Item1.NumberOfShrinks, original, shrunk, failure,
                 new ReplaySeed(f.Item5.Seed, f.Item5.Gamma), new ReplaySeed(f.Item6.Seed, f.Item6.Gamma, f.Item7),
-                clock.Elapsed, toFailure, clock.Elapsed - toFailure);
+                clock.Elapsed, toFailure, clock.Elapsed - toFailure) { MeanPieceInstructions = (double)pieceInstructions / Math.Max(1, tests) };
         }
-        return new CheckReport(def.Name, setting, Passed: true, tests, 0, null, null, null, null, null, clock.Elapsed, TimeSpan.Zero, TimeSpan.Zero);
+        return new CheckReport(def.Name, setting, Passed: true, tests, 0, null, null, null, null, null, clock.Elapsed, TimeSpan.Zero, TimeSpan.Zero)
+            { MeanPieceInstructions = (double)pieceInstructions / Math.Max(1, tests) };
     }
 
     private sealed class Capture : IRunner

@@ -34,18 +34,20 @@ internal static class PropsCommand
         var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list); alone, runs the property that catches it" };
         var junit = new Option<FileInfo?>("--junit") { Description = "also write a JUnit XML report (one test case per property)" };
         var list = new Option<bool>("--list") { Description = "name the properties and planted bugs, and exit" };
+        var pieces = new Option<int?>("--pieces") { Description = "at most this many top-level pieces per generated program (default: each property's own; the mean program size is in the summary)" };
+        var threads = new Option<int>("--threads") { Description = "check cases on this many host threads (the same cases and the same first failure as on one)", DefaultValueFactory = _ => Environment.ProcessorCount };
         var cmd = new Command("props", "FsCheck properties of the translator over generated programs; failures shrunk to minimal assembly (docs/properties.md)")
         {
-            property, maxTest, replay, vcpus, dbt, prof, planted, junit, list,
+            property, maxTest, replay, vcpus, dbt, prof, planted, junit, list, threads, pieces,
         };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new PropsSettings(
             r.GetValue(property) ?? [], r.GetValue(maxTest), r.GetValue(replay), r.GetValue(vcpus), r.GetValue(dbt)!, r.GetValue(prof),
-            r.GetValue(planted), r.GetValue(junit), r.GetValue(list)), ct)));
+            r.GetValue(planted), r.GetValue(junit), r.GetValue(list), r.GetValue(threads), r.GetValue(pieces)), ct)));
         return cmd;
     }
 
     private sealed record PropsSettings(string[] Properties, int MaxTest, string? Replay, int? Vcpus, string Dbt, bool Prof,
-        string? Planted, FileInfo? Junit, bool List);
+        string? Planted, FileInfo? Junit, bool List, int Threads, int? Pieces);
 
     private static int Fail(string message)
     {
@@ -68,6 +70,8 @@ internal static class PropsCommand
         if (s.Planted is { } pn && (bug = Catalog.Planted.FirstOrDefault(b => b.Name == pn)) is null)
             return Fail($"--planted: no planted bug named '{pn}' (planted: {string.Join(", ", Catalog.Planted.Select(b => b.Name))})");
         if (s.MaxTest is < 1 or > 1_000_000) return Fail($"--max-test must be between 1 and 1000000 (got {s.MaxTest})");
+        if (s.Pieces is < 1 or > 200) return Fail($"--pieces must be between 1 and 200 (got {s.Pieces})");
+        if (s.Threads is < 1 or > 256) return Fail($"--threads must be between 1 and 256 (got {s.Threads})");
         if (s.Vcpus is { } v && (v < 1 || v > Layout.MaxVcpus)) return Fail($"--vcpus must be between 1 and {Layout.MaxVcpus} (got {v})");
         ReplaySeed? replay = null;
         if (s.Replay is { } text)
@@ -88,7 +92,7 @@ internal static class PropsCommand
         var runs = new List<(PropertyDef Def, GenOptions Gen, string? Skip)>();
         foreach (var def in defs)
         {
-            var gen = def.Generation;
+            var gen = s.Pieces is { } np ? def.Generation with { MaxPieces = np } : def.Generation;
             string? skip = null;
             if (s.Vcpus is { } n)
             {
@@ -102,6 +106,7 @@ internal static class PropsCommand
 
         string what = $"{s.MaxTest} case(s) each, {setting.Configuration}{(setting.Prof ? "+prof" : "")}"
                       + (bug is not null ? $", planted bug {bug.Name}" : "") + (s.Vcpus is { } vv ? $", {vv} vCPU(s)" : "")
+                      + (s.Pieces is { } pp ? $", at most {pp} pieces" : "")
                       + (replay is { } rs ? $", replaying {rs}" : "");
         Console.Error.WriteLine($"harness props: {runs.Count} propert{(runs.Count == 1 ? "y" : "ies")}, {what}");
 
@@ -113,7 +118,7 @@ internal static class PropsCommand
             try
             {
                 var report = WithProgress(def.Name, s.MaxTest, replay?.Size is not null, progress =>
-                    PropertyRunner.Run(def, setting, new CheckOptions { MaxTest = replay?.Size is not null ? 1 : s.MaxTest, Replay = replay, Progress = progress, Cancel = ct }, gen));
+                    PropertyRunner.Run(def, setting, new CheckOptions { MaxTest = replay?.Size is not null ? 1 : s.MaxTest, Replay = replay, Progress = progress, Cancel = ct, Threads = s.Threads }, gen));
                 reports.Add((def, report, null));
             }
             catch (OperationCanceledException)
@@ -190,12 +195,14 @@ internal static class PropsCommand
     {
         var t = new Table().AddColumn("property").AddColumn("setting").AddColumn("result")
             .AddColumn(new TableColumn("cases").RightAligned()).AddColumn(new TableColumn("cases/s").RightAligned())
-            .AddColumn(new TableColumn("time").RightAligned()).AddColumn(new TableColumn("shrunk to").RightAligned());
+            .AddColumn(new TableColumn("time").RightAligned()).AddColumn(new TableColumn("mean size").RightAligned())
+            .AddColumn(new TableColumn("shrunk to").RightAligned())
+            .Caption("mean size: the generated programs' instructions (their pieces', the fixed scaffolding not counted)");
         foreach (var (def, r, skip) in reports)
         {
-            if (r is null) { t.AddRow(def.Name, "", $"[yellow]skipped[/]: {Markup.Escape(skip ?? "")}", "", "", "", ""); continue; }
+            if (r is null) { t.AddRow(def.Name, "", $"[yellow]skipped[/]: {Markup.Escape(skip ?? "")}", "", "", "", "", ""); continue; }
             t.AddRow(def.Name, Markup.Escape(r.Setting.ToString()), r.Passed ? "[green]passed[/]" : "[red]FAILED[/]", $"{r.Tests}", $"{r.CasesPerSecond:F1}",
-                $"{r.Elapsed.TotalSeconds:F1} s", r.Passed ? "" : $"{r.ShrunkInstructions} insns ({r.Shrinks} steps)");
+                $"{r.Elapsed.TotalSeconds:F1} s", $"{r.MeanPieceInstructions:F1}", r.Passed ? "" : $"{r.ShrunkInstructions} insns ({r.Shrinks} steps)");
         }
         console.Write(t);
     }
@@ -205,10 +212,12 @@ internal static class PropsCommand
         console.WriteLine();
         console.MarkupLine($"[red bold]{def.Name} FAILED[/] ({Markup.Escape(r.Setting.ToString())}) at case {r.Tests}, " +
                            $"{r.ToFailure.TotalSeconds:F1} s; shrunk in {r.Shrinks} step(s), {r.ShrinkTime.TotalSeconds:F1} s, to {r.ShrunkInstructions} instruction(s)");
-        console.WriteLine(r.Failure ?? "");
-        console.WriteLine("shrunk program:");
-        console.WriteLine(r.Shrunk?.ToString() ?? "(none)");
-        console.WriteLine($"replay: {ReplayCommand(def, r, s, bug)}");
+        // Plain writes from here: Spectre would fold the diff, the listing and the replay line at its width.
+        Console.Out.WriteLine(r.Failure ?? "");
+        Console.Out.WriteLine("shrunk program:");
+        Console.Out.WriteLine(r.Shrunk?.ToString() ?? "(none)");
+        Console.Out.WriteLine($"replay: {ReplayCommand(def, r, s, bug)}");
+        Console.Out.Flush();
     }
 
     /// <summary>The command that reruns exactly the failing case (its own seed and size) and shrinks it again.</summary>
@@ -218,6 +227,7 @@ internal static class PropsCommand
         if (s.Prof) parts.Add("--prof");
         if (bug is not null) parts.Add($"--planted {bug.Name}");
         if (s.Vcpus is { } v) parts.Add($"--vcpus {v}");
+        if (s.Pieces is { } n) parts.Add($"--pieces {n}");
         parts.Add($"--replay \"{r.CaseSeed}\"");
         return string.Join(' ', parts);
     }

@@ -100,7 +100,10 @@ public sealed class CodeCache
         ulong mainStart = poolsStart + edgeBytes;
         Main = new Pool("main", mainStart, mainPoolLimit is ulong limit ? Math.Min(end, mainStart + limit) : end);
         ownAreas = Data.Allocate(MaxVcpus * OwnAreaStride, PhysicalMemory.PageSize);
-        Write(Data.Start, new byte[dataBytes]);
+        // Zeroed unless it already is (fresh RAM always is: a check reads the zero page, a write
+        // would fault in every page of the pool and allocate a large array on each attach).
+        var data = Memory.Span(ToPhys(Data.Start), (int)dataBytes);
+        if (data.ContainsAnyExcept((byte)0)) data.Clear();
 
         // Page 0: the exit stub, the jumptable's level-2 routine, the dead end.
         var page = new byte[PhysicalMemory.PageSize];

@@ -55,7 +55,11 @@ public sealed class Edge
 public sealed class EdgeTable
 {
     private readonly CodeCache.CodeCache cache;
-    private readonly Edge?[] edges;
+    // Indexed by stub slot, in chunks allocated as stubs are: a flat array for the whole edge pool
+    // (1 MiB of references for an 8 MiB region) made every DBT attach a large-object allocation,
+    // and Properties' thousands of short translated runs paid a gen-2 collection every few of them.
+    private const int ChunkBits = 9, ChunkSize = 1 << ChunkBits;
+    private readonly Edge?[]?[] chunks;
     private int count;
 
     private readonly bool plantedNoCli;
@@ -64,7 +68,8 @@ public sealed class EdgeTable
     {
         this.cache = cache;
         this.plantedNoCli = plantedNoCli;
-        edges = new Edge?[cache.Edges.Capacity / CodeCache.CodeCache.EdgeStubSize];
+        ulong slots = cache.Edges.Capacity / CodeCache.CodeCache.EdgeStubSize;
+        chunks = new Edge?[]?[(slots + ChunkSize - 1) >> ChunkBits];
     }
 
     public int Count => Volatile.Read(ref count);
@@ -78,7 +83,10 @@ public sealed class EdgeTable
         bytes.Fill(0xCC);
         CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);
         if (plantedNoCli) bytes[1] = 0x90; // nop in place of cli
-        Volatile.Write(ref edges[(stub - cache.Edges.Start) / CodeCache.CodeCache.EdgeStubSize], e);
+        ulong slot = (stub - cache.Edges.Start) / CodeCache.CodeCache.EdgeStubSize;
+        var chunk = chunks[slot >> ChunkBits];
+        if (chunk is null) Volatile.Write(ref chunks[slot >> ChunkBits], chunk = new Edge?[ChunkSize]);
+        Volatile.Write(ref chunk[slot & (ChunkSize - 1)], e);
         cache.Write(stub, bytes);
         Interlocked.Increment(ref count);
         return e;
@@ -87,7 +95,7 @@ public sealed class EdgeTable
     /// <summary>Forgets every edge (cache wipe; the pool is reset by the caller).</summary>
     internal void Clear()
     {
-        Array.Clear(edges);
+        foreach (var chunk in chunks) if (chunk is not null) Array.Clear(chunk);
         Volatile.Write(ref count, 0);
     }
 
@@ -96,6 +104,8 @@ public sealed class EdgeTable
     {
         ulong off = stub - cache.Edges.Start;
         if (off >= cache.Edges.Capacity || off % CodeCache.CodeCache.EdgeStubSize != 0) return null;
-        return Volatile.Read(ref edges[off / CodeCache.CodeCache.EdgeStubSize]);
+        ulong slot = off / CodeCache.CodeCache.EdgeStubSize;
+        var chunk = Volatile.Read(ref chunks[slot >> ChunkBits]);
+        return chunk is null ? null : Volatile.Read(ref chunk[slot & (ChunkSize - 1)]);
     }
 }

@@ -336,7 +336,7 @@ public sealed class BlockTranslator
     {
         var reader = new NativeReader(v, native);
         var decoder = Decoder.Create(64, reader, native, DecoderOptions.None);
-        var e = new Emitter(this, v, slotDelta);
+        var e = new Emitter(this, v, slotDelta, itemScratch);
         var faultable = new List<(int Item, ulong Fixup)>();
         // Item ranges per native instruction (and per trailing fall-through jmp), for the recovery points.
         var ranges = new List<(int Start, int End, Instruction Native)>();
@@ -437,6 +437,10 @@ public sealed class BlockTranslator
         }
         return block;
     }
+
+    // The emitted items of the block being translated (only under addLock; a fresh list per block
+    // was most of what a short translated run allocated).
+    private readonly List<Emitter.Item> itemScratch = new(256);
 
     // Where each native instruction's items start, for TranslatedBlock.Sources (only under addLock: blocks are translated one at a time).
     private readonly List<(int Item, ulong Native, string Rule)> sourceScratch = new();

@@ -33,12 +33,15 @@ public sealed class Emitter
         public bool IsIdentity;
     }
 
-    internal readonly List<Item> Items = new();
+    internal readonly List<Item> Items;
     private readonly BlockTranslator translator;
     private ulong nextIp = IpStep;
 
-    internal Emitter(BlockTranslator translator, Harness.Machine.Vcpu v, int? slotDelta)
+    /// <summary>items: the translator's list, reused from block to block (blocks are translated one at a time, under its lock).</summary>
+    internal Emitter(BlockTranslator translator, Harness.Machine.Vcpu v, int? slotDelta, List<Item> items)
     {
+        items.Clear();
+        Items = items;
         this.translator = translator;
         V = v;
         SlotDelta = slotDelta;

@@ -39,7 +39,7 @@ internal sealed unsafe class BlockBuilder
         // Read before the bytes (acquire): a host write that retired blocks after our read of them bumps it.
         int generation = Volatile.Read(ref page.WriteGeneration);
         int off = (int)(pa & 0xFFF);
-        var existing = Volatile.Read(ref page.Blocks[off]);
+        var existing = page.BlockAt(off);
         // A block holds absolute addresses (RIP, branch targets, RIP-relative operands), so it is only
         // reused at the virtual address it was decoded for: code aliased at two addresses gets one per alias.
         if (existing is not null && existing.Valid && existing.Insns[0].Ip == rip) return existing;
@@ -93,11 +93,11 @@ internal sealed unsafe class BlockBuilder
         // page, and the block is then rebuilt at the next lookup. A host write retires the blocks it
         // overlaps after bumping the generation: if it scanned before this block was published, the
         // generation read after publishing shows it (store-fence-load on both sides).
-        // Only blocks in page.Blocks are found by a host write's scan, so no valid block may live
+        // Only blocks published in the page are found by a host write's scan, so no valid block may live
         // outside it (in some vCPU's lookup cache): a block that lost the race to publish, or one
         // this replaces (another alias's), is retired here.
         page.NoteBlockBytes((int)(ip - rip));
-        var raced = Interlocked.CompareExchange(ref page.Blocks[off], block, existing);
+        var raced = page.Publish(off, block, existing);
         if (raced != existing) block.Dead = true;
         else if (existing is not null) existing.Dead = true;
         Interlocked.MemoryBarrier();

@@ -84,11 +84,31 @@ public sealed class CodePage(ulong ppn)
 {
     public readonly ulong Ppn = ppn;
     public volatile bool Valid = true;
-    public readonly Block?[] Blocks = new Block?[4096];
+    // The blocks starting at each byte offset, in chunks of ChunkSize offsets allocated on first use:
+    // a flat 4096-entry array (32 KiB) per page with code was most of what a short translated run
+    // allocated (the cache's pages and the guest's), so Properties' thousands of runs paid GCs for it.
+    private const int ChunkBits = 8, ChunkSize = 1 << ChunkBits;
+    private readonly Block?[]?[] chunks = new Block?[]?[4096 >> ChunkBits];
+
+    /// <summary>The block published at offset (null if none).</summary>
+    public Block? BlockAt(int offset) =>
+        Volatile.Read(ref chunks[offset >> ChunkBits]) is { } c ? Volatile.Read(ref c[offset & (ChunkSize - 1)]) : null;
+
+    /// <summary>Publishes block at offset if the slot still holds expected (a CAS); returns what it held.</summary>
+    public Block? Publish(int offset, Block block, Block? expected)
+    {
+        var c = Volatile.Read(ref chunks[offset >> ChunkBits]);
+        if (c is null)
+        {
+            var fresh = new Block?[ChunkSize];
+            c = Interlocked.CompareExchange(ref chunks[offset >> ChunkBits], fresh, null) ?? fresh;
+        }
+        return Interlocked.CompareExchange(ref c[offset & (ChunkSize - 1)], block, expected);
+    }
     public int WriteGeneration;
 
     /// <summary>
-    /// The longest block ever published in <see cref="Blocks"/> (bytes; only grows): how far before a
+    /// The longest block ever published in this page (bytes; only grows): how far before a
     /// host write its overlap scan must start. Raised before a block is published (a full fence), so
     /// a scan that reads a smaller value bumped the generation before the publisher re-checks it.
     /// </summary>

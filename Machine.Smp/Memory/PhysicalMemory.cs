@@ -21,7 +21,25 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public readonly byte* Base;
     /// <summary>One byte per physical page: non-zero while decoded blocks exist for the page.</summary>
     internal readonly byte* CodeMap;
-    private readonly CodePage?[] codePages;
+    // Decode caches by page number, in chunks of 512 pages allocated on first use: a flat array for
+    // the whole RAM (128 KiB for 64 MiB) was a large-object allocation per machine, which Properties'
+    // thousands of short runs paid for in gen-2 collections.
+    private const int ChunkBits = 9, ChunkSize = 1 << ChunkBits;
+    private readonly CodePage?[]?[] codePages;
+
+    private ref CodePage? Slot(ulong ppn)
+    {
+        var c = Volatile.Read(ref codePages[ppn >> ChunkBits]);
+        if (c is null)
+        {
+            var fresh = new CodePage?[ChunkSize];
+            c = Interlocked.CompareExchange(ref codePages[ppn >> ChunkBits], fresh, null) ?? fresh;
+        }
+        return ref c[(int)(ppn & (ChunkSize - 1))];
+    }
+
+    private CodePage? PageOrNull(ulong ppn) =>
+        Volatile.Read(ref codePages[ppn >> ChunkBits]) is { } c ? Volatile.Read(ref c[(int)(ppn & (ChunkSize - 1))]) : null;
 
     public PhysicalMemory(ulong size)
     {
@@ -32,7 +50,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         // nothing. The base is 16-byte aligned, so aligned guest accesses stay aligned on the host.
         Base = (byte*)NativeMemory.AllocZeroed((nuint)size);
         CodeMap = (byte*)NativeMemory.AllocZeroed((nuint)(size >> PageShift));
-        codePages = new CodePage?[size >> PageShift];
+        codePages = new CodePage?[]?[((size >> PageShift) + ChunkSize - 1) >> ChunkBits];
     }
 
     public ulong PageCount => Size >> PageShift;
@@ -87,7 +105,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// </summary>
     private void RetireOverlapping(ulong ppn, ulong from, ulong to)
     {
-        var page = Volatile.Read(ref codePages[ppn]);
+        var page = PageOrNull(ppn);
         if (page is null || (from & PageMask) < 15) { InvalidateCode(ppn); return; }
         Interlocked.Increment(ref page.WriteGeneration); // a full fence: before the scan's loads
         ulong pageBase = ppn << PageShift;
@@ -99,7 +117,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         int last = (int)(to - pageBase);
         for (int off = first; off < last; off++)
         {
-            var b = Volatile.Read(ref page.Blocks[off]);
+            var b = page.BlockAt(off);
             if (b is not null && b.PhysStart < to && b.PhysEnd > from) b.Dead = true;
         }
     }
@@ -113,12 +131,12 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// </summary>
     internal CodePage GetOrCreateCodePage(ulong ppn)
     {
-        var page = Volatile.Read(ref codePages[ppn]);
+        var page = PageOrNull(ppn);
         if (page is not null) return page;
         CodeMap[ppn] = 1;
         Interlocked.MemoryBarrier();
         var fresh = new CodePage(ppn);
-        var winner = Interlocked.CompareExchange(ref codePages[ppn], fresh, null) ?? fresh;
+        var winner = Interlocked.CompareExchange(ref Slot(ppn), fresh, null) ?? fresh;
         // An invalidation may have run between setting the byte and publishing the page (it clears
         // the byte and finds no page to retire): set it again, so the published page is watched.
         // Its bytes are read only after this, so a write before it is seen by the decode.
@@ -131,7 +149,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
     internal void InvalidateCode(ulong ppn)
     {
         CodeMap[ppn] = 0;
-        var old = Interlocked.Exchange(ref codePages[ppn], null);
+        // No chunk yet: no page of it was ever published (one being created now re-sets the byte).
+        var chunk = Volatile.Read(ref codePages[ppn >> ChunkBits]);
+        var old = chunk is null ? null : Interlocked.Exchange(ref chunk[(int)(ppn & (ChunkSize - 1))], null);
         if (old is not null) old.Valid = false;
     }
 
