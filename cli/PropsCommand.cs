@@ -34,20 +34,21 @@ internal static class PropsCommand
         var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list); alone, runs the property that catches it" };
         var junit = new Option<FileInfo?>("--junit") { Description = "also write a JUnit XML report (one test case per property)" };
         var list = new Option<bool>("--list") { Description = "name the properties and planted bugs, and exit" };
+        var seeds = new Option<int?>("--seeds") { Description = "run each property from this many run seeds (1, 2, ...; with --planted: how reliably and how fast its twin is found) and print the statistics instead of one run's result" };
         var pieces = new Option<int?>("--pieces") { Description = "at most this many top-level pieces per generated program (default: each property's own; the mean program size is in the summary)" };
         var threads = new Option<int>("--threads") { Description = "check cases on this many host threads (the same cases and the same first failure as on one)", DefaultValueFactory = _ => Environment.ProcessorCount };
         var cmd = new Command("props", "FsCheck properties of the translator over generated programs; failures shrunk to minimal assembly (docs/properties.md)")
         {
-            property, maxTest, replay, vcpus, dbt, prof, planted, junit, list, threads, pieces,
+            property, maxTest, replay, vcpus, dbt, prof, planted, junit, list, threads, pieces, seeds,
         };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new PropsSettings(
             r.GetValue(property) ?? [], r.GetValue(maxTest), r.GetValue(replay), r.GetValue(vcpus), r.GetValue(dbt)!, r.GetValue(prof),
-            r.GetValue(planted), r.GetValue(junit), r.GetValue(list), r.GetValue(threads), r.GetValue(pieces)), ct)));
+            r.GetValue(planted), r.GetValue(junit), r.GetValue(list), r.GetValue(threads), r.GetValue(pieces), r.GetValue(seeds)), ct)));
         return cmd;
     }
 
     private sealed record PropsSettings(string[] Properties, int MaxTest, string? Replay, int? Vcpus, string Dbt, bool Prof,
-        string? Planted, FileInfo? Junit, bool List, int Threads, int? Pieces);
+        string? Planted, FileInfo? Junit, bool List, int Threads, int? Pieces, int? Seeds);
 
     private static int Fail(string message)
     {
@@ -70,6 +71,9 @@ internal static class PropsCommand
         if (s.Planted is { } pn && (bug = Catalog.Planted.FirstOrDefault(b => b.Name == pn)) is null)
             return Fail($"--planted: no planted bug named '{pn}' (planted: {string.Join(", ", Catalog.Planted.Select(b => b.Name))})");
         if (s.MaxTest is < 1 or > 1_000_000) return Fail($"--max-test must be between 1 and 1000000 (got {s.MaxTest})");
+        if (s.Seeds is < 1 or > 10_000) return Fail($"--seeds must be between 1 and 10000 (got {s.Seeds})");
+        if (s.Seeds is not null && s.Replay is not null) return Fail("--seeds and --replay exclude each other (a replay is one seed)");
+        if (s.Seeds is not null && s.Junit is not null) return Fail("--seeds prints statistics; --junit reports one run");
         if (s.Pieces is < 1 or > 200) return Fail($"--pieces must be between 1 and 200 (got {s.Pieces})");
         if (s.Threads is < 1 or > 256) return Fail($"--threads must be between 1 and 256 (got {s.Threads})");
         if (s.Vcpus is { } v && (v < 1 || v > Layout.MaxVcpus)) return Fail($"--vcpus must be between 1 and {Layout.MaxVcpus} (got {v})");
@@ -110,6 +114,8 @@ internal static class PropsCommand
                       + (replay is { } rs ? $", replaying {rs}" : "");
         Console.Error.WriteLine($"harness props: {runs.Count} propert{(runs.Count == 1 ? "y" : "ies")}, {what}");
 
+        if (s.Seeds is { } seedCount) return RunSeeds(output, runs, setting, s, seedCount, ct);
+
         var reports = new List<(PropertyDef Def, CheckReport? Report, string? Skip)>();
         bool interrupted = false;
         foreach (var (def, gen, skip) in runs)
@@ -138,6 +144,55 @@ internal static class PropsCommand
             return Signals.ExitCode;
         }
         return reports.Any(x => x.Report is { Passed: false }) ? 1 : 0;
+    }
+
+    /// <summary>
+    /// Each property from run seeds (i, SeedGamma) for i = 1..n: how many runs failed, and for those the
+    /// cases to the first failure, the shrink time and the shrunk length (median and max): the numbers
+    /// docs/properties.md quotes for the planted twins. Exit 0 (statistics, not a verdict).
+    /// </summary>
+    private static int RunSeeds(IAnsiConsole output, List<(PropertyDef Def, GenOptions Gen, string? Skip)> runs, Setting setting, PropsSettings s, int n, CancellationToken ct)
+    {
+        var t = new Table().AddColumn("property").AddColumn("setting").AddColumn(new TableColumn("failed").RightAligned())
+            .AddColumn(new TableColumn("cases to failure (median / max)").RightAligned()).AddColumn(new TableColumn("shrink time (median / max)").RightAligned())
+            .AddColumn(new TableColumn("shrunk insns (median / max)").RightAligned()).AddColumn(new TableColumn("cases/s").RightAligned())
+            .Caption($"{n} run seeds (1..{n}, {SeedGamma}), at most {s.MaxTest} cases each; medians and maxima over the runs that failed");
+        foreach (var (def, gen, skip) in runs)
+        {
+            if (skip is not null) continue;
+            var found = new List<CheckReport>();
+            int cases = 0;
+            double seconds = 0;
+            for (int i = 1; i <= n; i++)
+            {
+                CheckReport r;
+                try { r = PropertyRunner.Run(def, setting, new CheckOptions { MaxTest = s.MaxTest, Replay = new ReplaySeed((ulong)i, SeedGamma), Cancel = ct, Threads = s.Threads }, gen); }
+                catch (OperationCanceledException)
+                {
+                    Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}");
+                    return Signals.ExitCode;
+                }
+                cases += r.Tests;
+                seconds += r.Passed ? r.Elapsed.TotalSeconds : r.ToFailure.TotalSeconds;
+                if (!r.Passed) found.Add(r);
+                Console.Error.WriteLine($"props: {def.Name}: seed {i}/{n}: {(r.Passed ? $"passed {r.Tests} cases" : $"failed at case {r.Tests}, shrunk to {r.ShrunkInstructions} insns in {r.ShrinkTime.TotalSeconds:F1} s")}");
+            }
+            string Stat(Func<CheckReport, double> f, string format) =>
+                found.Count == 0 ? "-" : $"{Median(found.Select(f)).ToString(format)} / {found.Max(f).ToString(format)}";
+            t.AddRow(def.Name, Markup.Escape(setting.ToString()), $"{found.Count}/{n}", Stat(r => r.Tests, "F0"), Stat(r => r.ShrinkTime.TotalSeconds, "F1") + " s",
+                Stat(r => r.ShrunkInstructions, "F0"), $"{cases / Math.Max(1e-9, seconds):F1}");
+        }
+        output.Write(t);
+        return 0;
+    }
+
+    /// <summary>The gamma of --seeds' run seeds (odd, well mixed: the golden-ratio increment).</summary>
+    public const ulong SeedGamma = 11400714819323198485;
+
+    private static double Median(IEnumerable<double> xs)
+    {
+        var a = xs.Order().ToArray();
+        return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
     }
 
     private static void PrintList(IAnsiConsole console)
