@@ -19,6 +19,8 @@ public static class Layout
     public static ulong Private(int n) => Data + 0x1000 + (ulong)n * 0x1000;
 
     public const ulong Shared = Data + 0x5000;
+    /// <summary>Where in the shared page plain accesses go ([0, this) is for locked adds).</summary>
+    public const ulong SharedPlainOffset = 0x800;
     /// <summary>The kernel's exception table (__ex_table): {fault rip, fixup rip} pairs.</summary>
     public const ulong ExTable = Data + 0x6000;
     public const int ExTableMax = 128;

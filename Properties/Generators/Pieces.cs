@@ -19,13 +19,24 @@ public abstract record Piece
     /// <summary>Nested pieces (loops, branches, functions), for the "plainer" shrink that replaces a piece by its body.</summary>
     public virtual IReadOnlyList<Piece> Children => [];
 
+    /// <summary>The same piece around other nested pieces (pieces without any return themselves).</summary>
+    public virtual Piece WithChildren(IReadOnlyList<Piece> children) => this;
+
+    /// <summary>The piece without its faulting parts (null: it is one), for checks whose scope excludes faults.</summary>
+    public Piece? WithoutFaults() => this switch
+    {
+        Fault => null,
+        _ when Children.Count == 0 => this,
+        _ => WithChildren(Children.Select(c => c.WithoutFaults()).OfType<Piece>().ToArray()),
+    };
+
     /// <summary>Whether the piece can fault (a load through an unmapped address with a fixup).</summary>
     public virtual bool Faults => Children.Any(c => c.Faults);
 
     protected static IEnumerable<IReadOnlyList<Piece>> ShrinkList(IReadOnlyList<Piece> ps)
     {
-        if (ps.Count > 1)
-            for (int i = 0; i < ps.Count; i++) yield return ps.Where((_, j) => j != i).ToArray();
+        // Down to an empty body: a loop, branch or call around nothing is well formed.
+        for (int i = 0; i < ps.Count; i++) yield return ps.Where((_, j) => j != i).ToArray();
         for (int i = 0; i < ps.Count; i++)
             foreach (var s in ps[i].Shrink())
             {
@@ -39,6 +50,9 @@ public abstract record Piece
 /// <summary>One instruction of the differential suite's catalog, with registers from the pool and memory in the private page.</summary>
 public sealed record Op(Form Form, Register[] Regs, bool Mem, int Disp, long Imm, bool Lock) : Piece
 {
+    /// <summary>The memory operand's base: r15 (the private page) or RSP (a <see cref="StackFrame"/>'s locals).</summary>
+    public Register Base { get; init; } = Register.R15;
+
     internal override void Emit(ProgramBuilder b) => b.A.AddInstruction(Build());
 
     internal Instruction Build()
@@ -60,7 +74,7 @@ public sealed record Op(Form Form, Register[] Regs, bool Mem, int Disp, long Imm
                 case SlotKind.RegOrMem:
                 case SlotKind.Address:
                     ins.SetOpKind(i, OpKind.Memory);
-                    ins.MemoryBase = Register.R15;
+                    ins.MemoryBase = Base;
                     ins.MemoryDisplacement64 = (ulong)Disp;
                     ins.MemoryDisplSize = Disp is >= -128 and <= 127 ? 1 : 4;
                     break;
@@ -156,6 +170,7 @@ public sealed record Bracket(bool InterruptsOff, IReadOnlyList<Piece> Body) : Pi
     }
 
     public override IReadOnlyList<Piece> Children => Body;
+    public override Piece WithChildren(IReadOnlyList<Piece> children) => this with { Body = children };
     public override IEnumerable<Piece> Shrink() => ShrinkList(Body).Select(x => this with { Body = x });
 }
 
@@ -172,7 +187,24 @@ public sealed record Skip(ConditionCode Condition, IReadOnlyList<Piece> Body) : 
     }
 
     public override IReadOnlyList<Piece> Children => Body;
+    public override Piece WithChildren(IReadOnlyList<Piece> children) => this with { Body = children };
     public override IEnumerable<Piece> Shrink() => ShrinkList(Body).Select(x => this with { Body = x });
+}
+
+/// <summary>A forward direct jmp over dead code (the body is emitted, never run): a direct jmp, which the rules chain.</summary>
+public sealed record Jump(IReadOnlyList<Piece> Skipped) : Piece
+{
+    internal override void Emit(ProgramBuilder b)
+    {
+        var over = b.A.CreateLabel();
+        b.A.jmp(over);
+        foreach (var p in Skipped) p.Emit(b);
+        b.A.Label(ref over);
+        b.A.nop();
+    }
+
+    // The skipped pieces are not its children: they never run, so splicing them in would change the program's meaning.
+    public override IEnumerable<Piece> Shrink() => ShrinkList(Skipped).Select(x => this with { Skipped = x });
 }
 
 public enum LoopKind { DecJnz, Loop, JrcxzGuarded }
@@ -202,6 +234,7 @@ public sealed record Repeat(LoopKind Kind, int Count, IReadOnlyList<Piece> Body)
     }
 
     public override IReadOnlyList<Piece> Children => Body;
+    public override Piece WithChildren(IReadOnlyList<Piece> children) => this with { Body = children };
 
     public override IEnumerable<Piece> Shrink()
     {
@@ -329,6 +362,7 @@ public sealed record Call(CallKind Kind, Register Reg, int Depth, IReadOnlyList<
     }
 
     public override IReadOnlyList<Piece> Children => Body;
+    public override Piece WithChildren(IReadOnlyList<Piece> children) => this with { Body = children };
 
     public override IEnumerable<Piece> Shrink()
     {
@@ -336,6 +370,58 @@ public sealed record Call(CallKind Kind, Register Reg, int Depth, IReadOnlyList<
         if (Depth > 1) yield return this with { Depth = 1 };
         foreach (var x in ShrinkList(Body)) yield return this with { Body = x };
     }
+}
+
+/// <summary>
+/// A frame of locals on the stack (sub rsp; ops whose memory operands are [rsp + disp] inside it;
+/// add rsp): translated code must see its stack data where native code does, however the rules
+/// keep their scratch below RSP.
+/// </summary>
+public sealed record StackFrame(int Bytes, IReadOnlyList<Op> Ops) : Piece
+{
+    internal override void Emit(ProgramBuilder b)
+    {
+        // Initialized first (the locals are compared: uninitialized stack is whatever ran before).
+        b.A.sub(rsp, Bytes);
+        for (int at = 0; at < Bytes; at += 8) b.A.mov(__qword_ptr[rsp + at], at + 1);
+        foreach (var op in Ops) op.Emit(b);
+        b.A.add(rsp, Bytes);
+    }
+
+    public override IEnumerable<Piece> Shrink()
+    {
+        for (int i = 0; i < Ops.Count; i++) yield return this with { Ops = Ops.Where((_, j) => j != i).ToArray() };
+        for (int i = 0; i < Ops.Count; i++)
+            foreach (var s in Ops[i].Shrink().OfType<Op>())
+            {
+                var copy = Ops.ToArray();
+                copy[i] = s;
+                yield return this with { Ops = copy };
+            }
+    }
+}
+
+/// <summary>
+/// Plain (unlocked) accesses to the shared page's upper half: a store of a value every vCPU stores
+/// alike (the same piece runs on each), or a load into r14 that is dropped (r14 saved around it), so
+/// the final state does not depend on the interleaving.
+/// </summary>
+public sealed record SharedPlain(int Word, long Value, bool Store) : Piece
+{
+    internal override void Emit(ProgramBuilder b)
+    {
+        var at = new MemoryOperand(Register.RIP, (long)(Layout.Shared + Layout.SharedPlainOffset + (ulong)(Word % 64 * 8)));
+        if (Store)
+        {
+            b.A.AddInstruction(Instruction.Create(Code.Mov_rm64_imm32, at, (int)Value));
+            return;
+        }
+        b.A.push(r14);
+        b.A.AddInstruction(Instruction.Create(Code.Mov_r64_rm64, Register.R14, at));
+        b.A.pop(r14);
+    }
+
+    public override IEnumerable<Piece> Shrink() { if (Word != 0) yield return this with { Word = 0 }; }
 }
 
 /// <summary>

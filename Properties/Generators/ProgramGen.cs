@@ -40,9 +40,12 @@ public static class ProgramGen
         new("push-pop", 4, (r, o, depth, vcpus) => new PushPop(Pool.Random(r, 8), Pool.Random(r, 8))),
         new("rip-relative", 6, (r, o, depth, vcpus) => new RipRelative(Pool.Random(r, 8), 1 << r.Next(4), Store: vcpus == 1 && r.Chance(0.4), r.Next(64))),
         new("shared-add", 3, (r, o, depth, vcpus) => new SharedAdd(r.Next(64), r.Range(1, 1000))),
+        new("shared-plain", 2, (r, o, depth, vcpus) => new SharedPlain(r.Next(64), r.Range(-1000, 1000), Store: r.Chance(0.5))),
+        new("stack-frame", 3, (r, o, depth, vcpus) => StackFrameOf(r)),
         new("flags-bracket", 3, (r, o, depth, vcpus) => new Bracket(InterruptsOff: false, Body(r, o, depth, vcpus))),
         new("cli-bracket", 2, (r, o, depth, vcpus) => new Bracket(InterruptsOff: true, Body(r, o, depth, vcpus))),
         new("skip", 6, (r, o, depth, vcpus) => new Skip((ConditionCode)r.Range(1, 16), Body(r, o, depth, vcpus))),
+        new("jump", 2, (r, o, depth, vcpus) => new Jump(Body(r, o, depth, vcpus))),
         new("loop", 4, (r, o, depth, vcpus) => r.Next(3) is var k && (LoopKind)k == LoopKind.JrcxzGuarded
             ? new Repeat(LoopKind.JrcxzGuarded, r.Range(0, 5), Body(r, o, depth, vcpus))
             : new Repeat((LoopKind)k, r.Range(1, 5), Body(r, o, depth, vcpus))),
@@ -111,6 +114,25 @@ public static class ProgramGen
         }
     }
 
+    /// <summary>A frame of 16..64 bytes and 1..4 catalog ops on it (memory forms, re-based at RSP, displacements inside the frame).</summary>
+    private static StackFrame StackFrameOf(Rng r)
+    {
+        int bytes = 16 * r.Range(1, 4);
+        var ops = new List<Op>();
+        for (int i = 0, n = r.Range(1, 4); i < n; i++)
+        {
+            for (int attempt = 0; attempt < 20; attempt++)
+            {
+                var op = RandomOp(r);
+                if (!op.Mem) continue;
+                int width = op.Form.Slots.Where(x => x.Kind is SlotKind.RegOrMem or SlotKind.Address).Select(x => Math.Max(1, x.Size)).DefaultIfEmpty(8).Max();
+                var rebased = op with { Base = Register.RSP, Disp = r.Next(Math.Max(1, bytes - Math.Max(width, 16) + 1)) };
+                if (rebased.Encodable) { ops.Add(rebased); break; }
+            }
+        }
+        return new StackFrame(bytes, ops);
+    }
+
     private static long Immediate(Rng r, int size)
     {
         long v = r.Next(4) switch { 0 => 0, 1 => r.Range(-4, 4), 2 => (long)r.NextU64(), _ => 1L << r.Next(size * 8) };
@@ -147,8 +169,9 @@ public static class ProgramGen
             int h = ps.Count / 2;
             yield return p with { Pieces = ps.Take(h).ToArray() };
             yield return p with { Pieces = ps.Skip(h).ToArray() };
-            for (int i = 0; i < ps.Count; i++) yield return p with { Pieces = ps.Where((_, j) => j != i).ToArray() };
         }
+        // Down to no pieces at all (the scaffolding alone can fail: a translator bug in the worker's prologue).
+        for (int i = 0; i < ps.Count; i++) yield return p with { Pieces = ps.Where((_, j) => j != i).ToArray() };
         // A piece replaced by its body (a loop, branch or call around pieces becomes the pieces).
         for (int i = 0; i < ps.Count; i++)
             if (ps[i].Children.Count > 0)
