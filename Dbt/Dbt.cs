@@ -50,7 +50,8 @@ public sealed class Dbt
         clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
         Translator.Clients = clients;
         Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks, plantedExitStubKeepsFlags: options.PlantedExitStubRecoveryKeepsFlags,
-            plantedIgnoreStubTargets: options.PlantedStubTargetsIgnoredAtSafePoints);
+            plantedIgnoreStubTargets: options.PlantedStubTargetsIgnoredAtSafePoints, plantedIgnoreShadow: options.PlantedSwitchInInterruptShadow,
+            plantedIgnoreLevel2Return: options.PlantedLevel2ReturnNotRecovered);
         Translator.Switch = Switch;
         Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats) { Switch = Switch };
     }

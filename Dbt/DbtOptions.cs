@@ -112,6 +112,20 @@ public sealed record DbtOptions
     /// </summary>
     public bool PlantedStubTargetsIgnoredAtSafePoints { get; init; }
 
+    /// <summary>
+    /// Planted bug (the safe-point filter before Properties' flush property found it): a vCPU in an
+    /// sti shadow is a safe point, so a switch can resume it at a fresh block whose counter snippet
+    /// opens an interrupt window between sti and hlt.
+    /// </summary>
+    public bool PlantedSwitchInInterruptShadow { get; init; }
+
+    /// <summary>
+    /// Planted bug (switchoff before Properties' flush property found it): an interrupt frame whose
+    /// RIP is the level-2 jumptable routine's final ret is left alone, so after a wipe its iretq
+    /// returns through a stale tx.
+    /// </summary>
+    public bool PlantedLevel2ReturnNotRecovered { get; init; }
+
     /// <summary>Planted bug: the chaining patch computes its rel32 from the edge stub's address instead of the patch site's.</summary>
     public bool PlantedChainRelativeToStub { get; init; }
 }

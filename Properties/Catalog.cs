@@ -122,6 +122,10 @@ public static class Catalog
             o => o with { PlantedSwitchoffKeepsStacks = true }),
         new("stub-targets-ignored-at-safe-points", "a vCPU in the exit stub or an edge stub is a safe point whatever it goes to (a flush can resume it inside exception_fixup's scan); the hole the flush property found, kept as a twin",
             "flush-equals-fresh", o => o with { PlantedStubTargetsIgnoredAtSafePoints = true }),
+        new("switch-in-interrupt-shadow", "a vCPU in an sti shadow is a safe point (resumed at a fresh block, prof's snippet opens a window between sti and hlt); found by flush-equals-fresh, kept as a twin",
+            "flush-equals-fresh", o => o with { PlantedSwitchInInterruptShadow = true }, Prof: true),
+        new("level2-return-not-recovered", "switchoff leaves an interrupt frame at the level-2 jumptable routine's final ret alone (after a wipe it returns through a stale tx); found by flush-equals-fresh, kept as a twin",
+            "flush-equals-fresh", o => o with { PlantedLevel2ReturnNotRecovered = true }, Prof: false),
         new("exit-stub-recovery-keeps-flags", "a vCPU switched off at the exit stub's popfq resumes natively without popping the saved flags word", "switch-equals-native",
             o => o with { PlantedExitStubRecoveryKeepsFlags = true }),
     ];

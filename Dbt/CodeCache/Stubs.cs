@@ -18,10 +18,17 @@ public sealed class JumpTableLevel2
     public ulong MemoryEntry { get; }
     /// <summary>The vmcall a level-2 miss enters the dispatcher through (stack [flags, target]).</summary>
     public ulong MissVmcall { get; }
+    /// <summary>
+    /// A hit's final "ret" to tx, after the popfq that may turn interrupts back on: the routine's one
+    /// interrupt window. An interrupt there leaves a frame whose RIP is this address and whose stack
+    /// holds tx (recovered by rolling forward to tx, like the inline lookup's final ret).
+    /// </summary>
+    public ulong HitReturn { get; }
     private readonly ulong[] registerEntries;
 
-    internal JumpTableLevel2(ulong probe, ulong memoryEntry, ulong[] registerEntries, ulong missVmcall)
+    internal JumpTableLevel2(ulong probe, ulong memoryEntry, ulong[] registerEntries, ulong missVmcall, ulong hitReturn)
     {
+        HitReturn = hitReturn;
         Probe = probe;
         MemoryEntry = memoryEntry;
         this.registerEntries = registerEntries;
@@ -116,6 +123,8 @@ internal static class Stubs
         a.pop(rbx);
         a.pop(rax);
         a.popfq();
+        var hitReturn = a.CreateLabel();
+        a.Label(ref hitReturn);
         a.ret();
 
         // Memory form: [rbx, flags, rax] with RAX = target -> [rbx, rax, flags, target].
@@ -146,7 +155,7 @@ internal static class Stubs
         var byRegister = new ulong[16];
         for (int k = 0; k < 16; k++)
             if (Register.RAX + k != Register.RSP) byRegister[k] = res.GetLabelRIP(registerEntries[k]);
-        return (w.Bytes.ToArray(), new JumpTableLevel2(res.GetLabelRIP(probe), res.GetLabelRIP(memoryEntry), byRegister, res.GetLabelRIP(miss)));
+        return (w.Bytes.ToArray(), new JumpTableLevel2(res.GetLabelRIP(probe), res.GetLabelRIP(memoryEntry), byRegister, res.GetLabelRIP(miss), res.GetLabelRIP(hitReturn)));
     }
 
     internal sealed class Writer : CodeWriter

@@ -42,10 +42,10 @@ public sealed unsafe class Switch
     private readonly DbtStats stats;
     private readonly ulong? threadList;
     private volatile bool on;
-    private readonly bool plantedKeepStacks, plantedExitKeepsFlags, plantedIgnoreStubTargets;
+    private readonly bool plantedKeepStacks, plantedExitKeepsFlags, plantedIgnoreStubTargets, plantedIgnoreShadow, plantedIgnoreLevel2Return;
 
     internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
-        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false, bool plantedExitStubKeepsFlags = false, bool plantedIgnoreStubTargets = false)
+        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false, bool plantedExitStubKeepsFlags = false, bool plantedIgnoreStubTargets = false, bool plantedIgnoreShadow = false, bool plantedIgnoreLevel2Return = false)
     {
         this.machine = machine;
         this.cache = cache;
@@ -59,6 +59,8 @@ public sealed unsafe class Switch
         plantedKeepStacks = plantedSwitchoffKeepsStacks;
         plantedExitKeepsFlags = plantedExitStubKeepsFlags;
         this.plantedIgnoreStubTargets = plantedIgnoreStubTargets;
+        this.plantedIgnoreShadow = plantedIgnoreShadow;
+        this.plantedIgnoreLevel2Return = plantedIgnoreLevel2Return;
         on = startOn;
         machine.SafePoint = SafePoint;
     }
@@ -70,6 +72,17 @@ public sealed unsafe class Switch
     private bool SafePoint(Vcpu u) => !on || u.Cpl == 3 || SafeWhenOn(u);
 
     private bool SafeWhenOn(Vcpu u)
+    {
+        // Not inside an sti shadow: the instruction after sti must follow it with no interrupt window
+        // between them (sti; hlt waits for an interrupt without losing one), but a switch resumes the
+        // vCPU at a fresh translation of that instruction, whose block may start with a client's
+        // counter snippet: a tick delivered inside the snippet is taken before the hlt, which then
+        // sleeps for good (flush-equals-fresh found it under prof: a deadlock in sti; hlt).
+        if (u.InInterruptShadow && !plantedIgnoreShadow) return false;
+        return SafeInCode(u);
+    }
+
+    private bool SafeInCode(Vcpu u)
     {
         ulong rip = u.Rip;
         if (!cache.Contains(rip)) return !InFixupLookup(rip, rip + 1);
@@ -279,7 +292,7 @@ public sealed unsafe class Switch
             int pops = pc == cache.ExitStub && !plantedExitKeepsFlags ? 1 : 0;
             r = new Recovery(NativeOf(tx, sorted), pops, pc == cache.ExitStub ? 0 : -1);
         }
-        else if (EdgeRecovery(pc) is { } er) r = er;
+        else if (StubRecovery(pc) is { } er) r = er;
         else r = BlockTranslator.RecoverAt(sorted, pc);
         if (r is not { } rec) return false;
         if (!apply) return true;
@@ -294,6 +307,16 @@ public sealed unsafe class Switch
         u.Rip = rec.Native;
         return true;
     }
+
+    /// <summary>
+    /// In an edge stub, or at the level-2 jumptable routine's final ret (interrupts may be on there:
+    /// an interrupt frame can hold it; the target's tx is on the stack, so the state rolls forward to
+    /// it). Flush-equals-fresh found the missing second case: a frame interrupted there was left
+    /// alone by switchoff, and after the wipe its iretq returned into the ret, which jumped to the
+    /// old generation's tx (a wrmsr with a stale ECX: #GP, triple fault).
+    /// </summary>
+    private Recovery? StubRecovery(ulong pc) =>
+        pc == cache.Level2.HitReturn && !plantedIgnoreLevel2Return ? new Recovery(0, 0, -1, TargetOnStack: true) : EdgeRecovery(pc);
 
     /// <summary>Inside an edge stub "pushfq; cli; vmcall": the branch was taken (or the call-out not yet run).</summary>
     private Recovery? EdgeRecovery(ulong pc)
@@ -393,7 +416,7 @@ public sealed unsafe class Switch
             if (cache.Contains(saved) && BlockTranslator.RecoverAt(sorted, saved) is not { Pops: 0, TargetOnStack: false }) return null;
             r = new Recovery(NativeOf(saved, sorted), w == cache.ExitStub ? 1 : 0, w == cache.ExitStub ? 0 : -1);
         }
-        else r = EdgeRecovery(w) ?? BlockTranslator.RecoverAt(sorted, w);
+        else r = StubRecovery(w) ?? BlockTranslator.RecoverAt(sorted, w);
         if (r is not { } rec) return null;
         if (cache.Contains(slot) && BlockTranslator.RecoverAt(sorted, slot) is { Pops: 0, TargetOnStack: false } s0)
             v.Write64(a - 24, s0.Native);

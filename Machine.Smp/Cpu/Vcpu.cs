@@ -67,6 +67,9 @@ public sealed unsafe partial class Vcpu : IDisposable
     public ulong Rip { get => S->Rip; set => S->Rip = value; }
     public bool IsHalted => S->Halted != 0;
 
+    /// <summary>The next instruction runs in an sti (or mov ss) interrupt shadow: no interrupt is taken before it.</summary>
+    public bool InInterruptShadow => S->ShadowUntil > S->Retired;
+
     public ref ulong Gpr(int r) => ref S->Gpr[r];
 
     public int Cpl

@@ -354,6 +354,11 @@ public sealed class ProgramBuilder
         a.Label(ref scan1);
         a.test(rcx, rcx);
         a.jz(builtin);
+        // Entries are appended in order (a fixup, then its RIP): the first empty one ends the table.
+        // A full scan of the 256 slots for every native-RIP fault (after a switchoff) made such runs
+        // 16 times longer than native and over the instruction budget.
+        a.cmp(__qword_ptr[rbx], 0);
+        a.je(builtin);
         a.cmp(__qword_ptr[rbx], rax);
         a.je(found);
         a.add(rbx, 16);
