@@ -126,6 +126,20 @@ public sealed record DbtOptions
     /// </summary>
     public bool PlantedLevel2ReturnNotRecovered { get; init; }
 
+    /// <summary>
+    /// Planted bug (the recovery points before Properties' flush property found it): the taken branch
+    /// of a loop/jrcxz translation has no recovery point, so switchoff leaves an interrupt frame there
+    /// pointing into the old cache.
+    /// </summary>
+    public bool PlantedCountedJccTakenNotRecovered { get; init; }
+
+    /// <summary>
+    /// Planted bug (no-callret's ret imm16 before Properties' flush property found it): the return
+    /// address is moved over the released bytes before the lookup's cli, so an interrupt frame can
+    /// hold a point half way through the ret, which switchoff cannot map.
+    /// </summary>
+    public bool PlantedRetImmMovedWithInterrupts { get; init; }
+
     /// <summary>Planted bug: the chaining patch computes its rel32 from the edge stub's address instead of the patch site's.</summary>
     public bool PlantedChainRelativeToStub { get; init; }
 }

@@ -31,8 +31,11 @@ public sealed record Setting(string Configuration = "default", bool Prof = false
 public sealed record PropertyDef(string Name, string Description, GenOptions Generation, Func<Case, Setting, string?> Check,
     Func<Rng, int>? Knob = null, Func<int, IEnumerable<int>>? ShrinkKnob = null);
 
-/// <summary>A planted bug (a DbtOptions switch) and the property that must catch it.</summary>
-public sealed record PlantedBug(string Name, string Description, string Property, Func<DbtOptions, DbtOptions> Apply, bool Prof = false);
+/// <summary>A planted bug (a DbtOptions switch), the property that must catch it, and the setting it shows under (prof, the configuration).</summary>
+public sealed record PlantedBug(string Name, string Description, string Property, Func<DbtOptions, DbtOptions> Apply, bool Prof = false, string Configuration = "default")
+{
+    public Setting Setting => new(Configuration, Prof, Apply(DbtOptions.Default));
+}
 
 /// <summary>The translator's properties (../shared/DESIGN.md, Properties) and their planted twins.</summary>
 public static class Catalog
@@ -93,7 +96,7 @@ public static class Catalog
                 return Equal(c, unchained, "unchained", Translated(c, s, unchained), "chained");
             }),
         new("flush-equals-fresh",
-            "cache flushes (switchoff, wipe, switchon) at 1..3 traced boundaries of vCPU 0 (stubs, lookups, entry paths, plain code) leave the run ending as the fresh translated run (and the native one)",
+            "at 1..3 traced boundaries of vCPU 0 (stubs, lookups, entry paths, sti shadows, plain code) a probe interrupt and a cache flush (switchoff, wipe, switchon) there or while the probe's handler runs: the run ends as the fresh translated run with the same probes (and as native)",
             GenOptions.Default with { MaxVcpus = 2 },
             FlushEqualsFresh,
             Knob: r => r.Range(1, 1 << 20), ShrinkKnob: k => k > 1 ? [1] : []),
@@ -124,8 +127,12 @@ public static class Catalog
             "flush-equals-fresh", o => o with { PlantedStubTargetsIgnoredAtSafePoints = true }),
         new("switch-in-interrupt-shadow", "a vCPU in an sti shadow is a safe point (resumed at a fresh block, prof's snippet opens a window between sti and hlt); found by flush-equals-fresh, kept as a twin",
             "flush-equals-fresh", o => o with { PlantedSwitchInInterruptShadow = true }, Prof: true),
-        new("level2-return-not-recovered", "switchoff leaves an interrupt frame at the level-2 jumptable routine's final ret alone (after a wipe it returns through a stale tx); found by flush-equals-fresh, kept as a twin",
-            "flush-equals-fresh", o => o with { PlantedLevel2ReturnNotRecovered = true }, Prof: false),
+        new("level2-return-not-recovered", "switchoff leaves an interrupt frame at the level-2 jumptable routine's final ret alone (after a wipe it returns through a stale tx; under no-callret, whose rets are lookups); found by flush-equals-fresh, kept as a twin",
+            "flush-equals-fresh", o => o with { PlantedLevel2ReturnNotRecovered = true }, Configuration: "no-callret"),
+        new("counted-jcc-taken-not-recovered", "a loop/jrcxz translation's taken branch has no recovery point (switchoff leaves a frame interrupted there in the old cache); found by flush-equals-fresh, kept as a twin",
+            "flush-equals-fresh", o => o with { PlantedCountedJccTakenNotRecovered = true }),
+        new("ret-imm-moved-with-interrupts", "no-callret's ret imm16 moves its return address before the lookup's cli (a frame half way through the ret has no native state); found by flush-equals-fresh, kept as a twin",
+            "flush-equals-fresh", o => o with { PlantedRetImmMovedWithInterrupts = true }, Configuration: "no-callret"),
         new("exit-stub-recovery-keeps-flags", "a vCPU switched off at the exit stub's popfq resumes natively without popping the saved flags word", "switch-equals-native",
             o => o with { PlantedExitStubRecoveryKeepsFlags = true }),
     ];
@@ -248,14 +255,18 @@ public static class Catalog
         var special = trace.Where(t => !plainKinds.Contains(t.Kind)).DistinctBy(t => t.Rip).ToList();
         var plain = trace.Where(t => plainKinds.Contains(t.Kind)).ToList();
         int plainCount = Math.Min(plain.Count, (int)Math.Ceiling(max * plainShare));
-        var chosen = Rotate(special, c.Knob).Take(max - plainCount).ToList();
+        // Round-robin over the kinds (then over each kind's addresses), so a rare kind (the level-2
+        // routine, an sti shadow) is as likely to be chosen as the lookups that fill most traces.
+        var kinds = special.GroupBy(t => t.Kind).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => g.ToList()).ToList();
+        var chosen = new List<TracePoint>();
+        for (int i = 0; chosen.Count < max - plainCount && i < special.Count; i++)
+        {
+            var group = kinds[(c.Knob + i) % kinds.Count];
+            var pick = group[(c.Knob / 7 + i / kinds.Count) % group.Count];
+            if (!chosen.Contains(pick)) chosen.Add(pick);
+        }
         for (int i = 0; i < plainCount; i++) chosen.Add(plain[(int)((ulong)(c.Knob + i * 7919L) % (ulong)plain.Count)]);
         return (chosen.OrderBy(t => t.Retired).ToList(), traced);
-    }
-
-    private static IEnumerable<T> Rotate<T>(IReadOnlyList<T> xs, int knob)
-    {
-        for (int i = 0; i < xs.Count; i++) yield return xs[(i + knob) % xs.Count];
     }
 
     private static string? TxNextPcRestore(Case c, Setting s)
@@ -276,17 +287,28 @@ public static class Catalog
 
     private static string? FlushEqualsFresh(Case c, Setting s)
     {
-        var n = Native(c);
+        var probes = new RunSpec { Events = [new HostEvent(0, HostAction.Probe)] };
+        var n = Native(c, probes);
         if (NativeFailed(n) is { } bad) return bad;
-        // 1..3 flushes in one run, at traced boundaries (stubs, lookups, entry paths and plain
-        // code alike): tied to what the program does there, so a failure survives shrinking better
-        // than at raw instruction counts.
-        var (windows, fresh) = Windows(c, s, n, max: 1 + c.Knob % 3, plainShare: 0.34);
-        if (Equal(c, n, "native", fresh, s.ToString()) is { } d) return d;
-        var events = windows.Select(w => new HostEvent(w.Retired, HostAction.Flush)).ToList();
+        // 1..3 windows (traced boundaries in stubs, lookups, entry paths, sti shadows and plain code):
+        // at each, a probe interrupt, and a flush a few instructions later, while the probe's frame
+        // (its RIP the window's) is live on the stack or the handler is running; the flushes are tied
+        // to what the program does there, so a failure survives shrinking. The reference is the fresh
+        // translated run with the same probes (flush-then-run = fresh), itself checked against native.
+        var (windows, _) = Windows(c, s, n, max: 1 + c.Knob % 3, plainShare: 0.34);
+        var probeEvents = windows.Select(w => new HostEvent(w.Retired, HostAction.Probe)).ToList();
+        var fresh = Translated(c, s, n, new RunSpec { Events = probeEvents });
+        if (Equal(c, Native(c, new RunSpec { Events = probeEvents.Select(_ => new HostEvent(0, HostAction.Probe)).ToList() }), "native", fresh, s.ToString()) is { } d) return d;
+        // Each window: a flush there (the vCPU's own state in that code), or one while the probe
+        // raised there is being handled (its frame, holding a RIP in that code, live on the stack).
+        bool inHandler = c.Knob / 3 % 2 == 1;
+        var events = windows.SelectMany(w => inHandler
+            ? new[] { new HostEvent(w.Retired, HostAction.Probe), new HostEvent(w.Retired, HostAction.FlushInProbe) }
+            : new[] { new HostEvent(w.Retired, HostAction.Flush), new HostEvent(w.Retired, HostAction.Probe) }).ToList();
         var t = Translated(c, s, n, new RunSpec { Events = events });
-        if (Equal(c, fresh, "fresh translated", t, $"{s}, {string.Join(", ", events)}") is { } diff)
-            return $"cache flushes at vCPU 0's instructions {string.Join(", ", windows.Select(w => $"{w.Retired} (0x{w.Rip:x}, in {w.Kind})"))}, {t.Stats?.Flushes ?? 0} done:\n{diff}";
+        if (Equal(c, fresh, "fresh translated", t, $"{s}, flushes") is { } diff)
+            return $"probes at vCPU 0's instructions {string.Join(", ", windows.Select(w => $"{w.Retired} (0x{w.Rip:x}, in {w.Kind})"))}, " +
+                   $"each with a cache flush {(inHandler ? "while its handler runs" : "at the same boundary")} ({t.Stats?.Flushes ?? 0} done):\n{diff}";
         return null;
     }
 

@@ -30,6 +30,7 @@ internal static class PropsCommand
         var vcpus = new Option<int?>("--vcpus") { Description = $"vCPUs of every generated program (1..{Layout.MaxVcpus}; default: each property's own range)" };
         var dbt = new Option<string>("--dbt") { Description = "translator configuration: default (call/ret identity) or no-callret", DefaultValueFactory = _ => "default" };
         dbt.AcceptOnlyFromAmong("default", "no-callret");
+        // (--planted alone uses the bug's configuration: Catalog.Planted names it)
         var prof = new Option<bool>("--prof") { Description = "attach the prof client (its counter snippets in every block)" };
         var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list); alone, runs the property that catches it" };
         var junit = new Option<FileInfo?>("--junit") { Description = "also write a JUnit XML report (one test case per property)" };
@@ -42,12 +43,13 @@ internal static class PropsCommand
             property, maxTest, replay, vcpus, dbt, prof, planted, junit, list, threads, pieces, seeds,
         };
         cmd.SetAction((r, ct) => Task.FromResult(Run(new PropsSettings(
-            r.GetValue(property) ?? [], r.GetValue(maxTest), r.GetValue(replay), r.GetValue(vcpus), r.GetValue(dbt)!, r.GetValue(prof),
+            r.GetValue(property) ?? [], r.GetValue(maxTest), r.GetValue(replay), r.GetValue(vcpus), r.GetResult(dbt) is { Implicit: false } ? r.GetValue(dbt)! : null, r.GetValue(prof),
             r.GetValue(planted), r.GetValue(junit), r.GetValue(list), r.GetValue(threads), r.GetValue(pieces), r.GetValue(seeds)), ct)));
         return cmd;
     }
 
-    private sealed record PropsSettings(string[] Properties, int MaxTest, string? Replay, int? Vcpus, string Dbt, bool Prof,
+    /// <summary>Dbt: the --dbt given, or null (default, or the planted bug's configuration).</summary>
+    private sealed record PropsSettings(string[] Properties, int MaxTest, string? Replay, int? Vcpus, string? Dbt, bool Prof,
         string? Planted, FileInfo? Junit, bool List, int Threads, int? Pieces, int? Seeds);
 
     private static int Fail(string message)
@@ -91,7 +93,7 @@ internal static class PropsCommand
             : Catalog.Properties.ToList();
         if (replay is not null && defs.Count != 1)
             return Fail("--replay reproduces one property's run: name it with --property (the failure's replay line does)");
-        var setting = new Setting(s.Dbt, s.Prof || (bug?.Prof ?? false), bug?.Apply(Harness.Dbt.DbtOptions.Default));
+        var setting = new Setting(s.Dbt ?? bug?.Configuration ?? "default", s.Prof || (bug?.Prof ?? false), bug?.Apply(Harness.Dbt.DbtOptions.Default));
 
         var runs = new List<(PropertyDef Def, GenOptions Gen, string? Skip)>();
         foreach (var def in defs)
@@ -203,7 +205,8 @@ internal static class PropsCommand
                 string.Join(", ", Catalog.Planted.Where(b => b.Property == p.Name).Select(b => b.Name)));
         console.Write(t);
         var b = new Table().Title("planted bugs (--planted NAME)").AddColumn("name").AddColumn("the bug").AddColumn("caught by");
-        foreach (var bug in Catalog.Planted) b.AddRow(bug.Name, Markup.Escape(bug.Description + (bug.Prof ? " (with prof)" : "")), bug.Property);
+        foreach (var bug in Catalog.Planted)
+            b.AddRow(bug.Name, Markup.Escape(bug.Description + (bug.Prof ? " (with prof)" : "") + (bug.Configuration != "default" ? $" ({bug.Configuration})" : "")), bug.Property);
         console.Write(b);
     }
 
@@ -278,8 +281,8 @@ internal static class PropsCommand
     /// <summary>The command that reruns exactly the failing case (its own seed and size) and shrinks it again.</summary>
     private static string ReplayCommand(PropertyDef def, CheckReport r, PropsSettings s, PlantedBug? bug)
     {
-        var parts = new List<string> { "harness props", $"--property {def.Name}", $"--dbt {s.Dbt}" };
-        if (s.Prof) parts.Add("--prof");
+        var parts = new List<string> { "harness props", $"--property {def.Name}", $"--dbt {r.Setting.Configuration}" };
+        if (r.Setting.Prof) parts.Add("--prof");
         if (bug is not null) parts.Add($"--planted {bug.Name}");
         if (s.Vcpus is { } v) parts.Add($"--vcpus {v}");
         if (s.Pieces is { } n) parts.Add($"--pieces {n}");

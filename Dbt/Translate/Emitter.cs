@@ -31,6 +31,20 @@ public sealed class Emitter
         public ulong PushAddressOfIp;
         /// <summary>The native instruction itself (identity rule): the native state after it is the one at its next instruction.</summary>
         public bool IsIdentity;
+        /// <summary>
+        /// Set by a rule (<see cref="ResumeLastAt"/>): at this item the stack and flags are native and
+        /// the native state is at this address (0: none). For branch items a rule reaches after the
+        /// native instruction's effect with interrupts possibly on, which the generic recovery rules
+        /// cannot see (a loop's taken branch, a call-out after popfq).
+        /// </summary>
+        public ulong Resume;
+    }
+
+    /// <summary>Declares the native address the last item's boundary stands for (its stack and flags native): see <see cref="Item.Resume"/>.</summary>
+    public void ResumeLastAt(ulong native)
+    {
+        var items = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(Items);
+        items[^1].Resume = native;
     }
 
     internal readonly List<Item> Items;

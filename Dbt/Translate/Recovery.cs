@@ -31,6 +31,7 @@ internal static class RecoveryPoints
             var it = items[k];
             Recovery? r = null;
             if (k == start) r = new Recovery(native.IP, 0, -1);
+            else if (it.Resume != 0 && depth == 0) r = new Recovery(it.Resume, 0, -1);
             else if (prefix) r = new Recovery(native.IP, depth, flagsAt < 0 ? -1 : depth - 1 - flagsAt);
             else if (it.IsIdentity && depth == 0) r = new Recovery(native.IP, 0, -1);
             else if (afterIdentity && depth == 0) r = new Recovery(native.NextIP, 0, -1);

@@ -56,6 +56,12 @@ public sealed class LocalApic
         }
     }
 
+    /// <summary>Owner: whether the vector is in service (delivered, its EOI not yet written).</summary>
+    public bool InService(int vector) => (isr[vector >> 6] & (1UL << (vector & 63))) != 0;
+
+    /// <summary>Owner: whether the vector is pending (requested, not yet delivered).</summary>
+    public bool IsPending(int vector) => (irr[vector >> 6] & (1UL << (vector & 63))) != 0;
+
     /// <summary>Owner: the vector becomes pending, deliverable from guest time `at`.</summary>
     public void Raise(int vector, long at)
     {

@@ -10,10 +10,16 @@ namespace Harness.Properties.Run;
 /// <summary>What the host does at one of vCPU 0's instruction boundaries during a run.</summary>
 public enum HostAction
 {
-    /// <summary>Raise the probe vector (<see cref="ProgramBuilder.ProbeVector"/>): delivered at the first boundary with interrupts on.</summary>
+    /// <summary>Raise the probe vector (<see cref="ProgramBuilder.ProbeVector"/>): delivered at the first boundary with interrupts on (raised later if an earlier probe is still pending).</summary>
     Probe,
     /// <summary>A cache flush: switchoff with wipe, then switchon (at the first safe point from here).</summary>
     Flush,
+    /// <summary>
+    /// A cache flush while the probe's handler runs (its frame, holding the interrupted RIP, live on
+    /// the stack): at the first safe point with the probe vector in service, given up after
+    /// <see cref="ProgramRunner.HandlerWait"/> boundaries.
+    /// </summary>
+    FlushInProbe,
     SwitchOff,
     SwitchOn,
 }
@@ -89,6 +95,9 @@ public static unsafe class ProgramRunner
     /// <summary>Host time one run may take before it is cancelled (a hang in the host, not the guest: the instruction budget ends guest runaways).</summary>
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
 
+    /// <summary>How many of vCPU 0's boundaries a FlushInProbe waits for the probe's handler.</summary>
+    public const long HandlerWait = 400;
+
     /// <summary>
     /// Guest RAM of a run: the program's code, data and stacks end near 2.6 MiB, the code cache's
     /// reserved region is the top 8 MiB. Not less than 32 MiB: glibc's malloc serves smaller blocks
@@ -125,7 +134,7 @@ public static unsafe class ProgramRunner
                 Clients = clients,
             });
         }
-        var trace = spec.Trace ? new List<(long, ulong)>() : null;
+        var trace = spec.Trace ? new List<(long, ulong, bool)>() : null;
         List<FaultState>[]? faults = null;
         if (spec.RecordFaults)
         {
@@ -164,7 +173,8 @@ public static unsafe class ProgramRunner
             foreach (var (_, counter) in dbt.ClientCounters) exempt.Add((counter.Address, counter.Address + 8));
         }
         var entryPaths = dbt?.Translator.Blocks.Where(b => b.EntrySlotDelta is not null).ToArray() ?? [];
-        var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, Classify(m, dbt, entryPaths, t.Item2))).ToList();
+        // In an sti shadow is a kind of its own: the boundary where no interrupt may come between.
+        var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Classify(m, dbt, entryPaths, t.Item2))).ToList();
         return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults, dbt?.Client<Prof>()?.Read());
     }
 
@@ -172,13 +182,13 @@ public static unsafe class ProgramRunner
     /// The host plan on vCPU 0's thread: each event at its count, a switch retried at the next
     /// boundary until vCPU 0 is at a safe point; with a trace, an event at every boundary.
     /// </summary>
-    private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong)>? trace)
+    private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong, bool)>? trace)
     {
         var plan = new Queue<HostEvent>(events.OrderBy(e => e.At));
         m.HostEvent = v =>
         {
             long now = v.Retired;
-            trace?.Add((now, v.Rip));
+            trace?.Add((now, v.Rip, v.InInterruptShadow));
             bool blocked = false;
             while (!blocked && plan.TryPeek(out var e) && e.At <= now)
             {
@@ -186,6 +196,8 @@ public static unsafe class ProgramRunner
                 {
                     HostAction.Probe => Raise(v),
                     HostAction.Flush => dbt?.TrySwitchAtHost(v, off: true, wipe: true, on: true) ?? true,
+                    HostAction.FlushInProbe => now > e.At + HandlerWait
+                        || v.Apic.InService(ProgramBuilder.ProbeVector) && (dbt?.TrySwitchAtHost(v, off: true, wipe: true, on: true) ?? true),
                     HostAction.SwitchOff => dbt?.TrySwitchAtHost(v, off: true, wipe: false, on: false) ?? true,
                     HostAction.SwitchOn => dbt?.TrySwitchAtHost(v, off: false, wipe: false, on: true) ?? true,
                     _ => true,
@@ -197,8 +209,11 @@ public static unsafe class ProgramRunner
         m.HostEventAt = trace is not null ? 0 : plan.TryPeek(out var first) ? first.At : long.MaxValue;
     }
 
+    // A probe still pending from an earlier event would swallow this one (the IRR holds one bit per
+    // vector): it is raised at the first boundary after that one is delivered.
     private static bool Raise(Vcpu v)
     {
+        if (v.Apic.IsPending(ProgramBuilder.ProbeVector)) return false;
         v.Apic.Raise(ProgramBuilder.ProbeVector, v.Retired);
         return true;
     }

@@ -98,9 +98,19 @@ internal static class JumpTableLookup
     }
 
     /// <summary>The stack form, for a target already on top of the stack; ret pops popBytes more.</summary>
-    public static void EmitStack(Emitter e, ushort popBytes)
+    public static void EmitStack(Emitter e, ushort popBytes, ushort releaseBytes = 0)
     {
         Protect(e);
+        if (releaseBytes != 0)
+        {
+            // [flags, ret, n released bytes] -> [flags, ret] n bytes up, interrupts off (a pop's
+            // address is computed with RSP already incremented); lea keeps the flags.
+            e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP, 8)));
+            e.Add(Instruction.Create(Code.Pop_rm64, new MemoryOperand(Register.RSP, 8 + releaseBytes)));
+            e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP)));
+            e.Add(Instruction.Create(Code.Pop_rm64, new MemoryOperand(Register.RSP, releaseBytes)));
+            e.Add(Instruction.Create(Code.Lea_r64_m, Register.RSP, new MemoryOperand(Register.RSP, releaseBytes)));
+        }
         e.Add(Instruction.Create(Code.Push_r64, Register.RAX));
         e.Add(Instruction.Create(Code.Push_r64, Register.RBX));
         e.Add(Instruction.Create(Code.Mov_r64_rm64, Register.RAX, new MemoryOperand(Register.RSP, 24)));

@@ -35,6 +35,8 @@ internal sealed class MsrRule(bool write) : Rule
         e.Add(Instruction.Create(Code.Popfq));
         var kernel = e.Translator.Kernel;
         e.CallOut(write ? kernel.WrmsrCallOut : kernel.RdmsrCallOut, e.NextNative);
+        // After that popfq interrupts may be on: the jmp to the call-out is the native state before the instruction.
+        e.ResumeLastAt(e.Native.IP);
         return Flow.Continue;
     }
 }

@@ -32,17 +32,21 @@ internal sealed class NativeReturnRetRule : Rule
     public override Flow Emit(Emitter e)
     {
         ushort n = e.Native.Op0Kind == OpKind.Immediate16 ? e.Native.Immediate16 : (ushort)0;
-        if (n != 0)
+        // ret imm16: the lookup first moves the return address (and its saved flags) up over the n
+        // released bytes, so the lookup, its shared level-2 routine and the dispatcher's miss path
+        // only ever see a plain ret. (The level-2 hit and the miss left RSP n bytes low: found by the
+        // dispatcher-entry state check.) The move is inside the lookup's cli: done before it, with
+        // interrupts on, a frame could hold a point half way through the ret, which no native state
+        // matches (flush-equals-fresh found it: switchoff left such a frame in the old cache).
+        if (n != 0 && e.Options.PlantedRetImmMovedWithInterrupts)
         {
-            // ret imm16: move the return address up over the n released bytes first (push m; pop m,
-            // whose address is computed after RSP moves; lea keeps the flags), so the lookup, its
-            // shared level-2 routine and the dispatcher's miss path only ever see a plain ret. (The
-            // level-2 hit and the miss left RSP n bytes low: found by the dispatcher-entry state check.)
+            // Planted bug (DbtOptions.PlantedRetImmMovedWithInterrupts): the move before the cli.
             e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP)));
             e.Add(Instruction.Create(Code.Pop_rm64, new MemoryOperand(Register.RSP, n)));
             e.Add(Instruction.Create(Code.Lea_r64_m, Register.RSP, new MemoryOperand(Register.RSP, n)));
+            n = 0;
         }
-        JumpTableLookup.EmitStack(e, popBytes: 0);
+        JumpTableLookup.EmitStack(e, popBytes: 0, releaseBytes: n);
         return Flow.EndBlock;
     }
 }
