@@ -387,52 +387,43 @@ public sealed class ProgramBuilder
         exceptionFixup = (lookup, end);
     }
 
-    /// <summary>The timer (no error code: the third push is the slot): counts the tick, makes an indirect call, re-arms, EOI.</summary>
-    private void TimerHandler(TimerPlan t)
-    {
-        var a = A;
-        Guest.Handler(TimerVector);
-        Comment("timer handler");
-        a.push(rax);
-        a.push(rcx);
-        a.push(rax);                       // the redundant slot
-        a.push(rdx);
-        if (t.Nest) a.sti();
-        a.inc(__qword_ptr[r15 + Layout.Ticks]);
-        // An indirect call: a jumptable miss the first time, which overwrites tx-nextpc-loc.
-        var target = Function(f => { f.A.add(__qword_ptr[r15 + Layout.HandlerCell], 3); f.A.ret(); });
-        a.lea(rax, __[target]);
-        a.call(rax);
-        var last = a.CreateLabel();
-        a.cmp(__qword_ptr[r15 + Layout.Ticks], t.Ticks);
-        a.jae(last);
-        Wrmsr(RingZeroGuest.MsrInitCount, (uint)Math.Max(1, t.Period));
-        a.Label(ref last);
-        if (t.Nest) a.cli();
-        Wrmsr(MsrEoi, 0);
-        a.pop(rdx);
-        a.add(rsp, 8);
-        a.pop(rcx);
-        a.pop(rax);
-        a.iretq();
-        EmitFunctions();
-    }
+    /// <summary>The timer: counts the tick, makes an indirect call, re-arms until its last tick, EOI.</summary>
+    private void TimerHandler(TimerPlan t) =>
+        InterruptHandler(TimerVector, "timer handler", Layout.Ticks, cellAdd: 3, nest: t.Nest, body: a =>
+        {
+            var last = a.CreateLabel();
+            a.cmp(__qword_ptr[r15 + Layout.Ticks], t.Ticks);
+            a.jae(last);
+            Wrmsr(RingZeroGuest.MsrInitCount, (uint)Math.Max(1, t.Period));
+            a.Label(ref last);
+        });
 
-    /// <summary>The probe (no error code; the third push is the slot): counts itself, makes an indirect call, EOI.</summary>
-    private void ProbeHandler()
+    /// <summary>The probe: counts itself, makes an indirect call, EOI.</summary>
+    private void ProbeHandler() => InterruptHandler(ProbeVector, "probe handler", Layout.Probes, cellAdd: 5, nest: false, body: null);
+
+    /// <summary>
+    /// An interrupt handler (no error code: the third push is the frame's redundant slot, written
+    /// before any branch): counts itself in its cell, makes an indirect call (a jumptable miss the
+    /// first time: the dispatcher overwrites tx-nextpc-loc) to a function that adds cellAdd to the
+    /// handlers' cell, runs body, EOI, returns. nest: interrupts on from after the pushes to before
+    /// the EOI. Neither the count nor the cell depends on where the interrupt lands.
+    /// </summary>
+    private void InterruptHandler(int vector, string name, int counter, int cellAdd, bool nest, Action<Assembler>? body)
     {
         var a = A;
-        Guest.Handler(ProbeVector);
-        Comment("probe handler");
+        Guest.Handler(vector);
+        Comment(name);
         a.push(rax);
         a.push(rcx);
         a.push(rax);                       // the redundant slot
         a.push(rdx);
-        a.inc(__qword_ptr[r15 + Layout.Probes]);
-        // An indirect call (a jumptable miss the first time: the dispatcher overwrites tx-nextpc-loc).
-        var target = Function(f => { f.A.add(__qword_ptr[r15 + Layout.HandlerCell], 5); f.A.ret(); });
+        if (nest) a.sti();
+        a.inc(__qword_ptr[r15 + counter]);
+        var target = Function(f => { f.A.add(__qword_ptr[r15 + Layout.HandlerCell], cellAdd); f.A.ret(); });
         a.lea(rax, __[target]);
         a.call(rax);
+        body?.Invoke(a);
+        if (nest) a.cli();
         Wrmsr(MsrEoi, 0);
         a.pop(rdx);
         a.add(rsp, 8);

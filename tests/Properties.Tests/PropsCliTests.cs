@@ -40,11 +40,16 @@ public class PropsCliTests
         Assert.Contains(message, stderr);
     }
 
-    [Fact]
-    public void APlantedBugFailsWithTheShrunkProgramTheDiffAndAReplayLineThatReproducesIt()
+    /// <summary>A fresh path for a --junit report, deleted after body.</summary>
+    private static void WithJunit(Action<string> body)
     {
         string junit = Path.Combine(Path.GetTempPath(), $"props-{Guid.NewGuid():N}.xml");
-        try
+        try { body(junit); }
+        finally { File.Delete(junit); }
+    }
+
+    [Fact]
+    public void APlantedBugFailsWithTheShrunkProgramTheDiffAndAReplayLineThatReproducesIt() => WithJunit(junit =>
         {
             var (code, stdout, stderr) = HarnessCli.Run(Timeout, "props", "--planted", "counter-clobbers-flags", "--max-test", "20", "--junit", junit);
             Assert.True(code == 1, $"exit {code}\n{stdout}\n{stderr}");
@@ -68,9 +73,7 @@ public class PropsCliTests
             var again = HarnessCli.Run(Timeout, args);
             Assert.True(again.Code == 1, $"the replay exited {again.Code}\n{again.Stderr}");
             Assert.Equal(Program(stdout), Program(again.Stdout));
-        }
-        finally { File.Delete(junit); }
-    }
+        });
 
     private static string Program(string stdout)
     {
@@ -79,10 +82,7 @@ public class PropsCliTests
     }
 
     [Fact]
-    public void ACorrectTranslatorPassesWithExit0AndAJunitReport()
-    {
-        string junit = Path.Combine(Path.GetTempPath(), $"props-{Guid.NewGuid():N}.xml");
-        try
+    public void ACorrectTranslatorPassesWithExit0AndAJunitReport() => WithJunit(junit =>
         {
             var (code, stdout, stderr) = HarnessCli.Run(Timeout, "props", "--property", "scratch-on-stack,precise-state", "--max-test", "15", "--junit", junit);
             Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
@@ -91,9 +91,7 @@ public class PropsCliTests
             var suite = XDocument.Load(junit).Root!.Element("testsuite")!;
             Assert.Equal("2", suite.Attribute("tests")!.Value);
             Assert.Equal("0", suite.Attribute("failures")!.Value);
-        }
-        finally { File.Delete(junit); }
-    }
+        });
 
     [Fact]
     public void SeedsReportHowReliablyATwinIsFound()

@@ -1,72 +1,45 @@
-using FsCheck;
-using FsCheck.Fluent;
-using FsCheck.Xunit;
+using Xunit;
 
 namespace Harness.Properties.Tests;
 
 /// <summary>
-/// The properties against the correct translator, as FsCheck properties CI runs on every change: a
-/// fixed replay seed each (reproducible CI; `harness props` explores fresh seeds), a case budget that
-/// keeps this assembly under 3 minutes on 2 cores (docs/properties.md). A failure prints the shrunk
-/// program as assembly and the diff (the label), and `harness props --replay` reproduces it.
+/// The properties against the correct translator, as CI runs them on every change: one row per
+/// property and setting, FsCheck from a fixed run seed (reproducible CI; `harness props` explores
+/// fresh seeds), a case budget that keeps this assembly well under 3 minutes on 2 cores
+/// (docs/properties.md). A failure prints the shrunk program as assembly, the diff, and the seed
+/// that replays it (`harness props --property P --dbt C [--prof] --replay "(seed,gamma,size)"`).
 /// </summary>
 public class TranslatorPropertyTests
 {
-    private static Property Holds(string name, string configuration = "default", bool prof = false)
+    public static readonly ReplaySeed Seed = new(20261208, 11400714819323198485);
+
+    public static TheoryData<string, string, bool, int> Rows => new()
     {
-        var def = Catalog.Property(name);
+        { "translated-equals-native", "default", false, 200 },
+        { "translated-equals-native", "no-callret", false, 120 },
+        { "translated-equals-native", "default", true, 80 },
+        { "translated-equals-native", "no-callret", true, 60 },
+        { "precise-state", "default", false, 120 },
+        { "precise-state", "no-callret", false, 80 },
+        { "scratch-on-stack", "default", false, 120 },
+        { "scratch-on-stack", "default", true, 60 },
+        { "tx-nextpc-restore", "default", false, 60 },
+        { "tx-nextpc-restore", "no-callret", true, 40 },
+        { "chained-equals-unchained", "default", false, 100 },
+        { "flush-equals-fresh", "default", false, 100 },
+        { "flush-equals-fresh", "no-callret", true, 60 },
+        { "switch-equals-native", "default", false, 60 },
+        { "switch-equals-native", "no-callret", true, 40 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Rows))]
+    public void TheCorrectTranslatorHolds(string property, string configuration, bool prof, int cases)
+    {
         var setting = new Setting(configuration, prof);
-        return Prop.ForAll(PropertyRunner.Cases(def, def.Generation), c =>
-        {
-            string? failure = PropertyRunner.Safe(def, c, setting);
-            return (failure is null).Label(failure ?? "");
-        });
+        var r = PropertyRunner.Run(Catalog.Property(property), setting, new CheckOptions { MaxTest = cases, Replay = Seed });
+        Assert.True(r.Passed, $"{property} ({setting}) failed at case {r.Tests}: {r.Failure}\nshrunk program:\n{r.Shrunk}\n" +
+                              $"replay: harness props --property {property} --dbt {configuration}{(prof ? " --prof" : "")} --replay \"{r.CaseSeed}\"");
+        Assert.Equal(cases, r.Tests);
     }
-
-    private const string Seed = "(20261208,11400714819323198485)";
-
-    [Property(MaxTest = 150, Replay = Seed)]
-    public Property TranslatedEqualsNativeDefault() => Holds("translated-equals-native");
-
-    [Property(MaxTest = 100, Replay = Seed)]
-    public Property TranslatedEqualsNativeNoCallRet() => Holds("translated-equals-native", "no-callret");
-
-    [Property(MaxTest = 60, Replay = Seed)]
-    public Property TranslatedEqualsNativeWithProf() => Holds("translated-equals-native", prof: true);
-
-    [Property(MaxTest = 40, Replay = Seed)]
-    public Property TranslatedEqualsNativeNoCallRetWithProf() => Holds("translated-equals-native", "no-callret", prof: true);
-
-    [Property(MaxTest = 100, Replay = Seed)]
-    public Property PreciseState() => Holds("precise-state");
-
-    [Property(MaxTest = 60, Replay = Seed)]
-    public Property PreciseStateNoCallRet() => Holds("precise-state", "no-callret");
-
-    [Property(MaxTest = 100, Replay = Seed)]
-    public Property ScratchOnStack() => Holds("scratch-on-stack");
-
-    [Property(MaxTest = 60, Replay = Seed)]
-    public Property ScratchOnStackWithProf() => Holds("scratch-on-stack", prof: true);
-
-    [Property(MaxTest = 40, Replay = Seed)]
-    public Property TxNextPcRestore() => Holds("tx-nextpc-restore");
-
-    [Property(MaxTest = 30, Replay = Seed)]
-    public Property TxNextPcRestoreNoCallRet() => Holds("tx-nextpc-restore", "no-callret");
-
-    [Property(MaxTest = 80, Replay = Seed)]
-    public Property ChainedEqualsUnchained() => Holds("chained-equals-unchained");
-
-    [Property(MaxTest = 80, Replay = Seed)]
-    public Property FlushEqualsFresh() => Holds("flush-equals-fresh");
-
-    [Property(MaxTest = 40, Replay = Seed)]
-    public Property FlushEqualsFreshNoCallRet() => Holds("flush-equals-fresh", "no-callret");
-
-    [Property(MaxTest = 40, Replay = Seed)]
-    public Property SwitchEqualsNative() => Holds("switch-equals-native");
-
-    [Property(MaxTest = 30, Replay = Seed)]
-    public Property SwitchEqualsNativeNoCallRet() => Holds("switch-equals-native", "no-callret");
 }
