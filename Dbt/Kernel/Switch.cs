@@ -168,15 +168,7 @@ public sealed unsafe class Switch
             // iretq) stays native until it leaves: translated from there, its edges would enter the
             // dispatcher with the user's GS base.
             if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && !cache.Contains(u.Rip) && (long)u.S->GsBase < 0)
-            {
-                // Not into an entry path (a vCPU parked natively at a handler's first instructions):
-                // it would sit at no safe point, and under a single-threaded control a world stop
-                // before its next slice (the next flush in a row) could not park it. It runs that
-                // handler natively instead, as a thread returning through a native address does.
-                ulong native = u.Rip;
-                u.Rip = translator.GetOrTranslate(u, native);
-                if (!SafeWhenOn(u)) u.Rip = native;
-            }
+                u.Rip = translator.GetOrTranslate(u, u.Rip);
         }
         on = true;
         stats.CountSwitch(on: true);
