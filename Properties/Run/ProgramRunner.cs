@@ -134,7 +134,7 @@ public static unsafe class ProgramRunner
                 Clients = clients,
             });
         }
-        var trace = spec.Trace ? new List<(long, ulong, bool)>() : null;
+        var trace = spec.Trace ? new List<(long, ulong, bool, bool)>() : null;
         List<FaultState>[]? faults = null;
         if (spec.RecordFaults)
         {
@@ -172,9 +172,14 @@ public static unsafe class ProgramRunner
             }
             foreach (var (_, counter) in dbt.ClientCounters) exempt.Add((counter.Address, counter.Address + 8));
         }
-        var entryPaths = dbt?.Translator.Blocks.Where(b => b.EntrySlotDelta is not null).ToArray() ?? [];
-        // In an sti shadow is a kind of its own: the boundary where no interrupt may come between.
-        var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Classify(m, dbt, entryPaths, t.Item2))).ToList();
+        var blocks = dbt?.Translator.Blocks.ToArray() ?? [];
+        var entryPaths = blocks.Where(b => b.EntrySlotDelta is not null).ToArray();
+        // Where each native instruction's translation starts (a native boundary whatever the rule).
+        var starts = blocks.SelectMany(b => b.Sources.Select(x => b.CacheStart + x.Offset)).ToHashSet();
+        // In an sti shadow is a kind of its own (the boundary where no interrupt may come between), and
+        // so are each rule's boundaries inside its translation where interrupts are on: there a frame
+        // can hold a code-cache address that is no native boundary and must still map back.
+        var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Kind(Classify(m, dbt, entryPaths, t.Item2), t.Item4 && !starts.Contains(t.Item2)))).ToList();
         return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults, dbt?.Client<Prof>()?.Read());
     }
 
@@ -182,13 +187,13 @@ public static unsafe class ProgramRunner
     /// The host plan on vCPU 0's thread: each event at its count, a switch retried at the next
     /// boundary until vCPU 0 is at a safe point; with a trace, an event at every boundary.
     /// </summary>
-    private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong, bool)>? trace)
+    private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong, bool, bool)>? trace)
     {
         var plan = new Queue<HostEvent>(events.OrderBy(e => e.At));
         m.HostEvent = v =>
         {
             long now = v.Retired;
-            trace?.Add((now, v.Rip, v.InInterruptShadow));
+            trace?.Add((now, v.Rip, v.InInterruptShadow, (v.Rflags & Rflags.IF) != 0));
             bool blocked = false;
             while (!blocked && plan.TryPeek(out var e) && e.At <= now)
             {
@@ -217,6 +222,9 @@ public static unsafe class ProgramRunner
         v.Apic.Raise(ProgramBuilder.ProbeVector, v.Retired);
         return true;
     }
+
+    private static string Kind(string code, bool interruptsOn) =>
+        interruptsOn && code is not ("native" or "identity" or "identity-end" or "direct-jcc" or "direct-jmp") ? code + " (interrupts on)" : code;
 
     /// <summary>What code a vCPU is in at rip: "native", a stub of the cache, an entry path, or the rule that emitted the instruction.</summary>
     private static string Classify(Harness.Machine.Machine m, Dbt.Dbt? dbt, Dbt.Translate.TranslatedBlock[] entryPaths, ulong rip)
