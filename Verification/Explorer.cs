@@ -47,6 +47,12 @@ public sealed record ExploreOptions
 
     /// <summary>Wall-clock budget in seconds for the whole exploration; 0: none.</summary>
     public int TimeoutSeconds { get; init; }
+
+    /// <summary>Called at the start of every iteration with its 0-based number (a progress display).</summary>
+    public Action<int>? OnIteration { get; init; }
+
+    /// <summary>Stops the exploration after the running iteration (a signal); the report covers the iterations run.</summary>
+    public CancellationToken Cancel { get; init; }
 }
 
 /// <summary>
@@ -69,6 +75,9 @@ public sealed record ExploreReport(
     TimeSpan Elapsed,
     string Log)
 {
+    /// <summary>The failing execution's Coyote reproducible trace (the text of TracePath), or null.</summary>
+    public string? CoyoteTrace { get; init; }
+
     public override string ToString() => BugFound
         ? $"{Scenario}: bug found in iteration {Iteration} of {IterationsRun} ({Strategy}, seed {Seed}, {Elapsed.TotalSeconds:F1} s): {Failure}\ntrace: {TracePath}"
         : $"{Scenario}: no bug in {IterationsRun} iterations ({Strategy}, seed {Seed}, {TotalSteps} steps, {StepBoundHits} cut at the step bound, {Elapsed.TotalSeconds:F1} s)";
@@ -127,8 +136,12 @@ public static class Explorer
         using var engine = TestingEngine.Create(config, scenario.RunOnce);
         engine.SetLogger(new TextWriterLogger(log, VerbosityLevel.Info));
         int iteration = -1;
-        engine.RegisterStartIterationCallBack(i => iteration = (int)i);
-        engine.Run();
+        engine.RegisterStartIterationCallBack(i =>
+        {
+            iteration = (int)i;
+            o.OnIteration?.Invoke(iteration);
+        });
+        using (o.Cancel.Register(engine.Stop)) engine.Run();
         sw.Stop();
         var report = engine.TestReport;
         ThrowOnInternalErrors(report, scenario.Name, log);
@@ -151,7 +164,7 @@ public static class Explorer
             report.TotalExploredUnfairSteps + report.TotalExploredFairSteps,
             Math.Max(report.MaxExploredUnfairSteps, report.MaxExploredFairSteps),
             report.MaxUnfairStepsHitInUnfairTests + report.MaxUnfairStepsHitInFairTests + report.MaxFairStepsHitInFairTests,
-            sw.Elapsed, log.ToString());
+            sw.Elapsed, log.ToString()) { CoyoteTrace = bug ? engine.ReproducibleTrace : null };
     }
 
     /// <summary>
@@ -181,6 +194,14 @@ public static class Explorer
         {
             throw new TraceFileException($"{traceFile}: cannot read the trace file: {e.Message}", e);
         }
+        return ReplayText(scenario, text, traceFile);
+    }
+
+    /// <summary>Replays a Coyote reproducible trace given as text; source names it in messages and the report.</summary>
+    public static ReplayReport ReplayText(Scenario scenario, string text, string source)
+    {
+        CheckSeams(scenario);
+        string traceFile = source;
         var (unfair, fair) = ValidateTrace(traceFile, text);
 
         var config = Base()

@@ -109,11 +109,26 @@ public static unsafe class ProgramRunner
 
     public static RunOutcome Run(GuestProgram p, RunSpec spec)
     {
-        var console = new MemoryStream();
-        var control = spec.RecordStores ? new StoreRecorder(spec.Quantum) : new Deterministic(spec.Quantum);
+        using var run = Prepare(p, spec);
+        using var cancel = new CancellationTokenSource(Timeout);
+        return run.Collect(run.Machine.Run(cancel.Token, entry: p.Image.Entry));
+    }
+
+    /// <summary>
+    /// A machine with the program loaded and the spec's DBT, plan and recorders attached, not yet
+    /// run: for a caller that owns the run (a Coyote scenario passes its control and console; the
+    /// spec's own deterministic control is used when control is null). Run it from the image's
+    /// entry, then <see cref="PreparedRun.Collect"/> the outcome.
+    /// </summary>
+    public static PreparedRun Prepare(GuestProgram p, RunSpec spec, ExecutionControl? control = null, MemoryStream? console = null)
+    {
+        console ??= new MemoryStream();
+        if (spec.RecordStores && control is not null)
+            throw new ArgumentException("recording stores needs the runner's own deterministic control", nameof(control));
+        control ??= spec.RecordStores ? new StoreRecorder(spec.Quantum) : new Deterministic(spec.Quantum);
         if (spec.RecordStores && !Seams.Points)
             throw new InvalidOperationException($"recording stores needs the scheduling points: set the AppContext switch {Seams.PointsSwitch} before any machine type is used");
-        using var m = new Harness.Machine.Machine(new MachineOptions
+        var m = new Harness.Machine.Machine(new MachineOptions
         {
             Vcpus = p.Vcpus, MemoryBytes = MemoryBytes, ReservedBytes = 8UL << 20, Control = control,
             MaxInstructions = spec.MaxInstructions, Console = console,
@@ -149,38 +164,73 @@ public static unsafe class ProgramRunner
             };
         }
         if (spec.Events.Count > 0 || trace is not null) InstallPlan(m, dbt, spec.Events, trace);
+        return new PreparedRun(m, dbt, console, control, trace, faults);
+    }
 
-        using var cancel = new CancellationTokenSource(Timeout);
-        var r = m.Run(cancel.Token, entry: image.Entry);
-        var data = m.Memory.Span(RunOutcome.DataStart - Harness.Machine.Boot.BootLayout.KernelAlias, (int)RunOutcome.DataBytes).ToArray();
-        // What a translated run may write that native code does not: the DBT's own per-CPU words
-        // (tx-nextpc-loc, the jumptable pointer), each vCPU's jumptable (the level-2 routine moves
-        // the entry it hits to the front of its group) and the clients' counters.
-        var exempt = new List<(ulong Start, ulong End)>();
-        if (dbt is not null)
+    /// <summary>A prepared machine (<see cref="Prepare"/>); disposing it frees the machine.</summary>
+    public sealed class PreparedRun : IDisposable
+    {
+        private readonly MemoryStream console;
+        private readonly ExecutionControl control;
+        private readonly List<(long, ulong, bool, bool)>? trace;
+        private readonly List<FaultState>[]? faults;
+
+        internal PreparedRun(Harness.Machine.Machine machine, Dbt.Dbt? dbt, MemoryStream console, ExecutionControl control,
+            List<(long, ulong, bool, bool)>? trace, List<FaultState>[]? faults)
         {
-            foreach (var v in m.Vcpus)
-            {
-                ulong gs = v.S->GsBase;
-                exempt.Add((gs + dbt.Cache.PerCpu.TxNextPcLoc, gs + dbt.Cache.PerCpu.TxNextPcLoc + 8));
-                exempt.Add((gs + dbt.Cache.PerCpu.JumpTablePtr, gs + dbt.Cache.PerCpu.JumpTablePtr + 8));
-                if (v.Started && dbt.Cache.Contains(gs + dbt.Cache.PerCpu.JumpTablePtr))
-                {
-                    ulong table = dbt.Cache.ReadU64(gs + dbt.Cache.PerCpu.JumpTablePtr);
-                    exempt.Add((table, table + Dbt.Dispatch.JumpTable.Bytes));
-                }
-            }
-            foreach (var (_, counter) in dbt.ClientCounters) exempt.Add((counter.Address, counter.Address + 8));
+            Machine = machine;
+            Dbt = dbt;
+            this.console = console;
+            this.control = control;
+            this.trace = trace;
+            this.faults = faults;
         }
-        var blocks = dbt?.Translator.Blocks.ToArray() ?? [];
-        var entryPaths = blocks.Where(b => b.EntrySlotDelta is not null).ToArray();
-        // Where each native instruction's translation starts (a native boundary whatever the rule).
-        var starts = blocks.SelectMany(b => b.Sources.Select(x => b.CacheStart + x.Offset)).ToHashSet();
-        // In an sti shadow is a kind of its own (the boundary where no interrupt may come between), and
-        // so are each rule's boundaries inside its translation where interrupts are on: there a frame
-        // can hold a code-cache address that is no native boundary and must still map back.
-        var points = trace?.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Kind(Classify(m, dbt, entryPaths, t.Item2), t.Item4 && !starts.Contains(t.Item2)))).ToList();
-        return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults, dbt?.Client<Prof>()?.Read());
+
+        public Harness.Machine.Machine Machine { get; }
+        public Dbt.Dbt? Dbt { get; }
+
+        /// <summary>What the finished run left (call once the machine has stopped).</summary>
+        public RunOutcome Collect(RunResult r)
+        {
+            var m = Machine;
+            var dbt = Dbt;
+            var data = m.Memory.Span(RunOutcome.DataStart - Harness.Machine.Boot.BootLayout.KernelAlias, (int)RunOutcome.DataBytes).ToArray();
+            // What a translated run may write that native code does not: the DBT's own per-CPU words
+            // (tx-nextpc-loc, the jumptable pointer), each vCPU's jumptable (the level-2 routine moves
+            // the entry it hits to the front of its group) and the clients' counters.
+            var exempt = new List<(ulong Start, ulong End)>();
+            if (dbt is not null)
+            {
+                foreach (var v in m.Vcpus)
+                {
+                    ulong gs = v.S->GsBase;
+                    exempt.Add((gs + dbt.Cache.PerCpu.TxNextPcLoc, gs + dbt.Cache.PerCpu.TxNextPcLoc + 8));
+                    exempt.Add((gs + dbt.Cache.PerCpu.JumpTablePtr, gs + dbt.Cache.PerCpu.JumpTablePtr + 8));
+                    if (v.Started && dbt.Cache.Contains(gs + dbt.Cache.PerCpu.JumpTablePtr))
+                    {
+                        ulong table = dbt.Cache.ReadU64(gs + dbt.Cache.PerCpu.JumpTablePtr);
+                        exempt.Add((table, table + Harness.Dbt.Dispatch.JumpTable.Bytes));
+                    }
+                }
+                foreach (var (_, counter) in dbt.ClientCounters) exempt.Add((counter.Address, counter.Address + 8));
+            }
+            List<TracePoint>? points = null;
+            if (trace is not null)
+            {
+                var blocks = dbt?.Translator.Blocks.ToArray() ?? [];
+                var entryPaths = blocks.Where(b => b.EntrySlotDelta is not null).ToArray();
+                // Where each native instruction's translation starts (a native boundary whatever the rule).
+                var starts = blocks.SelectMany(b => b.Sources.Select(x => b.CacheStart + x.Offset)).ToHashSet();
+                // In an sti shadow is a kind of its own (the boundary where no interrupt may come between), and
+                // so are each rule's boundaries inside its translation where interrupts are on: there a frame
+                // can hold a code-cache address that is no native boundary and must still map back.
+                points = trace.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Kind(Classify(m, dbt, entryPaths, t.Item2), t.Item4 && !starts.Contains(t.Item2)))).ToList();
+            }
+            return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults,
+                dbt?.Client<Prof>()?.Read());
+        }
+
+        public void Dispose() => Machine.Dispose();
     }
 
     /// <summary>

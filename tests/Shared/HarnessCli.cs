@@ -31,7 +31,7 @@ public static class HarnessCli
     {
         string path = Path.Combine(RepoRoot, "cli", "bin", "Release", "net10.0", "harness.dll");
         string sep = Path.DirectorySeparatorChar.ToString();
-        DateTime newest = new[] { "cli", "Dbt", "Machine.Smp", "Properties" }
+        DateTime newest = new[] { "cli", "Dbt", "Machine.Smp", "Properties", "Verification" }
             .SelectMany(d => Directory.EnumerateFiles(Path.Combine(RepoRoot, d), "*.*", SearchOption.AllDirectories))
             .Where(f => (f.EndsWith(".cs", StringComparison.Ordinal) || f.EndsWith(".csproj", StringComparison.Ordinal))
                 && !f.Contains($"{sep}obj{sep}") && !f.Contains($"{sep}bin{sep}"))

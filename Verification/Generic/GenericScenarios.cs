@@ -1,0 +1,226 @@
+using System.Text;
+using System.Text.RegularExpressions;
+using Harness.Dbt;
+using Harness.Machine;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Harness.Properties.Generators;
+using Harness.Properties.Run;
+using DbtInstance = Harness.Dbt.Dbt;
+
+namespace Harness.Verification.Generic;
+
+/// <summary>The guest kernel under Coyote: which image, what it runs, under which translator.</summary>
+public sealed record KernelScenarioSpec
+{
+    public required string ImagePath { get; init; }
+    /// <summary>Workloads the kernel runs after its boot self-test (its run= list); empty: the self-test only.</summary>
+    public IReadOnlyList<string> Workloads { get; init; } = [];
+    public int Vcpus { get; init; } = 2;
+    /// <summary>off (native), default or no-callret.</summary>
+    public string Dbt { get; init; } = "default";
+    /// <summary>The translator's options (a planted bug); Kernel, CallRet and Clients are set from the spec.</summary>
+    public DbtOptions? Options { get; init; }
+    public IReadOnlyList<string> Clients { get; init; } = [];
+    /// <summary>The planted bug's name (for the scenario's name), if Options plants one.</summary>
+    public string? Planted { get; init; }
+    public long MaxInstructions { get; init; } = 400_000_000;
+    public CoyoteOptions Control { get; init; } = new();
+
+    public string CommandLine => "run=" + string.Join(',', Workloads);
+}
+
+/// <summary>A generated program (Properties/) under Coyote: which one, on how many vCPUs, under which translator.</summary>
+public sealed record ProgramScenarioSpec
+{
+    /// <summary>Picks the program: the same seed, vCPUs and size give the same program.</summary>
+    public ulong Seed { get; init; } = 1;
+    /// <summary>Programs Seed, Seed+1, ..., Seed+Count-1: each iteration runs one, chosen by Coyote (so a trace names it).</summary>
+    public int Count { get; init; } = 1;
+    public int Vcpus { get; init; } = 2;
+    /// <summary>The generator's size (as a property case's): larger programs have more pieces.</summary>
+    public int Size { get; init; } = 50;
+    public string Dbt { get; init; } = "default";
+    public bool Prof { get; init; }
+    public DbtOptions? Options { get; init; }
+    /// <summary>The planted bug's name (for the scenario's name), if Options plants one.</summary>
+    public string? Planted { get; init; }
+    public CoyoteOptions Control { get; init; } = new();
+
+    public GuestProgram ProgramOf(ulong seed) => ProgramGen.Random(new Rng(seed), GenOptions.Default with { MinVcpus = Vcpus, MaxVcpus = Vcpus }, Size);
+}
+
+/// <summary>
+/// Scenarios that know no bug: the real guest kernel, or a generated program, under the translator,
+/// with monitors that hold for every correct translator (no DBT failure, which includes a dispatcher
+/// entered with interrupts on; no kernel panic or ASSERT; no triple fault, deadlock, runaway or host
+/// exception; the results of a native reference run). The reference is computed once, when the
+/// scenario is made, not per iteration.
+/// </summary>
+public static class GenericScenarios
+{
+    private static readonly Regex ResultLine = new(@"^result .*$", RegexOptions.Multiline);
+    // Measurements that count instructions differ by design between native and translated runs.
+    private static readonly Regex CountFields = new(@" (insns|insns_per_op|insns_per_fault|insns_per_roundtrip)=\d+");
+    private static readonly Regex WorkloadLine = new(@"^workload (\S+) exit=(\d+)", RegexOptions.Multiline);
+
+    /// <summary>What a kernel run printed that must not depend on the translator or the interleaving.</summary>
+    public sealed record KernelResults(int ExitStatus, IReadOnlyList<string> Results, IReadOnlyList<string> WorkloadExits)
+    {
+        public static KernelResults Of(RunResult r, string console) => new(
+            r.Reason == StopReason.Exited ? r.ExitStatus : -1,
+            ResultLine.Matches(console).Select(m => CountFields.Replace(m.Value, "")).ToList(),
+            WorkloadLine.Matches(console).Select(m => $"{m.Groups[1].Value}={m.Groups[2].Value}").ToList());
+    }
+
+    /// <summary>The guest kernel's native run (deterministic control): the reference every iteration is compared with.</summary>
+    public static (KernelResults Results, RunResult Run, string Console) KernelReference(KernelScenarioSpec spec, byte[] image)
+    {
+        var console = new MemoryStream();
+        using var m = new Machine.Machine(new MachineOptions
+        {
+            Vcpus = spec.Vcpus, MemoryBytes = 64UL << 20, ReservedBytes = 16UL << 20, MaxInstructions = spec.MaxInstructions,
+            Control = new Deterministic(1000), Console = console, CommandLine = spec.CommandLine,
+        });
+        m.LoadElf(image, Path.GetFileName(spec.ImagePath));
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var r = m.Run(cts.Token);
+        string text = Encoding.ASCII.GetString(console.ToArray());
+        return (KernelResults.Of(r, text), r, text);
+    }
+
+    /// <summary>
+    /// The guest kernel booted under CoyoteControl (its .data/.bss accesses, locked operations,
+    /// halts and chaining patches are the scheduling points; interrupt arrival is Coyote's bounded
+    /// delay), natively or under the translator. Throws when the image cannot be read or its native
+    /// reference run does not exit 0 (bad input, not a bug).
+    /// </summary>
+    public static Scenario Kernel(KernelScenarioSpec spec)
+    {
+        if (spec.Vcpus is < 1 or > 4) throw new ArgumentException($"the kernel scenario runs on 1..4 vCPUs (got {spec.Vcpus})");
+        byte[] image;
+        try { image = File.ReadAllBytes(spec.ImagePath); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ArgumentException($"{spec.ImagePath}: {e.Message}", e); }
+        var segments = Machine.Boot.ElfLoader.Parse(image, spec.ImagePath).Segments.Where(g => (g.Flags & 2) != 0).ToArray();
+        if (segments.Length != 1) throw new ArgumentException($"{spec.ImagePath}: expected one writable segment (.data and .bss), found {segments.Length}");
+        var kernel = spec.Dbt == "off" ? null : Harness.Dbt.Kernel.KernelImage.FromElf(image, spec.ImagePath);
+        var reference = KernelReference(spec, image);
+        if (reference.Results.ExitStatus != 0 || reference.Console.Contains("kernel panic"))
+            throw new ArgumentException($"{spec.ImagePath} ({spec.CommandLine}): the native reference run did not exit 0 ({reference.Run.Reason}: {reference.Run.Message}): " +
+                "nothing to compare with\n" + Tail(reference.Console));
+        string name = Path.GetFileNameWithoutExtension(spec.ImagePath);
+        DbtInstance? dbt = null;
+        long outside = 0;
+        ulong firstOutside = 0;
+        var data = segments[0];
+        var shared = PointFilters.SharedRange(data.VirtAddr, data.VirtAddr + data.MemSize);
+        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
+            ctx =>
+            {
+                var m = new Machine.Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
+                    commandLine: spec.CommandLine));
+                m.LoadElf(image, name);
+                dbt = null;
+                outside = 0;
+                if (kernel is not null)
+                {
+                    var o = spec.Options ?? DbtOptions.Default;
+                    dbt = DbtInstance.Attach(m, o with { Kernel = kernel, CallRet = spec.Dbt == "default", Clients = [.. o.Clients, .. spec.Clients] });
+                    // Monitor: once the DBT is on, no kernel instruction runs outside the code cache.
+                    ulong rb = m.ReservedBase, rs = m.ReservedSize;
+                    m.BlockDecoded = (_, va, pa) =>
+                    {
+                        if (pa - rb < rs || (long)va >= 0) return;
+                        if (Interlocked.Increment(ref outside) == 1) firstOutside = va;
+                    };
+                }
+                return m;
+            },
+            run =>
+            {
+                if (dbt?.Stats.Failure is { } failure) Verify.Fail($"DBT failure: {failure}");
+                var panic = run.Console.Split('\n').FirstOrDefault(l => l.Contains("kernel panic"));
+                Verify.That(panic is null, $"kernel panic: {panic}{Tail(run.Console)}");
+                run.ExpectExit(0);
+                Verify.That(outside == 0, $"kernel code ran outside the code cache: {outside} blocks, the first at 0x{firstOutside:x}");
+                var got = KernelResults.Of(run.Result, run.Console);
+                Verify.That(got.WorkloadExits.SequenceEqual(reference.Results.WorkloadExits),
+                    $"workload exits differ from the native run's: {Diff(reference.Results.WorkloadExits, got.WorkloadExits)}");
+                Verify.That(got.Results.SequenceEqual(reference.Results.Results),
+                    $"result lines differ from the native run's: {Diff(reference.Results.Results, got.Results)}");
+            })
+        {
+            Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? shared },
+        };
+    }
+
+    /// <summary>
+    /// A generated program on 2..4 vCPUs under CoyoteControl, translated, compared with its native
+    /// run (the same comparison as the translated-equals-native property: each vCPU's final
+    /// registers and flags, counters, the data region, the console). Its shared page and done flags
+    /// are the scheduling points with the dispatcher's chaining patches; its timer's ticks arrive
+    /// at Coyote's delays. Throws when the native run does not exit 0 (a generator bug).
+    /// </summary>
+    public static Scenario Program(ProgramScenarioSpec spec)
+    {
+        if (spec.Vcpus is < 1 or > Layout.MaxVcpus) throw new ArgumentException($"a generated program runs on 1..{Layout.MaxVcpus} vCPUs (got {spec.Vcpus})");
+        if (spec.Dbt is not ("default" or "no-callret")) throw new ArgumentException($"the program scenario runs translated: --dbt default or no-callret (got {spec.Dbt})");
+        if (spec.Count is < 1 or > 100_000) throw new ArgumentException($"the program scenario explores 1..100000 programs (got {spec.Count})");
+        // Every program's native run first: a generator bug is bad input, not a translator bug.
+        var programs = new (ulong Seed, GuestProgram Program, RunOutcome Native)[spec.Count];
+        for (int k = 0; k < spec.Count; k++)
+        {
+            ulong seed = spec.Seed + (ulong)k;
+            var program = spec.ProgramOf(seed);
+            var native = ProgramRunner.Run(program, new RunSpec());
+            if (native.Result.Reason != StopReason.Exited || native.Result.ExitStatus != 0)
+                throw new InvalidOperationException($"program {seed}: the native run did not exit 0 ({native.Result.Reason}: {native.Result.Message}): a generator bug\n{program}");
+            programs[k] = (seed, program, native);
+        }
+        ProgramRunner.PreparedRun? prepared = null;
+        int current = 0;
+        var doneFlags = PointFilters.SharedRange(Layout.Data, Layout.Data + 0x1000);
+        var sharedPage = PointFilters.SharedRange(Layout.Shared, Layout.Shared + 0x1000);
+        string which = spec.Count == 1 ? $"seed {spec.Seed}" : $"seeds {spec.Seed}..{spec.Seed + (ulong)spec.Count - 1}";
+        string planted = spec.Planted is null ? "" : $", planted {spec.Planted}";
+        return new Scenario($"program({which}, {spec.Vcpus} vCPUs, {spec.Dbt}{(spec.Prof ? "+prof" : "")}{planted})",
+            ctx =>
+            {
+                current = spec.Count == 1 ? 0 : Microsoft.Coyote.Random.Generator.Create().NextInteger(spec.Count);
+                var (_, program, native) = programs[current];
+                var runSpec = new RunSpec { Configuration = spec.Dbt, Prof = spec.Prof, Options = spec.Options, MaxInstructions = native.Budget };
+                prepared = ProgramRunner.Prepare(program, runSpec, ctx.Control, ctx.Console);
+                return prepared.Machine;
+            },
+            run =>
+            {
+                var (seed, program, native) = programs[current];
+                var outcome = prepared!.Collect(run.Result);
+                string what = $"program {seed} ({spec.Vcpus} vCPUs; harness explore program --program {seed} repeats it alone):\n{program}";
+                if (outcome.Stats?.Failure is { } failure) Verify.Fail($"DBT failure: {failure}\n{what}");
+                var diff = StateDiff.Compare(program, native, "native", outcome, "translated");
+                Verify.That(diff is null, $"the translated run differs from the native run:\n{diff}" +
+                    (run.Result.Reason == StopReason.Exited ? "" : $"  ({run.Result.Reason}: {run.Result.Message})\n") + what);
+            })
+        {
+            // The program is the iteration's first choice; every program starts at the same entry.
+            Entry = Layout.Code,
+            Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? ((kind, address) => doneFlags(kind, address) || sharedPage(kind, address)) },
+            NeedsSchedulingPoints = spec.Vcpus > 1,
+        };
+    }
+
+    private static string Tail(string console) =>
+        console.Length == 0 ? "" : "\nconsole (last lines):\n" + string.Join('\n', console.TrimEnd().Split('\n').TakeLast(8));
+
+    /// <summary>The first line where two lists differ.</summary>
+    private static string Diff(IReadOnlyList<string> expected, IReadOnlyList<string> got)
+    {
+        for (int i = 0; i < Math.Max(expected.Count, got.Count); i++)
+        {
+            string e = i < expected.Count ? expected[i] : "(none)", g = i < got.Count ? got[i] : "(none)";
+            if (e != g) return $"line {i + 1}: native `{e}`, translated `{g}`";
+        }
+        return "equal";
+    }
+}

@@ -1,0 +1,255 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Harness.Verification;
+using Harness.Verification.Generic;
+using Spectre.Console;
+
+namespace Harness.Cli;
+
+/// <summary>
+/// `harness explore SCENARIO` and `harness replay TRACE`: Coyote's systematic exploration of a
+/// scenario's vCPU interleavings and interrupt timings, the generic scenarios (the guest kernel, a
+/// generated program) and the bespoke guests alike (docs/verification.md). A bug's trace is saved
+/// with the scenario and options, so the replay needs nothing else. Exit 0 clean (or, for replay,
+/// reproduced), 1 bug found (not reproduced), 2 bad input.
+/// </summary>
+internal static class ExploreCommand
+{
+    /// <summary>Set before any machine type is touched: the scenarios interleave at data accesses.</summary>
+    public static void EnableSeams() => AppContext.SetSwitch(Harness.Machine.Control.Seams.PointsSwitch, true);
+
+    private static readonly string[] Strategies = ["random", "pct", "probabilistic", "delay-bounding", "qlearning"];
+
+    public static Command Create()
+    {
+        var scenario = new Argument<string?>("scenario") { Description = "what to explore (see --list): kernel, program, or a bespoke scenario's name", Arity = ArgumentArity.ZeroOrOne };
+        var list = new Option<bool>("--list") { Description = "name the scenarios and the planted bugs, and exit" };
+        var iterations = new Option<uint>("--iterations") { Description = "executions to explore", DefaultValueFactory = _ => 100 };
+        var seed = new Option<uint>("--seed") { Description = "seed of Coyote's choices (the same seed, scenario and options explore the same executions)", DefaultValueFactory = _ => 1 };
+        var strategy = new Option<string>("--strategy") { Description = "Coyote's scheduling strategy", DefaultValueFactory = _ => "random" };
+        strategy.AcceptOnlyFromAmong(Strategies);
+        var bound = new Option<uint>("--strategy-bound") { Description = "the strategy's parameter: priority changes (pct), delays (delay-bounding), N (probabilistic)", DefaultValueFactory = _ => 10 };
+        var maxSteps = new Option<uint>("--max-steps") { Description = "scheduling steps per execution before it is cut (a kernel boot takes about 430k)", DefaultValueFactory = _ => 5_000_000 };
+        var budget = new Option<string?>("--time-budget") { Description = "stop exploring after this long: 90, 90s, 5m, 1h" };
+        var traces = new Option<DirectoryInfo>("--traces") { Description = "where a bug's trace (and its readable log) is written", DefaultValueFactory = _ => new DirectoryInfo("harness-traces") };
+        var vcpus = new Option<int?>("--vcpus") { Description = "vCPUs (kernel: 1..4, default 2; program: 1..4, default 2)" };
+        var dbt = new Option<string?>("--dbt") { Description = "translator: off, default or no-callret (default: default, or the planted bug's own)" };
+        dbt.AcceptOnlyFromAmong("off", "default", "no-callret");
+        var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list)" };
+        var prof = new Option<bool>("--prof") { Description = "attach the prof client" };
+        var client = new Option<string[]>("--client") { Description = "attach these DBT clients (repeat or comma-separate)", AllowMultipleArgumentsPerToken = true };
+        var workload = new Option<string[]>("--workload") { Description = "kernel: workloads after the self-test (repeat or comma-separate; default: the self-test only)", AllowMultipleArgumentsPerToken = true };
+        var kernel = new Option<FileInfo?>("--kernel") { Description = "kernel, kernel-selftest: the guest kernel image (default: the bundled kernel, built if needed)" };
+        var program = new Option<ulong?>("--program") { Description = "program: which generated program (default 1)" };
+        var programs = new Option<int?>("--programs") { Description = "program: explore this many programs (--program, --program+1, ...), Coyote picking one per iteration (default 1)" };
+        var delay = new Option<int?>("--delay-bound") { Description = "interrupt arrival: Coyote picks a delay in [0, N) instructions (default 64)" };
+        var cmd = new Command("explore", "explore a scenario's interleavings and interrupt timings under Coyote; a bug is saved as a replayable trace (docs/verification.md)")
+        {
+            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, workload, kernel, program, programs, delay,
+        };
+        cmd.SetAction((r, ct) =>
+        {
+            string[] Split(string[]? v) => (v ?? []).SelectMany(x => x.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
+            var args = new ScenarioArgs
+            {
+                Vcpus = r.GetValue(vcpus), Dbt = r.GetValue(dbt), Planted = r.GetValue(planted), Prof = r.GetValue(prof), Clients = Split(r.GetValue(client)),
+                Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), DelayBound = r.GetValue(delay),
+            };
+            return Task.FromResult(Explore(r.GetValue(scenario), r.GetValue(list), args, r.GetValue(iterations), r.GetValue(seed), r.GetValue(strategy)!,
+                r.GetValue(bound), r.GetValue(maxSteps), r.GetValue(budget), r.GetValue(traces)!, ct));
+        });
+        return cmd;
+    }
+
+    public static Command CreateReplay()
+    {
+        var trace = new Argument<FileInfo>("trace") { Description = "a trace file `harness explore` wrote" };
+        var cmd = new Command("replay", "re-run the execution a trace recorded and report whether its failure reproduced (exit 0 reproduced, 1 not, 2 bad input)") { trace };
+        cmd.SetAction((r, ct) => Task.FromResult(Replay(r.GetValue(trace)!)));
+        return cmd;
+    }
+
+    private static int Fail(string command, string message)
+    {
+        Console.Error.WriteLine($"harness: {message}");
+        Console.Error.WriteLine($"harness: see 'harness {command} --help'{(command == "explore" ? " (and --list for the names)" : "")}");
+        return ExitCodes.BadInput;
+    }
+
+    private static int Explore(string? name, bool list, ScenarioArgs args, uint iterations, uint seed, string strategy, uint bound, uint maxSteps,
+        string? budgetText, DirectoryInfo traces, CancellationToken ct)
+    {
+        if (list) { PrintList(); return 0; }
+        if (name is null) return Fail("explore", "name a scenario (see --list)");
+        if (iterations == 0) return Fail("explore", "--iterations must be at least 1");
+        if (maxSteps == 0) return Fail("explore", "--max-steps must be at least 1");
+        int budget = 0;
+        if (budgetText is not null && !TryDuration(budgetText, out budget)) return Fail("explore", $"--time-budget: '{budgetText}' is not a duration (90, 90s, 5m, 1h)");
+        if (ScenarioRegistry.All.FirstOrDefault(e => e.Name == name) is null)
+            return Fail("explore", $"unknown scenario '{name}' (known: {string.Join(", ", ScenarioRegistry.All.Select(e => e.Name))})");
+        if (args.Kernel is { } k && !File.Exists(k)) return Fail("explore", $"--kernel: {k}: no such file");
+        if (args.Kernel is null && name == "kernel")
+        {
+            try { args = args with { Kernel = DefaultImage.Ensure(ct, m => Console.Error.WriteLine($"harness: {m}")) }; }
+            catch (DefaultImage.BuildException e) { return Fail("explore", e.Message); }
+            catch (OperationCanceledException) { Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}"); return Signals.ExitCode; }
+        }
+        try { Directory.CreateDirectory(traces.FullName); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return Fail("explore", $"--traces: {traces.FullName}: {e.Message}"); }
+
+        Scenario scenario;
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            if (name is "kernel" or "program") Console.Error.WriteLine($"harness: {name}: computing the native reference run{(args.Programs > 1 ? "s" : "")} ...");
+            scenario = ScenarioRegistry.Create(name, args);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or IOException)
+        {
+            return Fail("explore", e.Message);
+        }
+        var reference = sw.Elapsed;
+
+        var strategyValue = strategy switch
+        {
+            "pct" => ExploreStrategy.Prioritized,
+            "probabilistic" => ExploreStrategy.Probabilistic,
+            "delay-bounding" => ExploreStrategy.DelayBounding,
+            "qlearning" => ExploreStrategy.QLearning,
+            _ => ExploreStrategy.Random,
+        };
+        var progress = new Progress(iterations);
+        var options = new ExploreOptions
+        {
+            Iterations = iterations, Seed = seed, Strategy = strategyValue, StrategyBound = bound, MaxSchedulingSteps = maxSteps,
+            TraceDirectory = traces.FullName, TimeoutSeconds = budget, OnIteration = progress.Iteration, Cancel = ct,
+        };
+        ExploreReport report;
+        try { report = Explorer.Explore(scenario, options); }
+        finally { progress.Done(); }
+
+        var output = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        if (Console.IsOutputRedirected) output.Profile.Width = 160;
+        double secs = Math.Max(report.Elapsed.TotalSeconds, 1e-9);
+        var table = new Table().AddColumn("scenario").AddColumn("result").AddColumn(new TableColumn("iterations").RightAligned())
+            .AddColumn(new TableColumn("steps").RightAligned()).AddColumn(new TableColumn("max steps").RightAligned())
+            .AddColumn(new TableColumn("cut at bound").RightAligned()).AddColumn(new TableColumn("time").RightAligned())
+            .AddColumn(new TableColumn("iterations/s").RightAligned()).AddColumn(new TableColumn("steps/s").RightAligned());
+        table.AddRow(Markup.Escape(scenario.Name), report.BugFound ? "[red]bug[/]" : "clean", $"{report.IterationsRun}", $"{report.TotalSteps:N0}",
+            $"{report.MaxStepsInAnIteration:N0}", $"{report.StepBoundHits}", $"{report.Elapsed.TotalSeconds:F1} s",
+            $"{report.IterationsRun / secs:F2}", $"{report.TotalSteps / secs:N0}");
+        output.Write(table);
+        Console.WriteLine($"{strategy} strategy, seed {seed}; native reference {reference.TotalSeconds:F1} s");
+        if (ct.IsCancellationRequested) Console.WriteLine($"interrupted by {Signals.Received ?? "cancellation"} after {report.IterationsRun} iterations");
+        if (!report.BugFound) return ct.IsCancellationRequested ? Signals.ExitCode : 0;
+
+        string command = Command(name, args, iterations, seed, strategy, bound, maxSteps);
+        using (var doc = JsonDocument.Parse(report.CoyoteTrace!))
+            new HarnessTrace(name, args, report.Failure ?? "", command, doc.RootElement.Clone()).Write(report.TracePath!);
+        Console.WriteLine($"bug found in iteration {report.Iteration}:");
+        Console.WriteLine(report.Failure);
+        Console.WriteLine($"trace: {report.TracePath}");
+        Console.WriteLine($"readable log: {report.ReadableTracePath}");
+        Console.WriteLine($"replay: harness replay {Quote(report.TracePath!)}");
+        Console.WriteLine($"explore again: {command}");
+        return 1;
+    }
+
+    private static int Replay(FileInfo file)
+    {
+        HarnessTrace trace;
+        Scenario scenario;
+        try
+        {
+            trace = HarnessTrace.Read(file.FullName);
+            scenario = ScenarioRegistry.Create(trace.Scenario, trace.Args);
+        }
+        catch (TraceFileException e) { return Fail("replay", e.Message); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
+        {
+            return Fail("replay", $"{file.FullName}: the trace's scenario cannot be built here: {e.Message}");
+        }
+        ReplayReport r;
+        try { r = Explorer.ReplayText(scenario, trace.Coyote.GetRawText(), file.FullName); }
+        catch (TraceFileException e) { return Fail("replay", e.Message); }
+        Console.WriteLine($"scenario: {scenario.Name}");
+        Console.WriteLine($"recorded failure: {trace.Failure}");
+        if (r.Reproduced && r.Failure == trace.Failure)
+            Console.WriteLine($"reproduced in {r.Elapsed.TotalSeconds:F1} s: the same failure");
+        else if (r.Reproduced)
+            Console.WriteLine($"reproduced in {r.Elapsed.TotalSeconds:F1} s, with a different failure:\n{r.Failure}");
+        else
+            Console.WriteLine($"not reproduced: the replayed execution passed ({r.Elapsed.TotalSeconds:F1} s)");
+        return r.Reproduced ? 0 : 1;
+    }
+
+    private static void PrintList()
+    {
+        var t = new Table().AddColumn("scenario").AddColumn("kind").AddColumn("options").AddColumn("what");
+        foreach (var e in ScenarioRegistry.All)
+            t.AddRow(e.Name, e.Generic ? "generic" : "bespoke", e.Accepts.Length == 0 ? "-" : string.Join(" ", e.Accepts.Select(a => "--" + a)), Markup.Escape(e.Description));
+        var output = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        if (Console.IsOutputRedirected) output.Profile.Width = 200;
+        output.Write(t);
+        var b = new Table().AddColumn("planted bug (--planted)").AddColumn("configuration").AddColumn("what");
+        foreach (var p in PlantedBugs.All) b.AddRow(p.Name, p.Configuration + (p.Prof ? "+prof" : ""), Markup.Escape(p.Description));
+        output.Write(b);
+    }
+
+    /// <summary>The command line that repeats this exploration.</summary>
+    private static string Command(string name, ScenarioArgs a, uint iterations, uint seed, string strategy, uint bound, uint maxSteps)
+    {
+        var parts = new List<string> { "harness explore", name, $"--iterations {iterations}", $"--seed {seed}" };
+        if (strategy != "random") parts.Add($"--strategy {strategy} --strategy-bound {bound}");
+        if (maxSteps != 5_000_000) parts.Add($"--max-steps {maxSteps}");
+        if (a.Vcpus is { } v) parts.Add($"--vcpus {v}");
+        if (a.Dbt is { } d) parts.Add($"--dbt {d}");
+        if (a.Planted is { } p) parts.Add($"--planted {p}");
+        if (a.Prof) parts.Add("--prof");
+        if (a.Clients.Length > 0) parts.Add($"--client {string.Join(',', a.Clients)}");
+        if (a.Workloads.Length > 0) parts.Add($"--workload {string.Join(',', a.Workloads)}");
+        if (a.Kernel is { } k && name != "kernel") parts.Add($"--kernel {Quote(k)}");
+        if (a.Program is { } g) parts.Add($"--program {g}");
+        if (a.Programs is { } gs) parts.Add($"--programs {gs}");
+        if (a.DelayBound is { } b) parts.Add($"--delay-bound {b}");
+        return string.Join(' ', parts);
+    }
+
+    private static string Quote(string path) => path.Contains(' ') ? $"\"{path}\"" : path;
+
+    private static bool TryDuration(string text, out int seconds)
+    {
+        seconds = 0;
+        int unit = text.EndsWith('h') ? 3600 : text.EndsWith('m') ? 60 : 1;
+        string number = char.IsLetter(text[^1]) ? text[..^1] : text;
+        if (text.EndsWith('s') || unit > 1 || char.IsDigit(text[^1]))
+            if (int.TryParse(number, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n > 0 && n <= int.MaxValue / unit) { seconds = n * unit; return true; }
+        return false;
+    }
+
+    /// <summary>Iterations so far and their rate, on stderr: one rewritten line on a terminal, a line every 10 s otherwise.</summary>
+    private sealed class Progress(uint total)
+    {
+        private readonly Stopwatch clock = Stopwatch.StartNew();
+        private TimeSpan last = TimeSpan.Zero;
+        private readonly bool terminal = !Console.IsErrorRedirected;
+        private bool wrote;
+
+        public void Iteration(int i)
+        {
+            var now = clock.Elapsed;
+            if (now - last < (terminal ? TimeSpan.FromSeconds(0.5) : TimeSpan.FromSeconds(10))) return;
+            last = now;
+            string line = $"explore: iteration {i + 1}/{total}, {i / Math.Max(now.TotalSeconds, 1e-9):F2} iterations/s, {now.TotalSeconds:F0} s";
+            if (terminal) { Console.Error.Write("\r" + line + "   "); wrote = true; }
+            else Console.Error.WriteLine(line);
+        }
+
+        public void Done()
+        {
+            if (wrote) Console.Error.WriteLine();
+        }
+    }
+}

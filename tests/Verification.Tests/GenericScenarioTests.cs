@@ -1,0 +1,105 @@
+using Harness.Verification.Generic;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Harness.Verification.Tests;
+
+/// <summary>
+/// The generic scenarios know no bug: the same scenario and monitors (no DBT failure, final state
+/// equal to the native run's; for the kernel: no panic, exit 0, result lines equal) find planted
+/// bugs they were not written for, each within a stated budget, and replay them from the saved
+/// trace; the correct translator passes the same budgets clean.
+/// </summary>
+public class GenericScenarioTests(ITestOutputHelper output)
+{
+    private readonly ScenarioChecks checks = new(output);
+
+    // 100 generated programs, Coyote picking one per iteration (the CLI's --programs 100).
+    private static Scenario Programs(string? planted, string? dbt = null, int vcpus = 2) =>
+        ScenarioRegistry.Create("program", new ScenarioArgs { Planted = planted, Dbt = dbt, Programs = 100, Vcpus = vcpus });
+
+    /// <summary>Planted bug, budget (iterations), what the failure says. Budgets: about 4x the iteration that found it from seed 1 (docs/verification.md).</summary>
+    public static TheoryData<string, uint, string> ProgramFinds => new()
+    {
+        { "fixup-not-registered", 40, "the translated run differs from the native run" },
+        { "counter-clobbers-flags", 20, "the translated run differs from the native run" },
+        { "jmp-flips-carry", 150, "the translated run differs from the native run" },
+        { "lookup-with-interrupts", 20, "dispatcher entered with interrupts enabled" },
+        { "edge-without-cli", 20, "dispatcher entered with interrupts enabled" },
+        { "no-tx-nextpc-restore", 120, "the translated run differs from the native run" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ProgramFinds))]
+    public void TheProgramScenarioFindsAPlantedBugAndReplaysIt(string planted, uint budget, string expected)
+    {
+        var s = Programs(planted);
+        var r = checks.Explore(s, ScenarioChecks.Options(budget, maxSteps: 100_000));
+        checks.AssertFoundAndReplays(s, r, expected);
+    }
+
+    [Theory]
+    [InlineData("default", 2)]
+    [InlineData("no-callret", 2)]
+    [InlineData("default", 4)]
+    public void TheCorrectTranslatorPassesTheProgramScenarioClean(string dbt, int vcpus)
+    {
+        const uint budget = 150;
+        var r = checks.Explore(Programs(null, dbt, vcpus), ScenarioChecks.Options(budget, maxSteps: 100_000));
+        ScenarioChecks.AssertClean(r, budget);
+    }
+
+    private static string KernelPath
+    {
+        get
+        {
+            string path = Path.Combine(Support.RepoRoot, "guest", "build", "kernel", "kernel.elf");
+            if (!File.Exists(path)) throw new FileNotFoundException($"{path} is missing: build the guests first (bash guest/build.sh)", path);
+            return path;
+        }
+    }
+
+    [Fact]
+    public void TheKernelScenarioFindsADispatcherEntryWithInterruptsOnAndReplaysIt()
+    {
+        var s = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Planted = "edge-without-cli" });
+        var r = checks.Explore(s, ScenarioChecks.Options(2, maxSteps: 2_000_000));
+        checks.AssertFoundAndReplays(s, r, "dispatcher entered with interrupts enabled");
+    }
+
+    [Fact]
+    public void TheCorrectTranslatorPassesTheKernelScenarioClean()
+    {
+        var r = checks.Explore(ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath }), ScenarioChecks.Options(1, maxSteps: 2_000_000));
+        ScenarioChecks.AssertClean(r, 1);
+    }
+
+    [Theory]
+    [InlineData("nope", "unknown scenario 'nope'")]
+    [InlineData("lost-update-plain", "scenario lost-update-plain takes no --dbt")]
+    [InlineData("program", "unknown planted bug 'nope'")]
+    public void ABadScenarioOrOptionIsRefusedNamingIt(string name, string message)
+    {
+        var args = name == "program" ? new ScenarioArgs { Planted = "nope" } : new ScenarioArgs { Dbt = "default" };
+        var e = Assert.Throws<ArgumentException>(() => ScenarioRegistry.Create(name, args));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Theory]
+    [InlineData("{", "invalid JSON at line")]
+    [InlineData("{\"Settings\": {}, \"Steps\": [\"S(0)\"]}", "a raw Coyote trace does not say which scenario")]
+    [InlineData("{\"format\": \"harness-trace/9\", \"scenario\": \"program\"}", "trace format harness-trace/9")]
+    [InlineData("{\"format\": \"harness-trace/1\", \"scenario\": \"program\"}", "without its scenario, options or Coyote trace")]
+    public void AMalformedTraceIsRefusedNamingTheFile(string text, string message)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"trace-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, text);
+        try
+        {
+            var e = Assert.Throws<TraceFileException>(() => HarnessTrace.Read(path));
+            Assert.Contains(path, e.Message);
+            Assert.Contains(message, e.Message);
+        }
+        finally { File.Delete(path); }
+    }
+}
