@@ -63,7 +63,7 @@ public sealed class CoyoteControl : ExecutionControl
     private readonly List<Thread> threads = [];
     private Generator? generator;
 
-    private enum Wait : byte { None, Idle, Halted, Spin, Exited }
+    private enum Wait : byte { None, Idle, Halted, Spin, World, Exited }
     // What each vCPU is paused for, and a count of scheduling points passed by any vCPU. Touched
     // only by controlled threads, which Coyote runs one at a time.
     private Wait[] waiting = [];
@@ -83,7 +83,16 @@ public sealed class CoyoteControl : ExecutionControl
 
     // WorldStop parks vCPUs on a host monitor and spins for them with Thread.Yield, neither of
     // which Coyote schedules: a stop would wait out its timeout. Not supported yet.
-    public override bool SupportsWorldStop => false;
+    public override bool ControlledWaits => true;
+
+    /// <summary>A world stop's waits (the requester for the others to park, a parked vCPU for the release): controlled pauses.</summary>
+    public override void WaitUntil(Vcpu vcpu, Func<bool> condition)
+    {
+        if (condition()) return;
+        waiting[vcpu.Index] = Wait.World;
+        try { Operation.PauseUntil(condition); }
+        finally { waiting[vcpu.Index] = Wait.None; }
+    }
 
     /// <summary>
     /// Monitors: called on the vCPU's thread at every scheduling point that passed the filter,
@@ -207,7 +216,7 @@ public sealed class CoyoteControl : ExecutionControl
         waiting[me] = Wait.Spin;
         try
         {
-            Operation.PauseUntil(() => progress != seen || machine.Stopping || !AnyOtherRunnable(me));
+            Operation.PauseUntil(() => progress != seen || machine.Stopping || machine.World.Pending || !AnyOtherRunnable(me));
         }
         finally
         {
@@ -240,6 +249,13 @@ public sealed class CoyoteControl : ExecutionControl
     {
         if (vcpu.CanWake) return;
         var machine = vcpu.Machine;
+        if (machine.World.Pending)
+        {
+            // Back to the event check to park; a point first, so a vCPU that cannot park there
+            // yet does not loop without one.
+            SchedulingPoint.Interleave();
+            return;
+        }
         waiting[vcpu.Index] = Wait.Idle;
         try
         {
@@ -251,7 +267,8 @@ public sealed class CoyoteControl : ExecutionControl
                 machine.Stop(StopReason.Deadlock, 0, "every vCPU is halted and none can be woken (hlt with interrupts off, or no timer and no IPI)");
                 return;
             }
-            Operation.PauseUntil(() => vcpu.CanWake);
+            // A world stop parks vCPUs in their event check: a pending one ends the wait too.
+            Operation.PauseUntil(() => vcpu.CanWake || machine.World.Pending);
         }
         finally
         {
@@ -269,7 +286,7 @@ public sealed class CoyoteControl : ExecutionControl
         var machine = vcpu.Machine;
         bool Ready()
         {
-            if (machine.Stopping || vcpu.Apic.HasIncoming) return true;
+            if (machine.Stopping || vcpu.Apic.HasIncoming || machine.World.Pending) return true;
             foreach (var other in machine.Vcpus)
                 if (other != vcpu && other.Started && !other.IsHalted && other.Retired < wake) return false;
             return true;
@@ -280,7 +297,7 @@ public sealed class CoyoteControl : ExecutionControl
             try { Operation.PauseUntil(Ready); }
             finally { waiting[vcpu.Index] = Wait.None; }
         }
-        return machine.Stopping || vcpu.Apic.HasIncoming ? vcpu.Retired : wake;
+        return machine.Stopping || vcpu.Apic.HasIncoming || machine.World.Pending ? vcpu.Retired : wake;
     }
 
     // Wake stays a no-op: paused vCPUs' conditions are re-evaluated by Coyote at every scheduling

@@ -79,6 +79,9 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
     /// </summary>
     public bool NeedsSchedulingPoints { get; init; } = true;
 
+    /// <summary>What the scenario's executions showed, summed over an exploration (interrupts delivered, flushes, ...): evidence a clean result was not vacuous.</summary>
+    public ScenarioCounters Counters { get; init; } = new();
+
     /// <summary>One execution under a fresh <see cref="CoyoteControl"/>: build, run, check.</summary>
     public void RunOnce()
     {
@@ -103,5 +106,29 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
             // the machine's native memory under them would crash the host, so leave it to leak.
             if (finished || control.ThreadsFinished) machine.Dispose();
         }
+    }
+}
+
+/// <summary>Named totals a scenario adds to from its checks (thread-safe; read after the exploration).</summary>
+public sealed class ScenarioCounters
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> totals = new();
+    private readonly List<string> order = [];
+
+    public void Add(string name, long value)
+    {
+        if (totals.TryAdd(name, 0)) lock (order) order.Add(name);
+        totals.AddOrUpdate(name, value, (_, v) => v + value);
+    }
+
+    /// <summary>The totals in the order they were first added.</summary>
+    public IReadOnlyList<(string Name, long Total)> Snapshot()
+    {
+        lock (order) return order.Select(n => (n, totals[n])).ToList();
+    }
+
+    public void Clear()
+    {
+        lock (order) { order.Clear(); totals.Clear(); }
     }
 }

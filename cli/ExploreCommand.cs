@@ -44,10 +44,13 @@ internal static class ExploreCommand
         var kernel = new Option<FileInfo?>("--kernel") { Description = "kernel, kernel-selftest: the guest kernel image (default: the bundled kernel, built if needed)" };
         var program = new Option<ulong?>("--program") { Description = "program: which generated program (default 1)" };
         var programs = new Option<int?>("--programs") { Description = "program: explore this many programs (--program, --program+1, ...), Coyote picking one per iteration (default 1)" };
+        var flushes = new Option<int?>("--flushes") { Description = "program: flush the code cache this many times per execution, each at an instruction count of vCPU 0 Coyote chooses (world stops)" };
+        var cacheKiB = new Option<int?>("--dbt-cache-kib") { Description = "kernel: cap the code cache's block pool at this many KiB (at least 8) so it fills and is flushed: world stops under Coyote" };
+        var onAt = new Option<long?>("--dbt-on-at") { Description = "kernel: switch the DBT on when vCPU 0 has retired this many instructions" };
         var delay = new Option<int?>("--delay-bound") { Description = "interrupt arrival: Coyote picks a delay in [0, N) instructions (default 64)" };
         var cmd = new Command("explore", "explore a scenario's interleavings and interrupt timings under Coyote; a bug is saved as a replayable trace (docs/verification.md)")
         {
-            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, workload, kernel, program, programs, delay,
+            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, workload, kernel, program, programs, flushes, cacheKiB, onAt, delay,
         };
         cmd.SetAction((r, ct) =>
         {
@@ -55,7 +58,7 @@ internal static class ExploreCommand
             var args = new ScenarioArgs
             {
                 Vcpus = r.GetValue(vcpus), Dbt = r.GetValue(dbt), Planted = r.GetValue(planted), Prof = r.GetValue(prof), Clients = Split(r.GetValue(client)),
-                Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), DelayBound = r.GetValue(delay),
+                Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), Flushes = r.GetValue(flushes), CacheKiB = r.GetValue(cacheKiB), OnAt = r.GetValue(onAt), DelayBound = r.GetValue(delay),
             };
             return Task.FromResult(Explore(r.GetValue(scenario), r.GetValue(list), args, r.GetValue(iterations), r.GetValue(seed), r.GetValue(strategy)!,
                 r.GetValue(bound), r.GetValue(maxSteps), r.GetValue(budget), r.GetValue(traces)!, ct));
@@ -142,6 +145,8 @@ internal static class ExploreCommand
             $"{report.IterationsRun / secs:F2}", $"{report.TotalSteps / secs:N0}");
         output.Write(table);
         Console.WriteLine($"{strategy} strategy, seed {seed}; native reference {reference.TotalSeconds:F1} s");
+        if (scenario.Counters.Snapshot() is { Count: > 0 } seen)
+            Console.WriteLine("observed: " + string.Join(", ", seen.Select(c => $"{c.Name} {c.Total:N0}")));
         if (ct.IsCancellationRequested) Console.WriteLine($"interrupted by {Signals.Received ?? "cancellation"} after {report.IterationsRun} iterations");
         if (!report.BugFound) return ct.IsCancellationRequested ? Signals.ExitCode : 0;
 
@@ -213,6 +218,9 @@ internal static class ExploreCommand
         if (a.Kernel is { } k && name != "kernel") parts.Add($"--kernel {Quote(k)}");
         if (a.Program is { } g) parts.Add($"--program {g}");
         if (a.Programs is { } gs) parts.Add($"--programs {gs}");
+        if (a.Flushes is { } f) parts.Add($"--flushes {f}");
+        if (a.CacheKiB is { } c) parts.Add($"--dbt-cache-kib {c}");
+        if (a.OnAt is { } on) parts.Add($"--dbt-on-at {on}");
         if (a.DelayBound is { } b) parts.Add($"--delay-bound {b}");
         return string.Join(' ', parts);
     }

@@ -1,3 +1,5 @@
+using Harness.Machine.Cpu;
+
 namespace Harness.Machine.Control;
 
 /// <summary>Where a scheduling point sits: what the vCPU is about to do (CodePatch: a host agent on its thread rewrites code another vCPU may run, the DBT's chaining patch).</summary>
@@ -72,4 +74,15 @@ public abstract class ExecutionControl
     /// on a host monitor, which a control that schedules the threads itself cannot see).
     /// </summary>
     public virtual bool SupportsWorldStop => true;
+
+    /// <summary>
+    /// True when the control schedules the vCPU threads itself (Coyote), so a vCPU must not wait on
+    /// a host monitor the control cannot see: <see cref="WorldStop"/> then parks and waits through
+    /// <see cref="WaitUntil"/>.
+    /// </summary>
+    public virtual bool ControlledWaits => false;
+
+    /// <summary>Blocks vcpu's thread until condition holds, as a wait the control schedules (only when <see cref="ControlledWaits"/>).</summary>
+    public virtual void WaitUntil(Vcpu vcpu, Func<bool> condition) =>
+        throw new NotSupportedException($"the {Name} control has no controlled waits");
 }

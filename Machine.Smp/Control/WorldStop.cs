@@ -36,8 +36,8 @@ public sealed class WorldStop
     /// <summary>How long a requester waits for the others to park before it stops the machine with a report.</summary>
     public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>True while a stop is requested: the vCPU loop's event check looks at it.</summary>
-    internal bool Pending => requester is not null;
+    /// <summary>True while a stop is requested: the vCPU loop's event check looks at it (and a control's waits end for it).</summary>
+    public bool Pending => requester is not null;
 
     /// <summary>Runs action while every other started vCPU is parked; returns false if the machine stopped first.</summary>
     public bool Run(Vcpu by, Action action)
@@ -60,6 +60,7 @@ public sealed class WorldStop
             action();
             return true;
         }
+        if (machine.Control.ControlledWaits) return RunControlled(by, action);
         lock (gate)
         {
             // Another vCPU's stop is under way: park for it (as a vCPU), then take our turn.
@@ -106,12 +107,76 @@ public sealed class WorldStop
         }
     }
 
+    /// <summary>
+    /// The world stop under a control that schedules the threads (Coyote): the same protocol, but
+    /// every wait is the control's own (a controlled pause re-evaluated at each scheduling point),
+    /// and the gate is held only to update the counters, never across a wait.
+    /// </summary>
+    private bool RunControlled(Vcpu by, Action action)
+    {
+        var control = machine.Control;
+        while (true)
+        {
+            lock (gate)
+            {
+                if (requester is null || requester == by)
+                {
+                    requester = by;
+                    parked = 0;
+                    generation++;
+                    break;
+                }
+                waitingRequesters.Add(by);
+            }
+            // Another vCPU's stop is under way: park for it (as a vCPU), then take our turn.
+            try { ParkControlled(by); }
+            finally { lock (gate) waitingRequesters.Remove(by); }
+            if (machine.Stopping) return false;
+        }
+        try
+        {
+            foreach (var v in machine.Vcpus) if (v != by) v.Poke();
+            bool AllParked()
+            {
+                if (machine.Stopping) return true;
+                int target = 0;
+                foreach (var v in machine.Vcpus) if (v.Started && v != by) target++;
+                lock (gate) return parked >= target;
+            }
+            control.WaitUntil(by, AllParked);
+            if (machine.Stopping) return false;
+            action();
+            return true;
+        }
+        finally
+        {
+            lock (gate) requester = null;
+        }
+    }
+
+    private void ParkControlled(Vcpu v)
+    {
+        int g;
+        lock (gate)
+        {
+            g = generation;
+            parked++;
+        }
+        machine.Control.WaitUntil(v, () => requester is null || generation != g || machine.Stopping);
+    }
+
     /// <summary>Called by a vCPU at a block boundary while a stop is pending: parks it if its state is acceptable.</summary>
     internal bool TryPark(Vcpu v)
     {
         var r = requester;
         if (r is null || r == v) return false;
         if (machine.SafePoint is { } safe && !safe(v)) { v.RequestService(); return false; }
+        if (machine.Control.ControlledWaits)
+        {
+            lock (gate) if (requester is null || requester == v) return false;
+            ParkControlled(v);
+            return true;
+        }
         lock (gate)
         {
             if (requester is null || requester == v) return false;

@@ -24,6 +24,10 @@ public sealed record KernelScenarioSpec
     public IReadOnlyList<string> Clients { get; init; } = [];
     /// <summary>The planted bug's name (for the scenario's name), if Options plants one.</summary>
     public string? Planted { get; init; }
+    /// <summary>Caps the code cache's block pool (KiB) so it fills and is flushed under Coyote (a world stop); null: the whole region.</summary>
+    public int? CacheKiB { get; init; }
+    /// <summary>Switches the DBT on when vCPU 0 has retired this many instructions (a world stop); null: on from boot.</summary>
+    public long? OnAt { get; init; }
     public long MaxInstructions { get; init; } = 400_000_000;
     public CoyoteOptions Control { get; init; } = new();
 
@@ -45,6 +49,8 @@ public sealed record ProgramScenarioSpec
     public DbtOptions? Options { get; init; }
     /// <summary>The planted bug's name (for the scenario's name), if Options plants one.</summary>
     public string? Planted { get; init; }
+    /// <summary>Cache flushes (world stops) per execution, each at a vCPU 0 instruction count Coyote chooses.</summary>
+    public int Flushes { get; init; }
     public CoyoteOptions Control { get; init; } = new();
 
     public GuestProgram ProgramOf(ulong seed) => ProgramGen.Random(new Rng(seed), GenOptions.Default with { MinVcpus = Vcpus, MaxVcpus = Vcpus }, Size);
@@ -114,7 +120,8 @@ public static class GenericScenarios
         ulong firstOutside = 0;
         var data = segments[0];
         var shared = PointFilters.SharedRange(data.VirtAddr, data.VirtAddr + data.MemSize);
-        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
+        var counters = new ScenarioCounters();
+        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
             ctx =>
             {
                 var m = new Machine.Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
@@ -125,8 +132,16 @@ public static class GenericScenarios
                 if (kernel is not null)
                 {
                     var o = spec.Options ?? DbtOptions.Default;
-                    dbt = DbtInstance.Attach(m, o with { Kernel = kernel, CallRet = spec.Dbt == "default", Clients = [.. o.Clients, .. spec.Clients] });
-                    // Monitor: once the DBT is on, no kernel instruction runs outside the code cache.
+                    dbt = DbtInstance.Attach(m, o with
+                    {
+                        Kernel = kernel, CallRet = spec.Dbt == "default", Clients = [.. o.Clients, .. spec.Clients],
+                        MainPoolLimit = spec.CacheKiB is { } kib ? (ulong)kib * 1024 : o.MainPoolLimit,
+                        SwitchOnAt = spec.OnAt ?? o.SwitchOnAt,
+                    });
+                    // Monitor: with the DBT on from boot and never switched off, no kernel
+                    // instruction runs outside the code cache (a flush or a late switchon resumes
+                    // vCPUs at native recovery points by design).
+                    if (spec.CacheKiB is not null || spec.OnAt is not null) return m;
                     ulong rb = m.ReservedBase, rs = m.ReservedSize;
                     m.BlockDecoded = (_, va, pa) =>
                     {
@@ -138,6 +153,16 @@ public static class GenericScenarios
             },
             run =>
             {
+                counters.Add("executions checked", 1);
+                counters.Add("guest instructions", run.Result.Vcpus.Sum(v => v.Instructions));
+                counters.Add("interrupts delivered", run.Result.Vcpus.Sum(v => v.Interrupts));
+                if (dbt is not null)
+                {
+                    counters.Add("dispatcher entries", dbt.Stats.DispatcherEntries);
+                    counters.Add("edges chained", dbt.Stats.ChainedEdges);
+                    counters.Add("cache flushes", dbt.Stats.Flushes);
+                    counters.Add("switchons", dbt.Stats.SwitchOns);
+                }
                 if (dbt?.Stats.Failure is { } failure) Verify.Fail($"DBT failure: {failure}");
                 var panic = run.Console.Split('\n').FirstOrDefault(l => l.Contains("kernel panic"));
                 Verify.That(panic is null, $"kernel panic: {panic}{Tail(run.Console)}");
@@ -151,6 +176,7 @@ public static class GenericScenarios
             })
         {
             Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? shared },
+            Counters = counters,
         };
     }
 
@@ -179,16 +205,23 @@ public static class GenericScenarios
         }
         ProgramRunner.PreparedRun? prepared = null;
         int current = 0;
+        var counters = new ScenarioCounters();
         var doneFlags = PointFilters.SharedRange(Layout.Data, Layout.Data + 0x1000);
         var sharedPage = PointFilters.SharedRange(Layout.Shared, Layout.Shared + 0x1000);
         string which = spec.Count == 1 ? $"seed {spec.Seed}" : $"seeds {spec.Seed}..{spec.Seed + (ulong)spec.Count - 1}";
-        string planted = spec.Planted is null ? "" : $", planted {spec.Planted}";
+        string planted = (spec.Flushes > 0 ? $", {spec.Flushes} flush{(spec.Flushes > 1 ? "es" : "")}" : "") + (spec.Planted is null ? "" : $", planted {spec.Planted}");
+        if (spec.Flushes is < 0 or > 100) throw new ArgumentException($"--flushes must be between 0 and 100 (got {spec.Flushes})");
         return new Scenario($"program({which}, {spec.Vcpus} vCPUs, {spec.Dbt}{(spec.Prof ? "+prof" : "")}{planted})",
             ctx =>
             {
-                current = spec.Count == 1 ? 0 : Microsoft.Coyote.Random.Generator.Create().NextInteger(spec.Count);
+                var choose = Microsoft.Coyote.Random.Generator.Create();
+                current = spec.Count == 1 ? 0 : choose.NextInteger(spec.Count);
                 var (_, program, native) = programs[current];
-                var runSpec = new RunSpec { Configuration = spec.Dbt, Prof = spec.Prof, Options = spec.Options, MaxInstructions = native.Budget };
+                // A flush anywhere in vCPU 0's run (translated runs are longer: the early part of
+                // the translated run, where the translations and their interrupt frames are).
+                int span = (int)Math.Clamp(native.Result.Vcpus[0].Instructions, 1, int.MaxValue);
+                var events = Enumerable.Range(0, spec.Flushes).Select(_ => new HostEvent(choose.NextInteger(span), HostAction.Flush)).ToList();
+                var runSpec = new RunSpec { Configuration = spec.Dbt, Prof = spec.Prof, Options = spec.Options, MaxInstructions = native.Budget, Events = events };
                 prepared = ProgramRunner.Prepare(program, runSpec, ctx.Control, ctx.Console);
                 return prepared.Machine;
             },
@@ -196,6 +229,16 @@ public static class GenericScenarios
             {
                 var (seed, program, native) = programs[current];
                 var outcome = prepared!.Collect(run.Result);
+                counters.Add("executions checked", 1);
+                counters.Add("guest instructions", run.Result.Vcpus.Sum(v => v.Instructions));
+                counters.Add("interrupts delivered", run.Result.Vcpus.Sum(v => v.Interrupts));
+                counters.Add("exceptions delivered", run.Result.Vcpus.Sum(v => v.Exceptions));
+                if (outcome.Stats is { } st)
+                {
+                    counters.Add("dispatcher entries", st.DispatcherEntries);
+                    counters.Add("edges chained", st.ChainedEdges);
+                    counters.Add("cache flushes", st.Flushes);
+                }
                 string what = $"program {seed} ({spec.Vcpus} vCPUs; harness explore program --program {seed} repeats it alone):\n{program}";
                 if (outcome.Stats?.Failure is { } failure) Verify.Fail($"DBT failure: {failure}\n{what}");
                 var diff = StateDiff.Compare(program, native, "native", outcome, "translated");
@@ -207,6 +250,7 @@ public static class GenericScenarios
             Entry = Layout.Code,
             Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? ((kind, address) => doneFlags(kind, address) || sharedPage(kind, address)) },
             NeedsSchedulingPoints = spec.Vcpus > 1,
+            Counters = counters,
         };
     }
 

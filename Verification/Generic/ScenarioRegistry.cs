@@ -23,6 +23,12 @@ public sealed record ScenarioArgs
     public ulong? Program { get; init; }
     /// <summary>How many programs (Program, Program+1, ...) the program scenario picks from, one per iteration.</summary>
     public int? Programs { get; init; }
+    /// <summary>Program: cache flushes per execution at Coyote-chosen instruction counts of vCPU 0.</summary>
+    public int? Flushes { get; init; }
+    /// <summary>Kernel: cap the code cache's block pool at this many KiB (it fills and is flushed: world stops under Coyote).</summary>
+    public int? CacheKiB { get; init; }
+    /// <summary>Kernel: switch the DBT on when vCPU 0 has retired this many instructions.</summary>
+    public long? OnAt { get; init; }
     /// <summary>Interrupt arrival: a delay in [0, this) instructions, chosen by Coyote.</summary>
     public int? DelayBound { get; init; }
 }
@@ -36,15 +42,15 @@ public sealed record ScenarioEntry(string Name, string Description, bool Generic
 /// </summary>
 public static class ScenarioRegistry
 {
-    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "workload", "kernel", "delay-bound"];
-    private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "program", "programs", "delay-bound"];
+    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "delay-bound"];
+    private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "program", "programs", "flushes", "delay-bound"];
 
     public static readonly IReadOnlyList<ScenarioEntry> All =
     [
         new("kernel", "the guest kernel (its self-test, then the --workload list) under the translator: no DBT failure (IF=1 at the dispatcher included), no panic or ASSERT, " +
-            "exit 0, no kernel code outside the cache, result lines equal to a native run's", Generic: true, KernelOptions, Kernel),
+            "exit 0, no kernel code outside the cache, result lines equal to a native run's; --dbt-cache-kib 12 flushes (world stops) under Coyote", Generic: true, KernelOptions, Kernel),
         new("program", "generated programs (Properties/; --program picks the first, --programs how many, one per iteration) on 1..4 vCPUs under the translator, timer ticks at Coyote's delays: " +
-            "no DBT failure, final registers, flags and memory equal to its native run's", Generic: true, ProgramOptions, Program),
+            "no DBT failure, final registers, flags and memory equal to its native run's; --flushes N flushes the cache (world stops) at Coyote-chosen points", Generic: true, ProgramOptions, Program),
         Bespoke("lost-update-plain", "two vCPUs increment a shared counter with a plain add (planted: the lost update)", _ => MachineScenarios.LostUpdate(atomic: false)),
         Bespoke("lost-update-locked", "the same with lock add (correct)", _ => MachineScenarios.LostUpdate(atomic: true)),
         Bespoke("interrupt-scratch-percpu", "one vCPU parks a scratch value in a per-CPU cell the timer handler also uses (planted)", _ => MachineScenarios.InterruptScratch(scratchOnStack: false)),
@@ -84,6 +90,9 @@ public static class ScenarioRegistry
         if (a.Kernel is not null) yield return "kernel";
         if (a.Program is not null) yield return "program";
         if (a.Programs is not null) yield return "programs";
+        if (a.Flushes is not null) yield return "flushes";
+        if (a.CacheKiB is not null) yield return "dbt-cache-kib";
+        if (a.OnAt is not null) yield return "dbt-on-at";
         if (a.DelayBound is not null) yield return "delay-bound";
     }
 
@@ -111,6 +120,9 @@ public static class ScenarioRegistry
         var (dbt, prof, options) = Translator(a);
         var clients = prof && !a.Clients.Contains("prof") ? [.. a.Clients, "prof"] : a.Clients;
         if (clients.Length > 0 && dbt == "off") throw new ArgumentException("--client instruments translated code: it needs --dbt default or no-callret");
+        if ((a.CacheKiB is not null || a.OnAt is not null) && dbt == "off") throw new ArgumentException("--dbt-cache-kib and --dbt-on-at need --dbt default or no-callret");
+        if (a.CacheKiB is < 8) throw new ArgumentException($"--dbt-cache-kib {a.CacheKiB} is too small: the pool must hold the largest block and the interrupt entry paths at once (at least 8 KiB)");
+        if (a.OnAt is < 1) throw new ArgumentException($"--dbt-on-at must be positive (got {a.OnAt})");
         return GenericScenarios.Kernel(new KernelScenarioSpec
         {
             ImagePath = Required(a.Kernel, "kernel", "--kernel"),
@@ -120,6 +132,8 @@ public static class ScenarioRegistry
             Options = options,
             Clients = clients,
             Planted = a.Planted,
+            CacheKiB = a.CacheKiB,
+            OnAt = a.OnAt,
             Control = Control(a),
         });
     }
@@ -131,6 +145,7 @@ public static class ScenarioRegistry
         {
             Seed = a.Program ?? 1,
             Count = a.Programs ?? 1,
+            Flushes = a.Flushes ?? 0,
             Planted = a.Planted,
             Vcpus = a.Vcpus ?? 2,
             Dbt = dbt,

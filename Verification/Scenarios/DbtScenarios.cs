@@ -43,8 +43,8 @@ public sealed record JumpTableRaceOutcome(string? Bug, string? Problem, RunResul
 /// guest), in a planted-bug and a correct form, with the same contract as
 /// <see cref="MachineScenarios"/>: the planted bug is found within a stated budget and replays from
 /// its trace, the correct form passes that budget clean (tests/Verification.Tests/DbtScenarioTests.cs,
-/// numbers in docs/verification.md). None of them may flush the cache or switch the DBT off: the
-/// stop-the-world those need does not run under <see cref="CoyoteControl"/>.
+/// numbers in docs/verification.md). None of them flushes the cache or switches the DBT off: the
+/// guests have no kernel thread list for switchoff to walk (the generic scenarios flush under Coyote).
 /// </summary>
 public static class DbtScenarios
 {
@@ -92,7 +92,7 @@ public static class DbtScenarios
     /// scheduling point just before it. The dispatcher's points are the interleavings that matter;
     /// data accesses are points only for the done flags.
     /// </summary>
-    /// <param name="mainPoolLimit">A code cache too small for the guest (a flush needs a world stop, which CoyoteControl does not support: the run must say so).</param>
+    /// <param name="mainPoolLimit">A code cache too small for the guest (a flush then fails: the guest has no kernel thread list for switchoff).</param>
     public static Scenario ChainingPatch(bool torn, int iterations = 20, int vcpus = 2, Action<ChainingPatchOutcome>? observe = null, ulong? mainPoolLimit = null)
     {
         var guest = new ChainingPatchGuest(vcpus, iterations);

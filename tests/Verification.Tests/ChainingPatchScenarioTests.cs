@@ -48,18 +48,6 @@ public class ChainingPatchScenarioTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void ACacheFlushUnderCoyoteSaysItIsNotSupported()
-    {
-        // A cache too small for the guest makes the dispatcher flush (switchoff, wipe, switchon with
-        // the other vCPUs parked): not supported under CoyoteControl yet, and the run says so at once.
-        var s = DbtScenarios.ChainingPatch(torn: false, mainPoolLimit: 256);
-        var r = checks.Explore(s, ScenarioChecks.Options(1, maxSteps: 100_000));
-        Assert.True(r.BugFound, r.Log);
-        Assert.Contains("world stop requested by vCPU", r.Failure);
-        Assert.Contains("not supported under the coyote", r.Failure);
-    }
-
-    [Fact]
     public void PlainRunsOfTheGuestPass()
     {
         foreach (var (control, options) in new (Harness.Machine.Control.ExecutionControl, Harness.Dbt.DbtOptions?)[]

@@ -49,6 +49,35 @@ public class GenericScenarioTests(ITestOutputHelper output)
         ScenarioChecks.AssertClean(r, budget);
     }
 
+    /// <summary>The flush bugs need a world stop inside the run: two flushes per execution at Coyote-chosen points.</summary>
+    public static TheoryData<string, uint> FlushFinds => new()
+    {
+        { "switchoff-keeps-stacks", 10 },
+        { "exit-stub-recovery-keeps-flags", 10 },
+        { "stub-targets-ignored-at-safe-points", 300 },
+    };
+
+    [Theory]
+    [MemberData(nameof(FlushFinds))]
+    public void TheProgramScenarioWithFlushesFindsAFlushBugAndReplaysIt(string planted, uint budget)
+    {
+        var s = ScenarioRegistry.Create("program", new ScenarioArgs { Planted = planted, Programs = 100, Flushes = 2 });
+        var r = checks.Explore(s, ScenarioChecks.Options(budget, maxSteps: 100_000));
+        checks.AssertFoundAndReplays(s, r, "");
+    }
+
+    [Fact]
+    public void TheCorrectTranslatorPassesTheProgramScenarioWithFlushesClean()
+    {
+        const uint budget = 300;
+        var s = ScenarioRegistry.Create("program", new ScenarioArgs { Programs = 100, Flushes = 2 });
+        var r = checks.Explore(s, ScenarioChecks.Options(budget, maxSteps: 100_000));
+        ScenarioChecks.AssertClean(r, budget);
+        var flushes = s.Counters.Snapshot().Single(c => c.Name == "cache flushes").Total;
+        output.WriteLine($"{flushes} flushes");
+        Assert.True(flushes > budget, $"only {flushes} flushes in {budget} executions");
+    }
+
     private static string KernelPath
     {
         get
@@ -72,6 +101,19 @@ public class GenericScenarioTests(ITestOutputHelper output)
     {
         var r = checks.Explore(ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath }), ScenarioChecks.Options(1, maxSteps: 2_000_000));
         ScenarioChecks.AssertClean(r, 1);
+    }
+
+    [Fact]
+    public void TheKernelScenarioFlushesATinyCacheUnderCoyoteAndFindsStacksLeftPointingIntoIt()
+    {
+        var clean = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, CacheKiB = 12 });
+        var r = checks.Explore(clean, ScenarioChecks.Options(1, maxSteps: 2_000_000));
+        ScenarioChecks.AssertClean(r, 1);
+        Assert.True(clean.Counters.Snapshot().Single(c => c.Name == "cache flushes").Total >= 1, "the 12 KiB cache was never flushed");
+
+        var s = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, CacheKiB = 12, Planted = "switchoff-keeps-stacks" });
+        var b = checks.Explore(s, ScenarioChecks.Options(2, maxSteps: 2_000_000));
+        checks.AssertFoundAndReplays(s, b, "dbt: vCPU");
     }
 
     [Theory]
