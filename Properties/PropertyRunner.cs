@@ -73,6 +73,9 @@ public sealed record CheckReport(string Property, Setting Setting, bool Passed, 
 /// <summary>Runs a <see cref="PropertyDef"/> under FsCheck: generation from a seed, shrinking to the smallest failing case.</summary>
 public static class PropertyRunner
 {
+    /// <summary>The gamma of survey run seeds (i, SurveyGamma), i = 1, 2, ... (odd, well mixed: the golden-ratio increment).</summary>
+    public const ulong SurveyGamma = 11400714819323198485;
+
     /// <summary>Cases of a property: a program from a seed FsCheck draws (and the size), and the property's knob; shrinking by <see cref="ProgramGen.Shrink"/>.</summary>
     public static Arbitrary<Case> Cases(PropertyDef def, GenOptions generation) =>
         Arb.From(

@@ -188,7 +188,7 @@ internal static class PropsCommand
     }
 
     /// <summary>The gamma of --seeds' run seeds (odd, well mixed: the golden-ratio increment).</summary>
-    public const ulong SeedGamma = 11400714819323198485;
+    public const ulong SeedGamma = PropertyRunner.SurveyGamma;
 
     private static double Median(IEnumerable<double> xs)
     {
