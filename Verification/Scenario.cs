@@ -82,6 +82,9 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
     /// <summary>What the scenario's executions showed, summed over an exploration (interrupts delivered, flushes, ...): evidence a clean result was not vacuous.</summary>
     public ScenarioCounters Counters { get; init; } = new();
 
+    /// <summary>What of the interleaving space the executions saw (the generic scenarios record it), or null.</summary>
+    public Generic.Coverage? Coverage { get; init; }
+
     /// <summary>One execution under a fresh <see cref="CoyoteControl"/>: build, run, check.</summary>
     public void RunOnce()
     {

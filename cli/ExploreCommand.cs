@@ -48,9 +48,12 @@ internal static class ExploreCommand
         var cacheKiB = new Option<int?>("--dbt-cache-kib") { Description = "kernel: cap the code cache's block pool at this many KiB (at least 8) so it fills and is flushed: world stops under Coyote" };
         var onAt = new Option<long?>("--dbt-on-at") { Description = "kernel: switch the DBT on when vCPU 0 has retired this many instructions" };
         var delay = new Option<int?>("--delay-bound") { Description = "interrupt arrival: Coyote picks a delay in [0, N) instructions (default 64)" };
+        var coverage = new Option<FileInfo?>("--coverage") { Description = "write the exploration's coverage (conflicting access pairs, interrupts by region and offset, points per execution) as JSON" };
+        var shard = new Option<string?>("--shard") { Description = "run shard i of N (i/N): N shards with the same options together explore exactly the iterations of one run of N x --iterations; each writes shard-i-of-N.json to --traces" };
+        var merge = new Option<DirectoryInfo?>("--merge") { Description = "merge the shard results under DIR (searched recursively) and print the whole exploration's summary" };
         var cmd = new Command("explore", "explore a scenario's interleavings and interrupt timings under Coyote; a bug is saved as a replayable trace (docs/verification.md)")
         {
-            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, workload, kernel, program, programs, flushes, cacheKiB, onAt, delay,
+            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, workload, kernel, program, programs, flushes, cacheKiB, onAt, delay, shard, merge, coverage,
         };
         cmd.SetAction((r, ct) =>
         {
@@ -60,8 +63,9 @@ internal static class ExploreCommand
                 Vcpus = r.GetValue(vcpus), Dbt = r.GetValue(dbt), Planted = r.GetValue(planted), Prof = r.GetValue(prof), Clients = Split(r.GetValue(client)),
                 Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), Flushes = r.GetValue(flushes), CacheKiB = r.GetValue(cacheKiB), OnAt = r.GetValue(onAt), DelayBound = r.GetValue(delay),
             };
+            if (r.GetValue(merge) is { } dir) return Task.FromResult(Merge(dir, r.GetValue(scenario)));
             return Task.FromResult(Explore(r.GetValue(scenario), r.GetValue(list), args, r.GetValue(iterations), r.GetValue(seed), r.GetValue(strategy)!,
-                r.GetValue(bound), r.GetValue(maxSteps), r.GetValue(budget), r.GetValue(traces)!, ct));
+                r.GetValue(bound), r.GetValue(maxSteps), r.GetValue(budget), r.GetValue(traces)!, r.GetValue(shard), r.GetValue(coverage), ct));
         });
         return cmd;
     }
@@ -82,9 +86,15 @@ internal static class ExploreCommand
     }
 
     private static int Explore(string? name, bool list, ScenarioArgs args, uint iterations, uint seed, string strategy, uint bound, uint maxSteps,
-        string? budgetText, DirectoryInfo traces, CancellationToken ct)
+        string? budgetText, DirectoryInfo traces, string? shardText, FileInfo? coverageFile, CancellationToken ct)
     {
         if (list) { PrintList(); return 0; }
+        ShardSpec? shard = null;
+        if (shardText is not null)
+        {
+            try { shard = ShardSpec.Parse(shardText); }
+            catch (FormatException e) { return Fail("explore", e.Message); }
+        }
         if (name is null) return Fail("explore", "name a scenario (see --list)");
         if (iterations == 0) return Fail("explore", "--iterations must be at least 1");
         if (maxSteps == 0) return Fail("explore", "--max-steps must be at least 1");
@@ -99,6 +109,7 @@ internal static class ExploreCommand
             catch (DefaultImage.BuildException e) { return Fail("explore", e.Message); }
             catch (OperationCanceledException) { Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}"); return Signals.ExitCode; }
         }
+        if (coverageFile?.Directory is { Exists: false } cd) return Fail("explore", $"--coverage: {cd.FullName}: no such directory");
         try { Directory.CreateDirectory(traces.FullName); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return Fail("explore", $"--traces: {traces.FullName}: {e.Message}"); }
 
@@ -124,9 +135,10 @@ internal static class ExploreCommand
             _ => ExploreStrategy.Random,
         };
         var progress = new Progress(iterations);
+        uint shardSeed = shard?.SeedOf(seed, iterations) ?? seed;
         var options = new ExploreOptions
         {
-            Iterations = iterations, Seed = seed, Strategy = strategyValue, StrategyBound = bound, MaxSchedulingSteps = maxSteps,
+            Iterations = iterations, Seed = shardSeed, Strategy = strategyValue, StrategyBound = bound, MaxSchedulingSteps = maxSteps,
             TraceDirectory = traces.FullName, TimeoutSeconds = budget, OnIteration = progress.Iteration, Cancel = ct,
         };
         ExploreReport report;
@@ -144,21 +156,78 @@ internal static class ExploreCommand
             $"{report.MaxStepsInAnIteration:N0}", $"{report.StepBoundHits}", $"{report.Elapsed.TotalSeconds:F1} s",
             $"{report.IterationsRun / secs:F2}", $"{report.TotalSteps / secs:N0}");
         output.Write(table);
-        Console.WriteLine($"{strategy} strategy, seed {seed}; native reference {reference.TotalSeconds:F1} s");
+        Console.WriteLine($"{strategy} strategy, seed {seed}{(shard is { } sh ? $"; shard {sh} (iterations {sh.Global(1, iterations)}..{sh.Global((int)iterations, iterations)} of {(long)iterations * sh.Count}, from seed {shardSeed})" : "")}; native reference {reference.TotalSeconds:F1} s");
         if (scenario.Counters.Snapshot() is { Count: > 0 } seen)
             Console.WriteLine("observed: " + string.Join(", ", seen.Select(c => $"{c.Name} {c.Total:N0}")));
+        if (scenario.Coverage is { } cov)
+        {
+            Console.Write(cov.Summary());
+            if (coverageFile is not null)
+            {
+                try
+                {
+                    File.WriteAllText(coverageFile.FullName + ".tmp", cov.ToJson(scenario.Name, report.IterationsRun, report.BugFound));
+                    File.Move(coverageFile.FullName + ".tmp", coverageFile.FullName, overwrite: true);
+                    Console.WriteLine($"coverage: {coverageFile.FullName}");
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    Console.Error.WriteLine($"harness: --coverage: {coverageFile.FullName}: {e.Message}");
+                }
+            }
+        }
+        else if (coverageFile is not null) Console.Error.WriteLine($"harness: --coverage: scenario {name} records no coverage (only the generic scenarios do)");
         if (ct.IsCancellationRequested) Console.WriteLine($"interrupted by {Signals.Received ?? "cancellation"} after {report.IterationsRun} iterations");
+        string command = Command(name, args, iterations, shardSeed, strategy, bound, maxSteps);
+        if (report.BugFound)
+            using (var doc = JsonDocument.Parse(report.CoyoteTrace!))
+                new HarnessTrace(name, args, report.Failure ?? "", command, doc.RootElement.Clone()).Write(report.TracePath!);
+        if (shard is { } s)
+            new ShardResult
+            {
+                Scenario = name, ScenarioName = scenario.Name, Args = args, Seed = seed, Iterations = iterations, Strategy = strategy,
+                Shard = s.Index, Shards = s.Count, IterationsRun = report.IterationsRun, TotalSteps = report.TotalSteps,
+                MaxSteps = report.MaxStepsInAnIteration, StepBoundHits = report.StepBoundHits, Seconds = report.Elapsed.TotalSeconds,
+                BugIteration = report.BugFound ? s.Global(report.Iteration!.Value, iterations) : null, Failure = report.Failure,
+                Trace = report.BugFound ? Path.GetFileName(report.TracePath) : null,
+                Counters = scenario.Counters.Snapshot().ToDictionary(c => c.Name, c => c.Total),
+            }.Write(traces.FullName);
         if (!report.BugFound) return ct.IsCancellationRequested ? Signals.ExitCode : 0;
 
-        string command = Command(name, args, iterations, seed, strategy, bound, maxSteps);
-        using (var doc = JsonDocument.Parse(report.CoyoteTrace!))
-            new HarnessTrace(name, args, report.Failure ?? "", command, doc.RootElement.Clone()).Write(report.TracePath!);
-        Console.WriteLine($"bug found in iteration {report.Iteration}:");
+        Console.WriteLine(shard is { } bs ? $"bug found in iteration {report.Iteration} of this shard ({bs.Global(report.Iteration!.Value, iterations)} of the whole exploration):"
+            : $"bug found in iteration {report.Iteration}:");
         Console.WriteLine(report.Failure);
         Console.WriteLine($"trace: {report.TracePath}");
         Console.WriteLine($"readable log: {report.ReadableTracePath}");
         Console.WriteLine($"replay: harness replay {Quote(report.TracePath!)}");
         Console.WriteLine($"explore again: {command}");
+        return 1;
+    }
+
+    private static int Merge(DirectoryInfo dir, string? scenario)
+    {
+        if (scenario is not null) return Fail("explore", "--merge reads the shards' own scenario and options: give no scenario");
+        ShardResult.Merged m;
+        try { m = ShardResult.Merge(dir.FullName); }
+        catch (FormatException e) { return Fail("explore", e.Message); }
+        var a = m.First;
+        var output = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        if (Console.IsOutputRedirected) output.Profile.Width = 160;
+        var table = new Table().AddColumn("scenario").AddColumn("result").AddColumn(new TableColumn("shards").RightAligned())
+            .AddColumn(new TableColumn("iterations").RightAligned()).AddColumn(new TableColumn("steps").RightAligned())
+            .AddColumn(new TableColumn("max steps").RightAligned()).AddColumn(new TableColumn("cut at bound").RightAligned())
+            .AddColumn(new TableColumn("host time (sum)").RightAligned());
+        table.AddRow(Markup.Escape(a.ScenarioName), m.Bugs.Count > 0 ? "[red]bug[/]" : "clean", $"{m.Shards.Count}", $"{m.IterationsRun:N0}", $"{m.TotalSteps:N0}",
+            $"{m.MaxSteps:N0}", $"{m.StepBoundHits}", $"{m.Seconds:F1} s");
+        output.Write(table);
+        Console.WriteLine($"{a.Strategy} strategy, seed {a.Seed}, {a.Iterations} iterations per shard ({(long)a.Iterations * a.Shards:N0} in all)");
+        var counters = m.Shards.SelectMany(s => s.Counters).GroupBy(c => c.Key).Select(g => $"{g.Key} {g.Sum(c => c.Value):N0}").ToList();
+        if (counters.Count > 0) Console.WriteLine("observed: " + string.Join(", ", counters));
+        if (m.Bugs.Count == 0) return 0;
+        Console.WriteLine($"{m.Bugs.Count} shard(s) found a bug; the first in the whole exploration, at iteration {m.Bugs[0].Shard.BugIteration} (shard {m.Bugs[0].Shard.Shard}):");
+        Console.WriteLine(m.Bugs[0].Shard.Failure);
+        foreach (var (s, d) in m.Bugs)
+            Console.WriteLine($"iteration {s.BugIteration} (shard {s.Shard}): harness replay {Quote(Path.Combine(d, s.Trace ?? ""))}");
         return 1;
     }
 

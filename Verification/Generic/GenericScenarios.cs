@@ -109,7 +109,8 @@ public static class GenericScenarios
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ArgumentException($"{spec.ImagePath}: {e.Message}", e); }
         var segments = Machine.Boot.ElfLoader.Parse(image, spec.ImagePath).Segments.Where(g => (g.Flags & 2) != 0).ToArray();
         if (segments.Length != 1) throw new ArgumentException($"{spec.ImagePath}: expected one writable segment (.data and .bss), found {segments.Length}");
-        var kernel = spec.Dbt == "off" ? null : Harness.Dbt.Kernel.KernelImage.FromElf(image, spec.ImagePath);
+        var symbols = Harness.Dbt.Kernel.KernelImage.FromElf(image, spec.ImagePath);
+        var kernel = spec.Dbt == "off" ? null : symbols;
         var reference = KernelReference(spec, image);
         if (reference.Results.ExitStatus != 0 || reference.Console.Contains("kernel panic"))
             throw new ArgumentException($"{spec.ImagePath} ({spec.CommandLine}): the native reference run did not exit 0 ({reference.Run.Reason}: {reference.Run.Message}): " +
@@ -121,6 +122,8 @@ public static class GenericScenarios
         var data = segments[0];
         var shared = PointFilters.SharedRange(data.VirtAddr, data.VirtAddr + data.MemSize);
         var counters = new ScenarioCounters();
+        var coverage = new Coverage();
+        CoyoteControl? control = null;
         return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
             ctx =>
             {
@@ -129,6 +132,7 @@ public static class GenericScenarios
                 m.LoadElf(image, name);
                 dbt = null;
                 outside = 0;
+                control = ctx.Control;
                 if (kernel is not null)
                 {
                     var o = spec.Options ?? DbtOptions.Default;
@@ -141,6 +145,7 @@ public static class GenericScenarios
                     // Monitor: with the DBT on from boot and never switched off, no kernel
                     // instruction runs outside the code cache (a flush or a late switchon resumes
                     // vCPUs at native recovery points by design).
+                    coverage.Attach(ctx.Control, m, dbt, kernel);
                     if (spec.CacheKiB is not null || spec.OnAt is not null) return m;
                     ulong rb = m.ReservedBase, rs = m.ReservedSize;
                     m.BlockDecoded = (_, va, pa) =>
@@ -149,10 +154,12 @@ public static class GenericScenarios
                         if (Interlocked.Increment(ref outside) == 1) firstOutside = va;
                     };
                 }
+                else coverage.Attach(ctx.Control, m, null, symbols);
                 return m;
             },
             run =>
             {
+                coverage.EndExecution(control!.PointsTaken);
                 counters.Add("executions checked", 1);
                 counters.Add("guest instructions", run.Result.Vcpus.Sum(v => v.Instructions));
                 counters.Add("interrupts delivered", run.Result.Vcpus.Sum(v => v.Interrupts));
@@ -177,6 +184,7 @@ public static class GenericScenarios
         {
             Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? shared },
             Counters = counters,
+            Coverage = coverage,
         };
     }
 
@@ -206,6 +214,8 @@ public static class GenericScenarios
         ProgramRunner.PreparedRun? prepared = null;
         int current = 0;
         var counters = new ScenarioCounters();
+        var coverage = new Coverage();
+        CoyoteControl? control = null;
         var doneFlags = PointFilters.SharedRange(Layout.Data, Layout.Data + 0x1000);
         var sharedPage = PointFilters.SharedRange(Layout.Shared, Layout.Shared + 0x1000);
         string which = spec.Count == 1 ? $"seed {spec.Seed}" : $"seeds {spec.Seed}..{spec.Seed + (ulong)spec.Count - 1}";
@@ -223,12 +233,15 @@ public static class GenericScenarios
                 var events = Enumerable.Range(0, spec.Flushes).Select(_ => new HostEvent(choose.NextInteger(span), HostAction.Flush)).ToList();
                 var runSpec = new RunSpec { Configuration = spec.Dbt, Prof = spec.Prof, Options = spec.Options, MaxInstructions = native.Budget, Events = events };
                 prepared = ProgramRunner.Prepare(program, runSpec, ctx.Control, ctx.Console);
+                control = ctx.Control;
+                coverage.Attach(ctx.Control, prepared.Machine, prepared.Dbt, program.Image.Kernel);
                 return prepared.Machine;
             },
             run =>
             {
                 var (seed, program, native) = programs[current];
                 var outcome = prepared!.Collect(run.Result);
+                coverage.EndExecution(control!.PointsTaken);
                 counters.Add("executions checked", 1);
                 counters.Add("guest instructions", run.Result.Vcpus.Sum(v => v.Instructions));
                 counters.Add("interrupts delivered", run.Result.Vcpus.Sum(v => v.Interrupts));
@@ -251,6 +264,7 @@ public static class GenericScenarios
             Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? ((kind, address) => doneFlags(kind, address) || sharedPage(kind, address)) },
             NeedsSchedulingPoints = spec.Vcpus > 1,
             Counters = counters,
+            Coverage = coverage,
         };
     }
 

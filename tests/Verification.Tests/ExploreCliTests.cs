@@ -29,6 +29,9 @@ public class ExploreCliTests
     [InlineData("program --iterations 0", "--iterations must be at least 1")]
     [InlineData("program --strategy best", "best")]
     [InlineData("kernel --kernel /nonexistent/kernel.elf", "/nonexistent/kernel.elf: no such file")]
+    [InlineData("program --shard 3/2", "need 1 <= i <= N")]
+    [InlineData("program --shard half", "'half' is not i/N")]
+    [InlineData("--merge /nonexistent/shards", "no such directory")]
     public void BadInputIsRefusedWithExit2NamingIt(string args, string message)
     {
         var (code, _, stderr) = HarnessCli.Run(Timeout, ["explore", .. args.Split(' ', StringSplitOptions.RemoveEmptyEntries)]);
@@ -69,6 +72,66 @@ public class ExploreCliTests
         Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
         Assert.Contains("clean", stdout);
         Assert.Contains("random strategy, seed 1", stdout);
+    }
+
+    /// <summary>
+    /// Three shard processes, run at once, explore exactly the iterations of one run with three
+    /// times the budget: the merge reports the bug at the same iteration of the whole exploration
+    /// as the unsharded run, and its trace replays; a missing shard is refused.
+    /// </summary>
+    [Fact]
+    public void ShardsRunInParallelMergeIntoTheUnshardedRun()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"shards-{Guid.NewGuid():N}");
+        try
+        {
+            string[] common = ["explore", "program", "--programs", "100", "--planted", "jmp-flips-carry"];
+            var whole = HarnessCli.Run(Timeout, [.. common, "--iterations", "30", "--traces", Path.Combine(dir, "whole")]);
+            Assert.True(whole.Code == 1, whole.Stdout + whole.Stderr);
+            int expected = int.Parse(System.Text.RegularExpressions.Regex.Match(whole.Stdout, @"bug found in iteration (\d+)").Groups[1].Value);
+
+            var shards = Enumerable.Range(1, 3).Select(i => Task.Run(() =>
+                HarnessCli.Run(Timeout, [.. common, "--iterations", "10", "--shard", $"{i}/3", "--traces", Path.Combine(dir, "shards", $"s{i}")]))).ToArray();
+            Task.WaitAll(shards);
+            Assert.Contains(shards, t => t.Result.Code == 1);
+            var merged = HarnessCli.Run(Timeout, "explore", "--merge", Path.Combine(dir, "shards"));
+            Assert.True(merged.Code == 1, merged.Stdout + merged.Stderr);
+            Assert.Contains($"the first in the whole exploration, at iteration {expected} ", merged.Stdout);
+            string trace = System.Text.RegularExpressions.Regex.Match(merged.Stdout, $@"iteration {expected} \(shard \d\): harness replay (\S+)").Groups[1].Value;
+            var replay = HarnessCli.Run(Timeout, "replay", trace);
+            Assert.True(replay.Code == 0, replay.Stdout + replay.Stderr);
+
+            File.Delete(Directory.GetFiles(Path.Combine(dir, "shards", "s2"), "shard-2-of-3.json").Single());
+            var missing = HarnessCli.Run(Timeout, "explore", "--merge", Path.Combine(dir, "shards"));
+            Assert.True(missing.Code == 2, missing.Stdout + missing.Stderr);
+            Assert.Contains("1 of 3 shards missing: 2", missing.Stderr);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void CleanShardsMergeToTheWholeBudget()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"shards-{Guid.NewGuid():N}");
+        try
+        {
+            for (int i = 1; i <= 2; i++)
+            {
+                var r = HarnessCli.Run(Timeout, "explore", "program", "--programs", "20", "--iterations", "15", "--shard", $"{i}/2", "--traces", dir);
+                Assert.True(r.Code == 0, r.Stdout + r.Stderr);
+            }
+            var merged = HarnessCli.Run(Timeout, "explore", "--merge", dir);
+            Assert.True(merged.Code == 0, merged.Stdout + merged.Stderr);
+            Assert.Contains("clean", merged.Stdout);
+            Assert.Matches(@"│\s+2 │\s+30 │", merged.Stdout);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]

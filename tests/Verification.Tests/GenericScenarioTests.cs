@@ -76,6 +76,18 @@ public class GenericScenarioTests(ITestOutputHelper output)
         var flushes = s.Counters.Snapshot().Single(c => c.Name == "cache flushes").Total;
         output.WriteLine($"{flushes} flushes");
         Assert.True(flushes > budget, $"only {flushes} flushes in {budget} executions");
+
+        // Coverage saw what happened: every execution, the vCPUs' conflicting accesses to the
+        // shared page and done flags in both orders, and interrupts at the dispatcher's exit.
+        var cov = s.Coverage!;
+        output.WriteLine(cov.Summary());
+        var (pairs, interrupts, min, _, max) = cov.Report();
+        Assert.Equal((int)budget, cov.Executions);
+        Assert.Contains(pairs, p => p.BothOrders && p.First != p.Second);
+        Assert.Contains(interrupts, i => i.Region == "dispatcher exit stub");
+        Assert.Contains(interrupts, i => i.Region.StartsWith("rule ", StringComparison.Ordinal));
+        Assert.True(min > 0 && max >= min, $"points per execution {min}..{max}");
+        Assert.Contains("\"conflictingPairs\"", cov.ToJson(s.Name, (int)budget, bugFound: false));
     }
 
     private static string KernelPath
