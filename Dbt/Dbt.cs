@@ -39,7 +39,8 @@ public sealed class Dbt
         Machine = machine;
         Options = options;
         Stats = new DbtStats(machine.Vcpus.Length);
-        Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit);
+        Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit,
+            plantedMoveToFrontWithInterrupts: options.PlantedLevel2MoveToFrontWithInterrupts);
         Edges = new EdgeTable(Cache, plantedNoCli: options.PlantedEdgeWithoutCli);
         Translator = new BlockTranslator(Cache, Edges, options, Stats);
         Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
@@ -49,9 +50,7 @@ public sealed class Dbt
         Rulebook.Prepare(options);
         clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
         Translator.Clients = clients;
-        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, plantedSwitchoffKeepsStacks: options.PlantedSwitchoffKeepsStacks, plantedExitStubKeepsFlags: options.PlantedExitStubRecoveryKeepsFlags,
-            plantedIgnoreStubTargets: options.PlantedStubTargetsIgnoredAtSafePoints, plantedIgnoreShadow: options.PlantedSwitchInInterruptShadow,
-            plantedIgnoreLevel2Return: options.PlantedLevel2ReturnNotRecovered);
+        Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, planted: options);
         Translator.Switch = Switch;
         Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats) { Switch = Switch };
     }

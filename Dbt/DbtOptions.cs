@@ -142,4 +142,24 @@ public sealed record DbtOptions
 
     /// <summary>Planted bug: the chaining patch computes its rel32 from the edge stub's address instead of the patch site's.</summary>
     public bool PlantedChainRelativeToStub { get; init; }
+
+    /// <summary>
+    /// Planted bug (an off-by-one recovery point): switchoff maps a parked vCPU's code-cache state
+    /// with the recovery of the block's next recovery point (a fencepost in the points table lookup),
+    /// so it resumes with the wrong native RIP or stack.
+    /// </summary>
+    public bool PlantedRecoveryOffByOne { get; init; }
+
+    /// <summary>
+    /// Planted bug: the level-2 jumptable routine moves a hit to the front of its group with the
+    /// native interrupt state (sti when the saved flags had IF), so an interrupt can see the group
+    /// half swapped, and its frame sits at a routine address no recovery knows.
+    /// </summary>
+    public bool PlantedLevel2MoveToFrontWithInterrupts { get; init; }
+
+    /// <summary>
+    /// Planted bug: switchoff (and so a flush) does not map the highest-numbered other vCPU's parked
+    /// state back to native: it resumes in the old (wiped) cache.
+    /// </summary>
+    public bool PlantedFlushSkipsOneVcpu { get; init; }
 }

@@ -71,7 +71,7 @@ public sealed class CodeCache
     public readonly Pool Data, Edges, Main;
     private readonly ulong ownAreas;
 
-    public CodeCache(Machine.Machine machine, PerCpu perCpu, ulong? mainPoolLimit = null)
+    public CodeCache(Machine.Machine machine, PerCpu perCpu, ulong? mainPoolLimit = null, bool plantedMoveToFrontWithInterrupts = false)
     {
         Memory = machine.Memory;
         PerCpu = perCpu;
@@ -115,7 +115,7 @@ public sealed class CodeCache
         exit.CopyTo(page, 0);
         DeadEnd = StubPage + 16;
         new byte[] { 0xFA, 0xF4, 0xEB, 0xFC }.CopyTo(page.AsSpan((int)(DeadEnd - StubPage))); // cli; hlt; jmp $-2
-        var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu);
+        var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu, plantedMoveToFrontWithInterrupts);
         l2.CopyTo(page.AsSpan(32));
         Level2 = routine;
         JumpTableL2 = routine.Probe;

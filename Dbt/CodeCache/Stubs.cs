@@ -75,7 +75,7 @@ internal static class Stubs
     /// shared code cannot know which one a site used).
     /// </para>
     /// </summary>
-    public static (byte[] Code, JumpTableLevel2 Routine) Level2(ulong at, PerCpu perCpu)
+    public static (byte[] Code, JumpTableLevel2 Routine) Level2(ulong at, PerCpu perCpu, bool plantedMoveToFrontWithInterrupts = false)
     {
         var a = new Assembler(64);
         var probe = a.CreateLabel();
@@ -106,6 +106,15 @@ internal static class Stubs
         {
             a.Label(ref hits[k]);
             int ek = g + k * JumpTable.EntryBytes;
+            var swap = a.CreateLabel();
+            if (plantedMoveToFrontWithInterrupts)
+            {
+                // Planted bug: the swap runs with the native IF (the frame's saved flags at rsp+16).
+                a.test(__qword_ptr[rsp + 16], 0x200);
+                a.jz(swap);
+                a.sti();
+                a.Label(ref swap);
+            }
             // Swap entry k with entry 0 through the stack (no register is free).
             a.push(__qword_ptr[rbx + g]);
             a.push(__qword_ptr[rbx + (g + 8)]);
@@ -115,6 +124,7 @@ internal static class Stubs
             a.pop(__qword_ptr[rbx + g]);
             a.pop(__qword_ptr[rbx + (ek + 8)]);
             a.pop(__qword_ptr[rbx + ek]);
+            if (plantedMoveToFrontWithInterrupts) a.cli();
             a.jmp(hit0);
         }
         a.Label(ref hit0);

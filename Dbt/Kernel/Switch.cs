@@ -42,10 +42,10 @@ public sealed unsafe class Switch
     private readonly DbtStats stats;
     private readonly ulong? threadList;
     private volatile bool on;
-    private readonly bool plantedKeepStacks, plantedExitKeepsFlags, plantedIgnoreStubTargets, plantedIgnoreShadow, plantedIgnoreLevel2Return;
+    private readonly bool plantedKeepStacks, plantedExitKeepsFlags, plantedIgnoreStubTargets, plantedIgnoreShadow, plantedIgnoreLevel2Return, plantedSkipOneVcpu, plantedOffByOne;
 
     internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
-        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, bool plantedSwitchoffKeepsStacks = false, bool plantedExitStubKeepsFlags = false, bool plantedIgnoreStubTargets = false, bool plantedIgnoreShadow = false, bool plantedIgnoreLevel2Return = false)
+        KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, DbtOptions planted)
     {
         this.machine = machine;
         this.cache = cache;
@@ -56,11 +56,14 @@ public sealed unsafe class Switch
         this.stats = stats;
         threadList = image?.Symbol("thread_list");
         fixupLookup = image?.Range("exception_fixup");
-        plantedKeepStacks = plantedSwitchoffKeepsStacks;
-        plantedExitKeepsFlags = plantedExitStubKeepsFlags;
-        this.plantedIgnoreStubTargets = plantedIgnoreStubTargets;
-        this.plantedIgnoreShadow = plantedIgnoreShadow;
-        this.plantedIgnoreLevel2Return = plantedIgnoreLevel2Return;
+        // The planted bugs this mechanism can carry (DbtOptions.Planted*): off in every real run.
+        plantedKeepStacks = planted.PlantedSwitchoffKeepsStacks;
+        plantedExitKeepsFlags = planted.PlantedExitStubRecoveryKeepsFlags;
+        plantedIgnoreStubTargets = planted.PlantedStubTargetsIgnoredAtSafePoints;
+        plantedIgnoreShadow = planted.PlantedSwitchInInterruptShadow;
+        plantedIgnoreLevel2Return = planted.PlantedLevel2ReturnNotRecovered;
+        plantedSkipOneVcpu = planted.PlantedFlushSkipsOneVcpu;
+        plantedOffByOne = planted.PlantedRecoveryOffByOne;
         on = startOn;
         machine.SafePoint = SafePoint;
     }
@@ -226,10 +229,12 @@ public sealed unsafe class Switch
         if (threadList is null)
             throw new SwitchException("switchoff needs the kernel's thread list (symbol thread_list) to find every kernel stack");
         var sorted = Sorted();
+        // Planted bug (DbtOptions.PlantedFlushSkipsOneVcpu): the last other started vCPU is forgotten.
+        var skipped = plantedSkipOneVcpu ? machine.Vcpus.LastOrDefault(u => u.Started && u != by) : null;
         foreach (var u in machine.Vcpus)
         {
             if (!u.Started) continue;
-            if (u != by && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && cache.Contains(u.Rip) && !TryRecoverCurrent(u, sorted, apply: true))
+            if (u != by && u != skipped && !machine.World.IsWaitingRequester(u) && u.Cpl == 0 && cache.Contains(u.Rip) && !TryRecoverCurrent(u, sorted, apply: true))
                 throw new SwitchException($"vCPU {u.Index} is parked at 0x{u.Rip:x}, which has no native equivalent");
             kernel.SwitchOff(u);
         }
@@ -285,7 +290,7 @@ public sealed unsafe class Switch
             r = new Recovery(NativeOf(tx, sorted), pops, pc == cache.ExitStub ? 0 : -1);
         }
         else if (StubRecovery(pc) is { } er) r = er;
-        else r = BlockTranslator.RecoverAt(sorted, pc);
+        else r = BlockTranslator.RecoverAt(sorted, pc, plantedOffByOne);
         if (r is not { } rec) return false;
         if (!apply) return true;
         if (rec.TargetOnStack)

@@ -105,11 +105,13 @@ public sealed class BlockTranslator
     /// The recovery of a vCPU state at cache address pc (an instruction boundary inside a block), or
     /// null. blocksByStart: the blocks sorted by CacheStart (a snapshot taken while the world is stopped).
     /// </summary>
-    internal static Recovery? RecoverAt(TranslatedBlock[] blocksByStart, ulong pc)
+    /// <param name="plantedOffByOne">Planted bug (DbtOptions.PlantedRecoveryOffByOne): the next point's recovery.</param>
+    internal static Recovery? RecoverAt(TranslatedBlock[] blocksByStart, ulong pc, bool plantedOffByOne = false)
     {
         if (BlockAt(blocksByStart, pc) is not { } b || pc - b.CacheStart >= (ulong)b.CacheLength) return null;
         uint off = (uint)(pc - b.CacheStart);
-        foreach (var (o, r) in b.Points) if (o == off) return r;
+        for (int i = 0; i < b.Points.Length; i++)
+            if (b.Points[i].Offset == off) return plantedOffByOne && i + 1 < b.Points.Length ? b.Points[i + 1].Recovery : b.Points[i].Recovery;
         return null;
     }
 

@@ -62,8 +62,7 @@ public static class Catalogue
             if (Use("program+flushes")) rows.Add(Explore(o, bug, "program+flushes", new ScenarioArgs { Planted = bug.Name, Programs = 100, Flushes = 2 }, o.FlushIterations));
             if (Use("kernel"))
                 rows.Add(Explore(o, bug, "kernel", new ScenarioArgs { Planted = bug.Name, Kernel = o.KernelPath, CacheKiB = 12 }, o.KernelIterations, maxSteps: 5_000_000));
-            if (Use("property") && Harness.Properties.Catalog.Planted.FirstOrDefault(b => b.Name == bug.Name) is { } twin)
-                rows.Add(Property(o, twin));
+            if (Use("property") && bug.Property is not null) rows.Add(Property(o, bug));
 
             // The correct translator on the same budgets, once per checker and setting.
             void Clean(string key, Func<CleanRow> run) { if (cleanDone.Add(key)) clean.Add(run()); }
@@ -74,8 +73,7 @@ public static class Catalogue
             if (Use("kernel"))
                 Clean($"kernel {setting}", () => ExploreClean(o, "kernel", setting,
                     new ScenarioArgs { Dbt = bug.Configuration, Prof = bug.Prof, Kernel = o.KernelPath, CacheKiB = 12 }, o.KernelIterations, maxSteps: 5_000_000));
-            if (Use("property") && Harness.Properties.Catalog.Planted.FirstOrDefault(b => b.Name == bug.Name) is { } t)
-                Clean($"{t.Property} {setting}", () => PropertyClean(o, t));
+            if (Use("property") && bug.Property is not null) Clean($"{bug.Property} {setting}", () => PropertyClean(o, bug));
         }
         return (rows, clean);
     }
@@ -108,10 +106,10 @@ public static class Catalogue
             found.Count == 0 ? null : Median(found.Select(r => r.Elapsed.TotalSeconds)), replayed, null, sw.Elapsed);
     }
 
-    private static CatalogueRow Property(CatalogueOptions o, PlantedBug twin)
+    private static CatalogueRow Property(CatalogueOptions o, PlantedDbtBug twin)
     {
         var sw = Stopwatch.StartNew();
-        var def = Harness.Properties.Catalog.Property(twin.Property);
+        var def = Harness.Properties.Catalog.Property(twin.Property!);
         var found = new List<CheckReport>();
         for (int k = 1; k <= o.Seeds; k++)
         {
@@ -148,10 +146,10 @@ public static class Catalogue
             r.BugFound ? r.Failure : r.StepBoundHits > 0 ? $"{r.StepBoundHits} executions cut at the step bound" : null, sw.Elapsed);
     }
 
-    private static CleanRow PropertyClean(CatalogueOptions o, PlantedBug twin)
+    private static CleanRow PropertyClean(CatalogueOptions o, PlantedDbtBug twin)
     {
         var sw = Stopwatch.StartNew();
-        var def = Harness.Properties.Catalog.Property(twin.Property);
+        var def = Harness.Properties.Catalog.Property(twin.Property!);
         var setting = twin.Setting with { Options = null };
         var r = PropertyRunner.Run(def, setting, new CheckOptions
         {

@@ -55,7 +55,29 @@ public class GenericScenarioTests(ITestOutputHelper output)
         { "switchoff-keeps-stacks", 10 },
         { "exit-stub-recovery-keeps-flags", 10 },
         { "stub-targets-ignored-at-safe-points", 300 },
+        { "recovery-off-by-one", 10 },
+        { "flush-skips-one-vcpu", 10 },
     };
+
+    /// <summary>
+    /// The level-2 move-to-front with interrupts on is beyond the scenarios' reach (an interrupt
+    /// must come inside the swap and a flush while its frame is there): the flush property finds it,
+    /// run against it by the catalogue as against any planted bug.
+    /// </summary>
+    [Fact]
+    public void TheFlushPropertyFindsTheLevel2MoveToFrontWithInterruptsAndItsCaseReplays()
+    {
+        var bug = PlantedBugs.Find("level2-move-to-front-with-interrupts");
+        var def = Harness.Properties.Catalog.Property(bug.Property!);
+        var r = Harness.Properties.PropertyRunner.Run(def, bug.Setting, new Harness.Properties.CheckOptions
+        {
+            MaxTest = 600, Replay = new Harness.Properties.ReplaySeed(1, Harness.Properties.PropertyRunner.SurveyGamma), Threads = 2,
+        }, def.Generation);
+        output.WriteLine($"{(r.Passed ? "passed" : $"failed at case {r.Tests}")}: {r.Failure}");
+        Assert.False(r.Passed, $"not found in {r.Tests} cases");
+        var again = Harness.Properties.PropertyRunner.Run(def, bug.Setting, new Harness.Properties.CheckOptions { MaxTest = 1, Replay = r.CaseSeed }, def.Generation);
+        Assert.False(again.Passed, "the failing case did not replay");
+    }
 
     [Theory]
     [MemberData(nameof(FlushFinds))]
