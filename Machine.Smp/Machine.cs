@@ -25,6 +25,13 @@ public sealed class MachineOptions
 public readonly record struct CodeOrigin(ulong NativeRip, string Rule);
 
 /// <summary>Instructions: executed; GuestTime: retired-instruction time, which also advances while halted.</summary>
+/// <summary>A machine's state at one moment (<see cref="Machine.Capture"/>): its non-zero RAM pages, vCPUs, console so far, and vCPU 0's guest time.</summary>
+public sealed record MachineSnapshot(int Vcpus, ulong MemoryBytes, ulong ReservedBase, IReadOnlyList<(ulong Page, byte[] Bytes)> Pages,
+    VcpuSnapshot[] VcpuStates, byte[] Console, long At)
+{
+    public long RamBytes => Pages.Count * (long)Memory.PhysicalMemory.PageSize;
+}
+
 public sealed record VcpuStats(int Index, bool Started, long Instructions, long GuestTime, long BlocksDecoded, long Interrupts, long Exceptions);
 
 public sealed record RunResult(StopReason Reason, int ExitStatus, string Message, TimeSpan Wall, IReadOnlyList<VcpuStats> Vcpus, Exception? HostException)
@@ -190,6 +197,65 @@ public sealed class Machine : IDisposable
         if (StartRipFilter is { } filter) bsp.Rip = filter(bsp, bsp.Rip);
         bsp.Started = true;
         return bsp;
+    }
+
+    // ---- snapshots ---------------------------------------------------------------------------------
+
+    /// <summary>
+    /// The machine's state for <see cref="Restore"/>: RAM (its non-zero pages), every vCPU's
+    /// registers, APIC and counters, and the console so far. Call when no vCPU runs (after
+    /// <see cref="Run"/> returned: a single-threaded control leaves every vCPU at an instruction
+    /// boundary). consoleSoFar: what the guest printed until now (the machine does not keep it).
+    /// </summary>
+    public MachineSnapshot Capture(byte[] consoleSoFar)
+    {
+        var pages = new List<(ulong Page, byte[] Bytes)>();
+        for (ulong pa = 0; pa < Memory.Size; pa += PhysicalMemory.PageSize)
+        {
+            var page = Memory.Span(pa, (int)PhysicalMemory.PageSize);
+            if (page.ContainsAnyExcept((byte)0)) pages.Add((pa, page.ToArray()));
+        }
+        return new MachineSnapshot(Vcpus.Length, Memory.Size, ReservedBase, pages, Vcpus.Select(v => v.Capture()).ToArray(), consoleSoFar, Vcpus[0].Retired);
+    }
+
+    /// <summary>
+    /// Takes a snapshot's state into this fresh machine (same vCPU count, RAM size and reserved
+    /// region), before host agents attach (the DBT writes its cache into RAM) and before
+    /// <see cref="Resume"/>: RAM page by page (pages the snapshot does not have are zeroed), the
+    /// vCPUs, and the console so far (written to this machine's console).
+    /// </summary>
+    public void Restore(MachineSnapshot s)
+    {
+        if (s.Vcpus != Vcpus.Length || s.MemoryBytes != Memory.Size || s.ReservedBase != ReservedBase)
+            throw new ArgumentException($"the snapshot is of a machine with {s.Vcpus} vCPUs, {s.MemoryBytes} bytes of RAM, reserved at 0x{s.ReservedBase:x}; this one has {Vcpus.Length}, {Memory.Size}, 0x{ReservedBase:x}");
+        int next = 0;
+        for (ulong pa = 0; pa < Memory.Size; pa += PhysicalMemory.PageSize)
+        {
+            var page = Memory.Span(pa, (int)PhysicalMemory.PageSize);
+            if (next < s.Pages.Count && s.Pages[next].Page == pa) s.Pages[next++].Bytes.CopyTo(page);
+            else if (page.ContainsAnyExcept((byte)0)) page.Clear();
+        }
+        for (int i = 0; i < Vcpus.Length; i++) Vcpus[i].Restore(s.VcpuStates[i]);
+        if (console is not null) lock (consoleLock) console.Write(s.Console);
+        restored = true;
+    }
+
+    private bool restored;
+
+    /// <summary>Runs a machine <see cref="Restore"/>d from a snapshot until it stops: every vCPU that had started runs on from where it was.</summary>
+    public RunResult Resume(CancellationToken cancel = default)
+    {
+        if (!restored) throw new InvalidOperationException("Resume needs a machine restored from a snapshot (Restore)");
+        var sw = Stopwatch.StartNew();
+        using (cancel.Register(() => Stop(StopReason.Interrupted, 0, "interrupted by the host (Ctrl-C or cancellation)")))
+        {
+            foreach (var v in Vcpus) if (v.Started) Control.StartVcpu(this, v);
+            Control.Run(this);
+        }
+        sw.Stop();
+        lock (consoleLock) console?.Flush();
+        var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Executed, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
+        return new RunResult(reason, exitStatus, message, sw.Elapsed, stats, hostException);
     }
 
     /// <summary>Stops the machine; the first reason wins. Safe from any thread.</summary>

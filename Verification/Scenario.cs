@@ -73,6 +73,9 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
     /// <summary>Adjusts the BSP's state after the boot reset (a stack pointer, registers).</summary>
     public Action<Vcpu>? Setup { get; init; }
 
+    /// <summary>Build restores the machine from a snapshot: every iteration resumes it (<see cref="Machine.Machine.Resume"/>) instead of booting.</summary>
+    public bool Resumes { get; init; }
+
     /// <summary>
     /// The scenario's interleavings are at data accesses, so it is only meaningful with
     /// <see cref="Harness.Machine.Control.Seams.Points"/> on; the explorer refuses to run it otherwise.
@@ -96,7 +99,7 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
         {
             if (!ReferenceEquals(machine.Control, control))
                 throw new InvalidOperationException($"scenario {Name}: Build must create the machine on context.Control (use context.Options)");
-            var result = machine.Run(entry: Entry, setup: Setup);
+            var result = Resumes ? machine.Resume() : machine.Run(entry: Entry, setup: Setup);
             finished = true;
             // A harness exception on a vCPU thread is a bug in the harness, never a pass.
             if (result.Reason == StopReason.HostError)

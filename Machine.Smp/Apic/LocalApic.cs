@@ -169,6 +169,21 @@ public sealed class LocalApic
         else TimerDeadline = long.MaxValue;
     }
 
+    /// <summary>Copies every register and timer field of other (a snapshot's, or into one).</summary>
+    public void CopyFrom(LocalApic other)
+    {
+        other.incoming.CopyTo(incoming, 0);
+        other.irr.CopyTo(irr, 0);
+        other.isr.CopyTo(isr, 0);
+        other.readyAt.CopyTo(readyAt, 0);
+        LvtTimer = other.LvtTimer;
+        InitialCount = other.InitialCount;
+        DivideConfig = other.DivideConfig;
+        Svr = other.Svr;
+        timerStart = other.timerStart;
+        TimerDeadline = other.TimerDeadline;
+    }
+
     public void Reset()
     {
         Array.Clear(incoming); Array.Clear(irr); Array.Clear(isr);

@@ -496,6 +496,33 @@ public sealed unsafe partial class Vcpu : IDisposable
     }
 
     /// <summary>Sets the initial architectural state (BSP at e_entry, or an AP from its mailbox).</summary>
+    /// <summary>This vCPU's state for a snapshot: the flat state, the APIC, whether it started, its counters.</summary>
+    internal VcpuSnapshot Capture()
+    {
+        var state = new byte[sizeof(CpuState)];
+        fixed (byte* d = state) Buffer.MemoryCopy(S, d, state.Length, state.Length);
+        var apic = new LocalApic();
+        apic.CopyFrom(Apic);
+        return new VcpuSnapshot(state, apic, Started, HaltedTime, BlocksDecoded, InterruptsDelivered, ExceptionsDelivered);
+    }
+
+    /// <summary>Takes a snapshot's state (the TLB and decoded-block caches start empty: they are derived).</summary>
+    internal void Restore(VcpuSnapshot v)
+    {
+        fixed (byte* src = v.State) Buffer.MemoryCopy(src, S, sizeof(CpuState), v.State.Length);
+        Apic.CopyFrom(v.Apic);
+        Cpl = S->Cpl;
+        Started = v.Started;
+        HaltedTime = v.HaltedTime;
+        BlocksDecoded = v.BlocksDecoded;
+        InterruptsDelivered = v.InterruptsDelivered;
+        ExceptionsDelivered = v.ExceptionsDelivered;
+        FlushTlb();
+        // Look at events at the first boundary (pending interrupts, the timer, host events).
+        eventFlag = 1;
+        RequestService();
+    }
+
     internal void Reset(ulong rip, ulong rsp, ulong rdi, in BootState boot)
     {
         for (int i = 0; i < 16; i++) S->Gpr[i] = 0;
@@ -529,6 +556,9 @@ public sealed unsafe partial class Vcpu : IDisposable
     private bool disposed;
     private readonly byte[] stateBlock;
 }
+
+/// <summary>One vCPU in a <see cref="MachineSnapshot"/>.</summary>
+public sealed record VcpuSnapshot(byte[] State, LocalApic Apic, bool Started, long HaltedTime, long BlocksDecoded, long InterruptsDelivered, long ExceptionsDelivered);
 
 /// <summary>The control-register state the machine's boot setup gives every vCPU.</summary>
 public readonly record struct BootState(ulong Cr0, ulong Cr3, ulong Cr4, ulong Efer, ulong GdtBase, uint GdtLimit);

@@ -28,6 +28,13 @@ public sealed record KernelScenarioSpec
     public int? CacheKiB { get; init; }
     /// <summary>Switches the DBT on when vCPU 0 has retired this many instructions (a world stop); null: on from boot.</summary>
     public long? OnAt { get; init; }
+    /// <summary>
+    /// Start every iteration from a snapshot taken once, natively and deterministically, when vCPU 0
+    /// has retired this many instructions; the DBT switches on there (a world stop under Coyote).
+    /// </summary>
+    public long? SnapshotAt { get; init; }
+    /// <summary>The same, at the first console line containing this text (e.g. "selftest: kernel ok": the workloads start next).</summary>
+    public string? SnapshotMarker { get; init; }
     public long MaxInstructions { get; init; } = 400_000_000;
     public CoyoteOptions Control { get; init; } = new();
 
@@ -116,6 +123,7 @@ public static class GenericScenarios
             throw new ArgumentException($"{spec.ImagePath} ({spec.CommandLine}): the native reference run did not exit 0 ({reference.Run.Reason}: {reference.Run.Message}): " +
                 "nothing to compare with\n" + Tail(reference.Console));
         string name = Path.GetFileNameWithoutExtension(spec.ImagePath);
+        var snapshot = spec.SnapshotAt is not null || spec.SnapshotMarker is not null ? TakeSnapshot(spec, image) : null;
         DbtInstance? dbt = null;
         long outside = 0;
         ulong firstOutside = 0;
@@ -124,12 +132,13 @@ public static class GenericScenarios
         var counters = new ScenarioCounters();
         var coverage = new Coverage();
         CoyoteControl? control = null;
-        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
+        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
             ctx =>
             {
                 var m = new Machine.Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
                     commandLine: spec.CommandLine));
                 m.LoadElf(image, name);
+                if (snapshot is not null) m.Restore(snapshot);
                 dbt = null;
                 outside = 0;
                 control = ctx.Control;
@@ -140,13 +149,13 @@ public static class GenericScenarios
                     {
                         Kernel = kernel, CallRet = spec.Dbt == "default", Clients = [.. o.Clients, .. spec.Clients],
                         MainPoolLimit = spec.CacheKiB is { } kib ? (ulong)kib * 1024 : o.MainPoolLimit,
-                        SwitchOnAt = spec.OnAt ?? o.SwitchOnAt,
+                        SwitchOnAt = snapshot?.At ?? spec.OnAt ?? o.SwitchOnAt,
                     });
                     // Monitor: with the DBT on from boot and never switched off, no kernel
                     // instruction runs outside the code cache (a flush or a late switchon resumes
                     // vCPUs at native recovery points by design).
                     coverage.Attach(ctx.Control, m, dbt, kernel);
-                    if (spec.CacheKiB is not null || spec.OnAt is not null) return m;
+                    if (spec.CacheKiB is not null || spec.OnAt is not null || snapshot is not null) return m;
                     ulong rb = m.ReservedBase, rs = m.ReservedSize;
                     m.BlockDecoded = (_, va, pa) =>
                     {
@@ -185,7 +194,69 @@ public static class GenericScenarios
             Control = spec.Control with { PointFilter = spec.Control.PointFilter ?? shared },
             Counters = counters,
             Coverage = coverage,
+            Resumes = snapshot is not null,
         };
+    }
+
+    /// <summary>
+    /// Boots the kernel natively under deterministic control to the spec's point (an instruction
+    /// count of vCPU 0, or the first console output containing the marker) and captures the machine.
+    /// A point the run never reaches is bad input.
+    /// </summary>
+    public static MachineSnapshot TakeSnapshot(KernelScenarioSpec spec, byte[] image)
+    {
+        var console = new MarkerStream(spec.SnapshotMarker);
+        using var m = new Machine.Machine(new MachineOptions
+        {
+            Vcpus = spec.Vcpus, MemoryBytes = 64UL << 20, ReservedBytes = 16UL << 20, MaxInstructions = spec.MaxInstructions,
+            Control = new Deterministic(1000), Console = console, CommandLine = spec.CommandLine,
+        });
+        m.LoadElf(image, Path.GetFileName(spec.ImagePath));
+        const string Point = "the snapshot point";
+        if (spec.SnapshotAt is { } at)
+        {
+            m.HostEventAt = at;
+            m.HostEvent = v => m.Stop(StopReason.Interrupted, 0, Point);
+        }
+        console.Seen = () => m.Stop(StopReason.Interrupted, 0, Point);
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var r = m.Run(cts.Token);
+        if (r.Reason != StopReason.Interrupted || r.Message != Point)
+            throw new ArgumentException($"{spec.ImagePath} ({spec.CommandLine}): the native run never reached the snapshot point " +
+                $"({(spec.SnapshotAt is { } n ? $"instruction {n:N0} of vCPU 0" : $"console text \"{spec.SnapshotMarker}\"")}): it ended with {r.Reason}: {r.Message}");
+        return m.Capture(console.ToArray());
+    }
+
+    /// <summary>A console that calls Seen once, when the text so far first contains the marker.</summary>
+    private sealed class MarkerStream(string? marker) : MemoryStream
+    {
+        public Action? Seen { get; set; }
+        private bool seen;
+        private int scanned;
+
+        public override void WriteByte(byte value)
+        {
+            base.WriteByte(value);
+            Check();
+        }
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            base.Write(buffer, offset, count);
+            Check();
+        }
+
+        private void Check()
+        {
+            if (seen || marker is null || Length - scanned < marker.Length) return;
+            var text = Encoding.ASCII.GetString(GetBuffer(), 0, (int)Length);
+            if (text.IndexOf(marker, Math.Max(0, scanned - marker.Length), StringComparison.Ordinal) >= 0)
+            {
+                seen = true;
+                Seen?.Invoke();
+            }
+            scanned = (int)Length;
+        }
     }
 
     /// <summary>

@@ -29,6 +29,10 @@ public sealed record ScenarioArgs
     public int? CacheKiB { get; init; }
     /// <summary>Kernel: switch the DBT on when vCPU 0 has retired this many instructions.</summary>
     public long? OnAt { get; init; }
+    /// <summary>Kernel: every iteration starts from a snapshot at this instruction count of vCPU 0.</summary>
+    public long? SnapshotAt { get; init; }
+    /// <summary>Kernel: every iteration starts from a snapshot at the first console text containing this.</summary>
+    public string? SnapshotMarker { get; init; }
     /// <summary>Interrupt arrival: a delay in [0, this) instructions, chosen by Coyote.</summary>
     public int? DelayBound { get; init; }
 }
@@ -42,7 +46,7 @@ public sealed record ScenarioEntry(string Name, string Description, bool Generic
 /// </summary>
 public static class ScenarioRegistry
 {
-    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "delay-bound"];
+    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound"];
     private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "program", "programs", "flushes", "delay-bound"];
 
     public static readonly IReadOnlyList<ScenarioEntry> All =
@@ -93,6 +97,8 @@ public static class ScenarioRegistry
         if (a.Flushes is not null) yield return "flushes";
         if (a.CacheKiB is not null) yield return "dbt-cache-kib";
         if (a.OnAt is not null) yield return "dbt-on-at";
+        if (a.SnapshotAt is not null) yield return "snapshot-at";
+        if (a.SnapshotMarker is not null) yield return "snapshot-marker";
         if (a.DelayBound is not null) yield return "delay-bound";
     }
 
@@ -123,6 +129,10 @@ public static class ScenarioRegistry
         if ((a.CacheKiB is not null || a.OnAt is not null) && dbt == "off") throw new ArgumentException("--dbt-cache-kib and --dbt-on-at need --dbt default or no-callret");
         if (a.CacheKiB is < 8) throw new ArgumentException($"--dbt-cache-kib {a.CacheKiB} is too small: the pool must hold the largest block and the interrupt entry paths at once (at least 8 KiB)");
         if (a.OnAt is < 1) throw new ArgumentException($"--dbt-on-at must be positive (got {a.OnAt})");
+        if (a.SnapshotAt is < 1) throw new ArgumentException($"--snapshot-at must be positive (got {a.SnapshotAt})");
+        if (a.SnapshotAt is not null && a.SnapshotMarker is not null) throw new ArgumentException("give --snapshot-at or --snapshot-marker, not both");
+        if ((a.SnapshotAt is not null || a.SnapshotMarker is not null) && (dbt == "off" || a.OnAt is not null))
+            throw new ArgumentException("a snapshot is taken natively and the DBT switches on there: it needs --dbt default or no-callret, and no --dbt-on-at");
         return GenericScenarios.Kernel(new KernelScenarioSpec
         {
             ImagePath = Required(a.Kernel, "kernel", "--kernel"),
@@ -134,6 +144,8 @@ public static class ScenarioRegistry
             Planted = a.Planted,
             CacheKiB = a.CacheKiB,
             OnAt = a.OnAt,
+            SnapshotAt = a.SnapshotAt,
+            SnapshotMarker = a.SnapshotMarker,
             Control = Control(a),
         });
     }

@@ -30,6 +30,7 @@ public class ExploreCliTests
     [InlineData("program --strategy best", "best")]
     [InlineData("kernel --kernel /nonexistent/kernel.elf", "/nonexistent/kernel.elf: no such file")]
     [InlineData("program --shard 3/2", "need 1 <= i <= N")]
+    [InlineData("kernel --snapshot-marker no-such-line-ever", "never reached the snapshot point")]
     [InlineData("program --shard half", "'half' is not i/N")]
     [InlineData("--merge /nonexistent/shards", "no such directory")]
     public void BadInputIsRefusedWithExit2NamingIt(string args, string message)

@@ -150,6 +150,26 @@ public class GenericScenarioTests(ITestOutputHelper output)
         checks.AssertFoundAndReplays(s, b, "dbt: vCPU");
     }
 
+    /// <summary>
+    /// Every iteration resumes a snapshot taken at the end of the boot self-test (the DBT switches
+    /// on there, a world stop under Coyote): clean on the correct translator with the workload's
+    /// results equal to the native run's, and a planted bug found and replayed from its trace (the
+    /// replay takes the same snapshot again).
+    /// </summary>
+    [Fact]
+    public void TheKernelScenarioFromASnapshotIsCleanAndFindsAPlantedBug()
+    {
+        var args = new ScenarioArgs { Kernel = KernelPath, Workloads = ["pipe_rtt"], SnapshotMarker = "selftest: kernel ok" };
+        var clean = ScenarioRegistry.Create("kernel", args);
+        var r = checks.Explore(clean, ScenarioChecks.Options(2, maxSteps: 2_000_000));
+        ScenarioChecks.AssertClean(r, 2);
+        Assert.Equal(2, clean.Counters.Snapshot().Single(c => c.Name == "switchons").Total);
+
+        var s = ScenarioRegistry.Create("kernel", args with { Planted = "edge-without-cli" });
+        var b = checks.Explore(s, ScenarioChecks.Options(2, maxSteps: 2_000_000));
+        checks.AssertFoundAndReplays(s, b, "dispatcher entered with interrupts enabled");
+    }
+
     [Theory]
     [InlineData("nope", "unknown scenario 'nope'")]
     [InlineData("lost-update-plain", "scenario lost-update-plain takes no --dbt")]
