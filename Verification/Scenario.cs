@@ -73,6 +73,12 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
     /// <summary>Adjusts the BSP's state after the boot reset (a stack pointer, registers).</summary>
     public Action<Vcpu>? Setup { get; init; }
 
+    /// <summary>Called with every execution's control and machine right after Build (a report's recorder).</summary>
+    public Action<CoyoteControl, Machine.Machine>? Observe { get; init; }
+
+    /// <summary>Symbols for reports (the kernel's, or a generated program's), or null.</summary>
+    public Harness.Dbt.Kernel.KernelImage? Symbols { get; init; }
+
     /// <summary>Build restores the machine from a snapshot: every iteration resumes it (<see cref="Machine.Machine.Resume"/>) instead of booting.</summary>
     public bool Resumes { get; init; }
 
@@ -99,6 +105,7 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
         {
             if (!ReferenceEquals(machine.Control, control))
                 throw new InvalidOperationException($"scenario {Name}: Build must create the machine on context.Control (use context.Options)");
+            Observe?.Invoke(control, machine);
             var result = Resumes ? machine.Resume() : machine.Run(entry: Entry, setup: Setup);
             finished = true;
             // A harness exception on a vCPU thread is a bug in the harness, never a pass.

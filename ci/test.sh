@@ -16,6 +16,8 @@ if ! bash guest/build.sh >/tmp/harness-guest-build.log 2>&1; then
   echo "ci/test.sh: building the guest images failed (see above)" >&2
   echo "0 passed, 1 failed"; exit 1
 fi
+step "checking headless Chromium (the HTML report test renders a page in it)"
+bash ci/ensure-chromium.sh || echo "ci: continuing without Chromium: the report test will fail and say why" >&2
 step "building the solution (dotnet build Harness.sln -c Release)"
 if ! dotnet build Harness.sln -c Release -nologo -v quiet -clp:ErrorsOnly 2>&1; then
   echo "ci/test.sh: build failed" >&2

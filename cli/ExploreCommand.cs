@@ -80,6 +80,56 @@ internal static class ExploreCommand
         return cmd;
     }
 
+    public static Command CreateReport()
+    {
+        var trace = new Argument<FileInfo>("trace") { Description = "a trace file `harness explore` wrote" };
+        var output = new Option<FileInfo?>("-o", "--output") { Description = "write the report here (default: stdout)" };
+        var format = new Option<string>("--format") { Description = "html (a self-contained page: one lane per vCPU) or text (for terminals)", DefaultValueFactory = _ => "html" };
+        format.AcceptOnlyFromAmong("html", "text");
+        var cmd = new Command("report", "replay a trace and write what happened: one lane per vCPU, the instructions at every scheduling point and interrupt, the failure, the replay command (exit 0 reproduced, 1 not, 2 bad input)")
+        {
+            trace, output, format,
+        };
+        cmd.SetAction((r, ct) => Task.FromResult(Report(r.GetValue(trace)!, r.GetValue(output), r.GetValue(format)!)));
+        return cmd;
+    }
+
+    private static int Report(FileInfo file, FileInfo? output, string format)
+    {
+        if (output?.Directory is { Exists: false } d) return Fail("report", $"-o: {d.FullName}: no such directory");
+        HarnessTrace trace;
+        Scenario scenario;
+        try
+        {
+            trace = HarnessTrace.Read(file.FullName);
+            scenario = ScenarioRegistry.Create(trace.Scenario, trace.Args);
+        }
+        catch (TraceFileException e) { return Fail("report", e.Message); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
+        {
+            return Fail("report", $"{file.FullName}: the trace's scenario cannot be built here: {e.Message}");
+        }
+        var recorder = new TraceRecorder { Symbols = scenario.Symbols };
+        ReplayReport r;
+        try { r = Explorer.ReplayText(scenario with { Observe = recorder.Attach }, trace.Coyote.GetRawText(), file.FullName); }
+        catch (TraceFileException e) { return Fail("report", e.Message); }
+        var data = new TraceReportData(scenario.Name, file.FullName, $"harness replay {Quote(file.FullName)}", trace.Failure, r.Reproduced, r.Failure,
+            recorder.Vcpus, recorder.Total, recorder.Points, recorder.Deliveries, recorder.Events);
+        string text = format == "html" ? data.Html() : data.Text();
+        if (output is null) Console.Write(text);
+        else
+        {
+            try
+            {
+                File.WriteAllText(output.FullName + ".tmp", text);
+                File.Move(output.FullName + ".tmp", output.FullName, overwrite: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return Fail("report", $"-o: {output.FullName}: {e.Message}"); }
+            Console.WriteLine($"report: {output.FullName} ({recorder.Events.Count} of {recorder.Total:N0} events; the failure {(r.Reproduced ? "reproduced" : "did NOT reproduce")})");
+        }
+        return r.Reproduced ? 0 : 1;
+    }
+
     private static int Fail(string command, string message)
     {
         Console.Error.WriteLine($"harness: {message}");

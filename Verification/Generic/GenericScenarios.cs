@@ -195,6 +195,7 @@ public static class GenericScenarios
             Counters = counters,
             Coverage = coverage,
             Resumes = snapshot is not null,
+            Symbols = symbols,
         };
     }
 
@@ -336,6 +337,7 @@ public static class GenericScenarios
             NeedsSchedulingPoints = spec.Vcpus > 1,
             Counters = counters,
             Coverage = coverage,
+            Symbols = programs[0].Program.Image.Kernel,
         };
     }
 

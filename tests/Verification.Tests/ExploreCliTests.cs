@@ -135,6 +135,53 @@ public class ExploreCliTests
         }
     }
 
+    private static string Chromium =>
+        new[] { "chromium", "chromium-browser" }.Select(c => Environment.GetEnvironmentVariable("PATH")!.Split(':').Select(d => Path.Combine(d, c)).FirstOrDefault(File.Exists))
+            .FirstOrDefault(p => p is not null)
+        ?? throw new InvalidOperationException("headless Chromium is not installed: run bash ci/ensure-chromium.sh (apt-get install chromium)");
+
+    /// <summary>
+    /// `harness report` on a saved trace: the HTML page renders in a real browser (headless
+    /// Chromium, from the distribution's packages) to a non-empty screenshot, and its DOM holds the
+    /// failure, one lane per vCPU, disassembled code mapped back to native, and the replay command;
+    /// the text form says the same for a terminal.
+    /// </summary>
+    [Fact]
+    public void TheHtmlReportRendersInABrowserWithTheFailureLanesAndReplayCommand()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"report-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, stdout, stderr) = HarnessCli.Run(Timeout, "explore", "program", "--programs", "100", "--iterations", "10",
+                "--planted", "counter-clobbers-flags", "--traces", dir);
+            Assert.True(code == 1, stdout + stderr);
+            string trace = Directory.GetFiles(dir, "*.trace.json").Single();
+            string html = Path.Combine(dir, "bug.html");
+            var report = HarnessCli.Run(Timeout, "report", trace, "-o", html);
+            Assert.True(report.Code == 0, report.Stdout + report.Stderr);
+
+            string png = Path.Combine(dir, "bug.png");
+            var shot = HarnessCli.Exec(Chromium, ["--headless", "--no-sandbox", "--disable-gpu", $"--screenshot={png}", "--window-size=1400,1000", new Uri(html).AbsoluteUri], Timeout);
+            Assert.True(File.Exists(png), $"no screenshot (exit {shot.Code}): {shot.Stderr}");
+            Assert.True(new FileInfo(png).Length > 20_000, $"the screenshot is {new FileInfo(png).Length} bytes: an empty page?");
+            var dom = HarnessCli.Exec(Chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", new Uri(html).AbsoluteUri], Timeout).Stdout;
+            Assert.Contains("harness report: program(", dom);
+            Assert.Contains("the translated run differs from the native run", dom);
+            Assert.Contains("<th>vCPU 0</th><th>vCPU 1</th>", dom);
+            Assert.Matches("cache 0x[0-9a-f]+ = native 0x[0-9a-f]+", dom);
+            Assert.Contains($"harness replay {trace}", dom);
+
+            var text = HarnessCli.Run(Timeout, "report", trace, "--format", "text");
+            Assert.True(text.Code == 0, text.Stderr);
+            Assert.Contains("the replay reproduced the failure", text.Stdout);
+            Assert.Matches(@"#\d+ +vCPU [01]  (load|store|atomic|interrupt|exception)", text.Stdout);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public void AMalformedTraceIsRefusedWithExit2NamingTheFile()
     {
@@ -142,10 +189,13 @@ public class ExploreCliTests
         File.WriteAllText(path, "{\"Settings\": {}, \"Steps\": []}");
         try
         {
-            var (code, _, stderr) = HarnessCli.Run(Timeout, "replay", path);
-            Assert.True(code == 2, $"exit {code}: {stderr}");
-            Assert.Contains(path, stderr);
-            Assert.Contains("not a harness trace", stderr);
+            foreach (var command in new[] { "replay", "report" })
+            {
+                var (code, _, stderr) = HarnessCli.Run(Timeout, command, path);
+                Assert.True(code == 2, $"{command}: exit {code}: {stderr}");
+                Assert.Contains(path, stderr);
+                Assert.Contains("not a harness trace", stderr);
+            }
         }
         finally { File.Delete(path); }
     }
