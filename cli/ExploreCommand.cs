@@ -40,6 +40,8 @@ internal static class ExploreCommand
         var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list)" };
         var prof = new Option<bool>("--prof") { Description = "attach the prof client" };
         var client = new Option<string[]>("--client") { Description = "attach these DBT clients (repeat or comma-separate)", AllowMultipleArgumentsPerToken = true };
+        var rules = new Option<FileInfo[]>("--rules") { Description = "load a translator author's assembly of rules and clients (repeatable; docs/writing-rules.md)" };
+        var rule = new Option<string[]>("--rule") { Description = "MNEMONIC=RULE: translate a mnemonic with a registered rule (repeat or comma-separate)", AllowMultipleArgumentsPerToken = true };
         var workload = new Option<string[]>("--workload") { Description = "kernel: workloads after the self-test (repeat or comma-separate; default: the self-test only)", AllowMultipleArgumentsPerToken = true };
         var kernel = new Option<FileInfo?>("--kernel") { Description = "kernel, kernel-selftest: the guest kernel image (default: the bundled kernel, built if needed)" };
         var program = new Option<ulong?>("--program") { Description = "program: which generated program (default 1)" };
@@ -55,14 +57,14 @@ internal static class ExploreCommand
         var merge = new Option<DirectoryInfo?>("--merge") { Description = "merge the shard results under DIR (searched recursively) and print the whole exploration's summary" };
         var cmd = new Command("explore", "explore a scenario's interleavings and interrupt timings under Coyote; a bug is saved as a replayable trace (docs/verification.md)")
         {
-            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, workload, kernel, program, programs, flushes, cacheKiB, onAt, snapshotAt, snapshotMarker, delay, shard, merge, coverage,
+            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, rules, rule, workload, kernel, program, programs, flushes, cacheKiB, onAt, snapshotAt, snapshotMarker, delay, shard, merge, coverage,
         };
         cmd.SetAction((r, ct) =>
         {
             string[] Split(string[]? v) => (v ?? []).SelectMany(x => x.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
             var args = new ScenarioArgs
             {
-                Vcpus = r.GetValue(vcpus), Dbt = r.GetValue(dbt), Planted = r.GetValue(planted), Prof = r.GetValue(prof), Clients = Split(r.GetValue(client)),
+                Vcpus = r.GetValue(vcpus), Dbt = r.GetValue(dbt), Planted = r.GetValue(planted), Prof = r.GetValue(prof), Clients = Split(r.GetValue(client)), Rules = (r.GetValue(rules) ?? []).Select(f => f.FullName).ToArray(), RuleOverrides = Split(r.GetValue(rule)),
                 Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), Flushes = r.GetValue(flushes), CacheKiB = r.GetValue(cacheKiB), OnAt = r.GetValue(onAt), SnapshotAt = r.GetValue(snapshotAt), SnapshotMarker = r.GetValue(snapshotMarker), DelayBound = r.GetValue(delay),
             };
             if (r.GetValue(merge) is { } dir) return Task.FromResult(Merge(dir, r.GetValue(scenario)));
@@ -335,6 +337,8 @@ internal static class ExploreCommand
         if (a.Planted is { } p) parts.Add($"--planted {p}");
         if (a.Prof) parts.Add("--prof");
         if (a.Clients.Length > 0) parts.Add($"--client {string.Join(',', a.Clients)}");
+        foreach (var dll in a.Rules) parts.Add($"--rules {Quote(dll)}");
+        if (a.RuleOverrides.Length > 0) parts.Add($"--rule {string.Join(',', a.RuleOverrides)}");
         if (a.Workloads.Length > 0) parts.Add($"--workload {string.Join(',', a.Workloads)}");
         if (a.Kernel is { } k && name != "kernel") parts.Add($"--kernel {Quote(k)}");
         if (a.Program is { } g) parts.Add($"--program {g}");

@@ -110,8 +110,8 @@ internal static class RunCommand
         // A translator author's rules and clients first: --client and --rule may name them.
         foreach (var file in o.Rules)
         {
-            try { RulePlugins.Load(file); }
-            catch (RulePlugins.PluginException e) { return report.Fail(e.Message); }
+            try { Harness.Dbt.Translate.RulePlugins.Load(file); }
+            catch (Harness.Dbt.Translate.RulePlugins.PluginException e) { return report.Fail(e.Message); }
         }
         var clients = Split(clientArgs);
         string? badClient = clients.FirstOrDefault(c => !ClientRegistry.IsRegistered(c));
@@ -121,7 +121,7 @@ internal static class RunCommand
             : clients.Count > 0 && !compare && dbtMode == "off" ? "--client instruments translated code: give --dbt default or --dbt no-callret (or --compare)"
             : null;
         if (error is not null) return report.Fail(error);
-        if (ParseRuleOverrides(Split(o.RuleArgs), out error) is not { } overrides) return report.Fail(error!);
+        if (Harness.Dbt.Translate.RuleOverrides.Parse(Split(o.RuleArgs), out error) is not { } overrides) return report.Fail(error!);
 
         string path;
         try { path = image?.FullName ?? DefaultImage.Ensure(ct, report.Json ? null : line => Console.Error.WriteLine($"harness: {line}")); }
@@ -145,25 +145,6 @@ internal static class RunCommand
         values.SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
 
     /// <summary>--rule MNEMONIC=NAME, checked against Iced's mnemonics and the rule registry.</summary>
-    private static Dictionary<Mnemonic, string>? ParseRuleOverrides(List<string> args, out string? error)
-    {
-        var map = new Dictionary<Mnemonic, string>();
-        error = null;
-        foreach (var a in args)
-        {
-            int eq = a.IndexOf('=');
-            string m = eq < 0 ? a : a[..eq], name = eq < 0 ? "" : a[(eq + 1)..];
-            if (eq <= 0 || name.Length == 0) error = $"--rule: '{a}' is not MNEMONIC=RULE (e.g. nop=elide-nop)";
-            else if (!Enum.TryParse(m, ignoreCase: true, out Mnemonic mnemonic) || mnemonic == Mnemonic.INVALID || int.TryParse(m, out _))
-                error = $"--rule: '{m}' is not an x86 mnemonic (Iced's names: nop, mov, call, ret, lidt, ...)";
-            else if (!RuleRegistry.IsRegistered(name))
-                error = $"--rule: no rule named '{name}' (available: {string.Join(", ", RuleRegistry.Names)})";
-            else if (!map.TryAdd(mnemonic, name)) error = $"--rule: '{m}' is given more than once";
-            if (error is not null) return null;
-        }
-        return map;
-    }
-
     /// <summary>Boots and runs one configuration; a null outcome means the run could not start (the code and message say why).</summary>
     private static (int Code, Outcome? Outcome, string? Why) RunOnce(RunSettings o, string path, List<string> workloads, List<string> clients,
         Dictionary<Mnemonic, string> overrides, CancellationToken ct)

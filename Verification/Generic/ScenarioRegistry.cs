@@ -16,6 +16,10 @@ public sealed record ScenarioArgs
     public string? Planted { get; init; }
     public bool Prof { get; init; }
     public string[] Clients { get; init; } = [];
+    /// <summary>A translator author's assemblies of rules and clients (loaded before the scenario is made), by path.</summary>
+    public string[] Rules { get; init; } = [];
+    /// <summary>MNEMONIC=RULE: which registered rule translates a mnemonic.</summary>
+    public string[] RuleOverrides { get; init; } = [];
     public string[] Workloads { get; init; } = [];
     /// <summary>The guest kernel image (kernel scenarios).</summary>
     public string? Kernel { get; init; }
@@ -46,8 +50,8 @@ public sealed record ScenarioEntry(string Name, string Description, bool Generic
 /// </summary>
 public static class ScenarioRegistry
 {
-    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound"];
-    private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "program", "programs", "flushes", "delay-bound"];
+    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound"];
+    private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "program", "programs", "flushes", "delay-bound"];
 
     public static readonly IReadOnlyList<ScenarioEntry> All =
     [
@@ -90,6 +94,8 @@ public static class ScenarioRegistry
         if (a.Planted is not null) yield return "planted";
         if (a.Prof) yield return "prof";
         if (a.Clients.Length > 0) yield return "client";
+        if (a.Rules.Length > 0) yield return "rules";
+        if (a.RuleOverrides.Length > 0) yield return "rule";
         if (a.Workloads.Length > 0) yield return "workload";
         if (a.Kernel is not null) yield return "kernel";
         if (a.Program is not null) yield return "program";
@@ -105,14 +111,39 @@ public static class ScenarioRegistry
     private static string Required(string? value, string scenario, string option) =>
         value ?? throw new ArgumentException($"scenario {scenario} needs {option}");
 
-    /// <summary>The translator configuration and options: the planted bug's own configuration unless --dbt is given.</summary>
+    /// <summary>
+    /// The translator configuration and options: the planted bug's own configuration unless --dbt is
+    /// given; the author's rule assemblies loaded (once per process) and their overrides and clients applied.
+    /// </summary>
     private static (string Dbt, bool Prof, Harness.Dbt.DbtOptions? Options) Translator(ScenarioArgs a)
     {
         if (a.Dbt is not (null or "off" or "default" or "no-callret")) throw new ArgumentException($"--dbt must be off, default or no-callret (got {a.Dbt})");
-        if (a.Planted is null) return (a.Dbt ?? "default", a.Prof, null);
-        var bug = PlantedBugs.Find(a.Planted);
-        if (a.Dbt == "off") throw new ArgumentException($"--planted {a.Planted} is a translator bug: it needs --dbt default or no-callret");
-        return (a.Dbt ?? bug.Configuration, a.Prof || bug.Prof, bug.Apply(Harness.Dbt.DbtOptions.Default));
+        if (a.Dbt == "off" && (a.Rules.Length > 0 || a.RuleOverrides.Length > 0 || a.Clients.Length > 0))
+            throw new ArgumentException("--rules, --rule and --client change the translator: they need --dbt default or no-callret");
+        foreach (var path in a.Rules)
+        {
+            try { Harness.Dbt.Translate.RulePlugins.Load(new FileInfo(path)); }
+            catch (Harness.Dbt.Translate.RulePlugins.PluginException e) { throw new ArgumentException(e.Message); }
+        }
+        var overrides = Harness.Dbt.Translate.RuleOverrides.Parse(a.RuleOverrides, out string? error) ?? throw new ArgumentException(error);
+        foreach (var c in a.Clients)
+            if (!Harness.Dbt.Clients.ClientRegistry.IsRegistered(c))
+                throw new ArgumentException($"--client: no client named '{c}' (available: {string.Join(", ", Harness.Dbt.Clients.ClientRegistry.Names)})");
+        Harness.Dbt.DbtOptions? options = null;
+        string dbt = a.Dbt ?? "default";
+        bool prof = a.Prof;
+        if (a.Planted is not null)
+        {
+            var bug = PlantedBugs.Find(a.Planted);
+            if (a.Dbt == "off") throw new ArgumentException($"--planted {a.Planted} is a translator bug: it needs --dbt default or no-callret");
+            (dbt, prof, options) = (a.Dbt ?? bug.Configuration, a.Prof || bug.Prof, bug.Apply(Harness.Dbt.DbtOptions.Default));
+        }
+        if (overrides.Count > 0 || a.Clients.Length > 0)
+        {
+            var o = options ?? Harness.Dbt.DbtOptions.Default;
+            options = o with { RuleOverrides = overrides, Clients = [.. o.Clients, .. a.Clients.Where(c => !o.Clients.Contains(c))] };
+        }
+        return (dbt, prof, options);
     }
 
     private static CoyoteOptions Control(ScenarioArgs a)
@@ -124,8 +155,7 @@ public static class ScenarioRegistry
     private static Scenario Kernel(ScenarioArgs a)
     {
         var (dbt, prof, options) = Translator(a);
-        var clients = prof && !a.Clients.Contains("prof") ? [.. a.Clients, "prof"] : a.Clients;
-        if (clients.Length > 0 && dbt == "off") throw new ArgumentException("--client instruments translated code: it needs --dbt default or no-callret");
+        string[] clients = prof && !(options?.Clients.Contains("prof") ?? false) ? ["prof"] : [];
         if ((a.CacheKiB is not null || a.OnAt is not null) && dbt == "off") throw new ArgumentException("--dbt-cache-kib and --dbt-on-at need --dbt default or no-callret");
         if (a.CacheKiB is < 8) throw new ArgumentException($"--dbt-cache-kib {a.CacheKiB} is too small: the pool must hold the largest block and the interrupt entry paths at once (at least 8 KiB)");
         if (a.OnAt is < 1) throw new ArgumentException($"--dbt-on-at must be positive (got {a.OnAt})");

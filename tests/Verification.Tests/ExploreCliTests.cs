@@ -182,6 +182,61 @@ public class ExploreCliTests
         }
     }
 
+    /// <summary>
+    /// The point of the tool: a translator author's own rule, in an assembly the harness has never
+    /// seen (built here with the project file of docs/writing-rules.md), explored like the built-in
+    /// ones. The rule was meant to mark every `not` and forgot to emit the instruction itself (no
+    /// e.Identity()); the program scenario finds it, and the trace replays with the assembly loaded
+    /// again from the trace's options.
+    /// </summary>
+    [Fact]
+    public void AnAuthorsOwnRuleLoadedWithRulesIsExploredAndItsBugFound()
+    {
+        string guide = File.ReadAllText(Path.Combine(HarnessCli.RepoRoot, "docs", "writing-rules.md")).ReplaceLineEndings("\n");
+        int at = guide.IndexOf("<!-- rules-project -->", StringComparison.Ordinal);
+        int start = guide.IndexOf("```xml\n", at, StringComparison.Ordinal) + 7;
+        string project = guide[start..guide.IndexOf("\n```", start, StringComparison.Ordinal)];
+        const string source = """
+            using Harness.Dbt.Translate;
+            namespace AuthorRules;
+            /// <summary>Meant to mark every not; the author forgot e.Identity().</summary>
+            public sealed class MarkNotRule : Rule
+            {
+                public override string Name => "mark-not";
+                public override Flow Emit(Emitter e) => Flow.Continue;
+            }
+            """;
+        string dir = Directory.CreateTempSubdirectory("harness-author-rules-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "AuthorRules.csproj"), project);
+            File.WriteAllText(Path.Combine(dir, "AuthorRules.cs"), source);
+            string outDir = Path.Combine(dir, "out");
+            _ = HarnessCli.Dll;   // the harness's projects built first; the author's assembly does not rebuild them
+            var build = HarnessCli.Exec("dotnet", ["build", Path.Combine(dir, "AuthorRules.csproj"), "-c", "Release", "-nologo", "-v", "q",
+                $"-p:HarnessRoot={HarnessCli.RepoRoot}", "-p:BuildProjectReferences=false", "-o", outDir], Timeout);
+            Assert.True(build.Code == 0, $"building the author's rules failed:\n{build.Stdout}\n{build.Stderr}");
+            string dll = Path.Combine(outDir, "AuthorRules.dll");
+
+            var (code, stdout, stderr) = HarnessCli.Run(Timeout, "explore", "program", "--programs", "100", "--iterations", "300",
+                "--rules", dll, "--rule", "not=mark-not", "--traces", Path.Combine(dir, "traces"));
+            Assert.True(code == 1, $"exit {code}\n{stdout}\n{stderr}");
+            Assert.Contains("the translated run differs from the native run", stdout);
+            string trace = Directory.GetFiles(Path.Combine(dir, "traces"), "*.trace.json").Single();
+            var replay = HarnessCli.Run(Timeout, "replay", trace);
+            Assert.True(replay.Code == 0, replay.Stdout + replay.Stderr);
+
+            var clean = HarnessCli.Run(Timeout, "explore", "program", "--programs", "100", "--iterations", "100", "--rules", dll, "--traces", Path.Combine(dir, "traces"));
+            Assert.True(clean.Code == 0, "loading the assembly without --rule changes nothing: " + clean.Stdout + clean.Stderr);
+            var bad = HarnessCli.Run(Timeout, "explore", "program", "--rule", "not=no-such-rule");
+            Assert.True(bad.Code == 2 && bad.Stderr.Contains("no rule named 'no-such-rule'"), bad.Stderr);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
     [Fact]
     public void AMalformedTraceIsRefusedWithExit2NamingTheFile()
     {

@@ -1,9 +1,9 @@
 using System.Reflection;
 using System.Runtime.Loader;
 using Harness.Dbt.Clients;
-using Harness.Dbt.Translate;
+using Iced.Intel;
 
-namespace Harness.Cli;
+namespace Harness.Dbt.Translate;
 
 /// <summary>
 /// `--rules FILE.dll`: a translator author's assembly of rules and clients. Every public concrete
@@ -13,7 +13,7 @@ namespace Harness.Cli;
 /// to the harness's own Dbt, Machine.Smp and Iced (its project references them with Private=false:
 /// docs/writing-rules.md); its other dependencies are found beside it.
 /// </summary>
-internal static class RulePlugins
+public static class RulePlugins
 {
     public sealed class PluginException(string message) : Exception(message);
 
@@ -82,5 +82,29 @@ internal static class RulePlugins
                 if (File.Exists(candidate)) return context.LoadFromAssemblyPath(candidate);
             }
         return null;
+    }
+}
+
+/// <summary>`--rule MNEMONIC=RULE` arguments: which registered rule translates a mnemonic (DbtOptions.RuleOverrides).</summary>
+public static class RuleOverrides
+{
+    /// <summary>The map, or null with error naming the bad argument.</summary>
+    public static Dictionary<Mnemonic, string>? Parse(IEnumerable<string> args, out string? error)
+    {
+        var map = new Dictionary<Mnemonic, string>();
+        error = null;
+        foreach (var a in args)
+        {
+            int eq = a.IndexOf('=');
+            string m = eq < 0 ? a : a[..eq], name = eq < 0 ? "" : a[(eq + 1)..];
+            if (eq <= 0 || name.Length == 0) error = $"--rule: '{a}' is not MNEMONIC=RULE (e.g. nop=elide-nop)";
+            else if (!Enum.TryParse(m, ignoreCase: true, out Mnemonic mnemonic) || mnemonic == Mnemonic.INVALID || int.TryParse(m, out _))
+                error = $"--rule: '{m}' is not an x86 mnemonic (Iced's names: nop, mov, call, ret, lidt, ...)";
+            else if (!RuleRegistry.IsRegistered(name))
+                error = $"--rule: no rule named '{name}' (available: {string.Join(", ", RuleRegistry.Names)})";
+            else if (!map.TryAdd(mnemonic, name)) error = $"--rule: '{m}' is given more than once";
+            if (error is not null) return null;
+        }
+        return map;
     }
 }
