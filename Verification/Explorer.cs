@@ -129,15 +129,33 @@ public static class Explorer
             ExploreStrategy.QLearning => config.WithQLearningStrategy(),
             _ => throw new ArgumentOutOfRangeException(nameof(options), $"unknown strategy {o.Strategy}"),
         };
-        if (o.TimeoutSeconds > 0) config = config.WithTestingTimeout(o.TimeoutSeconds);
+        // The time budget and a cancellation end the exploration at the next iteration (not
+        // Coyote's testing timeout, which runs iterations without bound until it expires, ignoring
+        // the count; nor only TestingEngine.Stop, which a long exploration was seen to ignore):
+        // the remaining iterations do nothing and are not counted.
+        var budget = o.TimeoutSeconds > 0 ? TimeSpan.FromSeconds(o.TimeoutSeconds) : TimeSpan.MaxValue;
+        bool stopped = false;
+        int ran = 0;
 
         var log = new StringWriter();
         var sw = Stopwatch.StartNew();
-        using var engine = TestingEngine.Create(config, scenario.RunOnce);
+        using var engine = TestingEngine.Create(config, () =>
+        {
+            if (stopped) return;
+            ran++;
+            scenario.RunOnce();
+        });
         engine.SetLogger(new TextWriterLogger(log, VerbosityLevel.Info));
         int iteration = -1;
         engine.RegisterStartIterationCallBack(i =>
         {
+            if (stopped) return;
+            if (o.Cancel.IsCancellationRequested || sw.Elapsed >= budget)
+            {
+                stopped = true;
+                engine.Stop();
+                return;
+            }
             iteration = (int)i;
             o.OnIteration?.Invoke(iteration);
         });
@@ -159,7 +177,7 @@ public static class Explorer
             readablePath = stem + ".log";
             File.WriteAllText(readablePath, $"scenario: {scenario.Name}\nfailure: {failure}\n\n{engine.ReadableTrace}");
         }
-        int run = bug ? iteration + 1 : (int)Math.Max(report.NumOfExploredUnfairPaths + report.NumOfExploredFairPaths, iteration + 1);
+        int run = bug ? iteration + 1 : stopped ? ran : (int)Math.Max(report.NumOfExploredUnfairPaths + report.NumOfExploredFairPaths, iteration + 1);
         return new ExploreReport(scenario.Name, bug, bug ? iteration + 1 : null, run, failure, tracePath, readablePath, seed, o.Strategy,
             report.TotalExploredUnfairSteps + report.TotalExploredFairSteps,
             Math.Max(report.MaxExploredUnfairSteps, report.MaxExploredFairSteps),

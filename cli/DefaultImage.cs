@@ -22,6 +22,11 @@ internal static class DefaultImage
         string image = Path.Combine(root, RelativeImage);
         // A fresh clone builds everything (about 10 s): say so. An up-to-date tree is checked silently.
         if (!File.Exists(image)) say?.Invoke($"building the guest kernel and its programs ({Path.GetRelativePath(Environment.CurrentDirectory, script)}) ...");
+        // One build at a time per checkout: parallel harness processes (explore shards) would race
+        // in make's temporary files. The lock is an exclusively opened file, released by the OS if
+        // this process dies.
+        Directory.CreateDirectory(Path.Combine(root, "guest", "build"));
+        using var buildLock = AcquireLock(Path.Combine(root, "guest", "build", ".build.lock"), cancel);
         var psi = new ProcessStartInfo("bash", [script]) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
         using var p = Process.Start(psi) ?? throw new BuildException("could not start bash to build the guest kernel");
         var output = p.StandardOutput.ReadToEndAsync(CancellationToken.None);
@@ -34,6 +39,25 @@ internal static class DefaultImage
         }
         if (p.ExitCode != 0) throw new BuildException($"building the guest kernel failed ({script}):\n{(output.Result + errors.Result).TrimEnd()}");
         return image;
+    }
+
+    private static FileStream AcquireLock(string path, CancellationToken cancel)
+    {
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+            catch (IOException) when (waited.Elapsed < TimeSpan.FromMinutes(5))
+            {
+                // Another harness process is building: wait for it (its build is ours too).
+                cancel.WaitHandle.WaitOne(200);
+                cancel.ThrowIfCancellationRequested();
+            }
+            catch (IOException e)
+            {
+                throw new BuildException($"another process has held {path} for 5 minutes (a guest build in progress?): {e.Message}");
+            }
+        }
     }
 
     private static string? FindRoot()

@@ -25,6 +25,7 @@ public sealed class Coverage
     private readonly Dictionary<(ulong, ulong), long> pairs = [];
     private readonly Dictionary<(string Region, long Offset), long> interrupts = [];
     private readonly Dictionary<string, int> sequenceLength = [];
+    private readonly Dictionary<(string Region, int Vector), long> vectors = [];
     private readonly List<long> pointsPerExecution = [];
     private Func<ulong, string> symbolize = rip => $"0x{rip:x}";
 
@@ -45,7 +46,7 @@ public sealed class Coverage
         m.EventDelivering = (v, vector, raised, rip) =>
         {
             previousEvent?.Invoke(v, vector, raised, rip);
-            if (!raised) Interrupt(Region(m, dbt, rip));
+            if (!raised) Interrupt(Region(m, dbt, rip), vector);
         };
     }
 
@@ -65,10 +66,11 @@ public sealed class Coverage
         }
     }
 
-    private void Interrupt((string Region, long Offset, int Length) at)
+    private void Interrupt((string Region, long Offset, int Length) at, int vector)
     {
         lock (gate)
         {
+            vectors[(at.Region, vector)] = vectors.GetValueOrDefault((at.Region, vector)) + 1;
             interrupts[(at.Region, at.Offset)] = interrupts.GetValueOrDefault((at.Region, at.Offset)) + 1;
             if (at.Length > 0) sequenceLength[at.Region] = Math.Max(sequenceLength.GetValueOrDefault(at.Region), at.Length);
         }
@@ -117,7 +119,7 @@ public sealed class Coverage
     }
 
     public sealed record PairRow(string First, string Second, long Seen, bool BothOrders);
-    public sealed record InterruptRow(string Region, long Deliveries, int OffsetsHit, int SequenceBytes, IReadOnlyList<long> Offsets);
+    public sealed record InterruptRow(string Region, long Deliveries, int OffsetsHit, int SequenceBytes, IReadOnlyList<long> Offsets, IReadOnlyDictionary<int, long> Vectors);
 
     /// <summary>The report: pairs (most seen first), interrupt regions, points per execution.</summary>
     public (IReadOnlyList<PairRow> Pairs, IReadOnlyList<InterruptRow> Interrupts, long MinPoints, double AvgPoints, long MaxPoints) Report()
@@ -132,7 +134,8 @@ public sealed class Coverage
                 rows.Add(new PairRow(symbolize(a), symbolize(b), n + (a == b ? 0 : back), a == b || back > 0));
             }
             var regions = interrupts.GroupBy(x => x.Key.Region).Select(g => new InterruptRow(g.Key, g.Sum(x => x.Value),
-                g.Count(x => x.Key.Offset >= 0), sequenceLength.GetValueOrDefault(g.Key), g.Where(x => x.Key.Offset >= 0).Select(x => x.Key.Offset).Order().ToList()))
+                g.Count(x => x.Key.Offset >= 0), sequenceLength.GetValueOrDefault(g.Key), g.Where(x => x.Key.Offset >= 0).Select(x => x.Key.Offset).Order().ToList(),
+                vectors.Where(v => v.Key.Region == g.Key).ToDictionary(v => v.Key.Vector, v => v.Value)))
                 .OrderByDescending(r => r.Deliveries).ToList();
             var pts = pointsPerExecution;
             return (rows.OrderByDescending(r => r.Seen).ToList(), regions,
@@ -149,7 +152,7 @@ public sealed class Coverage
             scenario, iterations, executionsChecked = Executions, buggyExecutions = bugFound ? 1 : 0,
             schedulingPointsPerExecution = new { min, avg, max },
             conflictingPairs = p.Select(r => new { first = r.First, second = r.Second, seen = r.Seen, bothOrders = r.BothOrders }),
-            interrupts = i.Select(r => new { region = r.Region, deliveries = r.Deliveries, offsetsHit = r.OffsetsHit, sequenceBytes = r.SequenceBytes, offsets = r.Offsets }),
+            interrupts = i.Select(r => new { region = r.Region, deliveries = r.Deliveries, vectors = r.Vectors.ToDictionary(v => v.Key.ToString(), v => v.Value), offsetsHit = r.OffsetsHit, sequenceBytes = r.SequenceBytes, offsets = r.Offsets }),
         }, new JsonSerializerOptions { WriteIndented = true });
     }
 
@@ -169,7 +172,7 @@ public sealed class Coverage
         }
         sb.AppendLine("  interrupts delivered, by where they came:");
         foreach (var r in i)
-            sb.AppendLine($"    {r.Region}: {r.Deliveries:N0}" + (r.SequenceBytes > 0 || r.OffsetsHit > 0
+            sb.AppendLine($"    {r.Region}: {r.Deliveries:N0} (vector {string.Join(", ", r.Vectors.OrderBy(v => v.Key).Select(v => $"{v.Key}: {v.Value}"))})" + (r.SequenceBytes > 0 || r.OffsetsHit > 0
                 ? $" at {r.OffsetsHit} distinct offset(s){(r.SequenceBytes > 0 ? $" of sequences up to {r.SequenceBytes} bytes" : "")}: {string.Join(",", r.Offsets.Take(16))}{(r.Offsets.Count > 16 ? ",..." : "")}"
                 : ""));
         var dbtRegions = new[] { "dispatcher exit stub", "level-2 jumptable routine", "interrupt entry path" };

@@ -237,6 +237,18 @@ public class ExploreCliTests
         }
     }
 
+    /// <summary>A time budget ends the exploration at the next iteration with its summary (Coyote's own timeout would ignore --iterations).</summary>
+    [Fact]
+    public void ATimeBudgetEndsTheExplorationEarlyWithItsSummary()
+    {
+        var (code, stdout, stderr) = HarnessCli.Run(Timeout, "explore", "program", "--programs", "10", "--iterations", "1000000", "--time-budget", "3s", "--traces", Path.GetTempPath());
+        Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        var m = System.Text.RegularExpressions.Regex.Match(stdout, @"│ clean  │\s+([\d,]+) │");
+        Assert.True(m.Success, stdout);
+        long n = long.Parse(m.Groups[1].Value.Replace(",", ""));
+        Assert.InRange(n, 1, 999_999);
+    }
+
     [Fact]
     public void AMalformedTraceIsRefusedWithExit2NamingTheFile()
     {
