@@ -99,18 +99,7 @@ internal static class ExploreCommand
     private static int Report(FileInfo file, FileInfo? output, string format)
     {
         if (output?.Directory is { Exists: false } d) return Fail("report", $"-o: {d.FullName}: no such directory");
-        HarnessTrace trace;
-        Scenario scenario;
-        try
-        {
-            trace = HarnessTrace.Read(file.FullName);
-            scenario = ScenarioRegistry.Create(trace.Scenario, trace.Args);
-        }
-        catch (TraceFileException e) { return Fail("report", e.Message); }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
-        {
-            return Fail("report", $"{file.FullName}: the trace's scenario cannot be built here: {e.Message}");
-        }
+        if (Load(file, "report", out var trace, out var scenario) is { } bad) return bad;
         var recorder = new TraceRecorder { Symbols = scenario.Symbols };
         ReplayReport r;
         try { r = Explorer.ReplayText(scenario with { Observe = recorder.Attach }, trace.Coyote.GetRawText(), file.FullName); }
@@ -285,20 +274,27 @@ internal static class ExploreCommand
         return 1;
     }
 
-    private static int Replay(FileInfo file)
+    /// <summary>Reads a trace and rebuilds its scenario; on bad input, the exit code (the message printed).</summary>
+    private static int? Load(FileInfo file, string command, out HarnessTrace trace, out Scenario scenario)
     {
-        HarnessTrace trace;
-        Scenario scenario;
+        trace = null!;
+        scenario = null!;
         try
         {
             trace = HarnessTrace.Read(file.FullName);
             scenario = ScenarioRegistry.Create(trace.Scenario, trace.Args);
+            return null;
         }
-        catch (TraceFileException e) { return Fail("replay", e.Message); }
+        catch (TraceFileException e) { return Fail(command, e.Message); }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
         {
-            return Fail("replay", $"{file.FullName}: the trace's scenario cannot be built here: {e.Message}");
+            return Fail(command, $"{file.FullName}: the trace's scenario cannot be built here: {e.Message}");
         }
+    }
+
+    private static int Replay(FileInfo file)
+    {
+        if (Load(file, "replay", out var trace, out var scenario) is { } bad) return bad;
         ReplayReport r;
         try { r = Explorer.ReplayText(scenario, trace.Coyote.GetRawText(), file.FullName); }
         catch (TraceFileException e) { return Fail("replay", e.Message); }

@@ -35,7 +35,11 @@ public sealed class Coverage
     public void Attach(CoyoteControl control, Machine.Machine m, DbtInstance? dbt, Dbt.Kernel.KernelImage? symbols)
     {
         lock (gate) last.Clear();
-        if (symbols is not null) symbolize = Symbolizer(symbols);
+        if (symbols is not null)
+        {
+            var name = Generic.Symbolizer.For(symbols);
+            symbolize = rip => name(rip) is { Length: > 0 } n ? n : $"0x{rip:x}";
+        }
         var previousPoint = control.OnPoint;
         control.OnPoint = (v, kind, address) =>
         {
@@ -100,22 +104,6 @@ public sealed class Coverage
             return ($"rule {b.Sources[i].Rule}", off - start, (int)(end - start));
         }
         return ("translated code", -1, 0);
-    }
-
-    private static Func<ulong, string> Symbolizer(Dbt.Kernel.KernelImage k)
-    {
-        var functions = k.Symbols.Select(s => (Name: s.Key, Range: k.Range(s.Key))).Where(s => s.Range is not null)
-            .Select(s => (s.Name, s.Range!.Value.Start, s.Range.Value.End)).OrderBy(s => s.Start).ToArray();
-        return rip =>
-        {
-            int lo = 0, hi = functions.Length - 1, found = -1;
-            while (lo <= hi)
-            {
-                int mid = (lo + hi) / 2;
-                if (functions[mid].Start <= rip) { found = mid; lo = mid + 1; } else hi = mid - 1;
-            }
-            return found >= 0 && rip < functions[found].End ? $"{functions[found].Name}+0x{rip - functions[found].Start:x}" : $"0x{rip:x}";
-        };
     }
 
     public sealed record PairRow(string First, string Second, long Seen, bool BothOrders);

@@ -32,7 +32,7 @@ public sealed class TraceRecorder
     public void Attach(CoyoteControl control, Machine.Machine m)
     {
         Vcpus = m.Vcpus.Length;
-        symbolize = SymbolizerFor();
+        symbolize = Symbols is { } k ? Symbolizer.For(k) : _ => "";
         var previousPoint = control.OnPoint;
         control.OnPoint = (v, kind, address) =>
         {
@@ -51,23 +51,6 @@ public sealed class TraceRecorder
 
     /// <summary>Symbols for the report: the kernel's, when the scenario gave the recorder a symbol source.</summary>
     public Harness.Dbt.Kernel.KernelImage? Symbols { get; set; }
-
-    private Func<ulong, string> SymbolizerFor()
-    {
-        if (Symbols is not { } k) return _ => "";
-        var functions = k.Symbols.Select(s => (Name: s.Key, Range: k.Range(s.Key))).Where(s => s.Range is not null)
-            .Select(s => (s.Name, s.Range!.Value.Start, s.Range.Value.End)).OrderBy(s => s.Start).ToArray();
-        return rip =>
-        {
-            int lo = 0, hi = functions.Length - 1, found = -1;
-            while (lo <= hi)
-            {
-                int mid = (lo + hi) / 2;
-                if (functions[mid].Start <= rip) { found = mid; lo = mid + 1; } else hi = mid - 1;
-            }
-            return found >= 0 && rip < functions[found].End ? $"{functions[found].Name}+0x{rip - functions[found].Start:x}" : "";
-        };
-    }
 
     private void Add(Vcpu v, Machine.Machine m, string kind, string what, ulong? at = null)
     {
