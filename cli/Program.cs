@@ -16,6 +16,7 @@ root.Subcommands.Add(ExploreCommand.Create());
 root.Subcommands.Add(ExploreCommand.CreateReplay());
 root.Subcommands.Add(ExploreCommand.CreateReport());
 root.Subcommands.Add(CatalogueCommand.Create());
+root.Subcommands.Add(ExperimentCommand.Create());
 var parsed = root.Parse(args);
 // Bad arguments (unparsable values, unknown options, missing command) exit 2 like every other bad
 // input (System.CommandLine's default is 1, which a guest can also return).

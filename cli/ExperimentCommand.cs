@@ -1,0 +1,306 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using Harness.Machine;
+using Harness.Machine.Control;
+using Harness.Machine.Cpu;
+using Spectre.Console;
+
+namespace Harness.Cli;
+
+/// <summary>
+/// `harness experiment`: native against translated across vCPU counts and translator
+/// configurations, each cell (configuration, vCPUs, workload) in its own boot: one deterministic
+/// run for exact instruction counts, and --repeat free-running runs on real threads for host time
+/// and scaling. Writes results.csv (a row per run, flushed as it finishes, so an interrupted
+/// experiment keeps its rows), summary.md and plots (ScottPlot) to --out (docs/experiments.md).
+/// </summary>
+internal static class ExperimentCommand
+{
+    private static readonly string[] KnownConfigs = ["native", "default", "no-callret"];
+    private static readonly string[] DefaultWorkloads = ["null_syscall", "read1", "open_close", "page_fault", "pipe_rtt", "spawn_exit", "fileserver"];
+
+    public static Command Create()
+    {
+        var configs = new Option<string[]>("--configs") { Description = "translator configurations: native, default, no-callret (drk: not yet)", AllowMultipleArgumentsPerToken = true };
+        var vcpus = new Option<string[]>("--vcpus") { Description = "vCPU counts (1..4), e.g. 1,2,4", AllowMultipleArgumentsPerToken = true };
+        var workloads = new Option<string[]>("--workloads") { Description = $"guest workloads (default: {string.Join(",", DefaultWorkloads)})", AllowMultipleArgumentsPerToken = true };
+        var repeat = new Option<int>("--repeat") { Description = "free-running repetitions per cell (host time, spread)", DefaultValueFactory = _ => 3 };
+        var output = new Option<DirectoryInfo>("--out") { Description = "where results.csv, summary.md and the plots go", DefaultValueFactory = _ => new DirectoryInfo("experiment") };
+        var quick = new Option<bool>("--quick") { Description = "a smoke test: native and default, 1 and 2 vCPUs, null_syscall and pipe_rtt, 1 repetition" };
+        var cmd = new Command("experiment", "native vs translated across vCPU counts and configurations: results.csv, summary.md, plots (docs/experiments.md)")
+        {
+            configs, vcpus, workloads, repeat, output, quick,
+        };
+        cmd.SetAction((r, ct) =>
+        {
+            string[] Split(string[]? v) => (v ?? []).SelectMany(x => x.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
+            bool q = r.GetValue(quick);
+            return Task.FromResult(Run(Split(r.GetValue(configs)) is { Length: > 0 } c ? c : q ? ["native", "default"] : KnownConfigs,
+                Split(r.GetValue(vcpus)) is { Length: > 0 } v ? v : q ? ["1", "2"] : ["1", "2", "4"],
+                Split(r.GetValue(workloads)) is { Length: > 0 } w ? w : q ? ["null_syscall", "pipe_rtt"] : DefaultWorkloads,
+                q && r.GetResult(repeat) is not { Implicit: false } ? 1 : r.GetValue(repeat), r.GetValue(output)!, ct));
+        });
+        return cmd;
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine($"harness: {message}");
+        Console.Error.WriteLine("harness: see 'harness experiment --help'");
+        return ExitCodes.BadInput;
+    }
+
+    /// <summary>One run's measurements.</summary>
+    private sealed record Row(string Config, int Vcpus, string Workload, string Exec, int Rep, bool Ok, long GuestInsns, long WorkloadTime,
+        long? InsnsPerOp, long? Ops, double HostSeconds, long DispatcherEntries, long JumptableMisses);
+
+    private static int Run(string[] configs, string[] vcpuArgs, string[] workloads, int repeat, DirectoryInfo outDir, CancellationToken ct)
+    {
+        if (configs.FirstOrDefault(c => !KnownConfigs.Contains(c)) is { } bad)
+            return Fail(bad == "drk" ? "--configs: drk (the DRK-style baseline) is not built yet (issue 12)" : $"--configs: unknown configuration '{bad}' (known: {string.Join(", ", KnownConfigs)})");
+        var vcpus = new List<int>();
+        foreach (var v in vcpuArgs)
+        {
+            if (!int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n is < 1 or > 4) return Fail($"--vcpus: '{v}' is not a vCPU count from 1 to 4");
+            vcpus.Add(n);
+        }
+        if (repeat is < 1 or > 100) return Fail($"--repeat must be between 1 and 100 (got {repeat})");
+        string kernel;
+        try { kernel = DefaultImage.Ensure(ct, m => Console.Error.WriteLine($"harness: {m}")); }
+        catch (DefaultImage.BuildException e) { return Fail(e.Message); }
+        catch (OperationCanceledException) { return Signals.ExitCode; }
+        byte[] image = File.ReadAllBytes(kernel);
+        var kernelImage = Harness.Dbt.Kernel.KernelImage.FromElf(image, kernel);
+        using (var probe = new Machine.Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 64UL << 20 }))
+        {
+            probe.LoadElf(image, "kernel.elf");
+            if (KernelPrograms.Read(probe, kernelImage) is { } bundled && workloads.FirstOrDefault(w => !bundled.Contains(w)) is { } unknown)
+                return Fail($"--workloads: the kernel has no workload '{unknown}' (bundled: {string.Join(", ", bundled)})");
+        }
+        string csvPath;
+        StreamWriter csv;
+        try
+        {
+            Directory.CreateDirectory(outDir.FullName);
+            csvPath = Path.Combine(outDir.FullName, "results.csv");
+            csv = new StreamWriter(csvPath, append: false) { AutoFlush = true };
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return Fail($"--out: {outDir.FullName}: {e.Message}"); }
+
+        var host = HostInfo();
+        csv.WriteLine("config,vcpus,workload,exec,rep,ok,guest_insns,workload_guest_time,insns_per_op,ops,host_seconds,dispatcher_entries,jumptable_misses");
+        var rows = new List<Row>();
+        int cells = configs.Length * vcpus.Count * workloads.Length, done = 0;
+        var sw = Stopwatch.StartNew();
+        bool interrupted = false;
+        foreach (var w in workloads)
+            foreach (var n in vcpus)
+                foreach (var c in configs)
+                {
+                    done++;
+                    for (int rep = 0; rep <= repeat && !interrupted; rep++)
+                    {
+                        string exec = rep == 0 ? "deterministic" : "free";
+                        Console.Error.WriteLine($"experiment: cell {done}/{cells}: {c}, {n} vCPU(s), {w}, {exec}{(rep > 0 ? $" {rep}/{repeat}" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
+                        var row = RunCell(image, kernelImage, c, n, w, exec, rep, ct);
+                        if (ct.IsCancellationRequested) { interrupted = true; break; }
+                        rows.Add(row);
+                        csv.WriteLine(string.Join(',', row.Config, row.Vcpus, row.Workload, row.Exec, row.Rep, row.Ok ? 1 : 0, row.GuestInsns, row.WorkloadTime,
+                            row.InsnsPerOp?.ToString(CultureInfo.InvariantCulture) ?? "", row.Ops?.ToString(CultureInfo.InvariantCulture) ?? "",
+                            row.HostSeconds.ToString("F4", CultureInfo.InvariantCulture), row.DispatcherEntries, row.JumptableMisses));
+                    }
+                }
+        csv.Dispose();
+        var hostAfter = HostInfo();
+        string summary = Summary(rows, configs, vcpus, workloads, repeat, host, hostAfter, sw.Elapsed, interrupted);
+        File.WriteAllText(Path.Combine(outDir.FullName, "summary.md"), summary);
+        var plots = Plots(rows, configs, vcpus, workloads, outDir.FullName);
+        Console.WriteLine(summary);
+        Console.WriteLine($"results: {csvPath}; summary: {Path.Combine(outDir.FullName, "summary.md")}; plots: {string.Join(", ", plots)}");
+        if (interrupted) { Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}: results.csv keeps the {rows.Count} finished runs"); return Signals.ExitCode; }
+        return rows.All(r => r.Ok) ? 0 : 1;
+    }
+
+    private static readonly Regex ResultLine = new(@"^result (\S+) (.*)$", RegexOptions.Multiline);
+    private static readonly Regex WorkloadLine = new(@"^workload (\S+) exit=(\d+) time=(\d+)", RegexOptions.Multiline);
+
+    private static Row RunCell(byte[] image, Harness.Dbt.Kernel.KernelImage kernel, string config, int vcpus, string workload, string exec, int rep, CancellationToken ct)
+    {
+        var console = new WorkloadClock();
+        using var m = new Machine.Machine(new MachineOptions
+        {
+            Vcpus = vcpus, MemoryBytes = 256UL << 20, MaxInstructions = 4_000_000_000, Console = console,
+            Control = exec == "deterministic" ? new Deterministic(1000) : new FreeRunning(),
+            // The self-test is not the experiment: each cell boots straight into its workload.
+            CommandLine = $"selftest=0 run={workload}",
+        });
+        m.LoadElf(image, "kernel.elf");
+        Harness.Dbt.Dbt? dbt = config == "native" ? null
+            : Harness.Dbt.Dbt.Attach(m, Harness.Dbt.DbtOptions.Default with { CallRet = config == "default", Kernel = kernel });
+        // The workload's host time: from the first user-mode block (the workload's program starts;
+        // boot and its translation are not the experiment) to its `workload` result line.
+        var previous = m.BlockDecoded;
+        m.BlockDecoded = (v, va, pa) =>
+        {
+            previous?.Invoke(v, va, pa);
+            if ((long)va >= 0) console.UserModeStarted();
+        };
+        var r = m.Run(ct);
+        string text = Encoding.ASCII.GetString(console.ToArray());
+        long? perOp = null, ops = null;
+        foreach (Match x in ResultLine.Matches(text))
+        {
+            var fields = x.Groups[2].Value.Split(' ').Select(f => f.Split('=')).Where(f => f.Length == 2).ToDictionary(f => f[0], f => f[1]);
+            if (fields.TryGetValue("insns_per_op", out var p) && long.TryParse(p, out long pv)) perOp ??= pv;
+            if ((fields.TryGetValue("ops", out var o) || fields.TryGetValue("iterations", out o)) && long.TryParse(o, out long ov)) ops ??= ov;
+        }
+        var wl = WorkloadLine.Match(text);
+        bool ok = r.Reason == StopReason.Exited && r.ExitStatus == 0 && wl.Success && wl.Groups[2].Value == "0";
+        return new Row(config, vcpus, workload, exec, rep, ok, r.Vcpus.Sum(v => v.Instructions), wl.Success ? long.Parse(wl.Groups[3].Value) : 0,
+            perOp, ops, console.Seconds ?? r.Wall.TotalSeconds, dbt?.Stats.DispatcherEntries ?? 0, dbt?.Stats.IndirectDispatches ?? 0);
+    }
+
+    /// <summary>The console, and the host time from the first user-mode code to the first `workload ` line.</summary>
+    private sealed class WorkloadClock : MemoryStream
+    {
+        private readonly Stopwatch clock = new();
+        private long started = -1, ended = -1;
+        private int scanned;
+
+        public void UserModeStarted()
+        {
+            if (Interlocked.CompareExchange(ref started, 0, -1) == -1) clock.Start();
+        }
+
+        public double? Seconds => ended > 0 ? ended / (double)Stopwatch.Frequency : null;
+
+        public override void WriteByte(byte value) { base.WriteByte(value); Check(); }
+
+        public override void Write(byte[] buffer, int offset, int count) { base.Write(buffer, offset, count); Check(); }
+
+        private void Check()
+        {
+            if (ended > 0 || !clock.IsRunning) return;
+            var text = Encoding.ASCII.GetString(GetBuffer(), scanned, (int)Length - scanned);
+            int nl = text.LastIndexOf('\n');
+            if (nl < 0) return;
+            if (Regex.IsMatch(text[..nl], @"(^|\n)workload \S+ exit=")) ended = clock.ElapsedTicks;
+            scanned += nl + 1;
+        }
+    }
+
+    private static (double Median, double Low, double High) Spread(IEnumerable<double> xs)
+    {
+        var a = xs.Order().ToArray();
+        if (a.Length == 0) return (double.NaN, double.NaN, double.NaN);
+        double Q(double q) { double pos = q * (a.Length - 1); int i = (int)pos; return i + 1 < a.Length ? a[i] + (a[i + 1] - a[i]) * (pos - i) : a[i]; }
+        return (Q(0.5), Q(0.025), Q(0.975));
+    }
+
+    private static string Summary(List<Row> rows, string[] configs, List<int> vcpus, string[] workloads, int repeat, string host, string hostAfter, TimeSpan took, bool interrupted)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("# harness experiment");
+        sb.AppendLine();
+        sb.AppendLine($"configs {string.Join(", ", configs)}; vCPUs {string.Join(", ", vcpus)}; workloads {string.Join(", ", workloads)}; {repeat} free-running repetition(s) per cell plus one deterministic run; {took.TotalSeconds:F0} s{(interrupted ? "; INTERRUPTED: partial" : "")}.");
+        sb.AppendLine($"host before: {host}; after: {hostAfter}; commit {Commit()}.");
+        sb.AppendLine();
+        sb.AppendLine("## Overhead: translated over native (guest instructions per operation, deterministic; the workload's host time from its first user-mode code to its result line, median of the free runs [95% interval])");
+        sb.AppendLine();
+        sb.AppendLine("| workload | vCPUs | config | insns/op | insns/op ratio | host s (median) | host ratio [95%] | dispatcher entries | jumptable misses |");
+        sb.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+        foreach (var w in workloads)
+            foreach (var n in vcpus)
+            {
+                var nativeDet = rows.FirstOrDefault(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic");
+                var nativeFree = rows.Where(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds).ToList();
+                double nativeMedian = Spread(nativeFree).Median;
+                foreach (var c in configs)
+                {
+                    var det = rows.FirstOrDefault(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic");
+                    var free = rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds).ToList();
+                    if (det is null) continue;
+                    var (med, lo, hi) = Spread(free);
+                    string ratio = det.InsnsPerOp is { } p && nativeDet?.InsnsPerOp is { } np && np > 0 ? $"{(double)p / np:F2}x" : "-";
+                    string hostRatio = double.IsNaN(med) || double.IsNaN(nativeMedian) || nativeMedian <= 0 ? "-" : $"{med / nativeMedian:F2}x [{lo / nativeMedian:F2}, {hi / nativeMedian:F2}]";
+                    sb.AppendLine($"| {w} | {n} | {c}{(det.Ok ? "" : " (FAILED)")} | {det.InsnsPerOp?.ToString() ?? "-"} | {ratio} | {(double.IsNaN(med) ? "-" : med.ToString("F3"))} | {hostRatio} | {det.DispatcherEntries:N0} | {det.JumptableMisses:N0} |");
+                }
+            }
+        sb.AppendLine();
+        sb.AppendLine("## Scaling: operations per host second (median of the free runs) by vCPU count, relative to 1 vCPU");
+        sb.AppendLine();
+        sb.AppendLine("| workload | config | " + string.Join(" | ", vcpus.Select(n => $"{n} vCPU(s)")) + " |");
+        sb.AppendLine("|---|---|" + string.Concat(vcpus.Select(_ => "---:|")));
+        foreach (var w in workloads)
+            foreach (var c in configs)
+            {
+                double Throughput(int n) => Spread(rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free" && r.Ops is > 0)
+                    .Select(r => r.Ops!.Value / r.HostSeconds)).Median;
+                double one = Throughput(vcpus[0]);
+                sb.AppendLine($"| {w} | {c} | " + string.Join(" | ", vcpus.Select(n => Throughput(n) is var t && !double.IsNaN(t) ? $"{t:F0} ({t / one:F2}x)" : "-")) + " |");
+            }
+        sb.AppendLine();
+        var counts = rows.Where(r => r.Exec == "deterministic").ToList();
+        sb.AppendLine($"Reproducibility: exact counts come from one deterministic run per cell (the same on every run of this command: deterministic control); host times vary, hence the intervals. {rows.Count(r => !r.Ok)} of {rows.Count} runs failed.");
+        return sb.ToString();
+    }
+
+    private static List<string> Plots(List<Row> rows, string[] configs, List<int> vcpus, string[] workloads, string dir)
+    {
+        var files = new List<string>();
+        foreach (var w in workloads)
+        {
+            var plt = new ScottPlot.Plot();
+            foreach (var c in configs.Where(c => c != "native"))
+            {
+                var xs = new List<double>();
+                var ys = new List<double>();
+                var lo = new List<double>();
+                var hi = new List<double>();
+                foreach (var n in vcpus)
+                {
+                    double native = Spread(rows.Where(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds)).Median;
+                    var (med, l, h) = Spread(rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds));
+                    if (double.IsNaN(native) || double.IsNaN(med) || native <= 0) continue;
+                    xs.Add(n); ys.Add(med / native); lo.Add((med - l) / native); hi.Add((h - med) / native);
+                }
+                if (xs.Count == 0) continue;
+                var s = plt.Add.Scatter(xs.ToArray(), ys.ToArray());
+                s.LegendText = c;
+                var eb = plt.Add.ErrorBar(xs.ToArray(), ys.ToArray(), hi.ToArray());
+                eb.YErrorNegative = lo.ToArray();
+                eb.YErrorPositive = hi.ToArray();
+                eb.Color = s.Color;
+            }
+            plt.Title($"{w}: host time over native (median, 95% interval)");
+            plt.XLabel("vCPUs");
+            plt.YLabel("translated / native host time");
+            plt.ShowLegend();
+            string png = Path.Combine(dir, $"overhead-{w}.png");
+            plt.SavePng(png, 800, 500);
+            files.Add(png);
+        }
+        return files;
+    }
+
+    private static string HostInfo()
+    {
+        string load = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
+        return $"{Environment.ProcessorCount} cores, load {load}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}";
+    }
+
+    private static string Commit()
+    {
+        try
+        {
+            var p = Process.Start(new ProcessStartInfo("git", ["rev-parse", "--short", "HEAD"]) { RedirectStandardOutput = true, RedirectStandardError = true });
+            string s = p!.StandardOutput.ReadToEnd().Trim();
+            p.WaitForExit();
+            return p.ExitCode == 0 ? s : "unknown";
+        }
+        catch (System.ComponentModel.Win32Exception) { return "unknown (no git)"; }
+    }
+}

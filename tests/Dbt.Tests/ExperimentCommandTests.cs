@@ -1,0 +1,57 @@
+using Xunit;
+
+namespace Harness.Dbt.Tests;
+
+/// <summary>`harness experiment`: a --quick run's files (results.csv rows, summary tables, plots) and bad input (the built CLI, as a process).</summary>
+public class ExperimentCommandTests
+{
+    private static (int Code, string Stdout, string Stderr) Harness(params string[] args) => global::Harness.Tests.Shared.HarnessCli.Run(TimeSpan.FromMinutes(3), args);
+
+    [Fact]
+    public void AQuickRunWritesItsRowsSummaryAndPlots()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"experiment-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, stdout, stderr) = Harness("experiment", "--quick", "--out", dir);
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+            var lines = File.ReadAllLines(Path.Combine(dir, "results.csv"));
+            Assert.StartsWith("config,vcpus,workload,exec,rep,ok,guest_insns", lines[0]);
+            // 2 configs x 2 vCPU counts x 2 workloads, one deterministic and one free run each, all ok.
+            Assert.Equal(16, lines.Length - 1);
+            Assert.All(lines.Skip(1), l => Assert.Equal("1", l.Split(',')[5]));
+            string summary = File.ReadAllText(Path.Combine(dir, "summary.md"));
+            Assert.Matches(@"\| null_syscall \| 1 \| default \| \d+ \| 1\.\d\dx \|", summary);
+            Assert.Contains("## Scaling", summary);
+            Assert.Contains("commit ", summary);
+            foreach (var w in new[] { "null_syscall", "pipe_rtt" })
+                Assert.True(new FileInfo(Path.Combine(dir, $"overhead-{w}.png")).Length > 5_000, $"the {w} plot is missing or empty");
+
+            // Exact counts are reproducible: a second run's deterministic rows have the same instruction counts.
+            string again = dir + "-again";
+            Assert.Equal(0, Harness("experiment", "--quick", "--out", again).Code);
+            static IEnumerable<string> Counts(string d) => File.ReadAllLines(Path.Combine(d, "results.csv")).Skip(1)
+                .Select(l => l.Split(',')).Where(f => f[3] == "deterministic").Select(f => string.Join(',', f[0..9]));
+            Assert.Equal(Counts(dir), Counts(again));
+            Directory.Delete(again, recursive: true);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("--configs drk", "drk (the DRK-style baseline) is not built yet")]
+    [InlineData("--configs native,fast", "unknown configuration 'fast'")]
+    [InlineData("--vcpus 1,5", "'5' is not a vCPU count from 1 to 4")]
+    [InlineData("--workloads null_syscall,bogus", "no workload 'bogus'")]
+    [InlineData("--repeat 0", "--repeat must be between 1 and 100")]
+    [InlineData("--out /proc/harness-experiment", "--out: /proc/harness-experiment")]
+    public void BadInputExits2NamingIt(string args, string message)
+    {
+        var (code, _, stderr) = Harness(["experiment", "--quick", .. args.Split(' ')]);
+        Assert.True(code == 2, $"exit {code}: {stderr}");
+        Assert.Contains(message, stderr);
+    }
+}
