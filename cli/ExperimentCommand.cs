@@ -20,13 +20,17 @@ namespace Harness.Cli;
 internal static class ExperimentCommand
 {
     private static readonly string[] KnownConfigs = ["native", "default", "no-callret"];
-    private static readonly string[] DefaultWorkloads = ["null_syscall", "read1", "open_close", "page_fault", "pipe_rtt", "spawn_exit", "fileserver"];
+    // Iteration counts (name:ARG) long enough that a free-running run's host time is the
+    // workload's, not thread start-up and first translations (the programs' own defaults run for
+    // 10-200 ms).
+    private static readonly string[] DefaultWorkloads =
+        ["null_syscall:100000", "read1:20000", "open_close:5000", "page_fault:4096", "pipe_rtt:5000", "spawn_exit:300", "fileserver-scaled"];
 
     public static Command Create()
     {
         var configs = new Option<string[]>("--configs") { Description = "translator configurations: native, default, no-callret (drk: not yet)", AllowMultipleArgumentsPerToken = true };
         var vcpus = new Option<string[]>("--vcpus") { Description = "vCPU counts (1..4), e.g. 1,2,4", AllowMultipleArgumentsPerToken = true };
-        var workloads = new Option<string[]>("--workloads") { Description = $"guest workloads (default: {string.Join(",", DefaultWorkloads)})", AllowMultipleArgumentsPerToken = true };
+        var workloads = new Option<string[]>("--workloads") { Description = $"guest workloads: NAME, NAME:ARG (the program's argument: its iteration count), or fileserver-scaled (2 workers per vCPU, a fixed load each) (default: {string.Join(",", DefaultWorkloads)})", AllowMultipleArgumentsPerToken = true };
         var repeat = new Option<int>("--repeat") { Description = "free-running repetitions per cell (host time, spread)", DefaultValueFactory = _ => 3 };
         var output = new Option<DirectoryInfo>("--out") { Description = "where results.csv, summary.md and the plots go", DefaultValueFactory = _ => new DirectoryInfo("experiment") };
         var quick = new Option<bool>("--quick") { Description = "a smoke test: native and default, 1 and 2 vCPUs, null_syscall and pipe_rtt, 1 repetition" };
@@ -77,7 +81,7 @@ internal static class ExperimentCommand
         using (var probe = new Machine.Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 64UL << 20 }))
         {
             probe.LoadElf(image, "kernel.elf");
-            if (KernelPrograms.Read(probe, kernelImage) is { } bundled && workloads.FirstOrDefault(w => !bundled.Contains(w)) is { } unknown)
+            if (KernelPrograms.Read(probe, kernelImage) is { } bundled && workloads.Select(ProgramOf).FirstOrDefault(w => !bundled.Contains(w)) is { } unknown)
                 return Fail($"--workloads: the kernel has no workload '{unknown}' (bundled: {string.Join(", ", bundled)})");
         }
         string csvPath;
@@ -124,6 +128,19 @@ internal static class ExperimentCommand
         return rows.All(r => r.Ok) ? 0 : 1;
     }
 
+    /// <summary>
+    /// The workload's program: "name" or "name:ARG" (the kernel passes ARG to its main), or
+    /// "fileserver-scaled" (the file server with two workers per vCPU and a fixed load per worker:
+    /// its throughput should grow with the vCPUs, as filebench's does).
+    /// </summary>
+    private static string ProgramOf(string workload) => workload == FileserverScaled ? "fileserver" : workload.Split(':')[0];
+
+    private const string FileserverScaled = "fileserver-scaled";
+    private const int ScaledOpsPerWorker = 150;
+
+    private static string RunArgument(string workload, int vcpus) =>
+        workload == FileserverScaled ? $"fileserver:0x{(ScaledOpsPerWorker << 8) | Math.Min(16, 2 * vcpus):x}" : workload;
+
     private static readonly Regex ResultLine = new(@"^result (\S+) (.*)$", RegexOptions.Multiline);
     private static readonly Regex WorkloadLine = new(@"^workload (\S+) exit=(\d+) time=(\d+)", RegexOptions.Multiline);
 
@@ -135,7 +152,7 @@ internal static class ExperimentCommand
             Vcpus = vcpus, MemoryBytes = 256UL << 20, MaxInstructions = 4_000_000_000, Console = console,
             Control = exec == "deterministic" ? new Deterministic(1000) : new FreeRunning(),
             // The self-test is not the experiment: each cell boots straight into its workload.
-            CommandLine = $"selftest=0 run={workload}",
+            CommandLine = $"selftest=0 run={RunArgument(workload, vcpus)}",
         });
         m.LoadElf(image, "kernel.elf");
         Harness.Dbt.Dbt? dbt = config == "native" ? null

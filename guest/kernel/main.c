@@ -69,8 +69,22 @@ static void run_workloads(void)
         if (!*name)
             continue;
         total++;
+        /* name:ARG passes ARG (decimal, or 0x hex) to the program's main: its iteration count or load. */
+        u64 arg = 0;
+        for (char *c = name; *c; c++)
+            if (*c == ':') {
+                *c++ = 0;
+                int hex = c[0] == '0' && (c[1] == 'x' || c[1] == 'X');
+                for (c += hex ? 2 : 0; *c; c++) {
+                    int d = *c >= '0' && *c <= '9' ? *c - '0' : hex && (*c | 32) >= 'a' && (*c | 32) <= 'f' ? (*c | 32) - 'a' + 10 : -1;
+                    if (d < 0)
+                        break;
+                    arg = arg * (hex ? 16 : 10) + (u64)d;
+                }
+                break;
+            }
         u64 t0 = rdtsc();   /* guest time (retired instructions) on init's CPU */
-        int pid = proc_spawn(self, name, 0);
+        int pid = proc_spawn(self, name, arg);
         if (pid < 0) {
             printk("workload %s exit=spawn-error(%d)\n", name, pid);
             failed++;
