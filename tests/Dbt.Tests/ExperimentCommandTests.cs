@@ -41,6 +41,26 @@ public class ExperimentCommandTests
         }
     }
 
+    /// <summary>name:ARG reaches the program (its iteration count); fileserver-scaled gives the file server two workers per vCPU.</summary>
+    [Fact]
+    public void AWorkloadArgumentReachesTheProgramAndTheScaledFileServerGrowsWithTheVcpus()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"experiment-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, stdout, stderr) = Harness("experiment", "--configs", "native", "--vcpus", "1,2", "--workloads", "null_syscall:5000,fileserver-scaled",
+                "--repeat", "1", "--out", dir);
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+            var rows = File.ReadAllLines(Path.Combine(dir, "results.csv")).Skip(1).Select(l => l.Split(',')).Where(f => f[3] == "deterministic").ToList();
+            Assert.All(rows.Where(f => f[2] == "null_syscall:5000"), f => Assert.Equal("5000", f[9]));
+            Assert.Equal(["300", "600"], rows.Where(f => f[2] == "fileserver-scaled").Select(f => f[9]));
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("--configs drk", "drk (the DRK-style baseline) is not built yet")]
     [InlineData("--configs native,fast", "unknown configuration 'fast'")]
