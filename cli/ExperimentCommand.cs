@@ -296,12 +296,45 @@ internal static class ExperimentCommand
             plt.XLabel("vCPUs");
             plt.YLabel("translated / native host time");
             plt.ShowLegend();
-            string png = Path.Combine(dir, $"overhead-{w}.png");
-            plt.SavePng(png, 800, 500);
-            files.Add(png);
+            string png0 = Path.Combine(dir, $"overhead-{FileSafe(w)}.png");
+            plt.SavePng(png0, 800, 500);
+            files.Add(png0);
+
+            // Throughput: operations per host second by vCPU count, every configuration.
+            var tp = new ScottPlot.Plot();
+            foreach (var c in configs)
+            {
+                var xs = new List<double>();
+                var ys = new List<double>();
+                var lo = new List<double>();
+                var hi = new List<double>();
+                foreach (var n in vcpus)
+                {
+                    var (med, l, h) = Spread(rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free" && r.Ops is > 0)
+                        .Select(r => r.Ops!.Value / r.HostSeconds));
+                    if (double.IsNaN(med)) continue;
+                    xs.Add(n); ys.Add(med); lo.Add(med - l); hi.Add(h - med);
+                }
+                if (xs.Count == 0) continue;
+                var s = tp.Add.Scatter(xs.ToArray(), ys.ToArray());
+                s.LegendText = c;
+                var eb = tp.Add.ErrorBar(xs.ToArray(), ys.ToArray(), hi.ToArray());
+                eb.YErrorNegative = lo.ToArray();
+                eb.YErrorPositive = hi.ToArray();
+                eb.Color = s.Color;
+            }
+            tp.Title($"{w}: operations per host second (median, 95% interval)");
+            tp.XLabel("vCPUs");
+            tp.YLabel("operations / s");
+            tp.ShowLegend();
+            string tpng = Path.Combine(dir, $"throughput-{FileSafe(w)}.png");
+            tp.SavePng(tpng, 800, 500);
+            files.Add(tpng);
         }
         return files;
     }
+
+    private static string FileSafe(string w) => w.Replace(':', '-');
 
     private static string HostInfo()
     {

@@ -25,7 +25,8 @@ public class ExperimentCommandTests
             Assert.Contains("## Scaling", summary);
             Assert.Contains("commit ", summary);
             foreach (var w in new[] { "null_syscall", "pipe_rtt" })
-                Assert.True(new FileInfo(Path.Combine(dir, $"overhead-{w}.png")).Length > 5_000, $"the {w} plot is missing or empty");
+                foreach (var kind in new[] { "overhead", "throughput" })
+                    Assert.True(new FileInfo(Path.Combine(dir, $"{kind}-{w}.png")).Length > 5_000, $"the {w} {kind} plot is missing or empty");
 
             // Exact counts are reproducible: a second run's deterministic rows have the same instruction counts.
             string again = dir + "-again";
