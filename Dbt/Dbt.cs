@@ -75,6 +75,25 @@ public sealed class Dbt
         return dbt;
     }
 
+    /// <summary>What code is at pc: native, a stub of the cache, an entry path, or a rule's translation (and where inside it).</summary>
+    public CodeRegion RegionAt(ulong pc)
+    {
+        var c = Cache;
+        if (!c.Contains(pc)) return new(CodeKind.Native);
+        if (pc == c.ExitStub) return new(CodeKind.ExitStubPopfq, Offset: 0, Length: 2);
+        if (pc == c.ExitStub + 1) return new(CodeKind.ExitStubJmp, Offset: 1, Length: 2);
+        if (pc - c.StubPage < 0x1000) return new(CodeKind.Level2Routine, Offset: (long)(pc - c.StubPage));
+        if (pc - c.Edges.Start < c.Edges.Capacity) return new(CodeKind.EdgeStub);
+        if (BlockTranslator.BlockAt(Translator.SortedBlocks(), pc) is not { } b || pc - b.CacheStart >= (ulong)b.CacheLength) return new(CodeKind.Unknown);
+        uint off = (uint)(pc - b.CacheStart);
+        if (b.EntrySlotDelta is not null) return new(CodeKind.EntryPath, Offset: off, Length: b.CacheLength);
+        int i = -1;
+        for (int k = 0; k < b.Sources.Length && b.Sources[k].Offset <= off; k++) i = k;
+        if (i < 0) return new(CodeKind.Unknown);
+        uint start = b.Sources[i].Offset, end = i + 1 < b.Sources.Length ? b.Sources[i + 1].Offset : (uint)b.CacheLength;
+        return new(CodeKind.Rule, b.Sources[i].Rule, off - start, (int)(end - start));
+    }
+
     /// <summary>--dbt-on-at: switchon at vCPU 0's block boundary (its native RIP goes to its translation).</summary>
     private void SwitchOnFromHost(Vcpu v)
     {

@@ -270,68 +270,43 @@ internal static class ExperimentCommand
         var files = new List<string>();
         foreach (var w in workloads)
         {
-            var plt = new ScottPlot.Plot();
-            foreach (var c in configs.Where(c => c != "native"))
-            {
-                var xs = new List<double>();
-                var ys = new List<double>();
-                var lo = new List<double>();
-                var hi = new List<double>();
-                foreach (var n in vcpus)
+            IEnumerable<Row> Free(string c, int n) => rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free");
+            // Host time over native (the native median of the same vCPU count), translated configurations only.
+            files.Add(Plot(dir, $"overhead-{FileSafe(w)}.png", $"{w}: host time over native (median, 95% interval)", "translated / native host time",
+                configs.Where(c => c != "native"), vcpus, (c, n) =>
                 {
-                    double native = Spread(rows.Where(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds)).Median;
-                    var (med, l, h) = Spread(rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds));
-                    if (double.IsNaN(native) || double.IsNaN(med) || native <= 0) continue;
-                    xs.Add(n); ys.Add(med / native); lo.Add((med - l) / native); hi.Add((h - med) / native);
-                }
-                if (xs.Count == 0) continue;
-                var s = plt.Add.Scatter(xs.ToArray(), ys.ToArray());
-                s.LegendText = c;
-                var eb = plt.Add.ErrorBar(xs.ToArray(), ys.ToArray(), hi.ToArray());
-                eb.YErrorNegative = lo.ToArray();
-                eb.YErrorPositive = hi.ToArray();
-                eb.Color = s.Color;
-            }
-            plt.Title($"{w}: host time over native (median, 95% interval)");
-            plt.XLabel("vCPUs");
-            plt.YLabel("translated / native host time");
-            plt.ShowLegend();
-            string png0 = Path.Combine(dir, $"overhead-{FileSafe(w)}.png");
-            plt.SavePng(png0, 800, 500);
-            files.Add(png0);
-
-            // Throughput: operations per host second by vCPU count, every configuration.
-            var tp = new ScottPlot.Plot();
-            foreach (var c in configs)
-            {
-                var xs = new List<double>();
-                var ys = new List<double>();
-                var lo = new List<double>();
-                var hi = new List<double>();
-                foreach (var n in vcpus)
-                {
-                    var (med, l, h) = Spread(rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free" && r.Ops is > 0)
-                        .Select(r => r.Ops!.Value / r.HostSeconds));
-                    if (double.IsNaN(med)) continue;
-                    xs.Add(n); ys.Add(med); lo.Add(med - l); hi.Add(h - med);
-                }
-                if (xs.Count == 0) continue;
-                var s = tp.Add.Scatter(xs.ToArray(), ys.ToArray());
-                s.LegendText = c;
-                var eb = tp.Add.ErrorBar(xs.ToArray(), ys.ToArray(), hi.ToArray());
-                eb.YErrorNegative = lo.ToArray();
-                eb.YErrorPositive = hi.ToArray();
-                eb.Color = s.Color;
-            }
-            tp.Title($"{w}: operations per host second (median, 95% interval)");
-            tp.XLabel("vCPUs");
-            tp.YLabel("operations / s");
-            tp.ShowLegend();
-            string tpng = Path.Combine(dir, $"throughput-{FileSafe(w)}.png");
-            tp.SavePng(tpng, 800, 500);
-            files.Add(tpng);
+                    double native = Spread(Free("native", n).Select(r => r.HostSeconds)).Median;
+                    return native > 0 ? Free(c, n).Select(r => r.HostSeconds / native) : [];
+                }));
+            files.Add(Plot(dir, $"throughput-{FileSafe(w)}.png", $"{w}: operations per host second (median, 95% interval)", "operations / s",
+                configs, vcpus, (c, n) => Free(c, n).Where(r => r.Ops is > 0).Select(r => r.Ops!.Value / r.HostSeconds)));
         }
         return files;
+    }
+
+    /// <summary>One line per configuration against vCPUs: the median of samples(config, vCPUs) with its 95% interval as error bars.</summary>
+    private static string Plot(string dir, string file, string title, string yLabel, IEnumerable<string> configs, List<int> vcpus,
+        Func<string, int, IEnumerable<double>> samples)
+    {
+        var plt = new ScottPlot.Plot();
+        foreach (var c in configs)
+        {
+            var points = vcpus.Select(n => (N: n, S: Spread(samples(c, n)))).Where(p => !double.IsNaN(p.S.Median)).ToArray();
+            if (points.Length == 0) continue;
+            double[] xs = points.Select(p => (double)p.N).ToArray(), ys = points.Select(p => p.S.Median).ToArray();
+            var line = plt.Add.Scatter(xs, ys);
+            line.LegendText = c;
+            var eb = plt.Add.ErrorBar(xs, ys, points.Select(p => p.S.High - p.S.Median).ToArray());
+            eb.YErrorNegative = points.Select(p => p.S.Median - p.S.Low).ToArray();
+            eb.Color = line.Color;
+        }
+        plt.Title(title);
+        plt.XLabel("vCPUs");
+        plt.YLabel(yLabel);
+        plt.ShowLegend();
+        string path = Path.Combine(dir, file);
+        plt.SavePng(path, 800, 500);
+        return path;
     }
 
     private static string FileSafe(string w) => w.Replace(':', '-');

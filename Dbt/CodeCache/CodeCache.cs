@@ -115,7 +115,7 @@ public sealed class CodeCache
         exit.CopyTo(page, 0);
         DeadEnd = StubPage + 16;
         new byte[] { 0xFA, 0xF4, 0xEB, 0xFC }.CopyTo(page.AsSpan((int)(DeadEnd - StubPage))); // cli; hlt; jmp $-2
-        var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu, plantedMoveToFrontWithInterrupts);
+        var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu, plantedMoveToFrontWithInterrupts: plantedMoveToFrontWithInterrupts);
         l2.CopyTo(page.AsSpan(32));
         Level2 = routine;
         JumpTableL2 = routine.Probe;

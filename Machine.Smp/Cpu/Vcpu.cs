@@ -495,7 +495,6 @@ public sealed unsafe partial class Vcpu : IDisposable
         if (Seams.Points) Control.Point(this, kind, address);
     }
 
-    /// <summary>Sets the initial architectural state (BSP at e_entry, or an AP from its mailbox).</summary>
     /// <summary>This vCPU's state for a snapshot: the flat state, the APIC, whether it started, its counters.</summary>
     internal VcpuSnapshot Capture()
     {
@@ -523,6 +522,7 @@ public sealed unsafe partial class Vcpu : IDisposable
         RequestService();
     }
 
+    /// <summary>Sets the initial architectural state (BSP at e_entry, or an AP from its mailbox).</summary>
     internal void Reset(ulong rip, ulong rsp, ulong rdi, in BootState boot)
     {
         for (int i = 0; i < 16; i++) S->Gpr[i] = 0;

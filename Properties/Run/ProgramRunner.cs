@@ -218,13 +218,12 @@ public static unsafe class ProgramRunner
             if (trace is not null)
             {
                 var blocks = dbt?.Translator.Blocks.ToArray() ?? [];
-                var entryPaths = blocks.Where(b => b.EntrySlotDelta is not null).ToArray();
                 // Where each native instruction's translation starts (a native boundary whatever the rule).
                 var starts = blocks.SelectMany(b => b.Sources.Select(x => b.CacheStart + x.Offset)).ToHashSet();
                 // In an sti shadow is a kind of its own (the boundary where no interrupt may come between), and
                 // so are each rule's boundaries inside its translation where interrupts are on: there a frame
                 // can hold a code-cache address that is no native boundary and must still map back.
-                points = trace.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Kind(Classify(m, dbt, entryPaths, t.Item2), t.Item4 && !starts.Contains(t.Item2)))).ToList();
+                points = trace.Select(t => new TracePoint(t.Item1, t.Item2, t.Item3 ? "sti shadow" : Kind(Classify(dbt, t.Item2), t.Item4 && !starts.Contains(t.Item2)))).ToList();
             }
             return new RunOutcome(r, data, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, (control as StoreRecorder)?.Stores, exempt, points, faults,
                 dbt?.Client<Prof>()?.Read());
@@ -277,15 +276,21 @@ public static unsafe class ProgramRunner
         interruptsOn && code is not ("native" or "identity" or "identity-end" or "direct-jcc" or "direct-jmp") ? code + " (interrupts on)" : code;
 
     /// <summary>What code a vCPU is in at rip: "native", a stub of the cache, an entry path, or the rule that emitted the instruction.</summary>
-    private static string Classify(Harness.Machine.Machine m, Dbt.Dbt? dbt, Dbt.Translate.TranslatedBlock[] entryPaths, ulong rip)
+    private static string Classify(Dbt.Dbt? dbt, ulong rip)
     {
-        if (dbt is null || !dbt.Cache.Contains(rip)) return "native";
-        var c = dbt.Cache;
-        if (rip == c.ExitStub || rip == c.ExitStub + 1) return rip == c.ExitStub ? "exit stub: popfq" : "exit stub: jmp";
-        if (rip - c.StubPage < 0x1000) return "level-2 routine";
-        if (rip - c.Edges.Start < c.Edges.Capacity) return "edge stub";
-        if (entryPaths.Any(x => rip - x.CacheStart < (ulong)x.CacheLength)) return "entry path";
-        return m.OriginOf?.Invoke(rip) is { } o ? o.Rule : "unknown";
+        if (dbt is null) return "native";
+        var r = dbt.RegionAt(rip);
+        return r.Kind switch
+        {
+            CodeKind.Native => "native",
+            CodeKind.ExitStubPopfq => "exit stub: popfq",
+            CodeKind.ExitStubJmp => "exit stub: jmp",
+            CodeKind.Level2Routine => "level-2 routine",
+            CodeKind.EdgeStub => "edge stub",
+            CodeKind.EntryPath => "entry path",
+            CodeKind.Rule => r.Rule!,
+            _ => "unknown",
+        };
     }
 
     /// <summary>Deterministic control that also records every guest store and atomic (the scheduling points' addresses).</summary>

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using Harness.Dbt;
 using Harness.Machine;
 using Harness.Machine.Control;
 using DbtInstance = Harness.Dbt.Dbt;
@@ -50,7 +51,7 @@ public sealed class Coverage
         m.EventDelivering = (v, vector, raised, rip) =>
         {
             previousEvent?.Invoke(v, vector, raised, rip);
-            if (!raised) Interrupt(Region(m, dbt, rip), vector);
+            if (!raised) Interrupt(Region(dbt, rip), vector);
         };
     }
 
@@ -82,28 +83,21 @@ public sealed class Coverage
 
     private static ulong Native(Machine.Machine m, ulong rip) => m.OriginOf?.Invoke(rip) is { } o ? o.NativeRip : rip;
 
-    /// <summary>Where an interrupt came: the region (native, a rule, a stub) and the byte offset inside the rule's translation of one instruction.</summary>
-    private static (string Region, long Offset, int Length) Region(Machine.Machine m, DbtInstance? dbt, ulong rip)
+    /// <summary>Where an interrupt came: the region (native, a rule, a stub) and the byte offset inside it (the rule's translation of one instruction, the entry path, the stub).</summary>
+    private static (string Region, long Offset, int Length) Region(DbtInstance? dbt, ulong rip)
     {
-        if (dbt is null || !dbt.Cache.Contains(rip)) return ("native code", -1, 0);
-        var c = dbt.Cache;
-        if (rip == c.ExitStub) return ("dispatcher exit stub", 0, 2);
-        if (rip == c.ExitStub + 1) return ("dispatcher exit stub", 1, 2);
-        if (rip - c.StubPage < 0x1000) return ("level-2 jumptable routine", (long)(rip - c.StubPage), 0);
-        if (rip - c.Edges.Start < c.Edges.Capacity) return ("edge stub", -1, 0);
-        var blocks = dbt.Translator.Blocks;
-        foreach (var b in blocks)
+        if (dbt is null) return ("native code", -1, 0);
+        var r = dbt.RegionAt(rip);
+        return r.Kind switch
         {
-            if (rip - b.CacheStart >= (ulong)b.CacheLength) continue;
-            uint off = (uint)(rip - b.CacheStart);
-            if (b.EntrySlotDelta is not null) return ("interrupt entry path", off, b.CacheLength);
-            int i = -1;
-            for (int k = 0; k < b.Sources.Length; k++) if (b.Sources[k].Offset <= off) i = k;
-            if (i < 0) return ("translated code", -1, 0);
-            uint start = b.Sources[i].Offset, end = i + 1 < b.Sources.Length ? b.Sources[i + 1].Offset : (uint)b.CacheLength;
-            return ($"rule {b.Sources[i].Rule}", off - start, (int)(end - start));
-        }
-        return ("translated code", -1, 0);
+            CodeKind.Native => ("native code", -1, 0),
+            CodeKind.ExitStubPopfq or CodeKind.ExitStubJmp => ("dispatcher exit stub", r.Offset, r.Length),
+            CodeKind.Level2Routine => ("level-2 jumptable routine", r.Offset, 0),
+            CodeKind.EdgeStub => ("edge stub", -1, 0),
+            CodeKind.EntryPath => ("interrupt entry path", r.Offset, r.Length),
+            CodeKind.Rule => ($"rule {r.Rule}", r.Offset, r.Length),
+            _ => ("translated code", -1, 0),
+        };
     }
 
     public sealed record PairRow(string First, string Second, long Seen, bool BothOrders);
