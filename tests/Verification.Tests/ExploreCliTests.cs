@@ -249,6 +249,28 @@ public class ExploreCliTests
         Assert.InRange(n, 1, 999_999);
     }
 
+    /// <summary>
+    /// `harness catalogue` on one bug and one checker: exit 0 with the find, its replay and the
+    /// correct translator's clean run when the checker finds it; exit 1 naming it as missed when the
+    /// budget is too small for the checker (scratch-in-per-cpu-cell is beyond the program scenario).
+    /// </summary>
+    [Fact]
+    public void TheCatalogueReportsFindsAndMisses()
+    {
+        var found = HarnessCli.Run(Timeout, "catalogue", "--bug", "fixup-not-registered", "--checker", "program", "--seeds", "1", "--iterations", "40");
+        Assert.True(found.Code == 0, found.Stdout + found.Stderr);
+        Assert.Matches(@"│ fixup-not-registered\s+│ program\s+│\s+1/1 │\s+5 / 5 iterations │[^│]+│ yes", found.Stdout);
+        Assert.Contains("1 of 1 planted bugs found by a generic checker", found.Stdout);
+        Assert.Contains("correct translator: 1 of 1 budgets clean", found.Stdout);
+
+        var missed = HarnessCli.Run(Timeout, "catalogue", "--bug", "scratch-in-per-cpu-cell", "--checker", "program", "--seeds", "1", "--iterations", "10");
+        Assert.True(missed.Code == 1, missed.Stdout + missed.Stderr);
+        Assert.Contains("missed: scratch-in-per-cpu-cell", missed.Stdout);
+
+        var bad = HarnessCli.Run(Timeout, "catalogue", "--checker", "fuzzing");
+        Assert.True(bad.Code == 2 && bad.Stderr.Contains("unknown checker 'fuzzing'"), bad.Stderr);
+    }
+
     [Fact]
     public void AMalformedTraceIsRefusedWithExit2NamingTheFile()
     {
