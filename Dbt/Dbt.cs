@@ -67,6 +67,7 @@ public sealed class Dbt
         machine.Vmcall = dbt.Dispatcher.OnVmcall;
         machine.OriginOf = dbt.Translator.OriginOf;
         machine.StartRipFilter = dbt.Dispatcher.StartAt;
+        if (dbt.Options.InterruptsViaDispatcher) machine.InterruptBoundary = dbt.AtNativeBoundary;
         if (dbt.Options.SwitchOnAt is > 0 and long at)
         {
             machine.HostEventAt = at;
@@ -92,6 +93,19 @@ public sealed class Dbt
         if (i < 0) return new(CodeKind.Unknown);
         uint start = b.Sources[i].Offset, end = i + 1 < b.Sources.Length ? b.Sources[i + 1].Offset : (uint)b.CacheLength;
         return new(CodeKind.Rule, b.Sources[i].Rule, off - start, (int)(end - start));
+    }
+
+    /// <summary>
+    /// DRK-style precise interrupts: true where the vCPU's state is a native instruction boundary
+    /// (native code, or a code-cache point whose recovery is a native RIP with nothing pushed and
+    /// the live flags native), so an external interrupt delivered here gives the handler an exact
+    /// native frame. Elsewhere (inside a translation, a stub) the machine holds the interrupt.
+    /// </summary>
+    private bool AtNativeBoundary(Vcpu v)
+    {
+        ulong pc = v.Rip;
+        return !Cache.Contains(pc) || v.Cpl != 0
+            || BlockTranslator.RecoverAt(Translator.SortedBlocks(), pc) is { Pops: 0, FlagsWord: -1, TargetOnStack: false };
     }
 
     /// <summary>--dbt-on-at: switchon at vCPU 0's block boundary (its native RIP goes to its translation).</summary>

@@ -1,6 +1,6 @@
 namespace Harness.Dbt;
 
-/// <summary>How the translator runs. Milestone 1 has one configuration, "default".</summary>
+/// <summary>How the translator runs: one of the named configurations (<see cref="Configurations"/>) plus test and tuning knobs.</summary>
 public sealed record DbtOptions
 {
     public static DbtOptions Default => new();
@@ -8,11 +8,47 @@ public sealed record DbtOptions
     /// <summary>The paper's no-callret configuration: calls push native return addresses and ret is an indirect branch.</summary>
     public static DbtOptions NoCallRet => new() { CallRet = false };
 
-    /// <summary>call/ret identity translation (default) or not (no-callret).</summary>
+    /// <summary>
+    /// The design the paper improves on (DRK, VMware's kernel translator): full transparency.
+    /// Native return addresses (as no-callret), and every interrupt, exception and syscall enters
+    /// through the dispatcher, which gives handlers native PCs (<see cref="InterruptsViaDispatcher"/>).
+    /// </summary>
+    public static DbtOptions Drk => new() { CallRet = false, InterruptsViaDispatcher = true };
+
+    /// <summary>The named configurations, as the CLI spells them.</summary>
+    public static IReadOnlyList<string> Configurations { get; } = ["default", "no-callret", "drk"];
+
+    /// <summary>The configuration named name (<see cref="Configurations"/>); ArgumentException naming the known ones otherwise.</summary>
+    public static DbtOptions Named(string name) => name switch
+    {
+        "default" => Default,
+        "no-callret" => NoCallRet,
+        "drk" => Drk,
+        _ => throw new ArgumentException($"unknown DBT configuration '{name}' (known: {string.Join(", ", Configurations)})", nameof(name)),
+    };
+
+    /// <summary>These options with the knobs that define the configuration named name (the planted bugs and tuning kept).</summary>
+    public DbtOptions As(string name)
+    {
+        var c = Named(name);
+        return this with { CallRet = c.CallRet, InterruptsViaDispatcher = c.InterruptsViaDispatcher };
+    }
+
+    /// <summary>call/ret identity translation (default) or not (no-callret, drk).</summary>
     public bool CallRet { get; init; } = true;
 
+    /// <summary>
+    /// DRK-style entries: the shadow IDT's gates and LSTAR lead to dispatcher stubs, which convert
+    /// the interrupted code-cache PC in the frame to its native value (rolling a synchronous
+    /// exception back to the start of its native instruction with the recovery points) before going
+    /// to the handler's translation; external interrupts are held until the vCPU is at a native
+    /// instruction boundary (<see cref="Harness.Machine.Machine.InterruptBoundary"/>); iretq is a
+    /// dispatcher exit that translates the RIP it returns to. Handlers see only native PCs.
+    /// </summary>
+    public bool InterruptsViaDispatcher { get; init; }
+
     /// <summary>The configuration's name as the CLI spells it.</summary>
-    public string Name => CallRet ? "default" : "no-callret";
+    public string Name => InterruptsViaDispatcher ? "drk" : CallRet ? "default" : "no-callret";
 
     /// <summary>A block ends (with a chained jmp to the next native instruction) after this many native instructions.</summary>
     public int MaxBlockInstructions { get; init; } = 256;

@@ -26,6 +26,9 @@ public sealed class DbtStats
     internal void CountChained() => Interlocked.Increment(ref chained);
     internal void CountStaleReentry(int vcpu) => perVcpu[vcpu * Stride + 2]++;
     internal void CountCallOut(int vcpu) => perVcpu[vcpu * Stride + 3]++;
+    internal void CountGateEntry(int vcpu) => perVcpu[vcpu * Stride + 4]++;
+    internal void CountSyscallEntry(int vcpu) => perVcpu[vcpu * Stride + 5]++;
+    internal void CountFrameToNative(int vcpu, bool rolledBack) { perVcpu[vcpu * Stride + 6]++; if (rolledBack) perVcpu[vcpu * Stride + 7]++; }
 
     private long switchOns, switchOffs, flushes;
     internal void CountSwitch(bool on) => Interlocked.Increment(ref on ? ref switchOns : ref switchOffs);
@@ -64,6 +67,13 @@ public sealed class DbtStats
     public long StaleEdgeEntries => Sum(2);
     /// <summary>Dispatcher entries that ran a call-out (lidt, sidt, wrmsr/rdmsr of a shadowed MSR).</summary>
     public long CallOuts => Sum(3);
+    /// <summary>DRK-style: interrupts and exceptions that entered the dispatcher through a gate stub (also counted in CallOuts).</summary>
+    public long GateEntries => Sum(4);
+    /// <summary>DRK-style: syscalls that entered the dispatcher through LSTAR.</summary>
+    public long SyscallEntries => Sum(5);
+    /// <summary>DRK-style: interrupt frames whose code-cache RIP became native, and how many of those were rolled back (pushes undone, saved flags restored, or rolled forward to a jumptable target).</summary>
+    public long FramesToNative => Sum(6);
+    public long FramesRolledBack => Sum(7);
     public long DispatcherEntriesOf(int vcpu) => Volatile.Read(ref perVcpu[vcpu * Stride]);
 
     private long Sum(int field)
@@ -75,5 +85,5 @@ public sealed class DbtStats
 
     public override string ToString() =>
         $"dbt: blocks={BlocksTranslated} native-insns={NativeInstructions} native-bytes={NativeBytes} cache-bytes={CacheBytes} " +
-        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} stale-edge-entries={StaleEdgeEntries} switchons={SwitchOns} switchoffs={SwitchOffs} flushes={Flushes} stack-words={StackWordsRewritten}/{StackWordsLeft} regs={RegistersRewritten}";
+        $"expansion={ExpansionFactor:F2} edge-stubs={EdgeStubs} chained={ChainedEdges} dispatcher-entries={DispatcherEntries} jumptable-misses={IndirectDispatches} call-outs={CallOuts} gate-entries={GateEntries} syscall-entries={SyscallEntries} frames-to-native={FramesToNative}/{FramesRolledBack} stale-edge-entries={StaleEdgeEntries} switchons={SwitchOns} switchoffs={SwitchOffs} flushes={Flushes} stack-words={StackWordsRewritten}/{StackWordsLeft} regs={RegistersRewritten}";
 }

@@ -83,6 +83,15 @@ public sealed class Machine : IDisposable
     /// test per delivered event when unset.
     /// </summary>
     public Action<Vcpu, int, bool, ulong>? EventDelivering { get; set; }
+    /// <summary>
+    /// Where an external interrupt may be delivered (null: at every instruction boundary, as the
+    /// hardware does). A host agent that wants precise interrupts (the DRK-style DBT configuration)
+    /// answers false at boundaries of its generated code that are not boundaries of the code it
+    /// stands for; the interrupt then stays pending and the vCPU goes on one instruction at a time
+    /// until the agent answers true: the machine's form of "trap the next native boundary, then
+    /// deliver". Not asked for a halted vCPU (it is at the boundary after its hlt) or with IF=0.
+    /// </summary>
+    public Func<Vcpu, bool>? InterruptBoundary { get; set; }
     public ElfImage? Image { get; private set; }
 
     private readonly BootState boot;

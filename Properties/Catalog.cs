@@ -197,9 +197,9 @@ public static class Catalog
         var p = c.Program;
         using var m = StateCheckMachine(p);
         using var reference = StateCheckMachine(p);
-        var options = s.Dbt with
+        var options = s.Dbt.As(s.Configuration) with
         {
-            CallRet = s.Configuration == "default", Kernel = p.Image.Kernel,
+            Kernel = p.Image.Kernel,
             Clients = s.Prof ? ["prof"] : [],
         };
         var check = StateCheck.Attach(m, reference, options, new StackRange(Layout.StackTop(0) - Layout.StackBytes, Layout.StackTop(0)));

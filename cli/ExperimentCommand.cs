@@ -19,7 +19,7 @@ namespace Harness.Cli;
 /// </summary>
 internal static class ExperimentCommand
 {
-    private static readonly string[] KnownConfigs = ["native", "default", "no-callret"];
+    private static readonly string[] KnownConfigs = ["native", .. Harness.Dbt.DbtOptions.Configurations];
     // Iteration counts (name:ARG) long enough that a free-running run's host time is the
     // workload's, not thread start-up and first translations (the programs' own defaults run for
     // 10-200 ms).
@@ -28,7 +28,7 @@ internal static class ExperimentCommand
 
     public static Command Create()
     {
-        var configs = new Option<string[]>("--configs") { Description = "translator configurations: native, default, no-callret (drk: not yet)", AllowMultipleArgumentsPerToken = true };
+        var configs = new Option<string[]>("--configs") { Description = "translator configurations: native, default, no-callret, drk", AllowMultipleArgumentsPerToken = true };
         var vcpus = new Option<string[]>("--vcpus") { Description = "vCPU counts (1..4), e.g. 1,2,4", AllowMultipleArgumentsPerToken = true };
         var workloads = new Option<string[]>("--workloads") { Description = $"guest workloads: NAME, NAME:ARG (the program's argument: its iteration count), or fileserver-scaled (2 workers per vCPU, a fixed load each) (default: {string.Join(",", DefaultWorkloads)})", AllowMultipleArgumentsPerToken = true };
         var repeat = new Option<int>("--repeat") { Description = "free-running repetitions per cell (host time, spread)", DefaultValueFactory = _ => 3 };
@@ -64,7 +64,7 @@ internal static class ExperimentCommand
     private static int Run(string[] configs, string[] vcpuArgs, string[] workloads, int repeat, DirectoryInfo outDir, CancellationToken ct)
     {
         if (configs.FirstOrDefault(c => !KnownConfigs.Contains(c)) is { } bad)
-            return Fail(bad == "drk" ? "--configs: drk (the DRK-style baseline) is not built yet (issue 12)" : $"--configs: unknown configuration '{bad}' (known: {string.Join(", ", KnownConfigs)})");
+            return Fail($"--configs: unknown configuration '{bad}' (known: {string.Join(", ", KnownConfigs)})");
         var vcpus = new List<int>();
         foreach (var v in vcpuArgs)
         {
@@ -156,7 +156,7 @@ internal static class ExperimentCommand
         });
         m.LoadElf(image, "kernel.elf");
         Harness.Dbt.Dbt? dbt = config == "native" ? null
-            : Harness.Dbt.Dbt.Attach(m, Harness.Dbt.DbtOptions.Default with { CallRet = config == "default", Kernel = kernel });
+            : Harness.Dbt.Dbt.Attach(m, Harness.Dbt.DbtOptions.Named(config) with { Kernel = kernel });
         // The workload's host time: from the first user-mode block (the workload's program starts;
         // boot and its translation are not the experiment) to its `workload` result line.
         var previous = m.BlockDecoded;

@@ -35,8 +35,8 @@ internal static class ExploreCommand
         var budget = new Option<string?>("--time-budget") { Description = "stop exploring after this long: 90, 90s, 5m, 1h" };
         var traces = new Option<DirectoryInfo>("--traces") { Description = "where a bug's trace (and its readable log) is written", DefaultValueFactory = _ => new DirectoryInfo("harness-traces") };
         var vcpus = new Option<int?>("--vcpus") { Description = "vCPUs (kernel: 1..4, default 2; program: 1..4, default 2)" };
-        var dbt = new Option<string?>("--dbt") { Description = "translator: off, default or no-callret (default: default, or the planted bug's own)" };
-        dbt.AcceptOnlyFromAmong("off", "default", "no-callret");
+        var dbt = new Option<string?>("--dbt") { Description = "translator: off, default, no-callret or drk (default: default, or the planted bug's own)" };
+        dbt.AcceptOnlyFromAmong(["off", .. Harness.Dbt.DbtOptions.Configurations]);
         var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list)" };
         var prof = new Option<bool>("--prof") { Description = "attach the prof client" };
         var client = new Option<string[]>("--client") { Description = "attach these DBT clients (repeat or comma-separate)", AllowMultipleArgumentsPerToken = true };

@@ -28,8 +28,8 @@ internal static class PropsCommand
         var maxTest = new Option<int>("--max-test") { Description = "cases per property", DefaultValueFactory = _ => 100 };
         var replay = new Option<string?>("--replay") { Description = "FsCheck seed to replay: \"(seed,gamma)\" repeats a whole run (same --max-test), \"(seed,gamma,size)\" the one failing case a failure printed" };
         var vcpus = new Option<int?>("--vcpus") { Description = $"vCPUs of every generated program (1..{Layout.MaxVcpus}; default: each property's own range)" };
-        var dbt = new Option<string>("--dbt") { Description = "translator configuration: default (call/ret identity) or no-callret (with --planted: the bug's own unless given)", DefaultValueFactory = _ => "default" };
-        dbt.AcceptOnlyFromAmong("default", "no-callret");
+        var dbt = new Option<string>("--dbt") { Description = "translator configuration: default (call/ret identity), no-callret or drk (with --planted: the bug's own unless given)", DefaultValueFactory = _ => "default" };
+        dbt.AcceptOnlyFromAmong([.. Harness.Dbt.DbtOptions.Configurations]);
         var prof = new Option<bool>("--prof") { Description = "attach the prof client (its counter snippets in every block)" };
         var planted = new Option<string?>("--planted") { Description = "plant a bug in the translator (see --list); alone, runs the property that catches it" };
         var junit = new Option<FileInfo?>("--junit") { Description = "also write a JUnit XML report (one test case per property)" };

@@ -39,8 +39,8 @@ internal static class RunCommand
             Description = "workload(s) the guest kernel runs, in order (repeat or comma-separate); passed as run=<a,b,...> on its command line",
             AllowMultipleArgumentsPerToken = true,
         };
-        var dbt = new Option<string>("--dbt") { Description = "run under the kernel DBT: off (native), default (call/ret identity) or no-callret (native return addresses, ret through the jumptable)", DefaultValueFactory = _ => "off" };
-        dbt.AcceptOnlyFromAmong("off", "default", "no-callret");
+        var dbt = new Option<string>("--dbt") { Description = "run under the kernel DBT: off (native), default (call/ret identity) no-callret (native return addresses, ret through the jumptable) or drk (the DRK-style baseline: no-callret plus every interrupt, exception and syscall through the dispatcher, handlers see native PCs)", DefaultValueFactory = _ => "off" };
+        dbt.AcceptOnlyFromAmong(["off", .. Harness.Dbt.DbtOptions.Configurations]);
         var client = new Option<string[]>("--client")
         {
             Description = $"instrumentation client(s) to attach to the DBT (repeat or comma-separate): {string.Join(", ", ClientRegistry.Names)} or one from --rules; prof prints per-workload counts (the paper's Table 3), others their counters",
@@ -183,9 +183,8 @@ internal static class RunCommand
             if (kernelImage is null) return (ExitCodes.BadInput, null, $"--dbt: {path}: cannot read its symbol table");
             try
             {
-                translator = Harness.Dbt.Dbt.Attach(machine, new Harness.Dbt.DbtOptions
+                translator = Harness.Dbt.Dbt.Attach(machine, Harness.Dbt.DbtOptions.Named(o.Dbt) with
                 {
-                    CallRet = o.Dbt == "default",
                     Kernel = kernelImage,
                     Clients = clients,
                     RuleOverrides = overrides,

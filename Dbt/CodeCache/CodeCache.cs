@@ -120,8 +120,23 @@ public sealed class CodeCache
         Level2 = routine;
         JumpTableL2 = routine.Probe;
         IndirectMissVmcall = routine.MissVmcall;
+        // The DRK-style configuration's exits and entry (DbtOptions.InterruptsViaDispatcher), at the
+        // page's end, after the level-2 routine.
+        if (32 + l2.Length > DrkStubsOffset) throw new InvalidOperationException("the level-2 routine overlaps the DRK stubs");
+        IretqStub = StubPage + DrkStubsOffset;
+        new byte[] { 0x48, 0xCF }.CopyTo(page.AsSpan(DrkStubsOffset)); // iretq
+        SyscallVmcall = StubPage + DrkStubsOffset + 8;
+        new byte[] { 0x0F, 0x01, 0xC1 }.CopyTo(page.AsSpan(DrkStubsOffset + 8)); // vmcall
         Write(StubPage, page);
     }
+
+    private const int DrkStubsOffset = 0xFF0;
+
+    /// <summary>"iretq", where a DRK-style iretq call-out leaves the dispatcher once the frame's RIP is translated.</summary>
+    public readonly ulong IretqStub;
+
+    /// <summary>"vmcall", LSTAR under the DRK-style configuration: syscall enters the dispatcher (nothing pushed: RSP and GS are the user's).</summary>
+    public readonly ulong SyscallVmcall;
 
     /// <summary>The shared level-2 jumptable routine and its entries (one per inline lookup form).</summary>
     public readonly JumpTableLevel2 Level2;

@@ -67,6 +67,11 @@ public sealed class Dispatcher
             Fail(v, $"dispatcher entered with interrupts enabled (IF=1) from 0x{site:x}: every dispatcher entry must run 'pushfq; cli' first");
             return;
         }
+        if (site == cache.SyscallVmcall)
+        {
+            SyscallEntry(v);
+            return;
+        }
         try
         {
             ulong target;
@@ -105,8 +110,10 @@ public sealed class Dispatcher
                 LeaveToNative(v, target);
                 return;
             }
+            // DRK-style gate and iretq stubs run with the user's GS on the way in from or out to user mode.
+            bool direct = edge is { ExitsDirectly: true };
             ulong gs = v.S->GsBase;
-            if (gs == 0 || (long)gs >= 0)
+            if (!direct && (gs == 0 || (long)gs >= 0))
             {
                 Fail(v, $"dispatcher entered with GS base 0x{gs:x}, not a kernel per-CPU area (an edge on a path that runs with the user's GS?)");
                 return;
@@ -124,6 +131,11 @@ public sealed class Dispatcher
             bool flushed = stats.Flushes != flushes; // the edge and its patch site belong to the wiped cache
             if (edge is null && !cache.Contains(target)) JumpTable.Insert(v, kernel.JumpTableOf(v.Index), target, tx);
             if (edge is { Kind: not EdgeKind.CallOut } && !flushed && !options.DropChainingPatch) Chain(v, edge, tx);
+            if (direct)
+            {
+                LeaveToNative(v, tx);
+                return;
+            }
             v.Write64(gs + cache.PerCpu.TxNextPcLoc, tx);
             v.Rip = cache.ExitStub;
         }
@@ -133,6 +145,23 @@ public sealed class Dispatcher
             // (a far return to another privilege): run it natively, with the native outcome.
             LeaveToNative(v, edges.Lookup(site - CodeCache.CodeCache.EdgeVmcallOffset)!.Resume);
         }
+        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
+        {
+            Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// DRK-style syscall entry: LSTAR is the stub page's vmcall, so syscall arrives here with the
+    /// user's RSP and GS and IF masked (nothing was pushed); the dispatcher goes to the translation of
+    /// the kernel's entry.
+    /// </summary>
+    private void SyscallEntry(Vcpu v)
+    {
+        stats.CountSyscallEntry(v.Index);
+        ulong native = kernel.GuestLstar(v.Index);
+        try { v.Rip = Switch.IsOn ? Translate(v, native) : native; }
+        catch (UnreadableCodeException) { v.Rip = native; } // natively the entry's fetch faults: so it does here
         catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
         {
             Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);

@@ -43,6 +43,12 @@ public sealed class Edge
     public ulong Resume { get; init; }
     /// <summary>Address of the branch's rel32 in the main pool; set before the block is published.</summary>
     public ulong PatchSite { get; internal set; }
+    /// <summary>
+    /// A call-out that leaves the dispatcher by setting RIP to tx with its saved flags popped (what
+    /// "popfq; jmp tx" does) instead of through the exit stub, whose jmp reads GS: the DRK-style
+    /// entry and iretq stubs, which run with the user's GS on the way in from or out to user mode.
+    /// </summary>
+    public bool ExitsDirectly { get; init; }
     internal int chained;
     public bool Chained => Volatile.Read(ref chained) != 0;
 }
@@ -75,10 +81,10 @@ public sealed class EdgeTable
     public int Count => Volatile.Read(ref count);
 
     /// <summary>Allocates and writes a new stub for an edge to target (caller holds the translator lock).</summary>
-    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null, ulong? resume = null, Iced.Intel.Instruction? emulated = null)
+    public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null, ulong? resume = null, Iced.Intel.Instruction? emulated = null, bool exitsDirectly = false)
     {
         ulong stub = cache.Edges.Allocate(CodeCache.CodeCache.EdgeStubSize, CodeCache.CodeCache.EdgeStubSize);
-        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what, Emulated = emulated, Resume = resume ?? target };
+        var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what, Emulated = emulated, Resume = resume ?? target, ExitsDirectly = exitsDirectly };
         Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
         bytes.Fill(0xCC);
         CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);

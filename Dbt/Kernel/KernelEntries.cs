@@ -165,10 +165,47 @@ public sealed unsafe class KernelEntries
         return null;
     }
 
+    /// <summary>The syscall entry the kernel installed on a vCPU (its LSTAR as the kernel sees it).</summary>
+    internal ulong GuestLstar(int vcpu) => guestLstar[vcpu];
+
     private void InstallLstar(Vcpu v, ulong native)
     {
         guestLstar[v.Index] = native;
-        v.S->Lstar = translator.GetOrTranslate(v, native);
+        // DRK-style: syscall enters the dispatcher (which goes to the entry's translation).
+        v.S->Lstar = translator.Options.InterruptsViaDispatcher ? cache.SyscallVmcall : translator.GetOrTranslate(v, native);
+    }
+
+    /// <summary>
+    /// DRK-style gate stub of a vector: the frame's RIP, if it is a code-cache address, becomes the
+    /// native state it stands for (<see cref="Switch.NativeFrame"/>) before the dispatcher goes to
+    /// the handler's translation.
+    /// </summary>
+    private CallOut GateCallOut(int vector)
+    {
+        ulong errorCode = errorCodeVectors.Contains(vector) ? 8UL : 0;
+        return (v, nativeRsp) =>
+        {
+            stats.CountGateEntry(v.Index);
+            translator.Switch.NativeFrame(v, nativeRsp + errorCode, vector);
+            return null;
+        };
+    }
+
+    /// <summary>
+    /// DRK-style iretq: a dispatcher exit. The frame's RIP (native: handlers only ever see native
+    /// PCs) is replaced by its translation when iretq returns to kernel mode, and the dispatcher
+    /// leaves to a real iretq in the stub page, which restores RIP, CS, RFLAGS, RSP and SS at once.
+    /// </summary>
+    internal ulong? IretqCallOut(Vcpu v, ulong nativeRsp)
+    {
+        ulong rip = v.Read64(nativeRsp), cs = v.Read64(nativeRsp + 8);
+        if ((cs & 3) == 0 && !cache.Contains(rip))
+        {
+            // An unreadable RIP: natively the return's first fetch faults; returning there natively does the same.
+            try { v.Write64(nativeRsp, translator.GetOrTranslate(v, rip)); }
+            catch (UnreadableCodeException) { }
+        }
+        return cache.IretqStub;
     }
 
     private void InstallIdt(Vcpu v, ulong guestBase, uint limit)
@@ -194,7 +231,8 @@ public sealed unsafe class KernelEntries
                 if ((type & 0x80) == 0 || (type & 0x0E) != 0x0E) continue; // not present, or not an interrupt/trap gate
                 ulong target = BitConverter.ToUInt16(gate) | (ulong)BitConverter.ToUInt16(gate[6..]) << 16 | (ulong)BitConverter.ToUInt32(gate[8..]) << 32;
                 ulong tx;
-                try { tx = translator.TranslateEntry(v, target, EntrySlotDelta(vector)); }
+                if (translator.Options.InterruptsViaDispatcher) tx = translator.DispatcherStub(target, GateCallOut(vector), $"interrupt gate {vector}");
+                else try { tx = translator.TranslateEntry(v, target, EntrySlotDelta(vector)); }
                 catch (TranslationException ex) { throw new TranslationException($"the handler of vector {vector} (0x{target:x}) cannot be translated: {ex.Message}", ex); }
                 BitConverter.TryWriteBytes(gate, (ushort)tx);
                 BitConverter.TryWriteBytes(gate[6..], (ushort)(tx >> 16));

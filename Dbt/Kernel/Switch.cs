@@ -306,6 +306,48 @@ public sealed unsafe class Switch
     }
 
     /// <summary>
+    /// DRK-style precise state for a handler (<see cref="DbtOptions.InterruptsViaDispatcher"/>): an
+    /// interrupt frame (RIP, CS, RFLAGS, RSP, SS at frame) pushed at a code-cache point becomes the
+    /// native state that point stands for, with the recovery points switchoff uses: a point inside
+    /// a translation's push prefix is rolled back to the start of its native instruction (pushes
+    /// undone, the saved native flags back in the frame), the jumptable's final ret rolls forward to
+    /// its target. External interrupts arrive only at native boundaries (the machine holds them
+    /// until then: <see cref="Harness.Machine.Machine.InterruptBoundary"/>), so only a synchronous
+    /// exception can need a rollback. A point with no recovery stops the machine naming it.
+    /// </summary>
+    internal void NativeFrame(Vcpu v, ulong frame, int vector)
+    {
+        ulong pc = v.Read64(frame);
+        if ((v.Read64(frame + 8) & 3) != 0 || !cache.Contains(pc)) return;
+        var sorted = Sorted();
+        Recovery? r;
+        if (pc == cache.ExitStub || pc == cache.ExitStub + 1)
+        {
+            ulong tx = PerCpuTx(v) ?? throw new SwitchException($"vector {vector} in the exit stub of vCPU {v.Index}, which has no kernel per-CPU area");
+            r = new Recovery(NativeOf(tx, sorted), pc == cache.ExitStub ? 1 : 0, pc == cache.ExitStub ? 0 : -1);
+        }
+        else r = StubRecovery(pc) ?? BlockTranslator.RecoverAt(sorted, pc);
+        if (r is not { } rec)
+        {
+            string where = translator.OriginOf(pc) is { } o ? $"in the translation of 0x{o.NativeRip:x} by rule {o.Rule}" : "outside any translation";
+            throw new SwitchException($"vector {vector} delivered at code-cache address 0x{pc:x} ({where}): no recovery point there, so the handler cannot be given a precise native state");
+        }
+        ulong rsp = v.Read64(frame + 24);
+        if (rec.TargetOnStack)
+        {
+            v.Write64(frame, NativeOf(v.Read64(rsp), sorted));
+            v.Write64(frame + 24, rsp + 8);
+        }
+        else
+        {
+            if (rec.FlagsWord >= 0) v.Write64(frame + 16, v.Read64(rsp + 8 * (ulong)rec.FlagsWord));
+            v.Write64(frame + 24, rsp + 8 * (ulong)rec.Pops);
+            v.Write64(frame, rec.Native);
+        }
+        stats.CountFrameToNative(v.Index, rolledBack: rec.TargetOnStack || rec.Pops != 0 || rec.FlagsWord >= 0);
+    }
+
+    /// <summary>
     /// In an edge stub, or at the level-2 jumptable routine's final ret (interrupts may be on there:
     /// an interrupt frame can hold it; the target's tx is on the stack, so the state rolls forward to
     /// it). Flush-equals-fresh found the missing second case: a frame interrupted there was left

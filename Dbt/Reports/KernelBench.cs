@@ -17,16 +17,10 @@ public static class KernelWorkloads
     /// <summary>The cheapest four, for smoke runs (--quick).</summary>
     public static readonly IReadOnlyList<string> Quick = ["null_syscall", "read1", "stat", "page_fault"];
 
-    public static readonly IReadOnlyList<string> Configurations = ["off", "default", "no-callret"];
+    public static readonly IReadOnlyList<string> Configurations = ["off", .. DbtOptions.Configurations];
 
     /// <summary>null for "off" (native).</summary>
-    public static DbtOptions? Options(string configuration) => configuration switch
-    {
-        "off" => null,
-        "default" => DbtOptions.Default,
-        "no-callret" => DbtOptions.NoCallRet,
-        _ => throw new ArgumentException($"unknown DBT configuration '{configuration}' (off, default, no-callret)", nameof(configuration)),
-    };
+    public static DbtOptions? Options(string configuration) => configuration == "off" ? null : DbtOptions.Named(configuration);
 }
 
 /// <summary>The counters at one instant of a run: the end of a pass of the workload.</summary>
@@ -123,7 +117,7 @@ public static class KernelBench
             long dispatcherTicks = 0;
             if (options is not null)
             {
-                dbt = Dbt.Attach(machine, new DbtOptions { CallRet = options.CallRet, Kernel = Kernel.KernelImage.FromElf(kernelElf, kernelName) });
+                dbt = Dbt.Attach(machine, options with { Kernel = Kernel.KernelImage.FromElf(kernelElf, kernelName) });
                 var dispatch = machine.Vmcall!;
                 machine.Vmcall = v =>
                 {

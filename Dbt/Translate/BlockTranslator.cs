@@ -177,6 +177,15 @@ public sealed class BlockTranslator
         lock (addLock) return TranslateBatch(v, native, slotDelta: null);
     }
 
+    /// <summary>
+    /// A dispatcher stub that no translated code branches to (a DRK-style IDT gate): the dispatcher
+    /// runs effect, then leaves directly to the translation of native.
+    /// </summary>
+    internal ulong DispatcherStub(ulong native, CallOut effect, string what)
+    {
+        lock (addLock) return Edges.Create(native, EdgeKind.CallOut, effect, what, resume: native, exitsDirectly: true).Stub;
+    }
+
     /// <summary>The DBT's exception-table registrations (null: none).</summary>
     internal Kernel.ExceptionTables? ExceptionTables { get; set; }
 

@@ -210,11 +210,11 @@ public sealed class Emitter
     /// A jmp to a new call-out stub: the dispatcher runs effect, then continues at the translation of
     /// continuation. The block should end here. what names it in diagnostics (default: the native instruction).
     /// </summary>
-    public void CallOut(CallOut effect, ulong continuation, string? what = null)
+    public void CallOut(CallOut effect, ulong continuation, string? what = null, bool exitsDirectly = false)
     {
         if (SlotDelta is not null)
             throw new UnsupportedInstructionException(Native, $"'{Native}' needs the dispatcher, but it is on an interrupt entry path before the frame's redundant slot is written");
-        var e = translator.Edges.Create(continuation, EdgeKind.CallOut, effect, what, resume: Native.IP, emulated: what is null ? Native : null);
+        var e = translator.Edges.Create(continuation, EdgeKind.CallOut, effect, what, resume: Native.IP, emulated: what is null ? Native : null, exitsDirectly: exitsDirectly);
         AddPatchable(Jmp, e.Stub, e);
     }
 

@@ -23,6 +23,7 @@ internal static class Rulebook
     public static readonly Rule IndirectCall = new IndirectRule(call: true);
     public static readonly Rule Unsupported = new UnsupportedRule();
     public static readonly Rule Iretq = new IretqRule();
+    public static readonly Rule DrkIretq = new DrkIretqRule();
     public static readonly Rule FarReturn = new FarReturnRule();
     public static readonly Rule Hypercall = new HypercallRule();
     // The no-callret configuration: native return addresses on the stack, ret as an indirect branch.
@@ -37,7 +38,7 @@ internal static class Rulebook
     internal static IEnumerable<Rule> BuiltIn =>
     [
         Identity, IdentityEnd, DirectJmp, DirectJcc, CountedJcc, DirectCall, IndirectJmp, IndirectCall, Unsupported,
-        Iretq, FarReturn, Hypercall, NativeReturnCall, NativeReturnIndirectCall, NativeReturnRet, Wrmsr, Rdmsr, Lidt, Sidt,
+        Iretq, DrkIretq, FarReturn, Hypercall, NativeReturnCall, NativeReturnIndirectCall, NativeReturnRet, Wrmsr, Rdmsr, Lidt, Sidt,
     ];
 
     /// <summary>The exceptions to the flow-control table, in every configuration.</summary>
@@ -99,6 +100,8 @@ internal static class Rulebook
             var made = new Dictionary<string, Rule>();
             Rule Make(string name) => made.TryGetValue(name, out var r) ? r : made[name] = RuleRegistry.Create(name);
             foreach (var (m, name) in byMnemonic) mnemonics[(int)m] = Make(name);
+            // DRK-style: iretq is a dispatcher exit (handlers' frames hold native RIPs).
+            if (o.InterruptsViaDispatcher) mnemonics[(int)Mnemonic.Iretq] = Make("drk-iretq");
             foreach (var (m, name) in o.RuleOverrides) mnemonics[(int)m] = Make(name);
             Array.Fill(flows, Unsupported);
             foreach (var (f, withCallRet, noCallRet) in byFlow) flows[(int)f] = Make(callRet ? withCallRet : noCallRet);

@@ -273,7 +273,10 @@ public sealed unsafe partial class Vcpu : IDisposable
             }
             bool ifOn = (S->RflagsRaw & Cpu.Rflags.IF) != 0;
             int vector = Apic.Deliverable(now, out long earliest);
-            if (ifOn && vector >= 0 && now >= S->ShadowUntil)
+            bool deliver = ifOn && vector >= 0 && now >= S->ShadowUntil;
+            // Held back by the host agent until a boundary it accepts: retry after one instruction.
+            bool held = deliver && S->Halted == 0 && Machine.InterruptBoundary is { } boundary && !boundary(this);
+            if (deliver && !held)
             {
                 Apic.Acknowledge(vector);
                 S->Halted = 0;
@@ -295,7 +298,7 @@ public sealed unsafe partial class Vcpu : IDisposable
                 sliceEnd = now + 1;
             }
 
-            long interrupt = ifOn && earliest != long.MaxValue ? Math.Max(earliest, S->ShadowUntil) : long.MaxValue;
+            long interrupt = held ? now + 1 : ifOn && earliest != long.MaxValue ? Math.Max(earliest, S->ShadowUntil) : long.MaxValue;
             if (S->Halted != 0)
             {
                 // Halted: guest time jumps to the next event that can wake the vCPU.

@@ -142,9 +142,8 @@ public static unsafe class ProgramRunner
         {
             var options = spec.Options ?? DbtOptions.Default;
             var clients = spec.Prof ? [.. options.Clients.Where(c => c != Prof.ClientName), Prof.ClientName] : options.Clients;
-            dbt = Dbt.Dbt.Attach(m, options with
+            dbt = Dbt.Dbt.Attach(m, options.As(spec.Configuration) with
             {
-                CallRet = spec.Configuration == "default",
                 Kernel = image.Kernel,
                 Clients = clients,
             });

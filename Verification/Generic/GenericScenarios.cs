@@ -145,9 +145,9 @@ public static class GenericScenarios
                 if (kernel is not null)
                 {
                     var o = spec.Options ?? DbtOptions.Default;
-                    dbt = DbtInstance.Attach(m, o with
+                    dbt = DbtInstance.Attach(m, o.As(spec.Dbt) with
                     {
-                        Kernel = kernel, CallRet = spec.Dbt == "default", Clients = [.. o.Clients, .. spec.Clients],
+                        Kernel = kernel, Clients = [.. o.Clients, .. spec.Clients],
                         MainPoolLimit = spec.CacheKiB is { } kib ? (ulong)kib * 1024 : o.MainPoolLimit,
                         SwitchOnAt = snapshot?.At ?? spec.OnAt ?? o.SwitchOnAt,
                     });
@@ -270,7 +270,7 @@ public static class GenericScenarios
     public static Scenario Program(ProgramScenarioSpec spec)
     {
         if (spec.Vcpus is < 1 or > Layout.MaxVcpus) throw new ArgumentException($"a generated program runs on 1..{Layout.MaxVcpus} vCPUs (got {spec.Vcpus})");
-        if (spec.Dbt is not ("default" or "no-callret")) throw new ArgumentException($"the program scenario runs translated: --dbt default or no-callret (got {spec.Dbt})");
+        if (!DbtOptions.Configurations.Contains(spec.Dbt)) throw new ArgumentException($"the program scenario runs translated: --dbt {string.Join(", ", DbtOptions.Configurations)} (got {spec.Dbt})");
         if (spec.Count is < 1 or > 100_000) throw new ArgumentException($"the program scenario explores 1..100000 programs (got {spec.Count})");
         // Every program's native run first: a generator bug is bad input, not a translator bug.
         var programs = new (ulong Seed, GuestProgram Program, RunOutcome Native)[spec.Count];

@@ -117,9 +117,10 @@ public static class ScenarioRegistry
     /// </summary>
     private static (string Dbt, bool Prof, Harness.Dbt.DbtOptions? Options) Translator(ScenarioArgs a)
     {
-        if (a.Dbt is not (null or "off" or "default" or "no-callret")) throw new ArgumentException($"--dbt must be off, default or no-callret (got {a.Dbt})");
+        if (a.Dbt is not null && a.Dbt != "off" && !Harness.Dbt.DbtOptions.Configurations.Contains(a.Dbt))
+            throw new ArgumentException($"--dbt must be off, {string.Join(", ", Harness.Dbt.DbtOptions.Configurations)} (got {a.Dbt})");
         if (a.Dbt == "off" && (a.Rules.Length > 0 || a.RuleOverrides.Length > 0 || a.Clients.Length > 0))
-            throw new ArgumentException("--rules, --rule and --client change the translator: they need --dbt default or no-callret");
+            throw new ArgumentException("--rules, --rule and --client change the translator: they need a translated --dbt");
         foreach (var path in a.Rules)
         {
             try { Harness.Dbt.Translate.RulePlugins.Load(new FileInfo(path)); }

@@ -63,7 +63,7 @@ public class ExperimentCommandTests
     }
 
     [Theory]
-    [InlineData("--configs drk", "drk (the DRK-style baseline) is not built yet")]
+    [InlineData("--configs drq", "unknown configuration 'drq'")]
     [InlineData("--configs native,fast", "unknown configuration 'fast'")]
     [InlineData("--vcpus 1,5", "'5' is not a vCPU count from 1 to 4")]
     [InlineData("--workloads null_syscall,bogus", "no workload 'bogus'")]

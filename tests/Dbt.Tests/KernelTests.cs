@@ -19,19 +19,14 @@ public class KernelTests(ITestOutputHelper output)
     public static TheoryData<string, int, string> Matrix()
     {
         var d = new TheoryData<string, int, string>();
-        foreach (var config in new[] { "default", "no-callret" })
+        foreach (var config in DbtOptions.Configurations)
             foreach (int vcpus in new[] { 1, 2, 4 })
                 foreach (var exec in new[] { "free", "det" })
                     d.Add(config, vcpus, exec);
         return d;
     }
 
-    internal static DbtOptions Config(string name) => name switch
-    {
-        "default" => DbtOptions.Default,
-        "no-callret" => DbtOptions.NoCallRet,
-        _ => throw new ArgumentException(name),
-    };
+    internal static DbtOptions Config(string name) => DbtOptions.Named(name);
 
     [Theory]
     [MemberData(nameof(Matrix))]

@@ -34,3 +34,22 @@ internal sealed class IretqRule : Rule
         return Flow.EndBlock;
     }
 }
+
+/// <summary>
+/// DRK-style iretq (<see cref="DbtOptions.InterruptsViaDispatcher"/>): a dispatcher exit. The frame's
+/// RIP is native, so the call-out replaces it by its translation (returning to kernel mode) and the
+/// dispatcher leaves to a real iretq in the stub page. No tx-nextpc-loc restore: the gate stubs gave
+/// the handler a native frame, and nothing of the interrupted code's dispatcher exit is pending.
+/// <code>
+///   jmp call-out        ; pushfq; cli; vmcall -> frame RIP = tx; leave to "iretq"
+/// </code>
+/// </summary>
+internal sealed class DrkIretqRule : Rule
+{
+    public override string Name => "drk-iretq";
+    public override Flow Emit(Emitter e)
+    {
+        e.CallOut(e.Translator.Kernel.IretqCallOut, e.NextNative, exitsDirectly: true);
+        return Flow.EndBlock;
+    }
+}
