@@ -67,7 +67,7 @@ public sealed class Dbt
         machine.Vmcall = dbt.Dispatcher.OnVmcall;
         machine.OriginOf = dbt.Translator.OriginOf;
         machine.StartRipFilter = dbt.Dispatcher.StartAt;
-        if (dbt.Options.InterruptsViaDispatcher) machine.InterruptBoundary = dbt.AtNativeBoundary;
+        if (dbt.Options is { InterruptsViaDispatcher: true, PlantedDrkInterruptsAnywhere: false }) machine.InterruptBoundary = dbt.AtNativeBoundary;
         if (dbt.Options.SwitchOnAt is > 0 and long at)
         {
             machine.HostEventAt = at;
@@ -83,6 +83,7 @@ public sealed class Dbt
         if (!c.Contains(pc)) return new(CodeKind.Native);
         if (pc == c.ExitStub) return new(CodeKind.ExitStubPopfq, Offset: 0, Length: 2);
         if (pc == c.ExitStub + 1) return new(CodeKind.ExitStubJmp, Offset: 1, Length: 2);
+        if (pc == c.IretqStub || pc == c.SyscallVmcall) return new(CodeKind.DrkStub);
         if (pc - c.StubPage < 0x1000) return new(CodeKind.Level2Routine, Offset: (long)(pc - c.StubPage));
         if (pc - c.Edges.Start < c.Edges.Capacity) return new(CodeKind.EdgeStub);
         if (BlockTranslator.BlockAt(Translator.SortedBlocks(), pc) is not { } b || pc - b.CacheStart >= (ulong)b.CacheLength) return new(CodeKind.Unknown);

@@ -47,6 +47,13 @@ public sealed record DbtOptions
     /// </summary>
     public bool InterruptsViaDispatcher { get; init; }
 
+    /// <summary>
+    /// Planted bug for the DRK-style configuration: external interrupts are not held to native
+    /// boundaries (no <see cref="Harness.Machine.Machine.InterruptBoundary"/>), so handlers get frames
+    /// rolled back from inside translations: imprecise interrupts, which DRK's design forbids.
+    /// </summary>
+    public bool PlantedDrkInterruptsAnywhere { get; init; }
+
     /// <summary>The configuration's name as the CLI spells it.</summary>
     public string Name => InterruptsViaDispatcher ? "drk" : CallRet ? "default" : "no-callret";
 

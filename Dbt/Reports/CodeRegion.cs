@@ -1,7 +1,7 @@
 namespace Harness.Dbt;
 
 /// <summary>What kind of code a cache address is (<see cref="Dbt.RegionAt"/>).</summary>
-public enum CodeKind { Native, ExitStubPopfq, ExitStubJmp, Level2Routine, EdgeStub, EntryPath, Rule, Unknown }
+public enum CodeKind { Native, ExitStubPopfq, ExitStubJmp, Level2Routine, EdgeStub, EntryPath, Rule, DrkStub, Unknown }
 
 /// <summary>
 /// The code at one address, for reports, traces and coverage: its kind; for a rule's translation the

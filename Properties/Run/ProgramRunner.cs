@@ -286,6 +286,7 @@ public static unsafe class ProgramRunner
             CodeKind.ExitStubJmp => "exit stub: jmp",
             CodeKind.Level2Routine => "level-2 routine",
             CodeKind.EdgeStub => "edge stub",
+            CodeKind.DrkStub => "drk stub",
             CodeKind.EntryPath => "entry path",
             CodeKind.Rule => r.Rule!,
             _ => "unknown",

@@ -130,7 +130,7 @@ public static class GenericScenarios
         var data = segments[0];
         var shared = PointFilters.SharedRange(data.VirtAddr, data.VirtAddr + data.MemSize);
         var counters = new ScenarioCounters();
-        var coverage = new Coverage();
+        var coverage = new Coverage { PreciseInterrupts = spec.Dbt == "drk" };
         CoyoteControl? control = null;
         return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
             ctx =>
@@ -286,7 +286,7 @@ public static class GenericScenarios
         ProgramRunner.PreparedRun? prepared = null;
         int current = 0;
         var counters = new ScenarioCounters();
-        var coverage = new Coverage();
+        var coverage = new Coverage { PreciseInterrupts = spec.Dbt == "drk" };
         CoyoteControl? control = null;
         var doneFlags = PointFilters.SharedRange(Layout.Data, Layout.Data + 0x1000);
         var sharedPage = PointFilters.SharedRange(Layout.Shared, Layout.Shared + 0x1000);

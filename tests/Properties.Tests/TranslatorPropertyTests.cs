@@ -30,6 +30,11 @@ public class TranslatorPropertyTests
         { "flush-equals-fresh", "no-callret", true, 60 },
         { "switch-equals-native", "default", false, 60 },
         { "switch-equals-native", "no-callret", true, 40 },
+        // The DRK-style baseline: interrupts through the dispatcher, frames made native.
+        { "translated-equals-native", "drk", false, 100 },
+        { "precise-state", "drk", false, 60 },
+        { "flush-equals-fresh", "drk", false, 60 },
+        { "switch-equals-native", "drk", false, 40 },
     };
 
     [Theory]

@@ -41,6 +41,7 @@ public class GenericScenarioTests(ITestOutputHelper output)
     [Theory]
     [InlineData("default", 2)]
     [InlineData("no-callret", 2)]
+    [InlineData("drk", 2)]
     [InlineData("default", 4)]
     public void TheCorrectTranslatorPassesTheProgramScenarioClean(string dbt, int vcpus)
     {
@@ -122,10 +123,12 @@ public class GenericScenarioTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public void TheKernelScenarioFindsADispatcherEntryWithInterruptsOnAndReplaysIt()
+    [Theory]
+    [InlineData(null)]
+    [InlineData("drk")] // the generic monitors hold under the DRK-style baseline too
+    public void TheKernelScenarioFindsADispatcherEntryWithInterruptsOnAndReplaysIt(string? dbt)
     {
-        var s = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Planted = "edge-without-cli" });
+        var s = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Planted = "edge-without-cli", Dbt = dbt });
         var r = checks.Explore(s, ScenarioChecks.Options(2, maxSteps: 2_000_000));
         checks.AssertFoundAndReplays(s, r, "dispatcher entered with interrupts enabled");
     }
@@ -133,6 +136,8 @@ public class GenericScenarioTests(ITestOutputHelper output)
     [Fact]
     public void TheCorrectTranslatorPassesTheKernelScenarioClean()
     {
+        var drk = checks.Explore(ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Dbt = "drk" }), ScenarioChecks.Options(1, maxSteps: 2_000_000));
+        ScenarioChecks.AssertClean(drk, 1);
         var r = checks.Explore(ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath }), ScenarioChecks.Options(1, maxSteps: 2_000_000));
         ScenarioChecks.AssertClean(r, 1);
     }

@@ -299,6 +299,21 @@ public class CliTests(SampleGuestFixture guest, CliTests.Fixture cli) : IClassFi
         Assert.Contains("--dbt-cache-kib 1 is too small", stderr);
     }
 
+    [Theory]
+    [InlineData(1, "free")]
+    [InlineData(2, "deterministic")]
+    [InlineData(4, "free")]
+    public void UnderTheDrkBaselineHandlersSeeNativePcsSoSmpDemoPasses(int vcpus, string exec)
+    {
+        // smp-demo's #BP, fixup and fault checks compare frame RIPs with native addresses: the DRK-style
+        // configuration gives handlers native PCs, so it passes; default (the paper's design) does not.
+        var (code, stdout, stderr) = Run("run", guest.ImagePath, "--vcpus", vcpus.ToString(), "--dbt", "drk", "--exec", exec, "--quantum", "500");
+        Assert.True(code == 0, $"exit {code}; stderr: {stderr}");
+        Assert.Equal(SampleGuestFixture.Expected(vcpus), stdout.ReplaceLineEndings("\n"));
+        var fast = Run("run", guest.ImagePath, "--vcpus", vcpus.ToString(), "--dbt", "default", "--exec", exec, "--quantum", "500");
+        Assert.NotEqual(0, fast.Code);
+    }
+
     [Fact]
     public void AFailingTranslatedImageOutsideTheKernelContractGetsAHint()
     {
