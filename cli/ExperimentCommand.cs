@@ -24,7 +24,7 @@ internal static class ExperimentCommand
     // workload's, not thread start-up and first translations (the programs' own defaults run for
     // 10-200 ms).
     private static readonly string[] DefaultWorkloads =
-        ["null_syscall:100000", "read1:20000", "open_close:5000", "page_fault:4096", "pipe_rtt:5000", "spawn_exit:300", "fileserver-scaled"];
+        ["null_syscall:100000", "read1:20000", "open_close:5000", "page_fault:4096", "pipe_rtt:5000", "spawn_exit:300", "fileserver-scaled", "httpd-scaled"];
 
     public static Command Create()
     {
@@ -42,7 +42,7 @@ internal static class ExperimentCommand
         {
             string[] Split(string[]? v) => (v ?? []).SelectMany(x => x.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
             bool q = r.GetValue(quick);
-            return Task.FromResult(Run(Split(r.GetValue(configs)) is { Length: > 0 } c ? c : q ? ["native", "default"] : KnownConfigs,
+            return Task.FromResult(Run(Split(r.GetValue(configs)) is { Length: > 0 } c ? c : q ? ["native", "default", "drk"] : KnownConfigs,
                 Split(r.GetValue(vcpus)) is { Length: > 0 } v ? v : q ? ["1", "2"] : ["1", "2", "4"],
                 Split(r.GetValue(workloads)) is { Length: > 0 } w ? w : q ? ["null_syscall", "pipe_rtt"] : DefaultWorkloads,
                 q && r.GetResult(repeat) is not { Implicit: false } ? 1 : r.GetValue(repeat), r.GetValue(output)!, ct));
@@ -59,7 +59,45 @@ internal static class ExperimentCommand
 
     /// <summary>One run's measurements.</summary>
     private sealed record Row(string Config, int Vcpus, string Workload, string Exec, int Rep, bool Ok, long GuestInsns, long WorkloadTime,
-        long? InsnsPerOp, long? Ops, double HostSeconds, long DispatcherEntries, long JumptableMisses);
+        long? InsnsPerOp, long? Ops, double HostSeconds, long DispatcherEntries, long JumptableMisses)
+    {
+        /// <summary>Guest instructions executed by all vCPUs during the workload (its first user-mode code to its result line).</summary>
+        public long WorkloadInsns { get; init; }
+        /// <summary>Host CPU time of the whole process during the workload (every vCPU thread, busy or waiting).</summary>
+        public double HostCpuSeconds { get; init; }
+        public long CallOuts { get; init; }
+        public long GateEntries { get; init; }
+        public long SyscallEntries { get; init; }
+        public long FramesToNative { get; init; }
+        /// <summary>The prof client's counts (exec "prof" only).</summary>
+        public Harness.Dbt.Clients.ProfCounts? Prof { get; init; }
+    }
+
+    private static readonly string CsvHeader = "config,vcpus,workload,exec,rep,ok,guest_insns,workload_guest_time,workload_insns_all_vcpus,insns_per_op,ops,host_seconds,host_cpu_seconds," +
+        "dispatcher_entries,jumptable_misses,call_outs,gate_entries,syscall_entries,frames_to_native,indirect_branches,jumptable_l1_hits,jumptable_hit_rate";
+
+    private static string CsvLine(Row r)
+    {
+        string I(long? v) => v?.ToString(CultureInfo.InvariantCulture) ?? "";
+        return string.Join(',', r.Config, r.Vcpus, r.Workload, r.Exec, r.Rep, r.Ok ? 1 : 0, r.GuestInsns, r.WorkloadTime, r.WorkloadInsns, I(r.InsnsPerOp), I(r.Ops),
+            r.HostSeconds.ToString("F4", CultureInfo.InvariantCulture), r.HostCpuSeconds.ToString("F4", CultureInfo.InvariantCulture),
+            r.DispatcherEntries, r.JumptableMisses, r.CallOuts, r.GateEntries, r.SyscallEntries, r.FramesToNative,
+            I(r.Prof?.IndirectBranches), I(r.Prof?.Level1Hits), r.Prof is { } p ? p.HitRate.ToString("F4", CultureInfo.InvariantCulture) : "");
+    }
+
+    /// <summary>
+    /// The runs of one cell: a deterministic run for exact counts (two when --repeat is 2 or more, to
+    /// show they are identical), a deterministic run with the prof client for the paper's Table 3
+    /// (translated configurations, at the first vCPU count only: its snippets change the counts, so
+    /// it is kept apart), then the free-running repetitions for host time.
+    /// </summary>
+    private static IEnumerable<(string Exec, int Rep)> RunsOf(string config, int vcpus, int firstVcpus, int repeat)
+    {
+        yield return ("deterministic", 0);
+        if (repeat >= 2) yield return ("deterministic", 1);
+        if (config != "native" && vcpus == firstVcpus) yield return ("prof", 0);
+        for (int rep = 1; rep <= repeat; rep++) yield return ("free", rep);
+    }
 
     private static int Run(string[] configs, string[] vcpuArgs, string[] workloads, int repeat, DirectoryInfo outDir, CancellationToken ct)
     {
@@ -95,7 +133,15 @@ internal static class ExperimentCommand
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return Fail($"--out: {outDir.FullName}: {e.Message}"); }
 
         var host = HostInfo();
-        csv.WriteLine("config,vcpus,workload,exec,rep,ok,guest_insns,workload_guest_time,insns_per_op,ops,host_seconds,dispatcher_entries,jumptable_misses");
+        csv.WriteLine(CsvHeader);
+        // Warm-up, not recorded: the first cell would otherwise pay the JIT for the interpreter and
+        // the translator inside its timed part (a short run of the first workload per configuration).
+        foreach (var c in configs)
+        {
+            if (ct.IsCancellationRequested) break;
+            Console.Error.WriteLine($"experiment: warm-up: {c}, 1 vCPU, null_syscall:20000");
+            RunCell(image, kernelImage, c, 1, "null_syscall:20000", "free", 0, ct);
+        }
         var rows = new List<Row>();
         int cells = configs.Length * vcpus.Count * workloads.Length, done = 0;
         var sw = Stopwatch.StartNew();
@@ -105,16 +151,14 @@ internal static class ExperimentCommand
                 foreach (var c in configs)
                 {
                     done++;
-                    for (int rep = 0; rep <= repeat && !interrupted; rep++)
+                    foreach (var (exec, rep) in RunsOf(c, n, vcpus[0], repeat))
                     {
-                        string exec = rep == 0 ? "deterministic" : "free";
-                        Console.Error.WriteLine($"experiment: cell {done}/{cells}: {c}, {n} vCPU(s), {w}, {exec}{(rep > 0 ? $" {rep}/{repeat}" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
+                        if (interrupted) break;
+                        Console.Error.WriteLine($"experiment: cell {done}/{cells}: {c}, {n} vCPU(s), {w}, {exec}{(exec == "free" ? $" {rep}/{repeat}" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
                         var row = RunCell(image, kernelImage, c, n, w, exec, rep, ct);
                         if (ct.IsCancellationRequested) { interrupted = true; break; }
                         rows.Add(row);
-                        csv.WriteLine(string.Join(',', row.Config, row.Vcpus, row.Workload, row.Exec, row.Rep, row.Ok ? 1 : 0, row.GuestInsns, row.WorkloadTime,
-                            row.InsnsPerOp?.ToString(CultureInfo.InvariantCulture) ?? "", row.Ops?.ToString(CultureInfo.InvariantCulture) ?? "",
-                            row.HostSeconds.ToString("F4", CultureInfo.InvariantCulture), row.DispatcherEntries, row.JumptableMisses));
+                        csv.WriteLine(CsvLine(row));
                     }
                 }
         csv.Dispose();
@@ -133,13 +177,26 @@ internal static class ExperimentCommand
     /// "fileserver-scaled" (the file server with two workers per vCPU and a fixed load per worker:
     /// its throughput should grow with the vCPUs, as filebench's does).
     /// </summary>
-    private static string ProgramOf(string workload) => workload == FileserverScaled ? "fileserver" : workload.Split(':')[0];
+    private static string ProgramOf(string workload) => workload switch
+    {
+        FileserverScaled => "fileserver",
+        HttpdScaled => "httpd",
+        _ => workload.Split(':')[0],
+    };
 
-    private const string FileserverScaled = "fileserver-scaled";
-    private const int ScaledOpsPerWorker = 150;
+    private const string FileserverScaled = "fileserver-scaled", HttpdScaled = "httpd-scaled";
+    private const int ScaledOpsPerWorker = 150, ScaledRequestsPerClient = 200;
 
-    private static string RunArgument(string workload, int vcpus) =>
-        workload == FileserverScaled ? $"fileserver:0x{(ScaledOpsPerWorker << 8) | Math.Min(16, 2 * vcpus):x}" : workload;
+    /// <summary>
+    /// The scaled workloads: two file-server workers, or two clients (each with its own server
+    /// process), per vCPU, each with a fixed load, so their throughput should grow with the vCPUs.
+    /// </summary>
+    private static string RunArgument(string workload, int vcpus) => workload switch
+    {
+        FileserverScaled => $"fileserver:0x{(ScaledOpsPerWorker << 8) | Math.Min(16, 2 * vcpus):x}",
+        HttpdScaled => $"httpd:0x{(ScaledRequestsPerClient << 8) | Math.Min(16, 2 * vcpus):x}",
+        _ => workload,
+    };
 
     private static readonly Regex ResultLine = new(@"^result (\S+) (.*)$", RegexOptions.Multiline);
     private static readonly Regex WorkloadLine = new(@"^workload (\S+) exit=(\d+) time=(\d+)", RegexOptions.Multiline);
@@ -150,13 +207,14 @@ internal static class ExperimentCommand
         using var m = new Machine.Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 256UL << 20, MaxInstructions = 4_000_000_000, Console = console,
-            Control = exec == "deterministic" ? new Deterministic(1000) : new FreeRunning(),
+            Control = exec == "free" ? new FreeRunning() : new Deterministic(1000),
             // The self-test is not the experiment: each cell boots straight into its workload.
             CommandLine = $"selftest=0 run={RunArgument(workload, vcpus)}",
         });
         m.LoadElf(image, "kernel.elf");
         Harness.Dbt.Dbt? dbt = config == "native" ? null
-            : Harness.Dbt.Dbt.Attach(m, Harness.Dbt.DbtOptions.Named(config) with { Kernel = kernel });
+            : Harness.Dbt.Dbt.Attach(m, Harness.Dbt.DbtOptions.Named(config) with { Kernel = kernel, Clients = exec == "prof" ? [Harness.Dbt.Clients.Prof.ClientName] : [] });
+        console.Machine = m;
         // The workload's host time: from the first user-mode block (the workload's program starts;
         // boot and its translation are not the experiment) to its `workload` result line.
         var previous = m.BlockDecoded;
@@ -176,23 +234,44 @@ internal static class ExperimentCommand
         }
         var wl = WorkloadLine.Match(text);
         bool ok = r.Reason == StopReason.Exited && r.ExitStatus == 0 && wl.Success && wl.Groups[2].Value == "0";
+        var s = dbt?.Stats;
         return new Row(config, vcpus, workload, exec, rep, ok, r.Vcpus.Sum(v => v.Instructions), wl.Success ? long.Parse(wl.Groups[3].Value) : 0,
-            perOp, ops, console.Seconds ?? r.Wall.TotalSeconds, dbt?.Stats.DispatcherEntries ?? 0, dbt?.Stats.IndirectDispatches ?? 0);
+            perOp, ops, console.Seconds ?? r.Wall.TotalSeconds, s?.DispatcherEntries ?? 0, s?.IndirectDispatches ?? 0)
+        {
+            WorkloadInsns = console.Instructions ?? r.Vcpus.Sum(v => v.Instructions),
+            HostCpuSeconds = console.CpuSeconds ?? 0,
+            CallOuts = s?.CallOuts ?? 0, GateEntries = s?.GateEntries ?? 0, SyscallEntries = s?.SyscallEntries ?? 0, FramesToNative = s?.FramesToNative ?? 0,
+            Prof = dbt?.Client<Harness.Dbt.Clients.Prof>()?.Read(),
+        };
     }
 
-    /// <summary>The console, and the host time from the first user-mode code to the first `workload ` line.</summary>
+    /// <summary>
+    /// The console, and over the workload (from the first user-mode code to the first `workload `
+    /// line): host time, host CPU time of the process, and guest instructions executed by all vCPUs.
+    /// </summary>
     private sealed class WorkloadClock : MemoryStream
     {
         private readonly Stopwatch clock = new();
         private long started = -1, ended = -1;
         private int scanned;
+        private TimeSpan cpu0, cpu1;
+        private long insns0, insns1 = -1;
+
+        public Machine.Machine? Machine { get; set; }
 
         public void UserModeStarted()
         {
-            if (Interlocked.CompareExchange(ref started, 0, -1) == -1) clock.Start();
+            if (Interlocked.CompareExchange(ref started, 0, -1) != -1) return;
+            cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+            insns0 = Executed();
+            clock.Start();
         }
 
+        private long Executed() => Machine?.Vcpus.Sum(v => v.Executed) ?? 0;
+
         public double? Seconds => ended > 0 ? ended / (double)Stopwatch.Frequency : null;
+        public double? CpuSeconds => ended > 0 ? (cpu1 - cpu0).TotalSeconds : null;
+        public long? Instructions => insns1 >= 0 ? insns1 - insns0 : null;
 
         public override void WriteByte(byte value) { base.WriteByte(value); Check(); }
 
@@ -204,7 +283,12 @@ internal static class ExperimentCommand
             var text = Encoding.ASCII.GetString(GetBuffer(), scanned, (int)Length - scanned);
             int nl = text.LastIndexOf('\n');
             if (nl < 0) return;
-            if (Regex.IsMatch(text[..nl], @"(^|\n)workload \S+ exit=")) ended = clock.ElapsedTicks;
+            if (Regex.IsMatch(text[..nl], @"(^|\n)workload \S+ exit="))
+            {
+                ended = clock.ElapsedTicks;
+                cpu1 = Process.GetCurrentProcess().TotalProcessorTime;
+                insns1 = Executed();
+            }
             scanned += nl + 1;
         }
     }
@@ -232,12 +316,12 @@ internal static class ExperimentCommand
         foreach (var w in workloads)
             foreach (var n in vcpus)
             {
-                var nativeDet = rows.FirstOrDefault(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic");
+                var nativeDet = rows.FirstOrDefault(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic" && r.Rep == 0);
                 var nativeFree = rows.Where(r => r.Config == "native" && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds).ToList();
                 double nativeMedian = Spread(nativeFree).Median;
                 foreach (var c in configs)
                 {
-                    var det = rows.FirstOrDefault(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic");
+                    var det = rows.FirstOrDefault(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic" && r.Rep == 0);
                     var free = rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free").Select(r => r.HostSeconds).ToList();
                     if (det is null) continue;
                     var (med, lo, hi) = Spread(free);
@@ -259,10 +343,68 @@ internal static class ExperimentCommand
                 double one = Throughput(vcpus[0]);
                 sb.AppendLine($"| {w} | {c} | " + string.Join(" | ", vcpus.Select(n => Throughput(n) is var t && !double.IsNaN(t) ? $"{t:F0} ({t / one:F2}x)" : "-")) + " |");
             }
+        Table3(sb, rows, configs, vcpus, workloads);
+        SystemTime(sb, rows, configs, vcpus, workloads);
         sb.AppendLine();
-        var counts = rows.Where(r => r.Exec == "deterministic").ToList();
-        sb.AppendLine($"Reproducibility: exact counts come from one deterministic run per cell (the same on every run of this command: deterministic control); host times vary, hence the intervals. {rows.Count(r => !r.Ok)} of {rows.Count} runs failed.");
+        // Exact counts: every deterministic run of a cell must give the same numbers.
+        var cellsWithTwo = rows.Where(r => r.Exec == "deterministic").GroupBy(r => (r.Config, r.Vcpus, r.Workload)).Where(g => g.Count() > 1).ToList();
+        var differing = cellsWithTwo.Where(g => g.Select(r => (r.GuestInsns, r.WorkloadInsns, r.InsnsPerOp, r.DispatcherEntries, r.JumptableMisses)).Distinct().Count() > 1)
+            .Select(g => $"{g.Key.Workload} {g.Key.Config} {g.Key.Vcpus} vCPU(s)").ToList();
+        sb.AppendLine(cellsWithTwo.Count == 0
+            ? "Reproducibility: one deterministic run per cell (--repeat 1); run with --repeat 2 or more to compare two."
+            : differing.Count == 0
+                ? $"Reproducibility: exact counts (guest instructions, instructions per operation, dispatcher entries, jumptable misses) identical in both deterministic runs of all {cellsWithTwo.Count} cells."
+                : $"Reproducibility: exact counts DIFFER between the deterministic runs of {differing.Count} cell(s): {string.Join("; ", differing)}.");
+        sb.AppendLine($"Host times vary, hence the intervals. {rows.Count(r => !r.Ok)} of {rows.Count} runs failed.");
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// The paper's Table 3: what the translator did per operation, from the deterministic prof run
+    /// (whole run, boot included: boot is small next to the workloads' iteration counts).
+    /// </summary>
+    private static void Table3(StringBuilder sb, List<Row> rows, string[] configs, List<int> vcpus, string[] workloads)
+    {
+        var prof = rows.Where(r => r.Exec == "prof" && r.Prof is not null && r.Ops is > 0).ToList();
+        if (prof.Count == 0) return;
+        sb.AppendLine();
+        sb.AppendLine($"## Table 3: translator counts per operation ({vcpus[0]} vCPU(s), deterministic, prof client; whole run)");
+        sb.AppendLine();
+        sb.AppendLine("| workload | config | dispatcher entries/op | indirect branches/op | jumptable hit rate (level 1) | hit rate (both levels) | call-outs/op | gate entries/op | syscall entries/op |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var w in workloads)
+            foreach (var c in configs)
+                if (prof.FirstOrDefault(r => r.Workload == w && r.Config == c) is { } r)
+                {
+                    var p = r.Prof!.Value;
+                    double ops = r.Ops!.Value;
+                    sb.AppendLine($"| {w} | {c} | {p.DispatcherEntries / ops:F2} | {p.IndirectBranches / ops:F2} | {p.Level1HitRate:P1} | {p.HitRate:P1} | {r.CallOuts / ops:F2} | {r.GateEntries / ops:F2} | {r.SyscallEntries / ops:F2} |");
+                }
+    }
+
+    /// <summary>
+    /// A system-time-like table per vCPU count: the work of all vCPUs per operation over the workload,
+    /// in guest instructions (deterministic, exact) and host CPU time of the process (free runs,
+    /// median: busy and waiting vCPU threads alike).
+    /// </summary>
+    private static void SystemTime(StringBuilder sb, List<Row> rows, string[] configs, List<int> vcpus, string[] workloads)
+    {
+        foreach (var n in vcpus)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"## System time, {n} vCPU(s): per operation, all vCPUs, over the workload");
+            sb.AppendLine();
+            sb.AppendLine("| workload | " + string.Join(" | ", configs.Select(c => $"{c} guest insns")) + " | " + string.Join(" | ", configs.Select(c => $"{c} host CPU us")) + " |");
+            sb.AppendLine("|---|" + string.Concat(configs.Select(_ => "---:|")) + string.Concat(configs.Select(_ => "---:|")));
+            foreach (var w in workloads)
+            {
+                string Insns(string c) => rows.FirstOrDefault(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "deterministic" && r.Rep == 0 && r.Ops is > 0) is { } d
+                    ? $"{(double)d.WorkloadInsns / d.Ops!.Value:F0}" : "-";
+                string Cpu(string c) => Spread(rows.Where(r => r.Config == c && r.Vcpus == n && r.Workload == w && r.Exec == "free" && r.Ops is > 0)
+                    .Select(r => r.HostCpuSeconds / r.Ops!.Value * 1e6)).Median is var m && !double.IsNaN(m) ? $"{m:F2}" : "-";
+                sb.AppendLine($"| {w} | " + string.Join(" | ", configs.Select(Insns)) + " | " + string.Join(" | ", configs.Select(Cpu)) + " |");
+            }
+        }
     }
 
     private static List<string> Plots(List<Row> rows, string[] configs, List<int> vcpus, string[] workloads, string dir)

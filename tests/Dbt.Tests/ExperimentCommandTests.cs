@@ -17,12 +17,17 @@ public class ExperimentCommandTests
             Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
             var lines = File.ReadAllLines(Path.Combine(dir, "results.csv"));
             Assert.StartsWith("config,vcpus,workload,exec,rep,ok,guest_insns", lines[0]);
-            // 2 configs x 2 vCPU counts x 2 workloads, one deterministic and one free run each, all ok.
-            Assert.Equal(16, lines.Length - 1);
+            // 3 configs x 2 vCPU counts x 2 workloads, one deterministic and one free run each, all ok,
+            // plus a prof run per translated configuration and workload on 1 vCPU.
+            Assert.Equal(24 + 4, lines.Length - 1);
             Assert.All(lines.Skip(1), l => Assert.Equal("1", l.Split(',')[5]));
             string summary = File.ReadAllText(Path.Combine(dir, "summary.md"));
             Assert.Matches(@"\| null_syscall \| 1 \| default \| \d+ \| 1\.\d\dx \|", summary);
             Assert.Contains("## Scaling", summary);
+            // Table 3: under drk every null syscall enters the dispatcher once; under default almost none do.
+            Assert.Matches(@"\| null_syscall \| drk \| 1\.\d\d \| [\d.]+ \| [\d.]+ % \| [\d.]+ % \| [\d.]+ \| [\d.]+ \| 1\.00 \|", summary);
+            Assert.Matches(@"\| null_syscall \| default \| 0\.\d\d \| [\d.]+ \| [\d.]+ % \| [\d.]+ % \| [\d.]+ \| 0\.00 \| 0\.00 \|", summary);
+            Assert.Contains("## System time, 2 vCPU(s)", summary);
             Assert.Contains("commit ", summary);
             foreach (var w in new[] { "null_syscall", "pipe_rtt" })
                 foreach (var kind in new[] { "overhead", "throughput" })
@@ -32,7 +37,7 @@ public class ExperimentCommandTests
             string again = dir + "-again";
             Assert.Equal(0, Harness("experiment", "--quick", "--out", again).Code);
             static IEnumerable<string> Counts(string d) => File.ReadAllLines(Path.Combine(d, "results.csv")).Skip(1)
-                .Select(l => l.Split(',')).Where(f => f[3] == "deterministic").Select(f => string.Join(',', f[0..9]));
+                .Select(l => l.Split(',')).Where(f => f[3] == "deterministic").Select(f => string.Join(',', f[0..10]));
             Assert.Equal(Counts(dir), Counts(again));
             Directory.Delete(again, recursive: true);
         }
@@ -42,19 +47,20 @@ public class ExperimentCommandTests
         }
     }
 
-    /// <summary>name:ARG reaches the program (its iteration count); fileserver-scaled gives the file server two workers per vCPU.</summary>
+    /// <summary>name:ARG reaches the program (its iteration count); fileserver-scaled and httpd-scaled give two workers or clients per vCPU.</summary>
     [Fact]
     public void AWorkloadArgumentReachesTheProgramAndTheScaledFileServerGrowsWithTheVcpus()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"experiment-{Guid.NewGuid():N}");
         try
         {
-            var (code, stdout, stderr) = Harness("experiment", "--configs", "native", "--vcpus", "1,2", "--workloads", "null_syscall:5000,fileserver-scaled",
+            var (code, stdout, stderr) = Harness("experiment", "--configs", "native", "--vcpus", "1,2", "--workloads", "null_syscall:5000,fileserver-scaled,httpd-scaled",
                 "--repeat", "1", "--out", dir);
             Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
             var rows = File.ReadAllLines(Path.Combine(dir, "results.csv")).Skip(1).Select(l => l.Split(',')).Where(f => f[3] == "deterministic").ToList();
-            Assert.All(rows.Where(f => f[2] == "null_syscall:5000"), f => Assert.Equal("5000", f[9]));
-            Assert.Equal(["300", "600"], rows.Where(f => f[2] == "fileserver-scaled").Select(f => f[9]));
+            Assert.All(rows.Where(f => f[2] == "null_syscall:5000"), f => Assert.Equal("5000", f[10]));
+            Assert.Equal(["300", "600"], rows.Where(f => f[2] == "fileserver-scaled").Select(f => f[10]));
+            Assert.Equal(["400", "800"], rows.Where(f => f[2] == "httpd-scaled").Select(f => f[10]));
         }
         finally
         {

@@ -45,6 +45,25 @@ public class KernelTests(ITestOutputHelper output)
         output.WriteLine($"{config} {vcpus} {exec}: {s}");
     }
 
+    /// <summary>The request/response server (the experiment's Apache analogue): 6 clients and their servers over pipes.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public void TheRequestResponseServerGivesNativeResultsUnderEveryConfiguration(int vcpus)
+    {
+        const string cmd = "selftest=0 run=httpd:0x1006";
+        var reference = KernelSupport.Boot(null, vcpus, new Deterministic(1000), cmd);
+        Assert.True(reference.Result.ExitStatus == 0, reference.Console);
+        Assert.Contains("result httpd clients=6 ops=96 bytes=", reference.Console);
+        foreach (var config in DbtOptions.Configurations)
+        {
+            var run = KernelSupport.Boot(Config(config), vcpus, new Deterministic(1000), cmd);
+            Assert.True(run.Result.ExitStatus == 0, $"{config}: {run.Result.Message}\n{run.Console}");
+            Assert.Equal(reference.Results, run.Results);
+            Assert.Equal(["httpd=0"], run.WorkloadExits);
+        }
+    }
+
     internal static void AssertAllPassed(KernelSupport.KernelRun r, string what)
     {
         Assert.True(r.Result.Reason == StopReason.Exited && r.Result.ExitStatus == 0, $"{what}: {r.Result.Reason} {r.Result.ExitStatus}: {r.Result.Message}\n{r.Console}");
