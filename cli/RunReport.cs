@@ -72,9 +72,11 @@ internal sealed class RunReport(bool json)
 
     /// <summary>A translated run of an image that is not the guest kernel did not exit 0: where the contract it must keep is written.</summary>
     private static string? Hint(List<Outcome> outcomes) =>
-        outcomes.Any(x => x.Stats is not null && !x.IsGuestKernel && !(x.Result.Exited && x.Result.ExitStatus == 0) && x.Result.Reason != StopReason.Interrupted)
+        outcomes.Any(x => x.Stats is not null && !x.IsGuestKernel && !(x.Result.Exited && x.Result.ExitStatus == 0) && x.Result.Reason != StopReason.Interrupted
+                          && x.Config != "drk")
             ? "under --dbt an image must keep the kernel contract (docs/kernel-contract.md; docs/dbt.md, 'Limits'): images that inspect interrupted " +
-              "or faulting RIPs (smp-demo's #BP and fixup checks) see code-cache addresses and fail; run it with --dbt off to compare"
+              "or faulting RIPs (smp-demo's #BP and fixup checks) see code-cache addresses and fail; run it with --dbt off to compare, " +
+              "or with --dbt drk (the DRK-style baseline, whose handlers see native PCs)"
             : null;
 
     private static void PrintStats(List<Outcome> outcomes, bool compare)

@@ -26,6 +26,15 @@ if [ "$missing" -ne 0 ]; then
     exit 1
 fi
 
+# One build at a time: test assemblies running in parallel each build the guest on first use, and
+# make's temporary files (the program table's) are shared. (cli/DefaultImage.cs holds its own lock
+# file, .build.lock, around this script; this one is another file, so the two never wait on each other.)
+if command -v flock >/dev/null 2>&1; then
+    mkdir -p "$here/build"
+    exec 9>"$here/build/.make.lock"
+    flock 9
+fi
+
 make --no-print-directory -C "$here" "$@"
 
 if [ "$#" -eq 0 ] || [ "$1" != "clean" ]; then
