@@ -110,10 +110,14 @@ public sealed class Dispatcher
                 LeaveToNative(v, target);
                 return;
             }
-            // DRK-style gate and iretq stubs run with the user's GS on the way in from or out to user mode.
-            bool direct = edge is { ExitsDirectly: true };
+            // DRK-style gate and iretq stubs run with the user's GS on the way in from or out to user mode,
+            // and so do the first blocks of a handler entered from user mode (before its swapgs): the
+            // DRK-style dispatcher does not rely on the kernel's GS, it leaves by setting RIP. (The
+            // paper's design translates those blocks eagerly and never enters the dispatcher there.)
             ulong gs = v.S->GsBase;
-            if (!direct && (gs == 0 || (long)gs >= 0))
+            bool kernelGs = gs != 0 && (long)gs < 0;
+            bool direct = edge is { ExitsDirectly: true } || (!kernelGs && options.InterruptsViaDispatcher);
+            if (!direct && !kernelGs)
             {
                 Fail(v, $"dispatcher entered with GS base 0x{gs:x}, not a kernel per-CPU area (an edge on a path that runs with the user's GS?)");
                 return;

@@ -43,6 +43,21 @@ public class DrkTests(ITestOutputHelper output)
         Assert.True(pAtBoundary < pInCache, "with interrupts delivered anywhere, some should land inside a translation");
     }
 
+    /// <summary>
+    /// Straight into a workload (no self-test in kernel mode first): the first interrupt comes from
+    /// user mode, so the handler's first branch (before its swapgs) enters the dispatcher with the
+    /// user's GS. The experiment runner found this ("dispatcher entered with GS base 0x0").
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public void AHandlerEnteredFromUserModeBeforeAnyKernelModeRunReachesTheDispatcherWithTheUsersGs(int vcpus)
+    {
+        var run = KernelSupport.Boot(DbtOptions.Drk, vcpus, new Deterministic(1000), "selftest=0 run=page_fault,null_syscall:3000");
+        Assert.True(run.Result.ExitStatus == 0, $"{run.Result.Reason}: {run.Result.Message}\n{run.Console}");
+        Assert.Equal(["page_fault=0", "null_syscall=0"], run.WorkloadExits);
+    }
+
     [Fact]
     public void SyscallsInterruptsAndIretqEnterTheDispatcherOnlyUnderDrk()
     {
