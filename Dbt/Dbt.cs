@@ -5,7 +5,7 @@ using Harness.Machine;
 namespace Harness.Dbt;
 
 /// <summary>
-/// The kernel DBT attached to a machine (milestone 1: the translator core). After
+/// The kernel DBT attached to a machine. After
 /// <see cref="Attach"/>, every vCPU starts in the code cache — the BSP at the translation of its
 /// entry point, each AP at the translation of its mailbox RIP — and stays there: direct branches
 /// are chained, calls push code-cache return addresses, and indirect branches go through the

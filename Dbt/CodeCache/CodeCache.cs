@@ -3,7 +3,7 @@ using Harness.Machine.Memory;
 
 namespace Harness.Dbt.CodeCache;
 
-/// <summary>The code cache (or one of its pools) has no room left. Milestone 1 has no flush: the run stops.</summary>
+/// <summary>The code cache (or one of its pools) has no room left: the dispatcher flushes it (switchoff, wipe, switchon) and retries; still full right after a flush, the run stops naming the pool.</summary>
 public sealed class CodeCacheFullException(string message) : Exception(message);
 
 /// <summary>
@@ -56,7 +56,7 @@ public sealed class Pool(string name, ulong start, ulong end)
 /// </summary>
 public sealed class CodeCache
 {
-    public const ulong KernelAlias = 0xFFFF_FFFF_8000_0000;
+    public const ulong KernelAlias = Harness.Machine.Boot.BootLayout.KernelAlias;
     public const int MaxVcpus = 64;
     public const ulong EdgeStubSize = 8;
     public const ulong BlockAlign = 16;
@@ -109,12 +109,9 @@ public sealed class CodeCache
         var page = new byte[PhysicalMemory.PageSize];
         Array.Fill(page, (byte)0xCC);
         ExitStub = StubPage;
-        // popfq; jmp qword gs:[disp32] (65 FF 24 25 disp32: SIB with no base and no index = absolute)
-        byte[] exit = [0x9D, 0x65, 0xFF, 0x24, 0x25, 0, 0, 0, 0];
-        BitConverter.TryWriteBytes(exit.AsSpan(5), checked((int)perCpu.TxNextPcLoc));
-        exit.CopyTo(page, 0);
+        Stubs.Exit(ExitStub, perCpu).CopyTo(page, 0);
         DeadEnd = StubPage + 16;
-        new byte[] { 0xFA, 0xF4, 0xEB, 0xFC }.CopyTo(page.AsSpan((int)(DeadEnd - StubPage))); // cli; hlt; jmp $-2
+        Stubs.DeadEnd(DeadEnd).CopyTo(page.AsSpan((int)(DeadEnd - StubPage)));
         var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu, plantedMoveToFrontWithInterrupts: plantedMoveToFrontWithInterrupts);
         l2.CopyTo(page.AsSpan(32));
         Level2 = routine;
@@ -124,9 +121,9 @@ public sealed class CodeCache
         // page's end, after the level-2 routine.
         if (32 + l2.Length > DrkStubsOffset) throw new InvalidOperationException("the level-2 routine overlaps the DRK stubs");
         IretqStub = StubPage + DrkStubsOffset;
-        new byte[] { 0x48, 0xCF }.CopyTo(page.AsSpan(DrkStubsOffset)); // iretq
+        Stubs.Iretq(IretqStub).CopyTo(page.AsSpan(DrkStubsOffset));
         SyscallVmcall = StubPage + DrkStubsOffset + 8;
-        new byte[] { 0x0F, 0x01, 0xC1 }.CopyTo(page.AsSpan(DrkStubsOffset + 8)); // vmcall
+        Stubs.Vmcall(SyscallVmcall).CopyTo(page.AsSpan(DrkStubsOffset + 8));
         Write(StubPage, page);
     }
 
@@ -148,7 +145,8 @@ public sealed class CodeCache
     private static ulong RoundUp(ulong v, ulong a) => (v + a - 1) & ~(a - 1);
 
     /// <summary>"pushfq; cli; vmcall": how every edge stub and dispatcher entry enters the dispatcher.</summary>
-    public static ReadOnlySpan<byte> DispatcherEntryBytes => [0x9C, 0xFA, 0x0F, 0x01, 0xC1];
+    public static ReadOnlySpan<byte> DispatcherEntryBytes => dispatcherEntry;
+    private static readonly byte[] dispatcherEntry = Stubs.DispatcherEntry();
     /// <summary>Length of the vmcall: the dispatcher identifies an entry by the vmcall's address (RIP - 3).</summary>
     public const ulong VmcallLength = 3;
     /// <summary>Offset of the vmcall in an edge stub.</summary>
@@ -167,22 +165,13 @@ public sealed class CodeCache
     public bool ContainsPhys(ulong pa) => pa - PhysBase < Size;
 
     /// <summary>
-    /// Writes code-cache bytes through the machine (decoded code there is invalidated). The write is
-    /// issued twice around a full fence: PhysicalMemory.Write stores the bytes and then loads the page's
-    /// code-map byte with no fence in between, so on a TSO host the load can pass the store while
-    /// another vCPU sets the code-map byte, fences and decodes the old bytes — a stale decode that is
-    /// never invalidated (seen as a chained edge re-entering the dispatcher millions of times). After
-    /// the fence, the second write's code-map load is ordered after the first store (a Dekker pair with
-    /// the decoder's store-fence-load): either the decoder saw the new bytes or the second write sees its
-    /// code-map byte and invalidates. The bytes are identical, so each store is still one value.
+    /// Writes code-cache bytes through the machine, so decoded code there is invalidated.
+    /// PhysicalMemory.Write fences between its stores and its load of the page's code-map byte (a
+    /// Dekker pair with the decoder's store-fence-load): either a vCPU decoding the page concurrently
+    /// sees the new bytes or this write sees its code-map byte and retires the stale decode. (Without
+    /// that fence a chained edge once re-entered the dispatcher millions of times.)
     /// </summary>
-    public void Write(ulong va, ReadOnlySpan<byte> bytes)
-    {
-        ulong pa = ToPhys(va);
-        Memory.Write(pa, bytes);
-        Interlocked.MemoryBarrier();
-        Memory.Write(pa, bytes);
-    }
+    public void Write(ulong va, ReadOnlySpan<byte> bytes) => Memory.Write(ToPhys(va), bytes);
 
     /// <summary>Writes DBT data (never code): one plain write.</summary>
     public void WriteData(ulong va, ReadOnlySpan<byte> bytes) => Memory.Write(ToPhys(va), bytes);

@@ -8,7 +8,7 @@ namespace Harness.Dbt.CodeCache;
 /// docs/kernel-contract.md section 10); an image that never sets a GS base gets one from the DBT
 /// (<see cref="CodeCache.OwnGsBase"/>).
 ///
-/// Why not per-vCPU stubs with absolute slots (milestone 1): a thread interrupted between the exit
+/// Why not per-vCPU stubs with absolute slots (the first design): a thread interrupted between the exit
 /// stub's popfq and its jmp may be preempted and resumed on another vCPU; its jmp must then read the
 /// slot the iretq path restored on the new vCPU, which a GS-relative slot is and an absolute one is not.
 /// </summary>

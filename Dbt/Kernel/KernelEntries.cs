@@ -23,8 +23,6 @@ namespace Harness.Dbt.Kernel;
 /// </summary>
 public sealed unsafe class KernelEntries
 {
-    /// <summary>Exceptions whose delivery pushes an error code (ISA fact; every other vector pushes none).</summary>
-    private static readonly HashSet<int> errorCodeVectors = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
     private const int GateBytes = 16;
 
     private readonly Machine.Machine machine;
@@ -55,7 +53,7 @@ public sealed unsafe class KernelEntries
     public ulong JumpTableOf(int vcpu) => jumpTables[vcpu];
 
     /// <summary>The frame's redundant slot relative to RSP when the CPU enters the gate of vector.</summary>
-    public static int EntrySlotDelta(int vector) => errorCodeVectors.Contains(vector) ? -16 : -24;
+    public static int EntrySlotDelta(int vector) => Vectors.HasErrorCode(vector) ? -16 : -24;
 
     /// <summary>
     /// Switchon for one vCPU: give it a GS base if it has none, point its per-CPU words at its
@@ -182,7 +180,7 @@ public sealed unsafe class KernelEntries
     /// </summary>
     private CallOut GateCallOut(int vector)
     {
-        ulong errorCode = errorCodeVectors.Contains(vector) ? 8UL : 0;
+        ulong errorCode = Vectors.HasErrorCode(vector) ? 8UL : 0;
         return (v, nativeRsp) =>
         {
             stats.CountGateEntry(v.Index);

@@ -1,6 +1,15 @@
 namespace Harness.Dbt.Kernel;
 
 /// <summary>
+/// The guest kernel's data layout the DBT reads (guest/kernel/kernel.h, where static assertions pin
+/// the same numbers): struct thread, walked by switchoff to rewrite kernel stacks.
+/// </summary>
+internal static class KernelLayout
+{
+    public const ulong ThreadRsp = 0, ThreadKstack = 32, ThreadKstackTop = 40, ThreadAllNext = 120;
+}
+
+/// <summary>
 /// What the DBT knows of the kernel beyond its bytes in memory: the ELF symbol table (for the
 /// exception tables: <c>__ex_table_start</c>, <c>__ex_table_end</c>, <c>extables</c>; switchoff:
 /// <c>thread_list</c>, <c>exception_fixup</c>). Read from the

@@ -1,6 +1,7 @@
 using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
 using Harness.Machine;
+using Harness.Machine.Boot;
 using Harness.Machine.Cpu;
 
 namespace Harness.Dbt.Kernel;
@@ -381,8 +382,6 @@ public sealed unsafe class Switch
 
     // ---- kernel stacks ------------------------------------------------------------------------------
 
-    // struct thread (guest/kernel/kernel.h, pinned there by a static assertion)
-    private const ulong ThreadRsp = 0, ThreadKstack = 32, ThreadKstackTop = 40, ThreadAllNext = 120;
     // The kernel's stacks are KSTACK_SIZE (16 KiB); anything over 1 MiB is not a stack.
     private const ulong MaxKernelStackBytes = 1 << 20;
 
@@ -392,11 +391,11 @@ public sealed unsafe class Switch
         int threads = 0;
         long words = 0;
         var seen = new HashSet<ulong>();
-        for (ulong t = v.Read64(threadList!.Value); t != 0; t = v.Read64(t + ThreadAllNext))
+        for (ulong t = v.Read64(threadList!.Value); t != 0; t = v.Read64(t + KernelLayout.ThreadAllNext))
         {
             if (++threads > 100_000) throw new SwitchException("the kernel's thread list does not end");
             if (!seen.Add(t)) throw new SwitchException($"the kernel's thread list loops back to thread 0x{t:x}");
-            ulong lo = v.Read64(t + ThreadKstack), top = v.Read64(t + ThreadKstackTop);
+            ulong lo = v.Read64(t + KernelLayout.ThreadKstack), top = v.Read64(t + KernelLayout.ThreadKstackTop);
             // Guest data bounds the scan below: a corrupt thread must not send it through all of memory.
             if (top <= lo || top - lo > MaxKernelStackBytes)
                 throw new SwitchException($"thread 0x{t:x} on the kernel's thread list has a kernel stack [0x{lo:x}, 0x{top:x}) that is empty or over {MaxKernelStackBytes / 1024} KiB: the list is corrupt");
@@ -410,7 +409,7 @@ public sealed unsafe class Switch
             // Not under any vCPU's RSP: suspended in switch_to (its saved RSP), or running in user mode,
             // or just switched away from (switch_to saved its RSP before on_cpu drops): from the saved
             // RSP up is then either live or dead, and rewriting dead words is harmless.
-            if (live == 0) live = v.Read64(t + ThreadRsp);
+            if (live == 0) live = v.Read64(t + KernelLayout.ThreadRsp);
             if (live - lo >= top - lo) continue;
             for (ulong a = live & ~7UL; a < top; a += 8)
             {
@@ -496,5 +495,5 @@ public sealed unsafe class Switch
         // path has not pushed them yet, and its frame must still be found.
         if (a + 40 > top) return false;
         ulong cs = v.Read64(a + 8), flags = v.Read64(a + 16), rsp = v.Read64(a + 24), ss = v.Read64(a + 32);
-        return cs == 0x08 && (flags & 2) != 0 && flags < 0x400000 && rsp >= a + 40 && rsp <= top && ss is 0 or 0x10;
+        return cs == BootLayout.KernelCs && (flags & 2) != 0 && flags < 0x400000 && rsp >= a + 40 && rsp <= top && (ss == 0 || ss == BootLayout.KernelDs);
     }}

@@ -89,9 +89,6 @@ public sealed class Emitter
     /// <summary>Items emitted so far (client snippets patch their own later).</summary>
     internal int Count => Items.Count;
 
-    /// <summary>The synthetic IP the item added after n more items will get (a forward label).</summary>
-    public ulong LabelAhead(int n) => nextIp + (ulong)n * IpStep;
-
     /// <summary>Adds an instruction (identity copy or synthetic); returns its synthetic IP.</summary>
     public ulong Add(Instruction ins)
     {
@@ -127,9 +124,12 @@ public sealed class Emitter
     /// A branch inside the block (a Code with a rel8 or rel32 target) to a point not emitted yet;
     /// returns a handle for <see cref="Bind"/>, which aims it at the next item added.
     /// </summary>
-    public int BranchForward(Code branch)
+    public int BranchForward(Code branch) => BranchForward(Instruction.CreateBranch(branch, 0));
+
+    /// <summary>A branch instruction as given (e.g. the native loop or jrcxz, prefixes kept) whose target <see cref="Bind"/> sets.</summary>
+    public int BranchForward(Instruction branch)
     {
-        Add(Instruction.CreateBranch(branch, 0));
+        Add(branch);
         return Items.Count - 1;
     }
 
@@ -233,7 +233,9 @@ public sealed class Emitter
     /// <summary>qword gs:[offset] (absolute disp32 through GS: a DBT per-CPU word).</summary>
     public static MemoryOperand Gs(ulong offset) => new(Register.None, Register.None, 1, (long)offset, 4, false, Register.GS);
 
-    public static byte[] Jmp => [0xE9];
-    public static byte[] Call => [0xE8];
-    public static byte[] Jcc(ConditionCode cc) => [0x0F, (byte)(0x80 + (int)cc - 1)];
+    // The opcodes of the patchable rel32 branches (the layout appends the displacement); shared, never written.
+    public static readonly byte[] Jmp = [0xE9];
+    public static readonly byte[] Call = [0xE8];
+    private static readonly byte[][] jcc = Enumerable.Range(0, 16).Select(k => new byte[] { 0x0F, (byte)(0x80 + k) }).ToArray();
+    public static byte[] Jcc(ConditionCode cc) => jcc[(int)cc - 1];
 }

@@ -49,7 +49,7 @@ public static class BootLayout
         return new BootState(
             Cr0: Cr0Bits.PE | Cr0Bits.MP | Cr0Bits.ET | Cr0Bits.NE | Cr0Bits.WP | Cr0Bits.PG,
             Cr3: Pml4,
-            Cr4: 1 << 5, // PAE
+            Cr4: Cr4Bits.PAE,
             Efer: EferBits.SCE | EferBits.LME | EferBits.LMA | EferBits.NXE,
             GdtBase: Gdt,
             GdtLimit: 23);

@@ -62,6 +62,12 @@ public static class Cr0Bits
     public const ulong PE = 1, MP = 2, EM = 4, TS = 8, ET = 16, NE = 32, WP = 1 << 16, AM = 1 << 18, PG = 1UL << 31;
 }
 
+/// <summary>CR4 bits the machine reads (TSD: rdtsc faults outside ring 0).</summary>
+public static class Cr4Bits
+{
+    public const ulong TSD = 1 << 2, PAE = 1 << 5;
+}
+
 public static class EferBits
 {
     public const ulong SCE = 1, LME = 1 << 8, LMA = 1 << 10, NXE = 1 << 11;

@@ -3,16 +3,18 @@ namespace Harness.Machine.Cpu;
 public static class Vectors
 {
     public const int DE = 0, DB = 1, NMI = 2, BP = 3, OF = 4, BR = 5, UD = 6, NM = 7, DF = 8;
-    public const int TS = 10, NP = 11, SS = 12, GP = 13, PF = 14, MF = 16, AC = 17;
+    public const int TS = 10, NP = 11, SS = 12, GP = 13, PF = 14, MF = 16, AC = 17, CP = 21, VC = 29, SX = 30;
 
     public static string Name(int v) => v switch
     {
         DE => "#DE", DB => "#DB", NMI => "NMI", BP => "#BP", OF => "#OF", BR => "#BR", UD => "#UD", NM => "#NM",
         DF => "#DF", TS => "#TS", NP => "#NP", SS => "#SS", GP => "#GP", PF => "#PF", MF => "#MF", AC => "#AC",
+        CP => "#CP", VC => "#VC", SX => "#SX",
         _ => $"vector {v}",
     };
 
-    public static bool HasErrorCode(int v) => v is DF or TS or NP or SS or GP or PF or AC;
+    /// <summary>The exceptions whose delivery pushes an error code (SDM vol. 3, table 6-1; the machine raises none of #CP, #VC, #SX, but a DBT shadowing their gates must know their frames).</summary>
+    public static bool HasErrorCode(int v) => v is DF or TS or NP or SS or GP or PF or AC or CP or VC or SX;
     public static bool IsContributory(int v) => v is DE or TS or NP or SS or GP;
 }
 

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Harness.Machine.Apic;
+using Harness.Machine.Boot;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Harness.Machine.Decode;
@@ -537,7 +538,7 @@ public sealed unsafe partial class Vcpu : IDisposable
         S->Cr0 = boot.Cr0; S->Cr3 = boot.Cr3; S->Cr4 = boot.Cr4; S->Efer = boot.Efer;
         S->GdtBase = boot.GdtBase; S->GdtLimit = boot.GdtLimit;
         S->IdtBase = 0; S->IdtLimit = 0;
-        S->Cs = 0x08; S->Ss = S->Ds = S->Es = 0x10; S->Fs = S->Gs = 0;
+        S->Cs = BootLayout.KernelCs; S->Ss = S->Ds = S->Es = BootLayout.KernelDs; S->Fs = S->Gs = 0;
         Cpl = 0;
         S->Halted = 0;
         FlushTlb();

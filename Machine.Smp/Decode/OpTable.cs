@@ -55,8 +55,6 @@ internal static unsafe class OpTable
         known[(int)m] = true;
     }
 
-    public static bool IsSupported(Mnemonic m) => known[(int)m];
-
     /// <summary>
     /// Instructions whose result depends on, or that set something relative to, the current guest
     /// time (rdtsc, the APIC timer MSRs, the sti and mov-ss interrupt shadows). The block builder

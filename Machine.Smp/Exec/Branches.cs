@@ -95,7 +95,7 @@ internal static unsafe class Branches
         else
         {
             ulong n = ecx ? (uint)(s->Gpr[Reg.Rcx] - 1) : s->Gpr[Reg.Rcx] - 1;
-            if (ecx) s->Gpr[Reg.Rcx] = n; else s->Gpr[Reg.Rcx] = n;
+            s->Gpr[Reg.Rcx] = n; // an ECX count is already 32 bits: the write zero-extends, as any 32-bit register write
             taken = n != 0 && (kind == 2 || (kind == 3 ? c.ZF : !c.ZF));
         }
         s->Rip = taken ? x.Imm : x.NextIp;

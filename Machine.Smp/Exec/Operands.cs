@@ -63,7 +63,8 @@ public unsafe partial class Vcpu
         Write(ea, sizeLog, v);
     }
 
-    // Stack accesses of the running thread: no scheduling point (policy), SS fault semantics.
+    // Stack accesses of the running thread: no scheduling point (policy: the stack is the thread's
+    // own); they fault as any data access does (#PF), the machine has no #SS for them.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Push64(ulong v)
     {

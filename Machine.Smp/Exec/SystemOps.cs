@@ -443,7 +443,7 @@ internal static unsafe class SystemOps
     private static void Rdtsc(Vcpu c, ref Insn x)
     {
         var s = c.S;
-        if ((s->Cr4 & 4) != 0 && s->Cpl != 0) throw GuestFault.Gp(0); // CR4.TSD
+        if ((s->Cr4 & Cr4Bits.TSD) != 0 && s->Cpl != 0) throw GuestFault.Gp(0);
         ulong t = (ulong)s->Retired;
         s->Gpr[Reg.Rax] = (uint)t;
         s->Gpr[Reg.Rdx] = t >> 32;

@@ -10,15 +10,7 @@ internal static class Support
     public const ulong CodePhys = 0x200000, DataPhys = 0x300000, StackTopPhys = 0x380000;
     public const ulong Code = Alias + CodePhys, Data = Alias + DataPhys, StackTop = Alias + StackTopPhys;
 
-    public static string RepoRoot
-    {
-        get
-        {
-            for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-                if (File.Exists(Path.Combine(d.FullName, "Harness.sln"))) return d.FullName;
-            throw new InvalidOperationException("repository root not found");
-        }
-    }
+    public static string RepoRoot => global::Harness.Tests.Shared.HarnessCli.RepoRoot;
 
     public static string ComputeElf => Path.Combine(RepoRoot, "guest", "build", "samples", "compute.elf");
 

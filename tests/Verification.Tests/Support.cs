@@ -31,15 +31,7 @@ internal static class Support
             };
     }
 
-    public static string RepoRoot
-    {
-        get
-        {
-            for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-                if (File.Exists(Path.Combine(d.FullName, "Harness.sln"))) return d.FullName;
-            throw new InvalidOperationException($"repository root (the folder holding Harness.sln) not found above {AppContext.BaseDirectory}");
-        }
-    }
+    public static string RepoRoot => global::Harness.Tests.Shared.HarnessCli.RepoRoot;
 
     public static string TraceDir { get; } = Path.Combine(Path.GetTempPath(), "harness-verification-tests", Environment.ProcessId.ToString());
 }

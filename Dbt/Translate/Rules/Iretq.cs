@@ -25,9 +25,10 @@ internal sealed class IretqRule : Rule
         {
             e.Add(Instruction.Create(Code.Pushfq));
             e.Add(Instruction.Create(Code.Test_rm8_imm8, new MemoryOperand(Register.RSP, 16), 3));
-            e.Add(Instruction.CreateBranch(Code.Jne_rel8_64, e.LabelAhead(3)));
+            int toUser = e.BranchForward(Code.Jne_rel8_64);
             e.Add(Instruction.Create(Code.Push_rm64, new MemoryOperand(Register.RSP, -16)));
             e.Add(Instruction.Create(Code.Pop_rm64, Emitter.Gs(e.PerCpu.TxNextPcLoc)));
+            e.Bind(toUser);
             e.Add(Instruction.Create(Code.Popfq));
         }
         e.Identity();

@@ -18,25 +18,26 @@ internal sealed class MsrRule(bool write) : Rule
     public override Flow Emit(Emitter e)
     {
         uint[] msrs = write ? [Harness.Machine.Vcpu.MsrLstar, Harness.Machine.Vcpu.MsrGsBase] : [Harness.Machine.Vcpu.MsrLstar];
-        int checks = msrs.Length * 2;
         e.Add(Instruction.Create(Code.Pushfq));
         // Interrupts off during the check: an interrupted frame can then only hold the state
         // before pushfq or right after it (both mapped back to the native wrmsr at switchoff).
         e.Add(Instruction.Create(Code.Cli));
-        for (int k = 0; k < msrs.Length; k++)
+        var toCallOut = new List<int>();
+        foreach (uint msr in msrs)
         {
-            e.Add(Instruction.Create(Code.Cmp_rm32_imm32, Register.ECX, unchecked((int)msrs[k])));
-            // X is after: the remaining checks, popfq, the msr instruction, jmp C.
-            e.Add(Instruction.CreateBranch(Code.Je_rel8_64, e.LabelAhead(checks - 2 * k - 1 + 3)));
+            e.Add(Instruction.Create(Code.Cmp_rm32_imm32, Register.ECX, unchecked((int)msr)));
+            toCallOut.Add(e.BranchForward(Code.Je_rel8_64));   // je X
         }
         e.Add(Instruction.Create(Code.Popfq));
         e.Identity();
-        e.Add(Instruction.CreateBranch(Code.Jmp_rel8_64, e.LabelAhead(3)));
-        e.Add(Instruction.Create(Code.Popfq));
+        int done = e.BranchForward(Code.Jmp_rel8_64);          // jmp short C
+        foreach (int je in toCallOut) e.Bind(je);
+        e.Add(Instruction.Create(Code.Popfq));                 // X:
         var kernel = e.Translator.Kernel;
         e.CallOut(write ? kernel.WrmsrCallOut : kernel.RdmsrCallOut, e.NextNative);
         // After that popfq interrupts may be on: the jmp to the call-out is the native state before the instruction.
         e.ResumeLastAt(e.Native.IP);
+        e.Bind(done);                                          // C:
         return Flow.Continue;
     }
 }

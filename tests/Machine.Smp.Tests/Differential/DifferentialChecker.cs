@@ -128,7 +128,8 @@ public static class DifferentialChecker
         _ => false,
     };
 
-    static ulong X86Flags(RflagsBits b)
+    /// <summary>Iced's flag bits as RFLAGS bits (CF PF AF ZF SF DF OF: the ones the checker compares).</summary>
+    internal static ulong X86Flags(RflagsBits b)
     {
         ulong f = 0;
         if ((b & RflagsBits.CF) != 0) f |= NativeState.CF;

@@ -141,26 +141,14 @@ public class DifferentialTests(ITestOutputHelper output)
             for (int i = 0; i < 16; i++) if (i != 15) state.Gpr[i] = 1;
             var scratch = Enumerable.Repeat((byte)1, NativeRunner.ScratchSize).ToArray();
             var e = UndefinedFlags.Evaluate(ins, state, scratch);
-            ulong icedModified = Flags(ins.RflagsModified) & UndefinedFlags.All6;
-            ulong icedUndefined = Flags(ins.RflagsUndefined) & UndefinedFlags.All6;
+            ulong icedModified = DifferentialChecker.X86Flags(ins.RflagsModified) & UndefinedFlags.All6;
+            ulong icedUndefined = DifferentialChecker.X86Flags(ins.RflagsUndefined) & UndefinedFlags.All6;
             if ((e.Defined | e.Undefined) != icedModified)
                 problems.Add($"{form.Code}: table writes {DiffProgram.FlagText(e.Defined | e.Undefined)}, Iced says {DiffProgram.FlagText(icedModified)}");
             if (e.Undefined != icedUndefined)
                 problems.Add($"{form.Code}: table undefined {DiffProgram.FlagText(e.Undefined)}, Iced says {DiffProgram.FlagText(icedUndefined)}");
         }
         Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems));
-    }
-
-    static ulong Flags(RflagsBits b)
-    {
-        ulong f = 0;
-        if ((b & RflagsBits.CF) != 0) f |= NativeState.CF;
-        if ((b & RflagsBits.PF) != 0) f |= NativeState.PF;
-        if ((b & RflagsBits.AF) != 0) f |= NativeState.AF;
-        if ((b & RflagsBits.ZF) != 0) f |= NativeState.ZF;
-        if ((b & RflagsBits.SF) != 0) f |= NativeState.SF;
-        if ((b & RflagsBits.OF) != 0) f |= NativeState.OF;
-        return f;
     }
 
     // ---- readable regression vectors -------------------------------------------------------------

@@ -13,14 +13,7 @@ internal static class Support
     public const ulong Code = 0x100000;
     public const ulong Ram = 32UL << 20;
 
-    private static readonly Lazy<string> root = new(() =>
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Harness.sln"))) return d.FullName;
-        throw new InvalidOperationException($"repository root (the folder holding Harness.sln) not found above {AppContext.BaseDirectory}");
-    });
-
-    public static string RepoRoot => root.Value;
+    public static string RepoRoot => global::Harness.Tests.Shared.HarnessCli.RepoRoot;
 
     public static string IntegrationDir => Path.Combine(RepoRoot, "tests", "Machine.Smp.Tests", "Integration");
 

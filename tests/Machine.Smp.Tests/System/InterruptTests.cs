@@ -2,14 +2,13 @@ using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Iced.Intel;
 using Xunit;
+using static Harness.Machine.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Machine.Tests.SystemTests;
 
 public class InterruptTests
 {
-    static void AssertExited(RunResult r, int status = 0) =>
-        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == status, $"expected exit {status}, got {r.Reason} {r.ExitStatus}: {r.Message}");
 
     /// <summary>Emits a handler body that stores RSP and the five frame words at slots base..base+5 and its own RFLAGS at base+6.</summary>
     static void RecordFrame(Guest g, int slot, int errorWords = 0)

@@ -1,14 +1,13 @@
 using Harness.Machine.Cpu;
 using Iced.Intel;
 using Xunit;
+using static Harness.Machine.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Machine.Tests.SystemTests;
 
 public class MiscSystemTests
 {
-    static void AssertExited(RunResult r, int status = 0) =>
-        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == status, $"expected exit {status}, got {r.Reason} {r.ExitStatus}: {r.Message}");
 
     /// <summary>
     /// The same physical code page executed through two virtual addresses (identity and the boot

@@ -2,6 +2,7 @@ using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Iced.Intel;
 using Xunit;
+using static Harness.Machine.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Machine.Tests.SystemTests;
@@ -12,8 +13,6 @@ public class SmpTests
 
     static ExecutionControl Control(string name) => name == "det" ? new Deterministic(quantum: 100) : new FreeRunning();
 
-    static void AssertExited(RunResult r, int status = 0) =>
-        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == status, $"expected exit {status}, got {r.Reason} {r.ExitStatus}: {r.Message}");
 
     /// <summary>Emits the BSP side of starting AP n: mailbox (rip = label, rsp, arg) and the start-up IPI.</summary>
     internal static void StartAp(Guest g, int n, Label entry, ulong arg)

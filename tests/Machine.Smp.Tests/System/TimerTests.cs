@@ -2,6 +2,7 @@ using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Iced.Intel;
 using Xunit;
+using static Harness.Machine.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Machine.Tests.SystemTests;
@@ -12,8 +13,6 @@ public class TimerTests
     const uint Lvt = 0x832, Init = 0x838, Cur = 0x839, Div = 0x83E, Eoi = 0x80B, Icr = 0x830;
     const ulong Count = Guest.Data, Times = Guest.Data + 0x100;
 
-    static void AssertExited(RunResult r, int status = 0) =>
-        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == status, $"expected exit {status}, got {r.Reason} {r.ExitStatus}: {r.Message}");
 
     /// <summary>Emits: rdtsc into r12 exactly 5 instructions before the timer starts counting (wrmsr of the initial count at +4).</summary>
     static void StartTimerTimed(Guest g, uint count)
