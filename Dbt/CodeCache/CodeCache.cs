@@ -1,3 +1,4 @@
+using Harness.Dbt.Indirect;
 using Harness.Machine;
 using Harness.Machine.Memory;
 
@@ -86,7 +87,7 @@ public sealed class CodeCache
         StubPage = VirtBase;
         ulong dataStart = VirtBase + PhysicalMemory.PageSize;
         // Data: own per-CPU areas, shadow IDTs and one jumptable per vCPU (PerCpu.JumpTableBytes each).
-        ulong dataBytes = RoundUp(MaxVcpus * OwnAreaStride + 16 * PhysicalMemory.PageSize + (ulong)machine.Vcpus.Length * Dispatch.JumpTable.Bytes, PhysicalMemory.PageSize);
+        ulong dataBytes = RoundUp(MaxVcpus * OwnAreaStride + 16 * PhysicalMemory.PageSize + (ulong)machine.Vcpus.Length * JumpTable.Bytes, PhysicalMemory.PageSize);
         Data = new Pool("data", dataStart, dataStart + dataBytes);
         ulong poolsStart = Data.End;
         // A region that ends at 2 GiB ends the alias at 2^64: the pools stop one page short, so no
@@ -112,7 +113,7 @@ public sealed class CodeCache
         Stubs.Exit(ExitStub, perCpu).CopyTo(page, 0);
         DeadEnd = StubPage + 16;
         Stubs.DeadEnd(DeadEnd).CopyTo(page.AsSpan((int)(DeadEnd - StubPage)));
-        var (l2, routine) = Stubs.Level2(StubPage + 32, perCpu, plantedMoveToFrontWithInterrupts: plantedMoveToFrontWithInterrupts);
+        var (l2, routine) = JumpTableLevel2.Assemble(StubPage + 32, perCpu, plantedMoveToFrontWithInterrupts: plantedMoveToFrontWithInterrupts);
         l2.CopyTo(page.AsSpan(32));
         Level2 = routine;
         JumpTableL2 = routine.Probe;

@@ -20,6 +20,6 @@ public sealed record PerCpu(int Offset = PerCpu.DefaultOffset)
 
     /// <summary>gs:[TxNextPcLoc]: where the dispatcher leaves tx-nextpc for the exit stub's jmp.</summary>
     public ulong TxNextPcLoc => (ulong)Offset;
-    /// <summary>gs:[JumpTablePtr]: this CPU's jumptable (<see cref="Dispatch.JumpTable"/>).</summary>
+    /// <summary>gs:[JumpTablePtr]: this CPU's jumptable (<see cref="Indirect.JumpTable"/>).</summary>
     public ulong JumpTablePtr => (ulong)Offset + 8;
 }

@@ -1,3 +1,4 @@
+using Harness.Dbt.Indirect;
 using Harness.Dbt.Translate;
 using Harness.Machine;
 using Harness.Machine.Control;

@@ -1,3 +1,4 @@
+using Harness.Dbt.Indirect;
 using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
 using Harness.Machine;

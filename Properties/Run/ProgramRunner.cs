@@ -208,7 +208,7 @@ public static unsafe class ProgramRunner
                     if (v.Started && dbt.Cache.Contains(gs + dbt.Cache.PerCpu.JumpTablePtr))
                     {
                         ulong table = dbt.Cache.ReadU64(gs + dbt.Cache.PerCpu.JumpTablePtr);
-                        exempt.Add((table, table + Harness.Dbt.Dispatch.JumpTable.Bytes));
+                        exempt.Add((table, table + Harness.Dbt.Indirect.JumpTable.Bytes));
                     }
                 }
                 foreach (var (_, counter) in dbt.ClientCounters) exempt.Add((counter.Address, counter.Address + 8));

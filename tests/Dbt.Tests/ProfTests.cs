@@ -179,7 +179,7 @@ public class ProfTests(ITestOutputHelper output)
         var labels = Assemble(main, Support.Code, code, 0);
         Assemble(Jmp(labels.GetLabelRIP(back1)), t1, code, 0x4000);
         Assemble(Jmp(labels.GetLabelRIP(back2)), t2, code, 0x8000);
-        Assert.Equal(Dispatch.JumpTable.L1Index(t1), Dispatch.JumpTable.L1Index(t2));
+        Assert.Equal(Indirect.JumpTable.L1Index(t1), Indirect.JumpTable.L1Index(t2));
 
         var r = ProfSupport.Snippet(code, ProfSupport.Options(config));
         Assert.True(r.Result.Exited, $"{r.Result.Reason}: {r.Result.Message}");

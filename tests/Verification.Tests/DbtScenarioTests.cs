@@ -70,11 +70,11 @@ public class DbtScenarioTests(ITestOutputHelper output)
     [Fact]
     public void AllTargetsShareOneLevel1Slot()
     {
-        ulong slot = JumpTableRaceGuest.MainTarget(0) & Harness.Dbt.Dispatch.JumpTable.IndexMask;
+        ulong slot = JumpTableRaceGuest.MainTarget(0) & Harness.Dbt.Indirect.JumpTable.IndexMask;
         for (int t = 0; t <= 8; t++)
         {
-            Assert.Equal(slot, JumpTableRaceGuest.MainTarget(t) & Harness.Dbt.Dispatch.JumpTable.IndexMask);
-            Assert.Equal(slot, JumpTableRaceGuest.HandlerTarget(t) & Harness.Dbt.Dispatch.JumpTable.IndexMask);
+            Assert.Equal(slot, JumpTableRaceGuest.MainTarget(t) & Harness.Dbt.Indirect.JumpTable.IndexMask);
+            Assert.Equal(slot, JumpTableRaceGuest.HandlerTarget(t) & Harness.Dbt.Indirect.JumpTable.IndexMask);
         }
     }
 }

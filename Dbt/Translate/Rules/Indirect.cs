@@ -1,3 +1,4 @@
+using Harness.Dbt.Indirect;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;

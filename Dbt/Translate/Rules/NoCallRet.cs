@@ -1,3 +1,4 @@
+using Harness.Dbt.Indirect;
 using Harness.Dbt.Dispatch;
 using Iced.Intel;
 

@@ -1,8 +1,9 @@
 using Harness.Dbt.Clients;
 using Harness.Dbt.Dispatch;
+using Harness.Dbt.Translate;
 using Iced.Intel;
 
-namespace Harness.Dbt.Translate;
+namespace Harness.Dbt.Indirect;
 
 /// <summary>
 /// The inline jumptable lookup of every indirect branch (<see cref="IndirectRule"/>, and in
@@ -58,7 +59,7 @@ internal static class JumpTableLookup
     /// <summary>The register form for a target in reg (a 64-bit GPR other than RSP).</summary>
     public static void EmitRegister(Emitter e, Register reg)
     {
-        var s = CodeCache.JumpTableLevel2.ScratchFor(reg);
+        var s = JumpTableLevel2.ScratchFor(reg);
         e.Add(Instruction.Create(Code.Push_r64, s));
         // Planted bug (DbtOptions.PlantedScratchInPerCpuCell): the scratch also parked in a per-CPU cell.
         var cell = Emitter.Gs(e.PerCpu.JumpTablePtr + 16);

@@ -1,7 +1,7 @@
 using Harness.Machine;
 using Harness.Machine.Cpu;
 
-namespace Harness.Dbt.Dispatch;
+namespace Harness.Dbt.Indirect;
 
 /// <summary>
 /// One vCPU's jumptable for indirect branches (the paper's section on indirect branches): a
