@@ -41,7 +41,7 @@ public sealed class Dbt
         Stats = new DbtStats(machine.Vcpus.Length);
         Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit,
             plantedMoveToFrontWithInterrupts: options.PlantedLevel2MoveToFrontWithInterrupts);
-        Edges = new EdgeTable(Cache, plantedNoCli: options.PlantedEdgeWithoutCli);
+        Edges = new EdgeTable(machine, Cache, options, Stats);
         Translator = new BlockTranslator(Cache, Edges, options, Stats);
         Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
         Translator.Kernel = Kernel;

@@ -1,7 +1,6 @@
 using Harness.Dbt.Indirect;
 using Harness.Dbt.Translate;
 using Harness.Machine;
-using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 
 namespace Harness.Dbt.Dispatch;
@@ -135,7 +134,7 @@ public sealed class Dispatcher
             }
             bool flushed = stats.Flushes != flushes; // the edge and its patch site belong to the wiped cache
             if (edge is null && !cache.Contains(target)) JumpTable.Insert(v, kernel.JumpTableOf(v.Index), target, tx);
-            if (edge is { Kind: not EdgeKind.CallOut } && !flushed && !options.DropChainingPatch) Chain(v, edge, tx);
+            if (edge is { Kind: not EdgeKind.CallOut } && !flushed && !options.DropChainingPatch) edges.Chain(v, edge, tx);
             if (direct)
             {
                 LeaveToNative(v, tx);
@@ -242,31 +241,6 @@ public sealed class Dispatcher
         }
     }
 
-    /// <summary>
-    /// Points the edge's branch at tx: one aligned 4-byte store of the new rel32 (a vCPU decoding the
-    /// page concurrently sees the old or the new displacement, never a mix). Exactly one vCPU patches.
-    /// </summary>
-    private void Chain(Vcpu v, Edge edge, ulong tx)
-    {
-        if (Interlocked.CompareExchange(ref edge.chained, 1, 0) != 0) return;
-        Span<byte> rel = stackalloc byte[4];
-        // Planted bug (DbtOptions.PlantedChainRelativeToStub): the displacement taken from the wrong base.
-        BitConverter.TryWriteBytes(rel, BlockTranslator.Rel32(options.PlantedChainRelativeToStub ? edge.Stub : edge.PatchSite, tx));
-        // Under Coyote, another vCPU may run right before the patch (or between the planted bug's stores).
-        if (Seams.Points) machine.Control.Point(v, PointKind.CodePatch, edge.PatchSite);
-        if (options.PlantedTornChainingPatch)
-            for (int i = 0; i < 4; i++)
-            {
-                cache.Write(edge.PatchSite + (ulong)i, rel.Slice(i, 1));
-                if (Seams.Points && i < 3) machine.Control.Point(v, PointKind.CodePatch, edge.PatchSite + (ulong)i + 1);
-            }
-        else cache.Write(edge.PatchSite, rel);
-        // The stub is left as it is: another vCPU may be executing it right now (between its pushfq
-        // and vmcall), so rewriting it would make that vCPU run from the middle of new bytes. A vCPU
-        // still running the branch from before the patch enters the dispatcher once more and leaves
-        // to tx.
-        stats.CountChained();
-    }
 
     /// <summary>Switchon at a vCPU's start (BSP entry, AP start-up), through Machine.StartRipFilter: the translation of its start RIP.</summary>
     public ulong StartAt(Vcpu v, ulong rip)

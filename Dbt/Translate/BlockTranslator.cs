@@ -288,7 +288,7 @@ public sealed class BlockTranslator
                 foreach (var link in links ?? [])
                 {
                     ulong target = b.Entry.TryGetValue(link.Key, out ulong t) ? t : entryMap[link.Key];
-                    Cache.Write(link.PatchSite, BitConverter.GetBytes(Rel32(link.PatchSite, target)));
+                    Edges.Patch(link.PatchSite, target);
                 }
             // Registered before any block is published: a copy must find its fixup from its first run.
             foreach (var (copy, fixup) in b.Fixups)
@@ -493,7 +493,7 @@ public sealed class BlockTranslator
                 for (int k = 0; k < pad; k++) w.WriteByte(0x2E);
                 foreach (byte b in op) w.WriteByte(b);
                 sites[i] = pc + (ulong)pad + (ulong)op.Length;
-                w.WriteInt32(it.Entry is null ? Rel32(sites[i], it.Target) : 0); // an entry link is written when its batch ends
+                w.WriteInt32(it.Entry is null ? EdgeTable.Rel32(sites[i], it.Target) : 0); // an entry link is written when its batch ends
             }
             else if (it.Ins.Code == Code.DeclareByte)
             {
@@ -569,13 +569,6 @@ public sealed class BlockTranslator
     {
         if (!enc.TryEncode(ins, pc, out _, out string? err))
             throw new TranslationException($"encoding '{ins}' at 0x{pc:x} (block for 0x{nativeStart:x}) failed: {err}");
-    }
-
-    internal static int Rel32(ulong site, ulong target)
-    {
-        long d = unchecked((long)(target - (site + 4)));
-        return d is >= int.MinValue and <= int.MaxValue ? (int)d
-            : throw new TranslationException($"branch at 0x{site:x} cannot reach 0x{target:x} with a rel32");
     }
 
     /// <summary>A growable byte buffer the encoder writes to, with a position that can move back to re-encode an item in place.</summary>

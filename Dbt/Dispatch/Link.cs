@@ -1,4 +1,9 @@
+using Harness.Machine.Control;
+
 namespace Harness.Dbt.Dispatch;
+
+// Linking, in one place (as DynamoRIO's link.c): the edges of untranslated direct branches, their
+// stubs and table, and the rel32 patches that chain a branch to its target's translation.
 
 public enum EdgeKind { Jmp, Jcc, Call, FallThrough, CallOut }
 
@@ -69,11 +74,17 @@ public sealed class EdgeTable
     private int count;
 
     private readonly bool plantedNoCli;
+    private readonly Harness.Machine.Machine machine;
+    private readonly DbtOptions options;
+    private readonly DbtStats stats;
 
-    public EdgeTable(CodeCache.CodeCache cache, bool plantedNoCli = false)
+    public EdgeTable(Harness.Machine.Machine machine, CodeCache.CodeCache cache, DbtOptions options, DbtStats stats)
     {
+        this.machine = machine;
         this.cache = cache;
-        this.plantedNoCli = plantedNoCli;
+        this.options = options;
+        this.stats = stats;
+        plantedNoCli = options.PlantedEdgeWithoutCli;
         ulong slots = cache.Edges.Capacity / CodeCache.CodeCache.EdgeStubSize;
         chunks = new Edge?[]?[(slots + ChunkSize - 1) >> ChunkBits];
     }
@@ -113,5 +124,44 @@ public sealed class EdgeTable
         ulong slot = off / CodeCache.CodeCache.EdgeStubSize;
         var chunk = Volatile.Read(ref chunks[slot >> ChunkBits]);
         return chunk is null ? null : Volatile.Read(ref chunk[slot & (ChunkSize - 1)]);
+    }
+
+    // ---- linking: the rel32 fields of translated branches ------------------------------------------
+
+    /// <summary>The rel32 of a branch whose 4-byte displacement field is at site (it counts from the field's end).</summary>
+    internal static int Rel32(ulong site, ulong target)
+    {
+        long d = unchecked((long)(target - (site + 4)));
+        return d is >= int.MinValue and <= int.MaxValue ? (int)d
+            : throw new Translate.TranslationException($"branch at 0x{site:x} cannot reach 0x{target:x} with a rel32");
+    }
+
+    /// <summary>Points the rel32 field at site at target before any vCPU can run it (an entry path's branch to a block of its own batch).</summary>
+    internal void Patch(ulong site, ulong target) => cache.Write(site, BitConverter.GetBytes(Rel32(site, target)));
+
+    /// <summary>
+    /// Points the edge's branch at tx: one aligned 4-byte store of the new rel32 (a vCPU decoding the
+    /// page concurrently sees the old or the new displacement, never a mix). Exactly one vCPU patches.
+    /// </summary>
+    internal void Chain(Harness.Machine.Vcpu v, Edge edge, ulong tx)
+    {
+        if (Interlocked.CompareExchange(ref edge.chained, 1, 0) != 0) return;
+        Span<byte> rel = stackalloc byte[4];
+        // Planted bug (DbtOptions.PlantedChainRelativeToStub): the displacement taken from the wrong base.
+        BitConverter.TryWriteBytes(rel, Rel32(options.PlantedChainRelativeToStub ? edge.Stub : edge.PatchSite, tx));
+        // Under Coyote, another vCPU may run right before the patch (or between the planted bug's stores).
+        if (Seams.Points) machine.Control.Point(v, PointKind.CodePatch, edge.PatchSite);
+        if (options.PlantedTornChainingPatch)
+            for (int i = 0; i < 4; i++)
+            {
+                cache.Write(edge.PatchSite + (ulong)i, rel.Slice(i, 1));
+                if (Seams.Points && i < 3) machine.Control.Point(v, PointKind.CodePatch, edge.PatchSite + (ulong)i + 1);
+            }
+        else cache.Write(edge.PatchSite, rel);
+        // The stub is left as it is: another vCPU may be executing it right now (between its pushfq
+        // and vmcall), so rewriting it would make that vCPU run from the middle of new bytes. A vCPU
+        // still running the branch from before the patch enters the dispatcher once more and leaves
+        // to tx.
+        stats.CountChained();
     }
 }
