@@ -11,7 +11,7 @@ namespace Harness.Dbt;
 /// are chained, calls push code-cache return addresses, and indirect branches go through the
 /// dispatcher (the vmcall host call-out).
 /// </summary>
-public sealed class Dbt
+public sealed class Dbt : ICallOutTargets
 {
     public readonly Machine.Machine Machine;
     public readonly CodeCache.CodeCache Cache;
@@ -41,19 +41,25 @@ public sealed class Dbt
         Stats = new DbtStats(machine.Vcpus.Length);
         Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit,
             plantedMoveToFrontWithInterrupts: options.PlantedLevel2MoveToFrontWithInterrupts);
+        // In dependency order; the translator's call-outs reach the kernel entries and the switch,
+        // built after it, through this object (ICallOutTargets).
         Edges = new EdgeTable(machine, Cache, options, Stats);
-        Translator = new BlockTranslator(Cache, Edges, options, Stats);
-        Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
-        Translator.Kernel = Kernel;
         ExceptionTables = new Kernel.ExceptionTables(machine, Cache, options.Kernel, options.ExceptionTableCapacity);
-        Translator.ExceptionTables = ExceptionTables;
         Rulebook.Prepare(options);
         clients = global::Harness.Dbt.Clients.ClientSet.Create(machine, Cache, options, Stats);
-        Translator.Clients = clients;
+        Translator = new BlockTranslator(Cache, Edges, options, Stats, this, clients, ExceptionTables);
+        Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
         Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, planted: options);
-        Translator.Switch = Switch;
-        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, options, Stats) { Switch = Switch };
+        Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, Switch, options, Stats);
     }
+
+    ulong? ICallOutTargets.Lidt(Vcpu v, ulong nativeRsp, Iced.Intel.Instruction ins) => Kernel.Lidt(v, nativeRsp, ins);
+    ulong? ICallOutTargets.Sidt(Vcpu v, ulong nativeRsp, Iced.Intel.Instruction ins) => Kernel.Sidt(v, nativeRsp, ins);
+    ulong? ICallOutTargets.Wrmsr(Vcpu v, ulong nativeRsp) => Kernel.WrmsrCallOut(v, nativeRsp);
+    ulong? ICallOutTargets.Rdmsr(Vcpu v, ulong nativeRsp) => Kernel.RdmsrCallOut(v, nativeRsp);
+    ulong? ICallOutTargets.DrkIretq(Vcpu v, ulong nativeRsp) => Kernel.IretqCallOut(v, nativeRsp);
+    long ICallOutTargets.Hypercall(Vcpu v) => Switch.Hypercall(v);
+    void ICallOutTargets.NativeFrame(Vcpu v, ulong frame, int vector) => Switch.NativeFrame(v, frame, vector);
 
     /// <summary>
     /// Attaches before <see cref="Harness.Machine.Machine.Run"/>: builds the code cache in the reserved

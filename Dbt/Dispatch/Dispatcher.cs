@@ -34,8 +34,9 @@ public sealed class Dispatcher
     private readonly DbtStats stats;
     private readonly Kernel.KernelEntries kernel;
 
-    internal Dispatcher(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges, Kernel.KernelEntries kernel, DbtOptions options, DbtStats stats)
+    internal Dispatcher(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges, Kernel.KernelEntries kernel, Kernel.Switch sw, DbtOptions options, DbtStats stats)
     {
+        Switch = sw;
         this.kernel = kernel;
         this.machine = machine;
         this.cache = cache;
@@ -49,8 +50,8 @@ public sealed class Dispatcher
     // The debug hook (tests' state check), read once: a null test per entry when it is off.
     private readonly Action<Vcpu, DispatcherEntry>? onEntry;
 
-    /// <summary>Set by <see cref="Dbt"/>: switchon/switchoff and cache flushes.</summary>
-    internal Kernel.Switch Switch { get; set; } = null!;
+    /// <summary>switchon/switchoff and cache flushes.</summary>
+    private readonly Kernel.Switch Switch;
 
     /// <summary>The vmcall handler (Machine.Vmcall).</summary>
     public unsafe void OnVmcall(Vcpu v)

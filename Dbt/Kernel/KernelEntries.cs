@@ -185,7 +185,7 @@ public sealed unsafe class KernelEntries
         return (v, nativeRsp) =>
         {
             stats.CountGateEntry(v.Index);
-            translator.Switch.NativeFrame(v, nativeRsp + errorCode, vector);
+            translator.CallOuts.NativeFrame(v, nativeRsp + errorCode, vector);
             return null;
         };
     }

@@ -71,21 +71,25 @@ public sealed partial class BlockTranslator
 
     internal DbtOptions Options => options;
 
-    /// <summary>The DBT's kernel-facing state (shadow IDT, LSTAR, per-CPU area), for the rules' call-outs.</summary>
-    internal Kernel.KernelEntries Kernel { get; set; } = null!;
+    /// <summary>What the rules' call-outs (and the DRK-style gate stubs) run.</summary>
+    internal readonly ICallOutTargets CallOuts;
 
     /// <summary>The attached clients (null: none); their hooks run as blocks are translated.</summary>
-    internal Clients.ClientSet? Clients { get; set; }
+    internal readonly Clients.ClientSet? Clients;
 
-    /// <summary>switchon/switchoff, for the hypercall rule.</summary>
-    internal Kernel.Switch Switch { get; set; } = null!;
+    /// <summary>The DBT's exception-table registrations (null: none).</summary>
+    internal readonly Kernel.ExceptionTables? ExceptionTables;
 
-    internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats)
+    internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats,
+        ICallOutTargets callOuts, Clients.ClientSet? clients, Kernel.ExceptionTables? exceptionTables)
     {
         Cache = cache;
         Edges = edges;
         this.options = options;
         this.stats = stats;
+        CallOuts = callOuts;
+        Clients = clients;
+        ExceptionTables = exceptionTables;
     }
 
     public bool TryLookup(ulong native, out ulong tx) => map.TryGetValue(native, out tx);
@@ -190,8 +194,6 @@ public sealed partial class BlockTranslator
         lock (addLock) return Edges.Create(native, EdgeKind.CallOut, effect, what, resume: native, exitsDirectly: true).Stub;
     }
 
-    /// <summary>The DBT's exception-table registrations (null: none).</summary>
-    internal Kernel.ExceptionTables? ExceptionTables { get; set; }
 
     /// <summary>The entry-mode translation of native with the frame's redundant slot at RSP + slotDelta (see <see cref="EntryPath"/>).</summary>
     public ulong TranslateEntry(Vcpu v, ulong native, int slotDelta)

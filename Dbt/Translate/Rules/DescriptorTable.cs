@@ -7,8 +7,8 @@ internal sealed class DescriptorTableRule(bool load) : Rule
     public override Flow Emit(Emitter e)
     {
         var ins = e.Native;
-        var kernel = e.Translator.Kernel;
-        e.CallOut(load ? (v, rsp) => kernel.Lidt(v, rsp, ins) : (v, rsp) => kernel.Sidt(v, rsp, ins), e.NextNative);
+        var targets = e.Translator.CallOuts;
+        e.CallOut(load ? (v, rsp) => targets.Lidt(v, rsp, ins) : (v, rsp) => targets.Sidt(v, rsp, ins), e.NextNative);
         return Flow.EndBlock;
     }
 }

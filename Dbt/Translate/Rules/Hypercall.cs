@@ -9,13 +9,13 @@ internal sealed class HypercallRule : Rule
     public override string Name => "hypercall";
     public override Flow Emit(Emitter e)
     {
-        var sw = e.Translator.Switch;
+        var targets = e.Translator.CallOuts;
         ulong at = e.Native.IP;
         e.CallOut((v, rsp) =>
         {
             if ((uint)v.Gpr(Harness.Machine.Cpu.Reg.Rax) != Kernel.Switch.HypercallMagic)
                 throw new TranslationException($"vmcall at 0x{at:x} with RAX 0x{v.Gpr(Harness.Machine.Cpu.Reg.Rax):x}: not the DBT hypercall");
-            v.Gpr(Harness.Machine.Cpu.Reg.Rax) = (ulong)sw.Hypercall(v);
+            v.Gpr(Harness.Machine.Cpu.Reg.Rax) = (ulong)targets.Hypercall(v);
             return null;
         }, e.NextNative, "vmcall");
         return Flow.EndBlock;

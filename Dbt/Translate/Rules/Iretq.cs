@@ -50,7 +50,7 @@ internal sealed class DrkIretqRule : Rule
     public override string Name => "drk-iretq";
     public override Flow Emit(Emitter e)
     {
-        e.CallOut(e.Translator.Kernel.IretqCallOut, e.NextNative, exitsDirectly: true);
+        e.CallOut(e.Translator.CallOuts.DrkIretq, e.NextNative, exitsDirectly: true);
         return Flow.EndBlock;
     }
 }

@@ -33,8 +33,8 @@ internal sealed class MsrRule(bool write) : Rule
         int done = e.BranchForward(Code.Jmp_rel8_64);          // jmp short C
         foreach (int je in toCallOut) e.Bind(je);
         e.Add(Instruction.Create(Code.Popfq));                 // X:
-        var kernel = e.Translator.Kernel;
-        e.CallOut(write ? kernel.WrmsrCallOut : kernel.RdmsrCallOut, e.NextNative);
+        var targets = e.Translator.CallOuts;
+        e.CallOut(write ? targets.Wrmsr : targets.Rdmsr, e.NextNative);
         // After that popfq interrupts may be on: the jmp to the call-out is the native state before the instruction.
         e.ResumeLastAt(e.Native.IP);
         e.Bind(done);                                          // C:
