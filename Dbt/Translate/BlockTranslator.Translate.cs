@@ -276,7 +276,7 @@ public sealed partial class BlockTranslator
             ulong pv = va & ~0xFFFUL;
             if (pv != pageVa)
             {
-                try { pagePa = v.Translate(pv, Access.Exec); }
+                try { pagePa = v.ToPhysical(pv, Access.Exec); }
                 catch (GuestFault) { return -1; }
                 pageVa = pv;
             }

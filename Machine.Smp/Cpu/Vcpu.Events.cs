@@ -80,7 +80,7 @@ public unsafe partial class Vcpu
         var buf = new List<byte>(15);
         for (int i = 0; i < 15; i++)
         {
-            try { buf.Add((byte)ReadPhys(Translate(va + (ulong)i, Access.Read), 1)); }
+            try { buf.Add((byte)ReadPhys(ToPhysical(va + (ulong)i, Access.Read), 1)); }
             catch (GuestFault) { break; }
         }
         var dec = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(buf.ToArray()), va);
@@ -97,7 +97,7 @@ public unsafe partial class Vcpu
         var sb = new System.Text.StringBuilder();
         for (int i = 0; i < n; i++)
         {
-            try { sb.Append(ReadPhys(Translate(va + (ulong)i, Access.Read), 1).ToString("x2")).Append(' '); }
+            try { sb.Append(ReadPhys(ToPhysical(va + (ulong)i, Access.Read), 1).ToString("x2")).Append(' '); }
             catch (GuestFault) { sb.Append("?? "); }
         }
         return sb.ToString().TrimEnd();

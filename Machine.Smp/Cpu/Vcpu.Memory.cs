@@ -175,12 +175,12 @@ public unsafe partial class Vcpu
     {
         if (((va & 0xFFF) + (ulong)size) <= 0x1000)
         {
-            ulong pa = Translate(va, Access.Read);
+            ulong pa = ToPhysical(va, Access.Read);
             return ReadPhys(pa, size);
         }
         // Crosses a page: translate both pages first, so a fault leaves nothing half done.
-        ulong lo = Translate(va, Access.Read);
-        ulong hi = Translate((va | 0xFFF) + 1, Access.Read);
+        ulong lo = ToPhysical(va, Access.Read);
+        ulong hi = ToPhysical((va | 0xFFF) + 1, Access.Read);
         int n1 = (int)(0x1000 - (va & 0xFFF));
         ulong v = 0;
         for (int i = 0; i < size; i++)
@@ -193,11 +193,11 @@ public unsafe partial class Vcpu
     {
         if (((va & 0xFFF) + (ulong)size) <= 0x1000)
         {
-            WritePhys(Translate(va, Access.Write), size, v);
+            WritePhys(ToPhysical(va, Access.Write), size, v);
             return;
         }
-        ulong lo = Translate(va, Access.Write);
-        ulong hi = Translate((va | 0xFFF) + 1, Access.Write);
+        ulong lo = ToPhysical(va, Access.Write);
+        ulong hi = ToPhysical((va | 0xFFF) + 1, Access.Write);
         int n1 = (int)(0x1000 - (va & 0xFFF));
         for (int i = 0; i < size; i++)
             WritePhys(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, (byte)(v >> (8 * i)));
@@ -231,8 +231,8 @@ public unsafe partial class Vcpu
     /// </summary>
     internal byte* HostForRmw(ulong va, int size)
     {
-        ulong pa = Translate(va, Access.Write);
-        if (((va & 0xFFF) + (ulong)size) > 0x1000) { Translate((va | 0xFFF) + 1, Access.Write); return null; }
+        ulong pa = ToPhysical(va, Access.Write);
+        if (((va & 0xFFF) + (ulong)size) > 0x1000) { ToPhysical((va | 0xFFF) + 1, Access.Write); return null; }
         if (!Mem.InRam(pa, (ulong)size)) return null;
         return ram + pa;
     }
@@ -251,7 +251,7 @@ public unsafe partial class Vcpu
     internal static bool IsCanonical(ulong va) => ((long)va << 16 >> 16) == (long)va;
 
     /// <summary>Walks the 4-level page tables for va, checks permissions, sets accessed/dirty bits, fills the TLB.</summary>
-    public ulong Translate(ulong va, Access access)
+    public ulong ToPhysical(ulong va, Access access)
     {
         Mem.ThrowIfDisposed();
         if (!IsCanonical(va)) throw GuestFault.Gp(0);
@@ -312,7 +312,7 @@ public unsafe partial class Vcpu
     {
         ref var e = ref tlbX[(int)(va >> 12) & TlbMask];
         if (e.Tag == TagOf(va)) return (e.Ppn << 12) | (va & 0xFFF);
-        return Translate(va, Access.Exec);
+        return ToPhysical(va, Access.Exec);
     }
 
     // The I/D bit is reported only when execute-disable is enabled (SDM 4.7; SMEP is not modelled).

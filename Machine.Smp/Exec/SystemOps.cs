@@ -99,7 +99,7 @@ internal static unsafe partial class SystemOps
         var buf = new byte[Math.Max(len, 1)];
         for (int i = 0; i < buf.Length; i++)
         {
-            try { buf[i] = (byte)c.ReadPhys(c.Translate(ip + (ulong)i, Access.Read), 1); } catch (GuestFault) { return "?"; }
+            try { buf[i] = (byte)c.ReadPhys(c.ToPhysical(ip + (ulong)i, Access.Read), 1); } catch (GuestFault) { return "?"; }
         }
         var dec = Decoder.Create(64, new ByteArrayCodeReader(buf), ip);
         dec.Decode(out var ins);

@@ -38,7 +38,7 @@ public class DisposeTests
         // The vCPU's guest-memory accessors: the TLB entry that hit above is gone, the walk refuses.
         Assert.Throws<ObjectDisposedException>(() => v.Read64(0x200000));
         Assert.Throws<ObjectDisposedException>(() => v.Write8(0x200000, 1));
-        Assert.Throws<ObjectDisposedException>(() => v.Translate(0x200000, Access.Read));
+        Assert.Throws<ObjectDisposedException>(() => v.ToPhysical(0x200000, Access.Read));
         // Registers keep their last values.
         Assert.Equal(0x1234_5678UL, v.Gpr(3));
         Assert.NotEqual(0UL, v.Rip);
