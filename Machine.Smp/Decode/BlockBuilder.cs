@@ -78,13 +78,13 @@ internal sealed unsafe class BlockBuilder
             // where the interpreter's time (updated once per block) is exact.
             if (count > 0 && OpTable.ReadsTime(ins)) break;
             var kind = OpTable.Build(ref scratch[count], ins);
-            if (OpTable.ReadsTime(ins)) kind |= RuleKind.EndsBlock;
+            if (OpTable.ReadsTime(ins)) kind |= OpFlow.EndsBlock;
             count++;
             bool crosses = ins.Length > avail;
             if (crosses) page2 = mem.GetOrCreateCodePage(pa2 >> PhysicalMemory.PageShift);
             ip += (ulong)ins.Length;
             ipa += (ulong)ins.Length;
-            if (kind != RuleKind.Plain || crosses || (ipa & 0xFFF) == 0) break;
+            if (kind != OpFlow.Plain || crosses || (ipa & 0xFFF) == 0) break;
         }
         var pinned = GC.AllocateArray<Insn>(count, pinned: true);
         scratch.AsSpan(0, count).CopyTo(pinned);

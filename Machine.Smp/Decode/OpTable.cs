@@ -4,16 +4,16 @@ using Iced.Intel;
 namespace Harness.Machine.Decode;
 
 /// <summary>How a mnemonic is turned into an executable <see cref="Insn"/>.</summary>
-internal unsafe readonly struct Rule(delegate*<ref Insn, in Instruction, bool> build, byte sub, RuleKind kind)
+internal unsafe readonly struct OpRow(delegate*<ref Insn, in Instruction, bool> build, byte sub, OpFlow kind)
 {
     /// <summary>Chooses the handler for the operand form; false if the form is not supported.</summary>
     public readonly delegate*<ref Insn, in Instruction, bool> Build = build;
     public readonly byte Sub = sub;
-    public readonly RuleKind Kind = kind;
+    public readonly OpFlow Kind = kind;
 }
 
 [Flags]
-internal enum RuleKind : byte
+internal enum OpFlow : byte
 {
     Plain = 0,
     /// <summary>Transfers control: the handler sets RIP, and the block ends.</summary>
@@ -30,7 +30,7 @@ internal enum RuleKind : byte
 internal static unsafe class OpTable
 {
     public static readonly int MnemonicCount = (int)Enum.GetValues<Mnemonic>().Max() + 1;
-    private static readonly Rule[] rules = new Rule[MnemonicCount];
+    private static readonly OpRow[] rows = new OpRow[MnemonicCount];
     private static readonly bool[] known = new bool[MnemonicCount];
 
     static OpTable()
@@ -48,10 +48,10 @@ internal static unsafe class OpTable
         Exec.SystemOps.Install();
     }
 
-    public static void Add(Mnemonic m, delegate*<ref Insn, in Instruction, bool> build, byte sub = 0, RuleKind kind = RuleKind.Plain)
+    public static void Add(Mnemonic m, delegate*<ref Insn, in Instruction, bool> build, byte sub = 0, OpFlow kind = OpFlow.Plain)
     {
         if (known[(int)m]) throw new InvalidOperationException($"mnemonic {m} registered twice");
-        rules[(int)m] = new Rule(build, sub, kind);
+        rows[(int)m] = new OpRow(build, sub, kind);
         known[(int)m] = true;
     }
 
@@ -68,7 +68,7 @@ internal static unsafe class OpTable
     };
 
     /// <summary>Fills x from ins. Returns the rule kind; sets x.Exec to a stop handler when unsupported.</summary>
-    public static RuleKind Build(ref Insn x, in Instruction ins)
+    public static OpFlow Build(ref Insn x, in Instruction ins)
     {
         x = default;
         x.Ip = ins.IP;
@@ -76,19 +76,19 @@ internal static unsafe class OpTable
         x.Length = (byte)ins.Length;
         x.Code = ins.Code;
         x.R0 = x.R1 = x.R2 = x.MBase = x.MIndex = Reg.None;
-        if (ins.Code == Code.INVALID) { x.Exec = &Exec.SystemOps.InvalidOpcode; return RuleKind.EndsBlock; }
-        if (!known[(int)ins.Mnemonic] || !Operands(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return RuleKind.EndsBlock; }
+        if (ins.Code == Code.INVALID) { x.Exec = &Exec.SystemOps.InvalidOpcode; return OpFlow.EndsBlock; }
+        if (!known[(int)ins.Mnemonic] || !Operands(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return OpFlow.EndsBlock; }
         if (ins.HasLockPrefix) x.Flags |= InsnFlags.Lock;
         if (ins.HasRepePrefix || ins.HasRepPrefix) x.Flags |= InsnFlags.Rep;
         if (ins.HasRepnePrefix) x.Flags |= InsnFlags.RepNe;
-        ref readonly Rule r = ref rules[(int)ins.Mnemonic];
+        ref readonly OpRow r = ref rows[(int)ins.Mnemonic];
         x.Sub = r.Sub;
-        if (!r.Build(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return RuleKind.EndsBlock; }
+        if (!r.Build(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return OpFlow.EndsBlock; }
         Exec.Specialized.Apply(ref x, ins);
         var kind = r.Kind;
-        if (x.Has(InsnFlags.Branch)) kind |= RuleKind.Branch;
-        if (x.Has(InsnFlags.EndsBlock)) kind |= RuleKind.EndsBlock;
-        if ((kind & RuleKind.Branch) != 0) x.Flags |= InsnFlags.Branch;
+        if (x.Has(InsnFlags.Branch)) kind |= OpFlow.Branch;
+        if (x.Has(InsnFlags.EndsBlock)) kind |= OpFlow.EndsBlock;
+        if ((kind & OpFlow.Branch) != 0) x.Flags |= InsnFlags.Branch;
         return kind;
     }
 

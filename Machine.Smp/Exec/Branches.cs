@@ -9,17 +9,17 @@ internal static unsafe class Branches
 {
     public static void Install()
     {
-        OpTable.Add(Mnemonic.Jmp, &BuildJmp, 0, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Call, &BuildCall, 0, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Ret, &BuildRet, 0, RuleKind.Branch);
+        OpTable.Add(Mnemonic.Jmp, &BuildJmp, 0, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Call, &BuildCall, 0, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Ret, &BuildRet, 0, OpFlow.Branch);
         foreach (var m in new[] { Mnemonic.Jo, Mnemonic.Jno, Mnemonic.Jb, Mnemonic.Jae, Mnemonic.Je, Mnemonic.Jne, Mnemonic.Jbe, Mnemonic.Ja,
                      Mnemonic.Js, Mnemonic.Jns, Mnemonic.Jp, Mnemonic.Jnp, Mnemonic.Jl, Mnemonic.Jge, Mnemonic.Jle, Mnemonic.Jg })
-            OpTable.Add(m, &BuildJcc, 0, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Jrcxz, &BuildLoop, 0, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Jecxz, &BuildLoop, 1, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Loop, &BuildLoop, 2, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Loope, &BuildLoop, 3, RuleKind.Branch);
-        OpTable.Add(Mnemonic.Loopne, &BuildLoop, 4, RuleKind.Branch);
+            OpTable.Add(m, &BuildJcc, 0, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Jrcxz, &BuildLoop, 0, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Jecxz, &BuildLoop, 1, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Loop, &BuildLoop, 2, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Loope, &BuildLoop, 3, OpFlow.Branch);
+        OpTable.Add(Mnemonic.Loopne, &BuildLoop, 4, OpFlow.Branch);
     }
 
     private static bool IsNear(in Instruction ins) => ins.GetOpKind(0) is OpKind.NearBranch64 or OpKind.NearBranch32 or OpKind.NearBranch16;

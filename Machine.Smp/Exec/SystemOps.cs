@@ -16,8 +16,8 @@ internal static unsafe partial class SystemOps
 {
     public static void Install()
     {
-        var ends = RuleKind.EndsBlock;
-        var branch = RuleKind.Branch | RuleKind.EndsBlock;
+        var ends = OpFlow.EndsBlock;
+        var branch = OpFlow.Branch | OpFlow.EndsBlock;
         Add(Mnemonic.Hlt, &Hlt, ends);
         Add(Mnemonic.Pause, &Pause);
         Add(Mnemonic.Cli, &Cli, ends);
@@ -64,7 +64,7 @@ internal static unsafe partial class SystemOps
         Add(Mnemonic.Retf, &Retf, branch);
     }
 
-    private static void Add(Mnemonic m, delegate*<Vcpu, ref Insn, void> exec, RuleKind kind = RuleKind.Plain)
+    private static void Add(Mnemonic m, delegate*<Vcpu, ref Insn, void> exec, OpFlow kind = OpFlow.Plain)
     {
         handlers[(int)m] = (nint)exec;
         OpTable.Add(m, &BuildFixed, 0, kind);
