@@ -70,6 +70,7 @@ public class BitsSampleTests(SampleGuestFixture guest, ITestOutputHelper output)
             a.mov(Iced.Intel.AssemblerRegisters.eax, 1);
             a.cpuid();
             a.mov(Iced.Intel.AssemblerRegisters.__dword_ptr[0x200008], Iced.Intel.AssemblerRegisters.ecx);
+            a.mov(Iced.Intel.AssemblerRegisters.__dword_ptr[0x200010], Iced.Intel.AssemblerRegisters.ebx);
             a.mov(Iced.Intel.AssemblerRegisters.eax, 0x8000_0001);
             a.cpuid();
             a.mov(Iced.Intel.AssemblerRegisters.__dword_ptr[0x20000c], Iced.Intel.AssemblerRegisters.ecx);
@@ -77,9 +78,9 @@ public class BitsSampleTests(SampleGuestFixture guest, ITestOutputHelper output)
             a.@out(0xF4, Iced.Intel.AssemblerRegisters.eax);
             a.hlt();
         });
-        uint maxLeaf = 0, leaf7 = 0, leaf1 = 0, ext1 = 0;
+        uint maxLeaf = 0, leaf7 = 0, leaf1 = 0, ext1 = 0, leaf1Ebx = 0;
         var r = Support.RunCode(code, prepare: m => m.Disposing += () =>
-            (maxLeaf, leaf7, leaf1, ext1) = (m.Memory.ReadU32(0x200000), m.Memory.ReadU32(0x200004), m.Memory.ReadU32(0x200008), m.Memory.ReadU32(0x20000c)));
+            (maxLeaf, leaf7, leaf1, ext1, leaf1Ebx) = (m.Memory.ReadU32(0x200000), m.Memory.ReadU32(0x200004), m.Memory.ReadU32(0x200008), m.Memory.ReadU32(0x20000c), m.Memory.ReadU32(0x200010)));
         Assert.True(r.Exited, r.Message);
         Assert.True(maxLeaf >= 7, $"max basic leaf {maxLeaf}");
         Assert.Equal((1u << 3) | (1u << 8) | (1u << 19), leaf7 & ((1u << 3) | (1u << 8) | (1u << 19)));
@@ -87,5 +88,7 @@ public class BitsSampleTests(SampleGuestFixture guest, ITestOutputHelper output)
         Assert.NotEqual(0u, leaf1 & (1u << 23)); // POPCNT
         Assert.NotEqual(0u, ext1 & (1u << 5));   // LZCNT
         Assert.Equal(0u, leaf1 & ((1u << 0) | (1u << 19) | (1u << 28))); // no SSE3, SSE4.1, AVX
+        // Leaf 1 EBX: APIC id 0 (vCPU 0), 1 logical CPU, CLFLUSH line 8 qwords.
+        Assert.Equal(0x0001_0800u, leaf1Ebx & 0xFFFF_FF00);
     }
 }
