@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using Harness.Dbt.Reports;
-using Harness.Machine;
 using Harness.Machine.Boot;
 using Spectre.Console;
 

@@ -173,30 +173,22 @@ internal static class ExperimentCommand
     }
 
     /// <summary>
-    /// The workload's program: "name" or "name:ARG" (the kernel passes ARG to its main), or
-    /// "fileserver-scaled" (the file server with two workers per vCPU and a fixed load per worker:
-    /// its throughput should grow with the vCPUs, as filebench's does).
+    /// The scaled workloads, one row each: the program and its per-unit load. Both programs take
+    /// units (file-server workers, or clients each with its own server process) in bits 0-7 and the
+    /// load per unit in bits 8-23; two units per vCPU with a fixed load each, so throughput should
+    /// grow with the vCPUs (as filebench's does).
     /// </summary>
-    private static string ProgramOf(string workload) => workload switch
+    private static readonly Dictionary<string, (string Program, int LoadPerUnit)> scaled = new()
     {
-        FileserverScaled => "fileserver",
-        HttpdScaled => "httpd",
-        _ => workload.Split(':')[0],
+        ["fileserver-scaled"] = ("fileserver", 150),   // operations per worker
+        ["httpd-scaled"] = ("httpd", 200),             // requests per client
     };
 
-    private const string FileserverScaled = "fileserver-scaled", HttpdScaled = "httpd-scaled";
-    private const int ScaledOpsPerWorker = 150, ScaledRequestsPerClient = 200;
+    /// <summary>The workload's program: "name", "name:ARG" (the kernel passes ARG to its main) or a scaled workload's.</summary>
+    private static string ProgramOf(string workload) => scaled.TryGetValue(workload, out var s) ? s.Program : workload.Split(':')[0];
 
-    /// <summary>
-    /// The scaled workloads: two file-server workers, or two clients (each with its own server
-    /// process), per vCPU, each with a fixed load, so their throughput should grow with the vCPUs.
-    /// </summary>
-    private static string RunArgument(string workload, int vcpus) => workload switch
-    {
-        FileserverScaled => $"fileserver:0x{(ScaledOpsPerWorker << 8) | Math.Min(16, 2 * vcpus):x}",
-        HttpdScaled => $"httpd:0x{(ScaledRequestsPerClient << 8) | Math.Min(16, 2 * vcpus):x}",
-        _ => workload,
-    };
+    private static string RunArgument(string workload, int vcpus) =>
+        scaled.TryGetValue(workload, out var s) ? $"{s.Program}:0x{(s.LoadPerUnit << 8) | Math.Min(16, 2 * vcpus):x}" : workload;
 
     private static readonly Regex ResultLine = new(@"^result (\S+) (.*)$", RegexOptions.Multiline);
     private static readonly Regex WorkloadLine = new(@"^workload (\S+) exit=(\d+) time=(\d+)", RegexOptions.Multiline);

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Harness.Dbt.Clients;
-using Harness.Dbt.Translate;
 using Harness.Machine;
 using Harness.Machine.Boot;
 using Harness.Machine.Control;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Harness.Dbt.Clients;
 using Spectre.Console;
 

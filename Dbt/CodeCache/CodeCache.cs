@@ -1,5 +1,4 @@
 using Harness.Dbt.Indirect;
-using Harness.Machine;
 using Harness.Machine.Memory;
 
 namespace Harness.Dbt.CodeCache;

@@ -173,7 +173,7 @@ public sealed class Dispatcher
         }
     }
 
-    /// <summary>Leaves the dispatcher to native code at rip: the saved flags popped, RSP back to the native value.</summary>
+    /// <summary>Leaves the dispatcher at rip without the exit stub (native code, or a translation for the DRK-style direct exits): the saved flags popped, RSP back to the native value.</summary>
     private static void LeaveToNative(Vcpu v, ulong rip)
     {
         ulong sp = v.Gpr(Reg.Rsp);

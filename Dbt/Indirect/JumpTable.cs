@@ -1,5 +1,4 @@
 using Harness.Machine;
-using Harness.Machine.Cpu;
 
 namespace Harness.Dbt.Indirect;
 

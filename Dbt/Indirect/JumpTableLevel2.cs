@@ -1,4 +1,3 @@
-using Harness.Dbt.Dispatch;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 using Harness.Dbt.CodeCache;

@@ -1,5 +1,4 @@
 using Harness.Dbt.Clients;
-using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
 using Iced.Intel;
 

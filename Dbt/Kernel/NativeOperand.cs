@@ -1,5 +1,4 @@
 using Harness.Machine;
-using Harness.Machine.Cpu;
 using Iced.Intel;
 
 namespace Harness.Dbt.Kernel;

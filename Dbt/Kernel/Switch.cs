@@ -279,32 +279,36 @@ public sealed unsafe class Switch
     /// <summary>The native state of a parked vCPU at a code-cache pc; apply: change its state, else only test.</summary>
     private bool TryRecoverCurrent(Vcpu u, TranslatedBlock[] sorted, bool apply)
     {
-        ulong pc = u.Rip, rsp = u.Gpr(Reg.Rsp);
-        Recovery? r;
+        ulong pc = u.Rip;
+        // The exit stub always maps (through the vCPU's tx-nextpc-loc, read only when applied).
+        if (!apply) return pc == cache.ExitStub || pc == cache.ExitStub + 1 || RecoveryOf(u, pc, sorted) is not null;
+        if (RecoveryOf(u, pc, sorted) is not { } rec) return false;
+        var (rip, rsp, flags) = Apply(u, rec, u.Gpr(Reg.Rsp), sorted);
+        if (flags is ulong f) u.Rflags = f;
+        u.Gpr(Reg.Rsp) = rsp;
+        u.Rip = rip;
+        return true;
+    }
+
+    /// <summary>The recovery of vCPU u's state at code-cache address pc (in the exit stub: through u's tx-nextpc-loc), or null.</summary>
+    private Recovery? RecoveryOf(Vcpu u, ulong pc, TranslatedBlock[] sorted)
+    {
         if (pc == cache.ExitStub || pc == cache.ExitStub + 1)
         {
             // popfq (flags still on the stack) or the jmp through tx-nextpc-loc: going to tx.
-            if (!apply) return true;
             ulong tx = PerCpuTx(u) ?? throw new SwitchException($"vCPU {u.Index} is in the exit stub without a kernel per-CPU area");
             // Planted bug (DbtOptions.PlantedExitStubRecoveryKeepsFlags): the flags word not popped.
             int pops = pc == cache.ExitStub && !plantedExitKeepsFlags ? 1 : 0;
-            r = new Recovery(NativeOf(tx, sorted), pops, pc == cache.ExitStub ? 0 : -1);
+            return new Recovery(NativeOf(tx, sorted), pops, pc == cache.ExitStub ? 0 : -1);
         }
-        else if (StubRecovery(pc) is { } er) r = er;
-        else r = BlockTranslator.RecoverAt(sorted, pc, plantedOffByOne);
-        if (r is not { } rec) return false;
-        if (!apply) return true;
-        if (rec.TargetOnStack)
-        {
-            u.Rip = NativeOf(u.Read64(rsp), sorted);
-            u.Gpr(Reg.Rsp) = rsp + 8;
-            return true;
-        }
-        if (rec.FlagsWord >= 0) u.Rflags = u.Read64(rsp + 8 * (ulong)rec.FlagsWord);
-        u.Gpr(Reg.Rsp) = rsp + 8 * (ulong)rec.Pops;
-        u.Rip = rec.Native;
-        return true;
+        return StubRecovery(pc) ?? BlockTranslator.RecoverAt(sorted, pc, plantedOffByOne);
     }
+
+    /// <summary>The native RIP, RSP and RFLAGS (null: unchanged) a recovery gives a state whose stack pointer is rsp.</summary>
+    private (ulong Rip, ulong Rsp, ulong? Flags) Apply(Vcpu v, Recovery r, ulong rsp, TranslatedBlock[] sorted) =>
+        r.TargetOnStack
+            ? (NativeOf(v.Read64(rsp), sorted), rsp + 8, null)
+            : (r.Native, rsp + 8 * (ulong)r.Pops, r.FlagsWord >= 0 ? v.Read64(rsp + 8 * (ulong)r.FlagsWord) : null);
 
     /// <summary>
     /// DRK-style precise state for a handler (<see cref="DbtOptions.InterruptsViaDispatcher"/>): an
@@ -321,30 +325,15 @@ public sealed unsafe class Switch
         ulong pc = v.Read64(frame);
         if ((v.Read64(frame + 8) & 3) != 0 || !cache.Contains(pc)) return;
         var sorted = Sorted();
-        Recovery? r;
-        if (pc == cache.ExitStub || pc == cache.ExitStub + 1)
-        {
-            ulong tx = PerCpuTx(v) ?? throw new SwitchException($"vector {vector} in the exit stub of vCPU {v.Index}, which has no kernel per-CPU area");
-            r = new Recovery(NativeOf(tx, sorted), pc == cache.ExitStub ? 1 : 0, pc == cache.ExitStub ? 0 : -1);
-        }
-        else r = StubRecovery(pc) ?? BlockTranslator.RecoverAt(sorted, pc);
-        if (r is not { } rec)
+        if (RecoveryOf(v, pc, sorted) is not { } rec)
         {
             string where = translator.OriginOf(pc) is { } o ? $"in the translation of 0x{o.NativeRip:x} by rule {o.Rule}" : "outside any translation";
             throw new SwitchException($"vector {vector} delivered at code-cache address 0x{pc:x} ({where}): no recovery point there, so the handler cannot be given a precise native state");
         }
-        ulong rsp = v.Read64(frame + 24);
-        if (rec.TargetOnStack)
-        {
-            v.Write64(frame, NativeOf(v.Read64(rsp), sorted));
-            v.Write64(frame + 24, rsp + 8);
-        }
-        else
-        {
-            if (rec.FlagsWord >= 0) v.Write64(frame + 16, v.Read64(rsp + 8 * (ulong)rec.FlagsWord));
-            v.Write64(frame + 24, rsp + 8 * (ulong)rec.Pops);
-            v.Write64(frame, rec.Native);
-        }
+        var (rip, rsp, flags) = Apply(v, rec, v.Read64(frame + 24), sorted);
+        if (flags is ulong f) v.Write64(frame + 16, f);
+        v.Write64(frame + 24, rsp);
+        v.Write64(frame, rip);
         stats.CountFrameToNative(v.Index, rolledBack: rec.TargetOnStack || rec.Pops != 0 || rec.FlagsWord >= 0);
     }
 

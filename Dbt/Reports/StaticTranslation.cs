@@ -1,4 +1,3 @@
-using Harness.Dbt.Translate;
 using Harness.Machine;
 
 namespace Harness.Dbt.Reports;

@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
-using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
-using Harness.Machine;
 using Harness.Machine.Cpu;
 using Iced.Intel;
 

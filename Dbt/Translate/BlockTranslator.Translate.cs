@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
@@ -264,7 +263,6 @@ public sealed partial class BlockTranslator
         }
         return block;
     }
-
 
     /// <summary>Reads native code through the vCPU's page tables (an execute access), page by page.</summary>
     private sealed unsafe class NativeReader(Vcpu v, ulong va) : CodeReader

@@ -1,9 +1,6 @@
-using System.Buffers.Binary;
 using System.Collections.Concurrent;
-using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
 using Harness.Machine;
-using Harness.Machine.Cpu;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;
@@ -193,7 +190,6 @@ public sealed partial class BlockTranslator
     {
         lock (addLock) return Edges.Create(native, EdgeKind.CallOut, effect, what, resume: native, exitsDirectly: true).Stub;
     }
-
 
     /// <summary>The entry-mode translation of native with the frame's redundant slot at RSP + slotDelta (see <see cref="EntryPath"/>).</summary>
     public ulong TranslateEntry(Vcpu v, ulong native, int slotDelta)

@@ -1,5 +1,3 @@
-using Harness.Machine.Cpu;
-
 namespace Harness.Machine.Control;
 
 /// <summary>Where a scheduling point sits: what the vCPU is about to do (CodePatch: a host agent on its thread rewrites code another vCPU may run, the DBT's chaining patch).</summary>

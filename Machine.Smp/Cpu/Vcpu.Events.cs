@@ -1,11 +1,9 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Harness.Machine.Apic;
 using Harness.Machine.Boot;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Harness.Machine.Decode;
-using Harness.Machine.Memory;
 
 namespace Harness.Machine;
 

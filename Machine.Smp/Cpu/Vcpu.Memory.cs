@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Harness.Machine.Cpu;
-using Harness.Machine.Memory;
 
 namespace Harness.Machine;
 

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using Harness.Machine.Apic;
 using Harness.Machine.Boot;
 using Harness.Machine.Control;

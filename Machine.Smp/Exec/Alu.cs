@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Cpu;
 using Harness.Machine.Decode;
 using Iced.Intel;
 

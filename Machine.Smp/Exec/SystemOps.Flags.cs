@@ -1,7 +1,6 @@
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Harness.Machine.Decode;
-using Iced.Intel;
 
 namespace Harness.Machine.Exec;
 

@@ -1,4 +1,3 @@
-using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Harness.Machine.Decode;
 using Iced.Intel;
