@@ -25,8 +25,12 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong SignBit(int log) => 1UL << ((8 << log) - 1);
 
+    /// <summary>
+    /// Records the operation the arithmetic flags now describe (the one writer of the lazy record);
+    /// returns the result so an operation can be written as one expression.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void SetLazy(FlagOp op, int sizeLog, ulong res, ulong s1, ulong s2)
+    internal ulong SetLazy(FlagOp op, int sizeLog, ulong res, ulong s1, ulong s2)
     {
         var s = S;
         s->LazyOp = (int)op;
@@ -34,6 +38,33 @@ public unsafe partial class Vcpu
         s->LazyRes = res;
         s->LazySrc1 = s1;
         s->LazySrc2 = s2;
+        return res;
+    }
+
+    /// <summary>The same for the operations whose flags depend on the carry they read (adc, sbb, inc, dec).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong SetLazy(FlagOp op, int sizeLog, ulong res, ulong s1, ulong s2, ulong carryIn)
+    {
+        SetLazy(op, sizeLog, res, s1, s2);
+        S->LazyCfIn = carryIn;
+        return res;
+    }
+
+    /// <summary>The whole flag state (lazy record and raw flags), for an operation that may have to undo its flag update.</summary>
+    internal readonly record struct FlagState(int Op, int Size, ulong Res, ulong Src1, ulong Src2, ulong CfIn, ulong Raw);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal FlagState SaveFlags()
+    {
+        var s = S;
+        return new FlagState(s->LazyOp, s->LazySize, s->LazyRes, s->LazySrc1, s->LazySrc2, s->LazyCfIn, s->RflagsRaw);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void RestoreFlags(in FlagState f)
+    {
+        var s = S;
+        s->LazyOp = f.Op; s->LazySize = f.Size; s->LazyRes = f.Res; s->LazySrc1 = f.Src1; s->LazySrc2 = f.Src2; s->LazyCfIn = f.CfIn; s->RflagsRaw = f.Raw;
     }
 
     internal bool CF

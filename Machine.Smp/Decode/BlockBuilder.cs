@@ -74,11 +74,10 @@ internal sealed unsafe class BlockBuilder
                 if (count == 0) throw nextPageFault ?? GuestFault.Ud();
                 break;
             }
-            // Instructions that read or set guest time run as the first instruction of their block,
-            // where the interpreter's time (updated once per block) is exact.
-            if (count > 0 && OpTable.ReadsTime(ins)) break;
             var kind = OpTable.Build(ref scratch[count], ins);
-            if (OpTable.ReadsTime(ins)) kind |= OpFlow.EndsBlock;
+            // An instruction that reads or sets guest time runs as the first instruction of its
+            // block, where the interpreter's time (updated once per block) is exact.
+            if (count > 0 && (kind & OpFlow.ReadsClock) != 0) break;
             count++;
             bool crosses = ins.Length > avail;
             if (crosses) page2 = mem.GetOrCreateCodePage(pa2 >> PhysicalMemory.PageShift);

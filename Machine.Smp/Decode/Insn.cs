@@ -44,6 +44,7 @@ public enum InsnFlags : ushort
     ImmSecond = 32, // operand extraction: the first immediate is taken
     Branch = 64,    // the handler sets RIP
     EndsBlock = 128,// a builder asks for the block to end after this instruction
+    ReadsClock = 256,// a builder marks an operand form that reads or sets guest time (mov/pop to SS: OpFlow.ReadsClock)
 }
 
 /// <summary>A run of decoded instructions ending at a control transfer, a system instruction or a page end.</summary>

@@ -3,10 +3,21 @@ using Iced.Intel;
 
 namespace Harness.Machine.Decode;
 
-/// <summary>How a mnemonic is turned into an executable <see cref="Insn"/>.</summary>
-internal unsafe readonly struct OpRow(delegate*<ref Insn, in Instruction, bool> build, byte sub, OpFlow kind)
+/// <summary>
+/// Everything the decoder knows about one mnemonic, read once per decoded instruction: its
+/// handlers by operand form, size and lock prefix (the size-specialized handler is the fast path:
+/// there is no second table), or one handler for every form; a check for what the operand
+/// extraction does not decide; the family's selector; how the block ends after it.
+/// </summary>
+internal unsafe readonly struct OpRow(FormMap? forms, delegate*<Vcpu, ref Insn, void> exec, delegate*<ref Insn, in Instruction, bool> build, byte sub, OpFlow kind)
 {
-    /// <summary>Chooses the handler for the operand form; false if the form is not supported.</summary>
+    public readonly FormMap? Forms = forms;
+    /// <summary>The one handler of a form-independent instruction (null when <see cref="Forms"/> or <see cref="Build"/> choose).</summary>
+    public readonly delegate*<Vcpu, ref Insn, void> Exec = exec;
+    /// <summary>
+    /// Runs after the operands are extracted and Exec/Forms applied: rejects an unsupported operand
+    /// form (false), fills fields the generic extraction does not, or picks the handler from the operands.
+    /// </summary>
     public readonly delegate*<ref Insn, in Instruction, bool> Build = build;
     public readonly byte Sub = sub;
     public readonly OpFlow Kind = kind;
@@ -20,6 +31,52 @@ internal enum OpFlow : byte
     Branch = 1,
     /// <summary>Changes state the block loop or event check depends on (IF, CPL, paging, MSRs...): the block ends after it.</summary>
     EndsBlock = 2,
+    /// <summary>
+    /// Reads or sets something relative to guest time (rdtsc, the APIC timer MSRs, the sti and mov-ss
+    /// interrupt shadows): it runs alone in its block, where the interpreter's time (updated once per block) is exact.
+    /// </summary>
+    ReadsClock = 4,
+}
+
+/// <summary>Operand form after the generic extraction: register (R), memory (M), immediate (I), in operand order.</summary>
+internal enum Form : byte { R, M, RR, RM, MR, RI, MI }
+
+/// <summary>
+/// A family's handlers by operand form, operand size and lock prefix, declared once
+/// (<c>new FormMap().On(Form.RR, ...).Locked(Form.MR, ...)</c>). A form, size or prefix without an
+/// entry is unsupported: the decoder stops the machine naming the instruction.
+/// </summary>
+internal sealed unsafe class FormMap
+{
+    private const int Forms = 7, Sizes = 4;
+    private readonly nint[] plain = new nint[Forms * Sizes], locked = new nint[Forms * Sizes];
+
+    /// <summary>One handler for every operand size of form f.</summary>
+    public FormMap On(Form f, delegate*<Vcpu, ref Insn, void> any) => Set(plain, f, any, any, any, any);
+
+    /// <summary>Handlers for 8-, 16-, 32- and 64-bit operands of form f.</summary>
+    public FormMap On(Form f, delegate*<Vcpu, ref Insn, void> b, delegate*<Vcpu, ref Insn, void> w,
+        delegate*<Vcpu, ref Insn, void> d, delegate*<Vcpu, ref Insn, void> q) => Set(plain, f, b, w, d, q);
+
+    /// <summary>The lock-prefixed form f, every operand size.</summary>
+    public FormMap Locked(Form f, delegate*<Vcpu, ref Insn, void> any) => Set(locked, f, any, any, any, any);
+
+    public FormMap Locked(Form f, delegate*<Vcpu, ref Insn, void> b, delegate*<Vcpu, ref Insn, void> w,
+        delegate*<Vcpu, ref Insn, void> d, delegate*<Vcpu, ref Insn, void> q) => Set(locked, f, b, w, d, q);
+
+    /// <summary>Form f with and without the lock prefix (memory forms atomic either way: xchg, xadd, cmpxchg).</summary>
+    public FormMap Always(Form f, delegate*<Vcpu, ref Insn, void> any) => On(f, any).Locked(f, any);
+
+    public delegate*<Vcpu, ref Insn, void> Find(Form f, int sizeLog, bool isLocked) =>
+        (delegate*<Vcpu, ref Insn, void>)(isLocked ? locked : plain)[(int)f * Sizes + sizeLog];
+
+    private FormMap Set(nint[] t, Form f, delegate*<Vcpu, ref Insn, void> b, delegate*<Vcpu, ref Insn, void> w,
+        delegate*<Vcpu, ref Insn, void> d, delegate*<Vcpu, ref Insn, void> q)
+    {
+        int i = (int)f * Sizes;
+        t[i] = (nint)b; t[i + 1] = (nint)w; t[i + 2] = (nint)d; t[i + 3] = (nint)q;
+        return this;
+    }
 }
 
 /// <summary>
@@ -48,26 +105,33 @@ internal static unsafe class OpTable
         Exec.SystemOps.Install();
     }
 
-    public static void Add(Mnemonic m, delegate*<ref Insn, in Instruction, bool> build, byte sub = 0, OpFlow kind = OpFlow.Plain)
+    /// <summary>A family whose handler depends on the operands in ways a form map does not capture: build picks it.</summary>
+    public static void Add(Mnemonic m, delegate*<ref Insn, in Instruction, bool> build, byte sub = 0, OpFlow kind = OpFlow.Plain) =>
+        Put(m, new OpRow(null, null, build, sub, kind));
+
+    /// <summary>Handlers by operand form and size; check (optional) rejects forms or fills extra fields.</summary>
+    public static void Add(Mnemonic m, FormMap forms, byte sub = 0, OpFlow kind = OpFlow.Plain, delegate*<ref Insn, in Instruction, bool> check = null) =>
+        Put(m, new OpRow(forms, null, check, sub, kind));
+
+    /// <summary>One handler whatever the operands; check (optional) rejects forms or fills extra fields.</summary>
+    public static void Add(Mnemonic m, delegate*<Vcpu, ref Insn, void> exec, OpFlow kind = OpFlow.Plain, delegate*<ref Insn, in Instruction, bool> check = null, byte sub = 0) =>
+        Put(m, new OpRow(null, exec, check, sub, kind));
+
+    private static void Put(Mnemonic m, OpRow row)
     {
         if (known[(int)m]) throw new InvalidOperationException($"mnemonic {m} registered twice");
-        rows[(int)m] = new OpRow(build, sub, kind);
+        rows[(int)m] = row;
         known[(int)m] = true;
     }
 
-    /// <summary>
-    /// Instructions whose result depends on, or that set something relative to, the current guest
-    /// time (rdtsc, the APIC timer MSRs, the sti and mov-ss interrupt shadows). The block builder
-    /// gives each its own block, where the interpreter's time (updated once per block) is exact.
-    /// </summary>
-    public static bool ReadsTime(in Instruction ins) => ins.Mnemonic switch
+    /// <summary>The row of a mnemonic (tests pin the table through it).</summary>
+    internal static bool TryRow(Mnemonic m, out OpRow row)
     {
-        Mnemonic.Rdtsc or Mnemonic.Rdtscp or Mnemonic.Rdmsr or Mnemonic.Wrmsr or Mnemonic.Sti => true,
-        Mnemonic.Mov or Mnemonic.Pop => ins.Op0Kind == OpKind.Register && ins.Op0Register == Register.SS,
-        _ => false,
-    };
+        row = rows[(int)m];
+        return known[(int)m];
+    }
 
-    /// <summary>Fills x from ins. Returns the rule kind; sets x.Exec to a stop handler when unsupported.</summary>
+    /// <summary>Fills x from ins. Returns how the block ends after it; sets x.Exec to a stop handler when unsupported.</summary>
     public static OpFlow Build(ref Insn x, in Instruction ins)
     {
         x = default;
@@ -83,11 +147,15 @@ internal static unsafe class OpTable
         if (ins.HasRepnePrefix) x.Flags |= InsnFlags.RepNe;
         ref readonly OpRow r = ref rows[(int)ins.Mnemonic];
         x.Sub = r.Sub;
-        if (!r.Build(ref x, ins)) { x.Exec = &Exec.SystemOps.Unsupported; return OpFlow.EndsBlock; }
-        Exec.Specialized.Apply(ref x, ins);
+        x.Exec = r.Exec;
+        if (r.Forms is { } forms) x.Exec = forms.Find(FormOf(x, ins), x.SizeLog, x.Has(InsnFlags.Lock));
+        if (r.Build != null && !r.Build(ref x, ins)) x.Exec = null;
+        if (x.Exec == null) { x.Exec = &Exec.SystemOps.Unsupported; return OpFlow.EndsBlock; }
         var kind = r.Kind;
         if (x.Has(InsnFlags.Branch)) kind |= OpFlow.Branch;
         if (x.Has(InsnFlags.EndsBlock)) kind |= OpFlow.EndsBlock;
+        if (x.Has(InsnFlags.ReadsClock)) kind |= OpFlow.ReadsClock;
+        if ((kind & OpFlow.ReadsClock) != 0) kind |= OpFlow.EndsBlock;
         if ((kind & OpFlow.Branch) != 0) x.Flags |= InsnFlags.Branch;
         return kind;
     }
@@ -190,5 +258,3 @@ internal static unsafe class OpTable
         return ins.GetOpKind(0) == OpKind.Memory ? Form.MR : Form.RM;
     }
 }
-
-internal enum Form { R, M, RR, RM, MR, RI, MI }

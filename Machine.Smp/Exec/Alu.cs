@@ -4,174 +4,210 @@ using Iced.Intel;
 
 namespace Harness.Machine.Exec;
 
-/// <summary>add or adc sbb and sub xor cmp test; inc dec neg not. Flags are lazy.</summary>
+/// <summary>
+/// add or adc sbb and sub xor cmp test; inc dec neg not. Flags are lazy. Each operation is one
+/// struct below (its result and its lazy-flag record, the only definition); every form and size
+/// is the generic handler instantiated over it, and xadd, cmpxchg and cmps/scas call the same structs.
+/// </summary>
 internal static unsafe class Alu
 {
-    // Sub-operation numbers follow the opcode's /r field (00-38 group), test after them.
-    public const byte Add = 0, Or = 1, Adc = 2, Sbb = 3, And = 4, SubOp = 5, Xor = 6, Cmp = 7, Test = 8;
-    public const byte Inc = 0, Dec = 1, Neg = 2, Not = 3;
-
     public static void Install()
     {
-        OpTable.Add(Mnemonic.Add, &Build2, Add);
-        OpTable.Add(Mnemonic.Or, &Build2, Or);
-        OpTable.Add(Mnemonic.Adc, &Build2, Adc);
-        OpTable.Add(Mnemonic.Sbb, &Build2, Sbb);
-        OpTable.Add(Mnemonic.And, &Build2, And);
-        OpTable.Add(Mnemonic.Sub, &Build2, SubOp);
-        OpTable.Add(Mnemonic.Xor, &Build2, Xor);
-        OpTable.Add(Mnemonic.Cmp, &Build2, Cmp);
-        OpTable.Add(Mnemonic.Test, &Build2, Test);
-        OpTable.Add(Mnemonic.Inc, &Build1, Inc);
-        OpTable.Add(Mnemonic.Dec, &Build1, Dec);
-        OpTable.Add(Mnemonic.Neg, &Build1, Neg);
-        OpTable.Add(Mnemonic.Not, &Build1, Not);
+        OpTable.Add(Mnemonic.Add, Binary<AddOp>());
+        OpTable.Add(Mnemonic.Or, Binary<OrOp>());
+        OpTable.Add(Mnemonic.Adc, Binary<AdcOp>());
+        OpTable.Add(Mnemonic.Sbb, Binary<SbbOp>());
+        OpTable.Add(Mnemonic.And, Binary<AndOp>());
+        OpTable.Add(Mnemonic.Sub, Binary<SubOp>());
+        OpTable.Add(Mnemonic.Xor, Binary<XorOp>());
+        OpTable.Add(Mnemonic.Cmp, Binary<CmpOp>());
+        OpTable.Add(Mnemonic.Test, Binary<TestOp>());
+        OpTable.Add(Mnemonic.Inc, Unary<IncOp>());
+        OpTable.Add(Mnemonic.Dec, Unary<DecOp>());
+        OpTable.Add(Mnemonic.Neg, Unary<NegOp>());
+        OpTable.Add(Mnemonic.Not, Unary<NotOp>());
     }
 
-    private static bool Build2(ref Insn x, in Instruction ins)
+    // cmp and test write nothing: no lock-prefixed form (the decoder rejects lock on them anyway).
+    private static FormMap Binary<O>() where O : struct, IAluOp
     {
-        var form = OpTable.FormOf(x, ins);
-        if (x.Has(InsnFlags.Lock) && form is not (Form.MR or Form.MI)) return false;
-        x.Exec = form switch
-        {
-            Form.RR => &RR,
-            Form.RM => &RM,
-            Form.MR => x.Has(InsnFlags.Lock) ? &LockedMR : &MR,
-            Form.RI => &RI,
-            Form.MI => x.Has(InsnFlags.Lock) ? &LockedMI : &MI,
-            _ => null,
-        };
-        if (x.Exec == null) return false;
-        // xor r,r and sub r,r are the idiomatic zeroing forms: handled by the generic path (result 0).
-        return true;
+        var m = new FormMap()
+            .On(Form.RR, &RR<O, S8>, &RR<O, S16>, &RR<O, S32>, &RR<O, S64>)
+            .On(Form.RI, &RI<O, S8>, &RI<O, S16>, &RI<O, S32>, &RI<O, S64>)
+            .On(Form.RM, &RM<O, S8>, &RM<O, S16>, &RM<O, S32>, &RM<O, S64>)
+            .On(Form.MR, &MR<O, S8>, &MR<O, S16>, &MR<O, S32>, &MR<O, S64>)
+            .On(Form.MI, &MI<O, S8>, &MI<O, S16>, &MI<O, S32>, &MI<O, S64>);
+        if (O.Writes)
+            m.Locked(Form.MR, &LockedMR<O, S8>, &LockedMR<O, S16>, &LockedMR<O, S32>, &LockedMR<O, S64>)
+             .Locked(Form.MI, &LockedMI<O, S8>, &LockedMI<O, S16>, &LockedMI<O, S32>, &LockedMI<O, S64>);
+        return m;
     }
 
-    private static bool Build1(ref Insn x, in Instruction ins)
+    private static FormMap Unary<O>() where O : struct, IUnaryOp => new FormMap()
+        .On(Form.R, &UnaryR<O, S8>, &UnaryR<O, S16>, &UnaryR<O, S32>, &UnaryR<O, S64>)
+        .On(Form.M, &UnaryM<O, S8>, &UnaryM<O, S16>, &UnaryM<O, S32>, &UnaryM<O, S64>)
+        .Locked(Form.M, &LockedUnaryM<O, S8>, &LockedUnaryM<O, S16>, &LockedUnaryM<O, S32>, &LockedUnaryM<O, S64>);
+
+    private static void RR<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize
     {
-        var form = OpTable.FormOf(x, ins);
-        if (x.Has(InsnFlags.Lock) && form != Form.M) return false;
-        x.Exec = form == Form.R ? &Unary_R : x.Has(InsnFlags.Lock) ? &LockedUnary_M : &Unary_M;
-        return true;
+        var s = c.S;
+        ulong r = O.Do(c, Z.Log, Z.Get(s, x.R0), Z.Get(s, x.R1));
+        if (O.Writes) Z.Set(s, x.R0, r);
     }
 
-    /// <summary>Computes the result and records the lazy flags. Returns the result (unmasked).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ulong Compute(Vcpu c, int op, int log, ulong a, ulong b)
+    private static void RI<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize
     {
-        ulong r;
-        switch (op)
-        {
-            case Add: r = a + b; c.SetLazy(FlagOp.Add, log, r, a, b); return r;
-            case Or: r = a | b; c.SetLazy(FlagOp.Logic, log, r, a, b); return r;
-            case Adc:
-            {
-                ulong cf = c.CF ? 1UL : 0;
-                r = a + b + cf;
-                c.SetLazy(FlagOp.Adc, log, r, a, b);
-                c.S->LazyCfIn = cf;
-                return r;
-            }
-            case Sbb:
-            {
-                ulong cf = c.CF ? 1UL : 0;
-                r = a - b - cf;
-                c.SetLazy(FlagOp.Sbb, log, r, a, b);
-                c.S->LazyCfIn = cf;
-                return r;
-            }
-            case And: case Test: r = a & b; c.SetLazy(FlagOp.Logic, log, r, a, b); return r;
-            case SubOp: case Cmp: r = a - b; c.SetLazy(FlagOp.Sub, log, r, a, b); return r;
-            default: r = a ^ b; c.SetLazy(FlagOp.Logic, log, r, a, b); return r;
-        }
+        var s = c.S;
+        ulong r = O.Do(c, Z.Log, Z.Get(s, x.R0), x.Imm);
+        if (O.Writes) Z.Set(s, x.R0, r);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Writes(int op) => op != Cmp && op != Test;
-
-    private static void RR(Vcpu c, ref Insn x)
+    private static void RM<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize
     {
-        int log = x.SizeLog;
-        ulong r = Compute(c, x.Sub, log, c.GetReg(x.R0, log), c.GetReg(x.R1, log));
-        if (Writes(x.Sub)) c.SetReg(x.R0, log, r);
+        ulong b = Data.Load<Z>(c, c.Ea(ref x));
+        var s = c.S;
+        ulong r = O.Do(c, Z.Log, Z.Get(s, x.R0), b);
+        if (O.Writes) Z.Set(s, x.R0, r);
     }
 
-    private static void RI(Vcpu c, ref Insn x)
-    {
-        int log = x.SizeLog;
-        ulong r = Compute(c, x.Sub, log, c.GetReg(x.R0, log), x.Imm);
-        if (Writes(x.Sub)) c.SetReg(x.R0, log, r);
-    }
-
-    private static void RM(Vcpu c, ref Insn x)
-    {
-        int log = x.SizeLog;
-        ulong b = c.Load(c.Ea(ref x), log);
-        ulong r = Compute(c, x.Sub, log, c.GetReg(x.R0, log), b);
-        if (Writes(x.Sub)) c.SetReg(x.R0, log, r);
-    }
-
-    private static void MR(Vcpu c, ref Insn x)
-    {
-        int log = x.SizeLog;
-        ulong ea = c.Ea(ref x);
-        ulong a = c.Load(ea, log);
-        ulong r = Compute(c, x.Sub, log, a, c.GetReg(x.R0, log));
-        if (Writes(x.Sub)) c.Store(ea, log, r);
-    }
-
-    private static void MI(Vcpu c, ref Insn x)
-    {
-        int log = x.SizeLog;
-        ulong ea = c.Ea(ref x);
-        ulong a = c.Load(ea, log);
-        ulong r = Compute(c, x.Sub, log, a, x.Imm);
-        if (Writes(x.Sub)) c.Store(ea, log, r);
-    }
-
-    private static ulong NewMR(Vcpu c, ref Insn x, ulong a, ulong _) => Compute(c, x.Sub, x.SizeLog, a, c.GetReg(x.R0, x.SizeLog));
-    private static ulong NewMI(Vcpu c, ref Insn x, ulong a, ulong _) => Compute(c, x.Sub, x.SizeLog, a, x.Imm);
-    private static void LockedMR(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMR, 0);
-    private static void LockedMI(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMI, 0);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ulong Unary(Vcpu c, int op, int log, ulong a)
-    {
-        switch (op)
-        {
-            case Inc:
-            {
-                ulong cf = c.CF ? 1UL : 0;
-                ulong r = a + 1;
-                c.SetLazy(FlagOp.Inc, log, r, a, 1);
-                c.S->LazyCfIn = cf;
-                return r;
-            }
-            case Dec:
-            {
-                ulong cf = c.CF ? 1UL : 0;
-                ulong r = a - 1;
-                c.SetLazy(FlagOp.Dec, log, r, a, 1);
-                c.S->LazyCfIn = cf;
-                return r;
-            }
-            case Neg:
-            {
-                ulong r = 0 - a;
-                c.SetLazy(FlagOp.Sub, log, r, 0, a);
-                return r;
-            }
-            default: return ~a; // not: no flags
-        }
-    }
-
-    private static void Unary_R(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, Unary(c, x.Sub, x.SizeLog, c.GetReg(x.R0, x.SizeLog)));
-
-    private static void Unary_M(Vcpu c, ref Insn x)
+    private static void MR<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize
     {
         ulong ea = c.Ea(ref x);
-        c.Store(ea, x.SizeLog, Unary(c, x.Sub, x.SizeLog, c.Load(ea, x.SizeLog)));
+        ulong a = Data.Load<Z>(c, ea);
+        ulong r = O.Do(c, Z.Log, a, Z.Get(c.S, x.R0));
+        if (O.Writes) Data.Store<Z>(c, ea, r);
     }
 
-    private static ulong NewUnary(Vcpu c, ref Insn x, ulong a, ulong _) => Unary(c, x.Sub, x.SizeLog, a);
-    private static void LockedUnary_M(Vcpu c, ref Insn x) => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewUnary, 0);
+    private static void MI<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize
+    {
+        ulong ea = c.Ea(ref x);
+        ulong a = Data.Load<Z>(c, ea);
+        ulong r = O.Do(c, Z.Log, a, x.Imm);
+        if (O.Writes) Data.Store<Z>(c, ea, r);
+    }
+
+    private static ulong NewMR<O, Z>(Vcpu c, ref Insn x, ulong a, ulong _) where O : struct, IAluOp where Z : struct, ISize => O.Do(c, Z.Log, a, Z.Get(c.S, x.R0));
+    private static ulong NewMI<O, Z>(Vcpu c, ref Insn x, ulong a, ulong _) where O : struct, IAluOp where Z : struct, ISize => O.Do(c, Z.Log, a, x.Imm);
+    private static void LockedMR<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMR<O, Z>, 0);
+    private static void LockedMI<O, Z>(Vcpu c, ref Insn x) where O : struct, IAluOp where Z : struct, ISize => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewMI<O, Z>, 0);
+
+    private static void UnaryR<O, Z>(Vcpu c, ref Insn x) where O : struct, IUnaryOp where Z : struct, ISize =>
+        Z.Set(c.S, x.R0, O.Do(c, Z.Log, Z.Get(c.S, x.R0)));
+
+    private static void UnaryM<O, Z>(Vcpu c, ref Insn x) where O : struct, IUnaryOp where Z : struct, ISize
+    {
+        ulong ea = c.Ea(ref x);
+        Data.Store<Z>(c, ea, O.Do(c, Z.Log, Data.Load<Z>(c, ea)));
+    }
+
+    private static ulong NewUnary<O, Z>(Vcpu c, ref Insn x, ulong a, ulong _) where O : struct, IUnaryOp where Z : struct, ISize => O.Do(c, Z.Log, a);
+    private static void LockedUnaryM<O, Z>(Vcpu c, ref Insn x) where O : struct, IUnaryOp where Z : struct, ISize => Atomics.Rmw(c, ref x, c.Ea(ref x), &NewUnary<O, Z>, 0);
+}
+
+/// <summary>A two-operand ALU operation: its result (unmasked) and the lazy-flag record it leaves.</summary>
+internal interface IAluOp
+{
+    /// <summary>False for cmp and test: flags only.</summary>
+    static abstract bool Writes { get; }
+    static abstract ulong Do(Vcpu c, int log, ulong a, ulong b);
+}
+
+internal interface IUnaryOp
+{
+    static abstract ulong Do(Vcpu c, int log, ulong a);
+}
+
+internal struct AddOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => c.SetLazy(FlagOp.Add, log, a + b, a, b);
+}
+
+internal struct SubOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => c.SetLazy(FlagOp.Sub, log, a - b, a, b);
+}
+
+internal struct CmpOp : IAluOp
+{
+    public static bool Writes => false;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => SubOp.Do(c, log, a, b);
+}
+
+internal struct AndOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => c.SetLazy(FlagOp.Logic, log, a & b, a, b);
+}
+
+internal struct TestOp : IAluOp
+{
+    public static bool Writes => false;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => AndOp.Do(c, log, a, b);
+}
+
+internal struct OrOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => c.SetLazy(FlagOp.Logic, log, a | b, a, b);
+}
+
+internal struct XorOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b) => c.SetLazy(FlagOp.Logic, log, a ^ b, a, b);
+}
+
+internal struct AdcOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b)
+    {
+        ulong cf = c.CF ? 1UL : 0;
+        return c.SetLazy(FlagOp.Adc, log, a + b + cf, a, b, cf);
+    }
+}
+
+internal struct SbbOp : IAluOp
+{
+    public static bool Writes => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, ulong b)
+    {
+        ulong cf = c.CF ? 1UL : 0;
+        return c.SetLazy(FlagOp.Sbb, log, a - b - cf, a, b, cf);
+    }
+}
+
+// inc and dec keep CF: the record carries it in.
+internal struct IncOp : IUnaryOp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a) => c.SetLazy(FlagOp.Inc, log, a + 1, a, 1, c.CF ? 1UL : 0);
+}
+
+internal struct DecOp : IUnaryOp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a) => c.SetLazy(FlagOp.Dec, log, a - 1, a, 1, c.CF ? 1UL : 0);
+}
+
+internal struct NegOp : IUnaryOp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a) => c.SetLazy(FlagOp.Sub, log, 0 - a, 0, a);
+}
+
+internal struct NotOp : IUnaryOp
+{
+    public static ulong Do(Vcpu c, int log, ulong a) => ~a; // no flags
 }

@@ -15,8 +15,9 @@ internal static unsafe class Atomics
 {
     public static void Install()
     {
-        OpTable.Add(Mnemonic.Xadd, &BuildXadd);
-        OpTable.Add(Mnemonic.Cmpxchg, &BuildCmpxchg);
+        // The memory forms are one atomic read-modify-write with or without lock: indistinguishable, and simpler.
+        OpTable.Add(Mnemonic.Xadd, new FormMap().On(Form.RR, &XaddRR).Always(Form.MR, &XaddM));
+        OpTable.Add(Mnemonic.Cmpxchg, new FormMap().On(Form.RR, &CmpxchgRR).Always(Form.MR, &CmpxchgM));
         OpTable.Add(Mnemonic.Cmpxchg16b, &BuildCmpxchgDouble);
         OpTable.Add(Mnemonic.Cmpxchg8b, &BuildCmpxchgDouble);
     }
@@ -39,9 +40,7 @@ internal static unsafe class Atomics
                 return o;
             }
         }
-        var s = c.S;
-        int lazyOp = s->LazyOp, lazySize = s->LazySize;
-        ulong res = s->LazyRes, s1 = s->LazySrc1, s2 = s->LazySrc2, cfin = s->LazyCfIn, raw = s->RflagsRaw;
+        var flags = c.SaveFlags();
         while (true)
         {
             ulong old = log switch
@@ -64,47 +63,32 @@ internal static unsafe class Atomics
                 c.AfterHostWrite(p);
                 return old;
             }
-            s->LazyOp = lazyOp; s->LazySize = lazySize; s->LazyRes = res; s->LazySrc1 = s1; s->LazySrc2 = s2; s->LazyCfIn = cfin; s->RflagsRaw = raw;
+            c.RestoreFlags(flags);
         }
-    }
-
-    private static bool BuildXadd(ref Insn x, in Instruction ins)
-    {
-        var form = OpTable.FormOf(x, ins);
-        x.Exec = form switch { Form.RR => &XaddRR, Form.MR => &XaddM, _ => null };
-        return x.Exec != null;
     }
 
     private static void XaddRR(Vcpu c, ref Insn x)
     {
         int log = x.SizeLog;
         ulong d = c.GetReg(x.R0, log), s = c.GetReg(x.R1, log);
-        ulong sum = Alu.Compute(c, Alu.Add, log, d, s);
+        ulong sum = AddOp.Do(c, log, d, s);
         c.SetReg(x.R1, log, d);
         c.SetReg(x.R0, log, sum);
     }
 
-    private static ulong XaddNew(Vcpu c, ref Insn x, ulong old, ulong _) => Alu.Compute(c, Alu.Add, x.SizeLog, old, c.GetReg(x.R0, x.SizeLog));
+    private static ulong XaddNew(Vcpu c, ref Insn x, ulong old, ulong _) => AddOp.Do(c, x.SizeLog, old, c.GetReg(x.R0, x.SizeLog));
 
-    // Without lock the memory form is still done as one atomic RMW: indistinguishable, and simpler.
     private static void XaddM(Vcpu c, ref Insn x)
     {
         ulong old = Rmw(c, ref x, c.Ea(ref x), &XaddNew, 0);
         c.SetReg(x.R0, x.SizeLog, old);
     }
 
-    private static bool BuildCmpxchg(ref Insn x, in Instruction ins)
-    {
-        var form = OpTable.FormOf(x, ins);
-        x.Exec = form switch { Form.RR => &CmpxchgRR, Form.MR => &CmpxchgM, _ => null };
-        return x.Exec != null;
-    }
-
     private static void CmpxchgRR(Vcpu c, ref Insn x)
     {
         int log = x.SizeLog;
         ulong acc = c.GetReg(Reg.Rax, log), d = c.GetReg(x.R0, log);
-        Alu.Compute(c, Alu.Cmp, log, acc, d);
+        CmpOp.Do(c, log, acc, d);
         if (((acc ^ d) & Vcpu.SizeMask(log)) == 0) c.SetReg(x.R0, log, c.GetReg(x.R1, log));
         else c.SetReg(Reg.Rax, log, d);
     }
@@ -113,7 +97,7 @@ internal static unsafe class Atomics
     {
         int log = x.SizeLog;
         ulong acc = c.GetReg(Reg.Rax, log);
-        Alu.Compute(c, Alu.Cmp, log, acc, old);
+        CmpOp.Do(c, log, acc, old);
         // On failure the processor writes the old value back: same bits, still a locked write.
         return ((acc ^ old) & Vcpu.SizeMask(log)) == 0 ? c.GetReg(x.R0, log) : old;
     }

@@ -17,30 +17,20 @@ internal static unsafe class Bits
 
     public static void Install()
     {
-        OpTable.Add(Mnemonic.Bt, &BuildBt, Bt);
-        OpTable.Add(Mnemonic.Bts, &BuildBt, Bts);
-        OpTable.Add(Mnemonic.Btr, &BuildBt, Btr);
-        OpTable.Add(Mnemonic.Btc, &BuildBt, Btc);
-        OpTable.Add(Mnemonic.Bsf, &BuildScan, Bsf);
-        OpTable.Add(Mnemonic.Bsr, &BuildScan, Bsr);
-        OpTable.Add(Mnemonic.Tzcnt, &BuildScan, Tzcnt);
-        OpTable.Add(Mnemonic.Lzcnt, &BuildScan, Lzcnt);
-        OpTable.Add(Mnemonic.Popcnt, &BuildScan, Popcnt);
-    }
-
-    private static bool BuildBt(ref Insn x, in Instruction ins)
-    {
-        var form = OpTable.FormOf(x, ins);
-        if (x.Has(InsnFlags.Lock) && (form is not (Form.MR or Form.MI) || x.Sub == Bt)) return false;
-        x.Exec = form switch
-        {
-            Form.RR => &BtRR,
-            Form.RI => &BtRI,
-            Form.MR => x.Has(InsnFlags.Lock) ? &LockedBtM : &BtMR,
-            Form.MI => x.Has(InsnFlags.Lock) ? &LockedBtM : &BtMI,
-            _ => null,
-        };
-        return x.Exec != null;
+        // bt only reads: no lock-prefixed form.
+        var test = new FormMap().On(Form.RR, &BtRR).On(Form.RI, &BtRI).On(Form.MR, &BtMem).On(Form.MI, &BtMem);
+        var change = new FormMap().On(Form.RR, &BtRR).On(Form.RI, &BtRI).On(Form.MR, &BtMem).On(Form.MI, &BtMem)
+            .Locked(Form.MR, &LockedBtM).Locked(Form.MI, &LockedBtM);
+        OpTable.Add(Mnemonic.Bt, test, Bt);
+        OpTable.Add(Mnemonic.Bts, change, Bts);
+        OpTable.Add(Mnemonic.Btr, change, Btr);
+        OpTable.Add(Mnemonic.Btc, change, Btc);
+        var scan = new FormMap().On(Form.RR, &ScanR).On(Form.RM, &ScanM);
+        OpTable.Add(Mnemonic.Bsf, scan, Bsf);
+        OpTable.Add(Mnemonic.Bsr, scan, Bsr);
+        OpTable.Add(Mnemonic.Tzcnt, scan, Tzcnt);
+        OpTable.Add(Mnemonic.Lzcnt, scan, Lzcnt);
+        OpTable.Add(Mnemonic.Popcnt, scan, Popcnt);
     }
 
     private static ulong Apply(int op, ulong v, ulong bit) => op switch
@@ -86,9 +76,6 @@ internal static unsafe class Bits
         return ea;
     }
 
-    private static void BtMR(Vcpu c, ref Insn x) => BtMem(c, ref x);
-    private static void BtMI(Vcpu c, ref Insn x) => BtMem(c, ref x);
-
     private static void BtMem(Vcpu c, ref Insn x)
     {
         ulong ea = Element(c, ref x, out ulong bit);
@@ -104,12 +91,6 @@ internal static unsafe class Bits
         ulong ea = Element(c, ref x, out ulong bit);
         ulong old = Atomics.Rmw(c, ref x, ea, &LockedNew, bit);
         SetCf(c, (old & bit) != 0);
-    }
-
-    private static bool BuildScan(ref Insn x, in Instruction ins)
-    {
-        x.Exec = x.Has(InsnFlags.MemOperand) ? &ScanM : &ScanR;
-        return true;
     }
 
     private static void ScanR(Vcpu c, ref Insn x) => Scan(c, ref x, c.GetReg(x.R1, x.SizeLog));

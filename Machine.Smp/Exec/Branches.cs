@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Harness.Machine.Cpu;
 using Harness.Machine.Decode;
 using Iced.Intel;
@@ -12,9 +13,8 @@ internal static unsafe class Branches
         OpTable.Add(Mnemonic.Jmp, &BuildJmp, 0, OpFlow.Branch);
         OpTable.Add(Mnemonic.Call, &BuildCall, 0, OpFlow.Branch);
         OpTable.Add(Mnemonic.Ret, &BuildRet, 0, OpFlow.Branch);
-        foreach (var m in new[] { Mnemonic.Jo, Mnemonic.Jno, Mnemonic.Jb, Mnemonic.Jae, Mnemonic.Je, Mnemonic.Jne, Mnemonic.Jbe, Mnemonic.Ja,
-                     Mnemonic.Js, Mnemonic.Jns, Mnemonic.Jp, Mnemonic.Jnp, Mnemonic.Jl, Mnemonic.Jge, Mnemonic.Jle, Mnemonic.Jg })
-            OpTable.Add(m, &BuildJcc, 0, OpFlow.Branch);
+        var jcc = JccTable();
+        for (byte cc = 0; cc < 16; cc++) OpTable.Add(jcc[cc].M, (delegate*<Vcpu, ref Insn, void>)jcc[cc].Exec, OpFlow.Branch, sub: cc);
         OpTable.Add(Mnemonic.Jrcxz, &BuildLoop, 0, OpFlow.Branch);
         OpTable.Add(Mnemonic.Jecxz, &BuildLoop, 1, OpFlow.Branch);
         OpTable.Add(Mnemonic.Loop, &BuildLoop, 2, OpFlow.Branch);
@@ -37,14 +37,33 @@ internal static unsafe class Branches
     private static void JmpR(Vcpu c, ref Insn x) => c.S->Rip = c.S->Gpr[x.R0];
     private static void JmpM(Vcpu c, ref Insn x) => c.S->Rip = c.Load(c.Ea(ref x), 3);
 
-    private static bool BuildJcc(ref Insn x, in Instruction ins)
+    // In condition-code order. The unsigned compares and equality (what loop bounds and pointer
+    // checks compile to) have their own handlers that read the lazy record directly; the rest evaluate x.Sub.
+    private static (Mnemonic M, nint Exec)[] JccTable()
     {
-        x.Sub = Moves.CondOf(ins);
-        x.Exec = &Jcc;
-        return true;
+        nint any = (nint)(delegate*<Vcpu, ref Insn, void>)&JccAny;
+        return
+        [
+            (Mnemonic.Jo, any), (Mnemonic.Jno, any),
+            (Mnemonic.Jb, (nint)(delegate*<Vcpu, ref Insn, void>)&Jb), (Mnemonic.Jae, (nint)(delegate*<Vcpu, ref Insn, void>)&Jae),
+            (Mnemonic.Je, (nint)(delegate*<Vcpu, ref Insn, void>)&Je), (Mnemonic.Jne, (nint)(delegate*<Vcpu, ref Insn, void>)&Jne),
+            (Mnemonic.Jbe, (nint)(delegate*<Vcpu, ref Insn, void>)&Jbe), (Mnemonic.Ja, (nint)(delegate*<Vcpu, ref Insn, void>)&Ja),
+            (Mnemonic.Js, any), (Mnemonic.Jns, any), (Mnemonic.Jp, any), (Mnemonic.Jnp, any),
+            (Mnemonic.Jl, any), (Mnemonic.Jge, any), (Mnemonic.Jle, any), (Mnemonic.Jg, any),
+        ];
     }
 
-    private static void Jcc(Vcpu c, ref Insn x) => c.S->Rip = c.Cond(x.Sub) ? x.Imm : x.NextIp;
+    private static void JccAny(Vcpu c, ref Insn x) => c.S->Rip = c.Cond(x.Sub) ? x.Imm : x.NextIp;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Zero(CpuState* s) => s->LazyOp != 0 ? (s->LazyRes & Vcpu.SizeMask(s->LazySize)) == 0 : (s->RflagsRaw & Rflags.ZF) != 0;
+
+    private static void Je(Vcpu c, ref Insn x) { var s = c.S; s->Rip = Zero(s) ? x.Imm : x.NextIp; }
+    private static void Jne(Vcpu c, ref Insn x) { var s = c.S; s->Rip = Zero(s) ? x.NextIp : x.Imm; }
+    private static void Jb(Vcpu c, ref Insn x) { c.S->Rip = c.Cond(2) ? x.Imm : x.NextIp; }
+    private static void Jae(Vcpu c, ref Insn x) { c.S->Rip = c.Cond(3) ? x.Imm : x.NextIp; }
+    private static void Jbe(Vcpu c, ref Insn x) { c.S->Rip = c.Cond(6) ? x.Imm : x.NextIp; }
+    private static void Ja(Vcpu c, ref Insn x) { c.S->Rip = c.Cond(7) ? x.Imm : x.NextIp; }
 
     private static bool BuildCall(ref Insn x, in Instruction ins)
     {

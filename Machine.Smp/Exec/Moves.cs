@@ -9,71 +9,68 @@ internal static unsafe class Moves
 {
     public static void Install()
     {
-        OpTable.Add(Mnemonic.Mov, &BuildMov);
-        OpTable.Add(Mnemonic.Movzx, &BuildExtend, 0);
-        OpTable.Add(Mnemonic.Movsx, &BuildExtend, 1);
-        OpTable.Add(Mnemonic.Movsxd, &BuildExtend, 1);
-        OpTable.Add(Mnemonic.Lea, &BuildLea);
-        OpTable.Add(Mnemonic.Xchg, &BuildXchg);
-        OpTable.Add(Mnemonic.Bswap, &BuildSimple);
-        OpTable.Add(Mnemonic.Cbw, &BuildSimple);
-        OpTable.Add(Mnemonic.Cwde, &BuildSimple);
-        OpTable.Add(Mnemonic.Cdqe, &BuildSimple);
-        OpTable.Add(Mnemonic.Cwd, &BuildSimple);
-        OpTable.Add(Mnemonic.Cdq, &BuildSimple);
-        OpTable.Add(Mnemonic.Cqo, &BuildSimple);
-        OpTable.Add(Mnemonic.Nop, &BuildSimple);
-        OpTable.Add(Mnemonic.Endbr64, &BuildSimple);
-        OpTable.Add(Mnemonic.Endbr32, &BuildSimple);
-        foreach (var m in new[] { Mnemonic.Cmovo, Mnemonic.Cmovno, Mnemonic.Cmovb, Mnemonic.Cmovae, Mnemonic.Cmove, Mnemonic.Cmovne,
-                     Mnemonic.Cmovbe, Mnemonic.Cmova, Mnemonic.Cmovs, Mnemonic.Cmovns, Mnemonic.Cmovp, Mnemonic.Cmovnp,
-                     Mnemonic.Cmovl, Mnemonic.Cmovge, Mnemonic.Cmovle, Mnemonic.Cmovg })
-            OpTable.Add(m, &BuildCmov);
-        foreach (var m in new[] { Mnemonic.Seto, Mnemonic.Setno, Mnemonic.Setb, Mnemonic.Setae, Mnemonic.Sete, Mnemonic.Setne,
-                     Mnemonic.Setbe, Mnemonic.Seta, Mnemonic.Sets, Mnemonic.Setns, Mnemonic.Setp, Mnemonic.Setnp,
-                     Mnemonic.Setl, Mnemonic.Setge, Mnemonic.Setle, Mnemonic.Setg })
-            OpTable.Add(m, &BuildSetcc);
+        OpTable.Add(Mnemonic.Mov, new FormMap()
+            .On(Form.RR, &MovRR<S8>, &MovRR<S16>, &MovRR<S32>, &MovRR<S64>)
+            .On(Form.RM, &MovRM<S8>, &MovRM<S16>, &MovRM<S32>, &MovRM<S64>)
+            .On(Form.MR, &MovMR<S8>, &MovMR<S16>, &MovMR<S32>, &MovMR<S64>)
+            .On(Form.RI, &MovRI<S8>, &MovRI<S16>, &MovRI<S32>, &MovRI<S64>)
+            .On(Form.MI, &MovMI<S8>, &MovMI<S16>, &MovMI<S32>, &MovMI<S64>), check: &CheckMov);
+        OpTable.Add(Mnemonic.Movzx, new FormMap().On(Form.RR, &ZxR).On(Form.RM, &ZxM), check: &SourceSize);
+        OpTable.Add(Mnemonic.Movsx, new FormMap().On(Form.RR, &SxR).On(Form.RM, &SxM), check: &SourceSize);
+        OpTable.Add(Mnemonic.Movsxd, new FormMap().On(Form.RR, &SxR).On(Form.RM, &SxM), check: &SourceSize);
+        OpTable.Add(Mnemonic.Lea, new FormMap().On(Form.RM, null, &Lea<S16>, &Lea<S32>, &Lea<S64>), check: &CheckLea);
+        OpTable.Add(Mnemonic.Xchg, new FormMap().On(Form.RR, &XchgRR).Always(Form.RM, &XchgM).Always(Form.MR, &XchgM));
+        OpTable.Add(Mnemonic.Bswap, &Bswap);
+        OpTable.Add(Mnemonic.Cbw, &Cbw);
+        OpTable.Add(Mnemonic.Cwde, &Cwde);
+        OpTable.Add(Mnemonic.Cdqe, &Cdqe);
+        OpTable.Add(Mnemonic.Cwd, &Cwd);
+        OpTable.Add(Mnemonic.Cdq, &Cdq);
+        OpTable.Add(Mnemonic.Cqo, &Cqo);
+        OpTable.Add(Mnemonic.Nop, &Nop);
+        OpTable.Add(Mnemonic.Endbr64, &Nop);
+        OpTable.Add(Mnemonic.Endbr32, &Nop);
+        var cmov = new FormMap().On(Form.RR, &CmovRR).On(Form.RM, &CmovRM);
+        var setcc = new FormMap().On(Form.R, &SetccR).On(Form.M, &SetccM);
+        for (byte cc = 0; cc < 16; cc++)
+        {
+            OpTable.Add(Cmovcc[cc], cmov, cc);
+            OpTable.Add(Setcc[cc], setcc, cc);
+        }
     }
 
-    /// <summary>Condition code 0..15 in opcode order (o no b ae e ne be a s ns p np l ge le g).</summary>
-    public static byte CondOf(in Instruction ins) => (byte)(ins.ConditionCode - ConditionCode.o);
+    // In condition-code order (the low nibble of the opcode): o no b ae e ne be a s ns p np l ge le g.
+    private static readonly Mnemonic[] Cmovcc =
+    [
+        Mnemonic.Cmovo, Mnemonic.Cmovno, Mnemonic.Cmovb, Mnemonic.Cmovae, Mnemonic.Cmove, Mnemonic.Cmovne, Mnemonic.Cmovbe, Mnemonic.Cmova,
+        Mnemonic.Cmovs, Mnemonic.Cmovns, Mnemonic.Cmovp, Mnemonic.Cmovnp, Mnemonic.Cmovl, Mnemonic.Cmovge, Mnemonic.Cmovle, Mnemonic.Cmovg,
+    ];
 
-    private static bool BuildMov(ref Insn x, in Instruction ins)
+    private static readonly Mnemonic[] Setcc =
+    [
+        Mnemonic.Seto, Mnemonic.Setno, Mnemonic.Setb, Mnemonic.Setae, Mnemonic.Sete, Mnemonic.Setne, Mnemonic.Setbe, Mnemonic.Seta,
+        Mnemonic.Sets, Mnemonic.Setns, Mnemonic.Setp, Mnemonic.Setnp, Mnemonic.Setl, Mnemonic.Setge, Mnemonic.Setle, Mnemonic.Setg,
+    ];
+
+    // Moves to and from segment and control registers are system instructions.
+    private static bool CheckMov(ref Insn x, in Instruction ins)
     {
-        // Moves to and from segment and control registers are system instructions.
         for (int i = 0; i < ins.OpCount; i++)
             if (ins.GetOpKind(i) == OpKind.Register && (ins.GetOpRegister(i).IsSegmentRegister() || ins.GetOpRegister(i).IsCR()))
                 return SystemOps.BuildMovSpecial(ref x, ins);
-        x.Exec = OpTable.FormOf(x, ins) switch
-        {
-            Form.RR => &MovRR,
-            Form.RM => &MovRM,
-            Form.MR => &MovMR,
-            Form.RI => &MovRI,
-            Form.MI => &MovMI,
-            _ => null,
-        };
-        return x.Exec != null;
+        return true;
     }
 
-    private static void MovRR(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, c.GetReg(x.R1, x.SizeLog));
-    private static void MovRM(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, c.Load(c.Ea(ref x), x.SizeLog));
-    private static void MovMR(Vcpu c, ref Insn x) => c.Store(c.Ea(ref x), x.SizeLog, c.GetReg(x.R0, x.SizeLog));
-    private static void MovRI(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, x.Imm);
-    private static void MovMI(Vcpu c, ref Insn x) => c.Store(c.Ea(ref x), x.SizeLog, x.Imm);
+    private static void MovRR<Z>(Vcpu c, ref Insn x) where Z : struct, ISize => Z.Set(c.S, x.R0, Z.Get(c.S, x.R1));
+    private static void MovRI<Z>(Vcpu c, ref Insn x) where Z : struct, ISize => Z.Set(c.S, x.R0, x.Imm);
+    private static void MovRM<Z>(Vcpu c, ref Insn x) where Z : struct, ISize => Z.Set(c.S, x.R0, Data.Load<Z>(c, c.Ea(ref x)));
+    private static void MovMR<Z>(Vcpu c, ref Insn x) where Z : struct, ISize => Data.Store<Z>(c, c.Ea(ref x), Z.Get(c.S, x.R0));
+    private static void MovMI<Z>(Vcpu c, ref Insn x) where Z : struct, ISize => Data.Store<Z>(c, c.Ea(ref x), x.Imm);
 
-    private static bool BuildExtend(ref Insn x, in Instruction ins)
+    private static bool SourceSize(ref Insn x, in Instruction ins)
     {
         int srcSize = ins.GetOpKind(1) == OpKind.Register ? ins.GetOpRegister(1).GetSize() : ins.MemorySize.GetSize();
         x.Size2 = (byte)OpTable.SizeLog(srcSize);
-        bool signed = x.Sub == 1;
-        x.Exec = (ins.GetOpKind(1) == OpKind.Memory, signed) switch
-        {
-            (false, false) => &ZxR,
-            (true, false) => &ZxM,
-            (false, true) => &SxR,
-            (true, true) => &SxM,
-        };
         return true;
     }
 
@@ -88,25 +85,13 @@ internal static unsafe class Moves
     private static void SxR(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, SignExtend(c.GetReg(x.R1, x.Size2), x.Size2));
     private static void SxM(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, SignExtend(c.Load(c.Ea(ref x), x.Size2), x.Size2));
 
-    private static bool BuildLea(ref Insn x, in Instruction ins)
+    private static bool CheckLea(ref Insn x, in Instruction ins)
     {
         x.MSeg = 0; // lea computes the offset: no segment base
-        x.Exec = &Lea;
         return true;
     }
 
-    private static void Lea(Vcpu c, ref Insn x) => c.SetReg(x.R0, x.SizeLog, c.Ea(ref x));
-
-    private static bool BuildXchg(ref Insn x, in Instruction ins)
-    {
-        x.Exec = OpTable.FormOf(x, ins) switch
-        {
-            Form.RR => &XchgRR,
-            Form.RM or Form.MR => &XchgM,
-            _ => null,
-        };
-        return x.Exec != null;
-    }
+    private static void Lea<Z>(Vcpu c, ref Insn x) where Z : struct, ISize => Z.Set(c.S, x.R0, c.Ea(ref x));
 
     private static void XchgRR(Vcpu c, ref Insn x)
     {
@@ -125,22 +110,6 @@ internal static unsafe class Moves
         c.SetReg(x.R0, x.SizeLog, old);
     }
 
-    private static bool BuildSimple(ref Insn x, in Instruction ins)
-    {
-        x.Exec = ins.Mnemonic switch
-        {
-            Mnemonic.Bswap => &Bswap,
-            Mnemonic.Cbw => &Cbw,
-            Mnemonic.Cwde => &Cwde,
-            Mnemonic.Cdqe => &Cdqe,
-            Mnemonic.Cwd => &Cwd,
-            Mnemonic.Cdq => &Cdq,
-            Mnemonic.Cqo => &Cqo,
-            _ => &Nop,
-        };
-        return true;
-    }
-
     internal static void Nop(Vcpu c, ref Insn x) { }
 
     private static void Bswap(Vcpu c, ref Insn x)
@@ -157,13 +126,6 @@ internal static unsafe class Moves
     private static void Cdq(Vcpu c, ref Insn x) => c.SetReg(Reg.Rdx, 2, (int)c.S->Gpr[Reg.Rax] < 0 ? 0xFFFF_FFFFUL : 0);
     private static void Cqo(Vcpu c, ref Insn x) => c.S->Gpr[Reg.Rdx] = (long)c.S->Gpr[Reg.Rax] < 0 ? ulong.MaxValue : 0;
 
-    private static bool BuildCmov(ref Insn x, in Instruction ins)
-    {
-        x.Sub = CondOf(ins);
-        x.Exec = OpTable.FormOf(x, ins) == Form.RR ? &CmovRR : &CmovRM;
-        return true;
-    }
-
     // cmov always writes its destination: a false condition with a 32-bit operand still clears the upper half.
     private static void CmovRR(Vcpu c, ref Insn x)
     {
@@ -176,13 +138,6 @@ internal static unsafe class Moves
         int log = x.SizeLog;
         ulong v = c.Load(c.Ea(ref x), log); // the load happens (and may fault) whatever the condition
         c.SetReg(x.R0, log, c.Cond(x.Sub) ? v : c.GetReg(x.R0, log));
-    }
-
-    private static bool BuildSetcc(ref Insn x, in Instruction ins)
-    {
-        x.Sub = CondOf(ins);
-        x.Exec = x.Has(InsnFlags.MemOperand) ? &SetccM : &SetccR;
-        return true;
     }
 
     private static void SetccR(Vcpu c, ref Insn x) => c.SetReg(x.R0, 0, c.Cond(x.Sub) ? 1UL : 0);

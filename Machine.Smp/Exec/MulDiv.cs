@@ -10,33 +10,14 @@ namespace Harness.Machine.Exec;
 /// </summary>
 internal static unsafe class MulDiv
 {
-    public const byte Mul = 0, Imul = 1, Div = 2, Idiv = 3;
-
     public static void Install()
     {
-        OpTable.Add(Mnemonic.Mul, &Build, Mul);
-        OpTable.Add(Mnemonic.Imul, &Build, Imul);
-        OpTable.Add(Mnemonic.Div, &Build, Div);
-        OpTable.Add(Mnemonic.Idiv, &Build, Idiv);
-    }
-
-    private static bool Build(ref Insn x, in Instruction ins)
-    {
-        bool mem = x.Has(InsnFlags.MemOperand);
-        if (ins.OpCount == 1)
-        {
-            x.Exec = x.Sub switch
-            {
-                Mul => mem ? &MulM : &MulR,
-                Imul => mem ? &ImulM : &ImulR,
-                Div => mem ? &DivM : &DivR,
-                _ => mem ? &IdivM : &IdivR,
-            };
-            return true;
-        }
-        if (ins.OpCount == 2) x.Exec = mem ? &Imul2M : &Imul2R;
-        else x.Exec = mem ? &Imul3M : &Imul3R;
-        return true;
+        OpTable.Add(Mnemonic.Mul, new FormMap().On(Form.R, &MulR).On(Form.M, &MulM));
+        // imul's two- and three-operand forms: RR/RM are imul r, r/m; RI/MI are imul r, r/m, imm.
+        OpTable.Add(Mnemonic.Imul, new FormMap().On(Form.R, &ImulR).On(Form.M, &ImulM)
+            .On(Form.RR, &Imul2R).On(Form.RM, &Imul2M).On(Form.RI, &Imul3R).On(Form.MI, &Imul3M));
+        OpTable.Add(Mnemonic.Div, new FormMap().On(Form.R, &DivR).On(Form.M, &DivM));
+        OpTable.Add(Mnemonic.Idiv, new FormMap().On(Form.R, &IdivR).On(Form.M, &IdivM));
     }
 
     private static ulong Src(Vcpu c, ref Insn x, bool mem) => mem ? c.Load(c.Ea(ref x), x.SizeLog) : c.GetReg(x.R0, x.SizeLog);

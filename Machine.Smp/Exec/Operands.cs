@@ -8,17 +8,15 @@ namespace Harness.Machine;
 // Register and memory operand access shared by every instruction family.
 public unsafe partial class Vcpu
 {
+    /// <summary>Reads a register at a size known only at run time (the size types in Exec/Sizes.cs hold the semantics).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal ulong GetReg(int r, int sizeLog)
+    internal ulong GetReg(int r, int sizeLog) => sizeLog switch
     {
-        switch (sizeLog)
-        {
-            case 3: return S->Gpr[r];
-            case 2: return (uint)S->Gpr[r];
-            case 1: return (ushort)S->Gpr[r];
-            default: return r >= Reg.HighByteBase ? (byte)(S->Gpr[r - Reg.HighByteBase] >> 8) : (byte)S->Gpr[r];
-        }
-    }
+        3 => Exec.S64.Get(S, r),
+        2 => Exec.S32.Get(S, r),
+        1 => Exec.S16.Get(S, r),
+        _ => Exec.S8.Get(S, r),
+    };
 
     /// <summary>Writes a register with x86-64 semantics: 32-bit writes zero-extend, 8/16-bit writes merge.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -26,13 +24,10 @@ public unsafe partial class Vcpu
     {
         switch (sizeLog)
         {
-            case 3: S->Gpr[r] = v; break;
-            case 2: S->Gpr[r] = (uint)v; break;
-            case 1: *(ushort*)&S->Gpr[r] = (ushort)v; break;
-            default:
-                if (r >= Reg.HighByteBase) *((byte*)&S->Gpr[r - Reg.HighByteBase] + 1) = (byte)v;
-                else *(byte*)&S->Gpr[r] = (byte)v;
-                break;
+            case 3: Exec.S64.Set(S, r, v); break;
+            case 2: Exec.S32.Set(S, r, v); break;
+            case 1: Exec.S16.Set(S, r, v); break;
+            default: Exec.S8.Set(S, r, v); break;
         }
     }
 

@@ -77,12 +77,12 @@ internal static unsafe class Strings
                 case Cmps:
                 {
                     ulong a = c.Load(si + segBase, log), b = c.Load(di, log);
-                    Alu.Compute(c, Alu.Cmp, log, a, b);
+                    CmpOp.Do(c, log, a, b);
                     Advance(s, Reg.Rsi, step, a32); Advance(s, Reg.Rdi, step, a32);
                     break;
                 }
                 default:
-                    Alu.Compute(c, Alu.Cmp, log, c.GetReg(Reg.Rax, log), c.Load(di, log));
+                    CmpOp.Do(c, log, c.GetReg(Reg.Rax, log), c.Load(di, log));
                     Advance(s, Reg.Rdi, step, a32);
                     break;
             }

@@ -17,7 +17,7 @@ internal static unsafe partial class SystemOps
         {
             x.Sub = (byte)(SregWrite | SregIndex(ins.Op0Register));
             x.Exec = &PopSreg;
-            x.Flags |= InsnFlags.EndsBlock;
+            x.Flags |= InsnFlags.EndsBlock | ShadowOf(ins.Op0Register);
             return true;
         }
         var r0 = ins.Op0Kind == OpKind.Register ? ins.Op0Register : Register.None;
@@ -28,13 +28,16 @@ internal static unsafe partial class SystemOps
         {
             x.Sub = (byte)(SregWrite | SregIndex(r0));
             x.Exec = &MovToSreg;
-            x.Flags |= InsnFlags.EndsBlock;
+            x.Flags |= InsnFlags.EndsBlock | ShadowOf(r0);
             return true;
         }
         x.Sub = (byte)(SregRead | SregIndex(r1));
         x.Exec = &MovFromSreg;
         return true;
     }
+
+    // A write to SS opens an interrupt shadow measured in guest time (as sti's).
+    private static InsnFlags ShadowOf(Register sreg) => sreg == Register.SS ? InsnFlags.ReadsClock : InsnFlags.None;
 
     private static int SregIndex(Register r) => r switch
     {

@@ -15,69 +15,61 @@ internal static unsafe partial class SystemOps
 {
     public static void Install()
     {
-        var ends = OpFlow.EndsBlock;
-        var branch = OpFlow.Branch | OpFlow.EndsBlock;
-        Add(Mnemonic.Hlt, &Hlt, ends);
-        Add(Mnemonic.Pause, &Pause);
-        Add(Mnemonic.Cli, &Cli, ends);
-        Add(Mnemonic.Sti, &Sti, ends);
-        Add(Mnemonic.Clc, &Clc);
-        Add(Mnemonic.Stc, &Stc);
-        Add(Mnemonic.Cmc, &Cmc);
-        Add(Mnemonic.Cld, &Cld);
-        Add(Mnemonic.Std, &Std);
-        Add(Mnemonic.Lahf, &Lahf);
-        Add(Mnemonic.Sahf, &Sahf);
-        Add(Mnemonic.Pushfq, &Pushfq);
-        Add(Mnemonic.Popfq, &Popfq, ends);
-        Add(Mnemonic.Int, &IntN, branch);
-        Add(Mnemonic.Int3, &Int3, branch);
-        Add(Mnemonic.Iretq, &Iretq, branch);
-        Add(Mnemonic.Syscall, &Syscall, branch);
-        Add(Mnemonic.Sysretq, &Sysretq, branch);
-        Add(Mnemonic.Swapgs, &Swapgs, ends);
-        Add(Mnemonic.Lgdt, &Lgdt, ends);
-        Add(Mnemonic.Lidt, &Lidt, ends);
-        Add(Mnemonic.Sgdt, &Sgdt);
-        Add(Mnemonic.Sidt, &Sidt);
-        Add(Mnemonic.Ltr, &Ltr, ends);
-        Add(Mnemonic.Str, &Str);
-        Add(Mnemonic.Lldt, &Lldt, ends);
-        Add(Mnemonic.Invlpg, &Invlpg, ends);
-        Add(Mnemonic.Rdmsr, &Rdmsr);
-        Add(Mnemonic.Wrmsr, &Wrmsr, ends);
-        Add(Mnemonic.Rdtsc, &Rdtsc);
-        Add(Mnemonic.Rdtscp, &Rdtscp);
-        Add(Mnemonic.Cpuid, &Cpuid);
-        Add(Mnemonic.In, &In);
-        Add(Mnemonic.Out, &Out, ends);
-        Add(Mnemonic.Mfence, &Mfence);
-        Add(Mnemonic.Lfence, &Moves.Nop);
-        Add(Mnemonic.Sfence, &Moves.Nop);
-        Add(Mnemonic.Vmcall, &Vmcall, branch);
-        Add(Mnemonic.Ud2, &InvalidOpcode, ends);
-        Add(Mnemonic.Ud0, &InvalidOpcode, ends);
-        Add(Mnemonic.Ud1, &InvalidOpcode, ends);
-        Add(Mnemonic.Wbinvd, &Wbinvd);
-        Add(Mnemonic.Clflush, &Moves.Nop);
-        Add(Mnemonic.Retf, &Retf, branch);
+        const OpFlow ends = OpFlow.EndsBlock, branch = OpFlow.Branch | OpFlow.EndsBlock, clock = OpFlow.ReadsClock;
+        OpTable.Add(Mnemonic.Hlt, &Hlt, ends);
+        OpTable.Add(Mnemonic.Pause, &Pause);
+        OpTable.Add(Mnemonic.Cli, &Cli, ends);
+        OpTable.Add(Mnemonic.Sti, &Sti, ends | clock);
+        OpTable.Add(Mnemonic.Clc, &Clc);
+        OpTable.Add(Mnemonic.Stc, &Stc);
+        OpTable.Add(Mnemonic.Cmc, &Cmc);
+        OpTable.Add(Mnemonic.Cld, &Cld);
+        OpTable.Add(Mnemonic.Std, &Std);
+        OpTable.Add(Mnemonic.Lahf, &Lahf);
+        OpTable.Add(Mnemonic.Sahf, &Sahf);
+        OpTable.Add(Mnemonic.Pushfq, &Pushfq, check: &Quadword);
+        OpTable.Add(Mnemonic.Popfq, &Popfq, ends, check: &Quadword);
+        OpTable.Add(Mnemonic.Int, &IntN, branch, check: &Vector);
+        OpTable.Add(Mnemonic.Int3, &Int3, branch);
+        OpTable.Add(Mnemonic.Iretq, &Iretq, branch, check: &Quadword);
+        OpTable.Add(Mnemonic.Syscall, &Syscall, branch);
+        OpTable.Add(Mnemonic.Sysretq, &Sysretq, branch, check: &Quadword);
+        OpTable.Add(Mnemonic.Swapgs, &Swapgs, ends);
+        OpTable.Add(Mnemonic.Lgdt, &Lgdt, ends);
+        OpTable.Add(Mnemonic.Lidt, &Lidt, ends);
+        OpTable.Add(Mnemonic.Sgdt, &Sgdt);
+        OpTable.Add(Mnemonic.Sidt, &Sidt);
+        OpTable.Add(Mnemonic.Ltr, &Ltr, ends);
+        OpTable.Add(Mnemonic.Str, &Str);
+        OpTable.Add(Mnemonic.Lldt, &Lldt, ends);
+        OpTable.Add(Mnemonic.Invlpg, &Invlpg, ends);
+        OpTable.Add(Mnemonic.Rdmsr, &Rdmsr, clock);
+        OpTable.Add(Mnemonic.Wrmsr, &Wrmsr, ends | clock);
+        OpTable.Add(Mnemonic.Rdtsc, &Rdtsc, clock);
+        OpTable.Add(Mnemonic.Rdtscp, &Rdtscp, clock);
+        OpTable.Add(Mnemonic.Cpuid, &Cpuid);
+        OpTable.Add(Mnemonic.In, &In, check: &BuildIo);
+        OpTable.Add(Mnemonic.Out, &Out, ends, check: &BuildIo);
+        OpTable.Add(Mnemonic.Mfence, &Mfence);
+        OpTable.Add(Mnemonic.Lfence, &Moves.Nop);
+        OpTable.Add(Mnemonic.Sfence, &Moves.Nop);
+        OpTable.Add(Mnemonic.Vmcall, &Vmcall, branch);
+        OpTable.Add(Mnemonic.Ud2, &InvalidOpcode, ends);
+        OpTable.Add(Mnemonic.Ud0, &InvalidOpcode, ends);
+        OpTable.Add(Mnemonic.Ud1, &InvalidOpcode, ends);
+        OpTable.Add(Mnemonic.Wbinvd, &Wbinvd);
+        OpTable.Add(Mnemonic.Clflush, &Moves.Nop);
+        OpTable.Add(Mnemonic.Retf, &Retf, branch, check: &FarReturnSize);
     }
 
-    private static void Add(Mnemonic m, delegate*<Vcpu, ref Insn, void> exec, OpFlow kind = OpFlow.Plain)
-    {
-        handlers[(int)m] = (nint)exec;
-        OpTable.Add(m, &BuildFixed, 0, kind);
-    }
+    // The stack operands of these are 64-bit whatever the extraction saw (none).
+    private static bool Quadword(ref Insn x, in Instruction ins) { x.Size = 8; return true; }
 
-    private static readonly nint[] handlers = new nint[OpTable.MnemonicCount];
+    private static bool Vector(ref Insn x, in Instruction ins) { x.Imm = ins.Immediate8; return true; }
 
-    private static bool BuildFixed(ref Insn x, in Instruction ins)
+    private static bool FarReturnSize(ref Insn x, in Instruction ins)
     {
-        x.Exec = (delegate*<Vcpu, ref Insn, void>)handlers[(int)ins.Mnemonic];
-        if (ins.Mnemonic == Mnemonic.Retf) x.Size = (byte)(ins.Code == Code.Retfq || ins.Code == Code.Retfq_imm16 ? 8 : ins.Code is Code.Retfd or Code.Retfd_imm16 ? 4 : 2);
-        if (ins.Mnemonic is Mnemonic.Pushfq or Mnemonic.Popfq or Mnemonic.Iretq or Mnemonic.Sysretq) x.Size = 8;
-        if (ins.Mnemonic is Mnemonic.In or Mnemonic.Out) return BuildIo(ref x, ins);
-        if (ins.Mnemonic == Mnemonic.Int) x.Imm = ins.Immediate8;
+        x.Size = ins.Code switch { Code.Retfq or Code.Retfq_imm16 => 8, Code.Retfd or Code.Retfd_imm16 => 4, _ => 2 };
         return true;
     }
 
