@@ -67,19 +67,31 @@ public sealed class Dbt : ICallOutTargets
     /// </summary>
     public static Dbt Attach(Machine.Machine machine, DbtOptions? options = null)
     {
-        if (machine.Vmcall is not null) throw new InvalidOperationException("the machine already has a vmcall handler (another DBT attached?)");
-        if (machine.StartRipFilter is not null) throw new InvalidOperationException("the machine already has a start-RIP filter");
+        if (machine.AttachedAgents.Any(a => a is Agent)) throw new InvalidOperationException("a DBT is attached to this machine already");
         var dbt = new Dbt(machine, options ?? DbtOptions.Default);
-        machine.Vmcall = dbt.Dispatcher.OnVmcall;
-        machine.OriginOf = dbt.Translator.OriginOf;
-        machine.StartRipFilter = dbt.Dispatcher.StartAt;
-        if (dbt.Options is { InterruptsViaDispatcher: true, PlantedDrkInterruptsAnywhere: false }) machine.InterruptBoundary = dbt.AtNativeBoundary;
-        if (dbt.Options.SwitchOnAt is > 0 and long at)
-        {
-            machine.HostEventAt = at;
-            machine.HostEvent = v => dbt.SwitchOnFromHost(v);
-        }
+        machine.Attach(dbt.HostAgent);
+        if (dbt.Options.SwitchOnAt is > 0 and long at) machine.ScheduleHostEvent(dbt.HostAgent, at);
         return dbt;
+    }
+
+    /// <summary>The DBT's side of the machine's host-agent seam (attached by <see cref="Attach"/>).</summary>
+    public HostAgent HostAgent => agent ??= new Agent(this);
+    private Agent? agent;
+
+    private sealed class Agent(Dbt dbt) : HostAgent
+    {
+        public override bool Vmcall(Vcpu v) { dbt.Dispatcher.OnVmcall(v); return true; }
+        public override ulong StartRip(Vcpu v, ulong rip) => dbt.Dispatcher.StartAt(v, rip);
+        public override CodeOrigin? OriginOf(ulong rip) => dbt.Translator.OriginOf(rip);
+        public override bool SafePoint(Vcpu v) => dbt.Switch.SafePoint(v);
+        public override bool InterruptBoundary(Vcpu v) => dbt.AtNativeBoundary(v);
+        public override void HostEvent(Vcpu v) => dbt.SwitchOnFromHost(v);
+
+        // Precise interrupts only in the DRK-style configuration: elsewhere the machine delivers at
+        // every boundary without asking (its one array-length test).
+        public override Hooks Implements =>
+            Hooks.Vmcall | Hooks.StartRip | Hooks.OriginOf | Hooks.SafePoint | Hooks.HostEvent
+            | (dbt.Options is { InterruptsViaDispatcher: true, PlantedDrkInterruptsAnywhere: false } ? Hooks.InterruptBoundary : Hooks.None);
     }
 
     /// <summary>What code is at pc: native, a stub of the cache, an entry path, or a rule's translation (and where inside it).</summary>

@@ -55,43 +55,6 @@ public sealed class Machine : IDisposable
     public readonly ulong ReservedBase, ReservedSize;
     /// <summary>Serializes locked accesses that cross a page (split locks) and cmpxchg16b.</summary>
     internal readonly object SplitLock = new();
-    /// <summary>The host call-out for vmcall (#UD in the guest when null).</summary>
-    public Action<Vcpu>? Vmcall { get; set; }
-    /// <summary>
-    /// Hook for a binary translator (the DBT's attach point): maps a vCPU's start RIP to the RIP it
-    /// really starts at. Called for the BSP in <see cref="Run"/> (after the boot reset and the test
-    /// setup) and for an AP when its start-up IPI is handled (after the reset from its mailbox, before
-    /// it runs, on the sender's thread). Null: start at the given RIP.
-    /// </summary>
-    public Func<Vcpu, ulong, ulong>? StartRipFilter { get; set; }
-    /// <summary>
-    /// Observer, called on the vCPU's thread each time the interpreter decodes a block it is about to
-    /// run: (vCPU, virtual RIP, physical address). Lets a DBT's tests prove where executed code lives.
-    /// </summary>
-    public Action<Vcpu, ulong, ulong>? BlockDecoded { get; set; }
-    /// <summary>
-    /// For reports (a fault, an unsupported instruction): what code at an address stands for when a
-    /// host agent generated it (the DBT: the native instruction a code-cache address translates and
-    /// the rule that emitted it); null for ordinary guest code. Called only when a report is built.
-    /// </summary>
-    public Func<ulong, CodeOrigin?>? OriginOf { get; set; }
-    /// <summary>
-    /// Observer, called on the vCPU's thread when an exception or interrupt is about to be delivered,
-    /// before anything is pushed (the vCPU's state is the interrupted state): (vCPU, vector, whether an
-    /// instruction raised it (a fault or trap, not an external interrupt), the RIP the frame will hold).
-    /// Lets tests compare translated and native state where control passes to a handler. One null
-    /// test per delivered event when unset.
-    /// </summary>
-    public Action<Vcpu, int, bool, ulong>? EventDelivering { get; set; }
-    /// <summary>
-    /// Where an external interrupt may be delivered (null: at every instruction boundary, as the
-    /// hardware does). A host agent that wants precise interrupts (the DRK-style DBT configuration)
-    /// answers false at boundaries of its generated code that are not boundaries of the code it
-    /// stands for; the interrupt then stays pending and the vCPU goes on one instruction at a time
-    /// until the agent answers true: the machine's form of "trap the next native boundary, then
-    /// deliver". Not asked for a halted vCPU (it is at the boundary after its hlt) or with IF=0.
-    /// </summary>
-    public Func<Vcpu, bool>? InterruptBoundary { get; set; }
     public ElfImage? Image { get; private set; }
 
     private readonly BootState boot;
@@ -146,20 +109,94 @@ public sealed class Machine : IDisposable
     /// <summary>Stop-the-world for host agents (the DBT's switch operations).</summary>
     public WorldStop World { get; }
 
-    /// <summary>
-    /// Which vCPU states a world stop may park at (null: any block boundary). The DBT accepts only
-    /// states it can map back to native ones.
-    /// </summary>
-    public Func<Vcpu, bool>? SafePoint { get; set; }
+    internal volatile AgentSet Agents = AgentSet.Empty;
+    private readonly object agentsLock = new();
 
     /// <summary>
-    /// A one-shot host event: when vCPU 0's guest time reaches HostEventAt instructions, HostEvent runs
-    /// on its thread at exactly that instruction boundary (the interpreter stops there), or, if vCPU 0
-    /// is halted then, when its time jumps there (the DBT's --dbt-on-at; Properties' host plans, which
-    /// re-arm it).
+    /// Attaches a host agent, after the others or (first) before them, e.g. to wrap another's vmcall.
+    /// Attach before the run: a hook asked meanwhile sees the set before or after.
     /// </summary>
-    public long HostEventAt { get; set; } = long.MaxValue;
-    public Action<Vcpu>? HostEvent { get; set; }
+    public void Attach(HostAgent agent, bool first = false)
+    {
+        lock (agentsLock)
+        {
+            if (Agents.All.Contains(agent)) throw new InvalidOperationException($"{agent.GetType().Name} is attached already");
+            Agents = new AgentSet(first ? [agent, .. Agents.All] : [.. Agents.All, agent]);
+        }
+    }
+
+    public void Detach(HostAgent agent)
+    {
+        lock (agentsLock) Agents = new AgentSet(Agents.All.Where(a => a != agent).ToArray());
+    }
+
+    /// <summary>The attached agents, in attach order.</summary>
+    public IReadOnlyList<HostAgent> AttachedAgents => Agents.All;
+
+    /// <summary>The agents' start RIP for a vCPU that would start at rip (<see cref="HostAgent.StartRip"/>).</summary>
+    public ulong StartRip(Vcpu v, ulong rip)
+    {
+        foreach (var a in Agents.StartRip) rip = a.StartRip(v, rip);
+        return rip;
+    }
+
+    /// <summary>Whether every agent accepts the vCPU's state as a world-stop parking point (<see cref="HostAgent.SafePoint"/>).</summary>
+    public bool AtSafePoint(Vcpu v)
+    {
+        foreach (var a in Agents.SafePoint) if (!a.SafePoint(v)) return false;
+        return true;
+    }
+
+    /// <summary>What generated code at rip stands for, from the first agent that knows (<see cref="HostAgent.OriginOf"/>).</summary>
+    public CodeOrigin? OriginOf(ulong rip)
+    {
+        foreach (var a in Agents.OriginOf) if (a.OriginOf(rip) is { } o) return o;
+        return null;
+    }
+
+    internal bool HandleVmcall(Vcpu v)
+    {
+        foreach (var a in Agents.Vmcall) if (a.Vmcall(v)) return true;
+        return false;
+    }
+
+    internal bool InterruptBoundary(Vcpu v)
+    {
+        foreach (var a in Agents.InterruptBoundary) if (!a.InterruptBoundary(v)) return false;
+        return true;
+    }
+
+    internal void BlockDecoded(Vcpu v, ulong rip, ulong physical)
+    {
+        foreach (var a in Agents.BlockDecoded) a.BlockDecoded(v, rip, physical);
+    }
+
+    internal void EventDelivering(Vcpu v, int vector, bool raisedByInstruction, ulong frameRip)
+    {
+        foreach (var a in Agents.EventDelivering) a.EventDelivering(v, vector, raisedByInstruction, frameRip);
+    }
+
+    /// <summary>
+    /// A one-shot host event: when vCPU 0's guest time reaches <paramref name="at"/> instructions, the
+    /// agent's <see cref="HostAgent.HostEvent"/> runs on its thread at exactly that instruction boundary
+    /// (the interpreter stops there), or, if vCPU 0 is halted then, when its time jumps there. One
+    /// event is pending at a time (a new one replaces it); the handler may schedule the next;
+    /// long.MaxValue cancels.
+    /// </summary>
+    public void ScheduleHostEvent(HostAgent agent, long at)
+    {
+        hostEventAgent = agent;
+        HostEventAt = at;
+    }
+
+    public long HostEventAt { get; private set; } = long.MaxValue;
+    private HostAgent? hostEventAgent;
+
+    internal void FireHostEvent(Vcpu v)
+    {
+        HostEventAt = long.MaxValue;
+        hostEventAgent?.HostEvent(v);
+    }
 
     public ElfImage LoadElf(ReadOnlySpan<byte> file, string name) => Image = ElfLoader.Load(this, file, name);
 
@@ -203,7 +240,7 @@ public sealed class Machine : IDisposable
         var bsp = Vcpus[0];
         bsp.Reset(rip, BootLayout.BootStackTop, BootLayout.BootInfo, boot);
         setup?.Invoke(bsp);
-        if (StartRipFilter is { } filter) bsp.Rip = filter(bsp, bsp.Rip);
+        bsp.Rip = StartRip(bsp, bsp.Rip);
         bsp.Started = true;
         return bsp;
     }
@@ -352,7 +389,7 @@ public sealed class Machine : IDisposable
             ulong mb = BootLayout.MailboxAddress(index);
             ulong rip = Memory.ReadU64(mb), rsp = Memory.ReadU64(mb + 8), arg = Memory.ReadU64(mb + 16);
             v.Reset(rip, rsp, arg, boot);
-            if (StartRipFilter is { } filter) v.Rip = filter(v, rip);
+            v.Rip = StartRip(v, rip);
             v.Started = true;
         }
         Control.StartVcpu(this, v);

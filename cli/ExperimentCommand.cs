@@ -209,12 +209,7 @@ internal static class ExperimentCommand
         console.Machine = m;
         // The workload's host time: from the first user-mode block (the workload's program starts;
         // boot and its translation are not the experiment) to its `workload` result line.
-        var previous = m.BlockDecoded;
-        m.BlockDecoded = (v, va, pa) =>
-        {
-            previous?.Invoke(v, va, pa);
-            if ((long)va >= 0) console.UserModeStarted();
-        };
+        m.Attach(new HookAgent { OnBlockDecoded = (v, va, pa) => { if ((long)va >= 0) console.UserModeStarted(); } });
         var r = m.Run(ct);
         string text = Encoding.ASCII.GetString(console.ToArray());
         long? perOp = null, ops = null;

@@ -195,12 +195,7 @@ internal static class RunCommand
             meter = new WorkloadMeter(translator);
             stdout.WorkloadEnded = meter.WorkloadEnded;
             // The first user-mode code marks the end of boot: the first workload's program starts.
-            var previous = machine.BlockDecoded;
-            machine.BlockDecoded = (v, va, pa) =>
-            {
-                previous?.Invoke(v, va, pa);
-                if ((long)va >= 0) meter.UserModeStarted();
-            };
+            machine.Attach(new HookAgent { OnBlockDecoded = (v, va, pa) => { if ((long)va >= 0) meter.UserModeStarted(); } });
         }
 
         // A signal (Signals: installed before anything else) stops the machine cleanly; one that came

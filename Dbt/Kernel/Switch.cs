@@ -66,14 +66,14 @@ public sealed unsafe class Switch
         plantedSkipOneVcpu = planted.PlantedFlushSkipsOneVcpu;
         plantedOffByOne = planted.PlantedRecoveryOffByOne;
         on = startOn;
-        machine.SafePoint = SafePoint;
     }
 
     public bool IsOn => on;
 
     // ---- where a world stop may park a vCPU --------------------------------------------------------
 
-    private bool SafePoint(Vcpu u) => !on || u.Cpl == 3 || SafeWhenOn(u);
+    /// <summary>Where a world stop may park a vCPU (the DBT agent's <see cref="HostAgent.SafePoint"/>).</summary>
+    internal bool SafePoint(Vcpu u) => !on || u.Cpl == 3 || SafeWhenOn(u);
 
     private bool SafeWhenOn(Vcpu u)
     {

@@ -96,8 +96,8 @@ public sealed class StateCheck
         var o = options ?? DbtOptions.Default;
         if (machine.Vcpus.Length != 1 || reference.Vcpus.Length != 1)
             throw new ArgumentException("the state check needs one vCPU on both machines (prof's count is the native boundary only then)");
-        if (reference.Vmcall is not null || reference.StartRipFilter is not null)
-            throw new ArgumentException("the reference machine must run natively (no DBT attached)");
+        if (reference.AttachedAgents.Count != 0)
+            throw new ArgumentException("the reference machine must run natively (no DBT or other host agent attached)");
         if (o.OnDispatcherEntry is not null) throw new ArgumentException("the options already have a dispatcher-entry hook");
         if (o.SwitchOnAt is > 0) throw new ArgumentException("the state check needs the DBT on from the start (SwitchOnAt)");
         if (stack is { } s && (s.Bottom >= s.Top || ((s.Bottom | s.Top) & 7) != 0)) throw new ArgumentException("the stack range must be 8-byte aligned and not empty");

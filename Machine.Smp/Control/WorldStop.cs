@@ -6,7 +6,7 @@ namespace Harness.Machine.Control;
 /// Stop-the-world for host agents that must see every vCPU at an instruction boundary (the DBT's
 /// switchon, switchoff and cache flush). The requester runs on a vCPU thread (in a vmcall handler
 /// or at a host event); every other started vCPU parks in its event check at the next block
-/// boundary where <see cref="Machine.SafePoint"/> accepts its state, and stays there until the
+/// boundary where <see cref="HostAgent.SafePoint"/> accepts its state, and stays there until the
 /// action is done. Under a single-threaded control (Deterministic) the others are not running
 /// while the requester is, so the action runs at once.
 ///
@@ -53,9 +53,8 @@ public sealed class WorldStop
         {
             // The others are between slices, and a single-threaded control ends a slice only where
             // the safe-point filter accepts the state (Vcpu.Service), so they are parked already.
-            if (machine.SafePoint is { } safe)
-                foreach (var v in machine.Vcpus)
-                    if (v != by && v.Started && !safe(v))
+            foreach (var v in machine.Vcpus)
+                if (v != by && v.Started && !machine.AtSafePoint(v))
                         throw new InvalidOperationException($"world stop: vCPU {v.Index} is between slices at rip 0x{v.Rip:x}, which is no safe point");
             action();
             return true;
@@ -170,7 +169,7 @@ public sealed class WorldStop
     {
         var r = requester;
         if (r is null || r == v) return false;
-        if (machine.SafePoint is { } safe && !safe(v)) { v.RequestService(); return false; }
+        if (!machine.AtSafePoint(v)) { v.RequestService(); return false; }
         if (machine.Control.ControlledWaits)
         {
             lock (gate) if (requester is null || requester == v) return false;

@@ -62,12 +62,12 @@ public unsafe partial class Vcpu
 
     /// <summary>
     /// For a report about code at ip: what it stands for when it is translated code
-    /// (<see cref="Machine.OriginOf"/>: the native instruction, its bytes, the rule that emitted it);
+    /// (<see cref="HostAgent.OriginOf"/>: the native instruction, its bytes, the rule that emitted it);
     /// "" otherwise.
     /// </summary>
     internal string Origin(ulong ip)
     {
-        if (Machine.OriginOf?.Invoke(ip) is not { } o) return "";
+        if (Machine.OriginOf(ip) is not { } o) return "";
         var (text, length) = DisassembleAt(o.NativeRip);
         return $" [translated code: native rip 0x{o.NativeRip:x}: {text} (bytes {PeekCode(o.NativeRip, Math.Max(length, 1))}), by rule '{o.Rule}']";
     }
@@ -108,7 +108,7 @@ public unsafe partial class Vcpu
     /// </summary>
     internal void DeliverEvent(int vector, EventKind kind, uint errorCode, ulong returnRip)
     {
-        Machine.EventDelivering?.Invoke(this, vector, kind != EventKind.External, returnRip);
+        if (Machine.Agents.EventDelivering.Length != 0) Machine.EventDelivering(this, vector, kind != EventKind.External, returnRip);
         uint ext = kind == EventKind.External ? 1u : 0u;
         uint idtError = (uint)vector * 8 + 2 + ext;
         if ((ulong)vector * 16 + 15 > S->IdtLimit) throw GuestFault.Gp(idtError);

@@ -129,7 +129,7 @@ public sealed unsafe partial class Vcpu : IDisposable
 
     /// <summary>
     /// Runs on the caller's thread until this vCPU has retired `instructions` more (guest time; the
-    /// last block is cut at the count, so a machine without a <see cref="Machine.SafePoint"/> stops
+    /// last block is cut at the count, so a machine without a <see cref="HostAgent.SafePoint"/> stops
     /// exactly there), the machine stops, or the vCPU idles; the control's slice is not used. For a
     /// host that steps a machine itself after <see cref="Machine.Boot"/>: the DBT's lockstep native
     /// reference advances to the native instruction count of each dispatcher entry.
@@ -261,8 +261,7 @@ public sealed unsafe partial class Vcpu : IDisposable
             long now = S->Retired;
             if (now >= Machine.HostEventAt && Index == 0)
             {
-                Machine.HostEventAt = long.MaxValue;
-                Machine.HostEvent?.Invoke(this);
+                Machine.FireHostEvent(this);
                 if (Machine.Stopping) return RunExit.Stopped;
             }
             if (now >= Apic.TimerDeadline) { Apic.TimerExpired(Control.InterruptDelay(this, (int)(Apic.LvtTimer & 0xFF))); continue; }
@@ -274,8 +273,8 @@ public sealed unsafe partial class Vcpu : IDisposable
             bool ifOn = (S->RflagsRaw & Cpu.Rflags.IF) != 0;
             int vector = Apic.Deliverable(now, out long earliest);
             bool deliver = ifOn && vector >= 0 && now >= S->ShadowUntil;
-            // Held back by the host agent until a boundary it accepts: retry after one instruction.
-            bool held = deliver && S->Halted == 0 && Machine.InterruptBoundary is { } boundary && !boundary(this);
+            // Held back by a host agent until a boundary it accepts: retry after one instruction.
+            bool held = deliver && S->Halted == 0 && Machine.Agents.InterruptBoundary.Length != 0 && !Machine.InterruptBoundary(this);
             if (deliver && !held)
             {
                 Apic.Acknowledge(vector);
@@ -294,7 +293,7 @@ public sealed unsafe partial class Vcpu : IDisposable
             {
                 // Single-threaded controls end slices only where a world stop may find the vCPU (see
                 // WorldStop): elsewhere the slice goes on one instruction at a time.
-                if (Machine.SafePoint is not { } safe || !Control.SingleThreaded || safe(this)) return RunExit.SliceEnd;
+                if (!Control.SingleThreaded || Machine.AtSafePoint(this)) return RunExit.SliceEnd;
                 sliceEnd = now + 1;
             }
 

@@ -102,7 +102,7 @@ internal sealed unsafe class BlockBuilder
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref page.WriteGeneration) != generation) block.Dead = true;
         cpu.BlocksDecoded++;
-        cpu.Machine.BlockDecoded?.Invoke(cpu, rip, pa);
+        if (cpu.Machine.Agents.BlockDecoded.Length != 0) cpu.Machine.BlockDecoded(cpu, rip, pa);
         return block;
     }
 }

@@ -41,10 +41,9 @@ internal static unsafe partial class SystemOps
 
     private static void Vmcall(Vcpu c, ref Insn x)
     {
-        var handler = c.Machine.Vmcall;
-        if (handler is null || c.S->Cpl != 0) throw GuestFault.Ud();
+        if (c.Machine.Agents.Vmcall.Length == 0 || c.S->Cpl != 0) throw GuestFault.Ud();
         c.S->Rip = x.NextIp; // the call-out may redirect execution by setting RIP
-        handler(c);
+        if (!c.Machine.HandleVmcall(c)) { c.S->Rip = x.Ip; throw GuestFault.Ud(); }
         c.RequestService();
     }
 }

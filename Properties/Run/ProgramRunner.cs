@@ -153,14 +153,17 @@ public static unsafe class ProgramRunner
         if (spec.RecordFaults)
         {
             var lists = faults = Enumerable.Range(0, p.Vcpus).Select(_ => new List<FaultState>()).ToArray();
-            m.EventDelivering = (v, vector, raised, rip) =>
+            m.Attach(new HookAgent
             {
-                if (!raised) return;
-                ulong native = m.OriginOf?.Invoke(rip) is { } o ? o.NativeRip : rip;
-                var gprs = new ulong[16];
-                for (int g = 0; g < 16; g++) gprs[g] = v.Gpr(g);
-                lists[v.Index].Add(new FaultState(vector, native, gprs, v.Rflags, v.S->Cr2));
-            };
+                OnEventDelivering = (v, vector, raised, rip) =>
+                {
+                    if (!raised) return;
+                    ulong native = m.OriginOf(rip) is { } o ? o.NativeRip : rip;
+                    var gprs = new ulong[16];
+                    for (int g = 0; g < 16; g++) gprs[g] = v.Gpr(g);
+                    lists[v.Index].Add(new FaultState(vector, native, gprs, v.Rflags, v.S->Cr2));
+                },
+            });
         }
         if (spec.Events.Count > 0 || trace is not null) InstallPlan(m, dbt, spec.Events, trace);
         return new PreparedRun(m, dbt, console, control, trace, faults);
@@ -238,7 +241,8 @@ public static unsafe class ProgramRunner
     private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong, bool, bool)>? trace)
     {
         var plan = new Queue<HostEvent>(events.OrderBy(e => e.At));
-        m.HostEvent = v =>
+        HookAgent? agent = null;
+        agent = new HookAgent { OnHostEvent = v =>
         {
             long now = v.Retired;
             trace?.Add((now, v.Rip, v.InInterruptShadow, (v.Rflags & Rflags.IF) != 0));
@@ -257,9 +261,10 @@ public static unsafe class ProgramRunner
                 };
                 if (done) plan.Dequeue(); else blocked = true;
             }
-            m.HostEventAt = trace is not null || blocked ? now + 1 : plan.TryPeek(out var next) ? Math.Max(now + 1, next.At) : long.MaxValue;
-        };
-        m.HostEventAt = trace is not null ? 0 : plan.TryPeek(out var first) ? first.At : long.MaxValue;
+            m.ScheduleHostEvent(agent!, trace is not null || blocked ? now + 1 : plan.TryPeek(out var next) ? Math.Max(now + 1, next.At) : long.MaxValue);
+        } };
+        m.Attach(agent);
+        m.ScheduleHostEvent(agent, trace is not null ? 0 : plan.TryPeek(out var first) ? first.At : long.MaxValue);
     }
 
     // A probe still pending from an earlier event would swallow this one (the IRR holds one bit per

@@ -47,12 +47,7 @@ public sealed class Coverage
             previousPoint?.Invoke(v, kind, address);
             if (kind is PointKind.Load or PointKind.Store or PointKind.Atomic) Access(v.Index, Native(m, v.CurrentRip), address & ~7UL, kind != PointKind.Load);
         };
-        var previousEvent = m.EventDelivering;
-        m.EventDelivering = (v, vector, raised, rip) =>
-        {
-            previousEvent?.Invoke(v, vector, raised, rip);
-            if (!raised) Interrupt(Region(dbt, rip), vector);
-        };
+        m.Attach(new HookAgent { OnEventDelivering = (v, vector, raised, rip) => { if (!raised) Interrupt(Region(dbt, rip), vector); } });
     }
 
     /// <summary>Ends one execution (from the scenario's check): its scheduling points.</summary>
@@ -81,7 +76,7 @@ public sealed class Coverage
         }
     }
 
-    private static ulong Native(Machine.Machine m, ulong rip) => m.OriginOf?.Invoke(rip) is { } o ? o.NativeRip : rip;
+    private static ulong Native(Machine.Machine m, ulong rip) => m.OriginOf(rip) is { } o ? o.NativeRip : rip;
 
     /// <summary>Where an interrupt came: the region (native, a rule, a stub) and the byte offset inside it (the rule's translation of one instruction, the entry path, the stub).</summary>
     private static (string Region, long Offset, int Length) Region(DbtInstance? dbt, ulong rip)

@@ -157,11 +157,14 @@ public static class GenericScenarios
                     coverage.Attach(ctx.Control, m, dbt, kernel);
                     if (spec.CacheKiB is not null || spec.OnAt is not null || snapshot is not null) return m;
                     ulong rb = m.ReservedBase, rs = m.ReservedSize;
-                    m.BlockDecoded = (_, va, pa) =>
+                    m.Attach(new HookAgent
                     {
-                        if (pa - rb < rs || (long)va >= 0) return;
-                        if (Interlocked.Increment(ref outside) == 1) firstOutside = va;
-                    };
+                        OnBlockDecoded = (_, va, pa) =>
+                        {
+                            if (pa - rb < rs || (long)va >= 0) return;
+                            if (Interlocked.Increment(ref outside) == 1) firstOutside = va;
+                        },
+                    });
                 }
                 else coverage.Attach(ctx.Control, m, null, symbols);
                 return m;
@@ -216,8 +219,9 @@ public static class GenericScenarios
         const string Point = "the snapshot point";
         if (spec.SnapshotAt is { } at)
         {
-            m.HostEventAt = at;
-            m.HostEvent = v => m.Stop(StopReason.Interrupted, 0, Point);
+            var stop = new HookAgent { OnHostEvent = v => m.Stop(StopReason.Interrupted, 0, Point) };
+            m.Attach(stop);
+            m.ScheduleHostEvent(stop, at);
         }
         console.Seen = () => m.Stop(StopReason.Interrupted, 0, Point);
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));

@@ -40,13 +40,14 @@ public sealed class TraceRecorder
             lock (gate) Points++;
             Add(v, m, "point", $"{kind.ToString().ToLowerInvariant()} 0x{address:x}");
         };
-        var previousEvent = m.EventDelivering;
-        m.EventDelivering = (v, vector, raised, rip) =>
+        m.Attach(new HookAgent
         {
-            previousEvent?.Invoke(v, vector, raised, rip);
-            lock (gate) Deliveries++;
-            Add(v, m, raised ? "exception" : "interrupt", $"{(raised ? "exception" : "interrupt")} vector {vector}", rip);
-        };
+            OnEventDelivering = (v, vector, raised, rip) =>
+            {
+                lock (gate) Deliveries++;
+                Add(v, m, raised ? "exception" : "interrupt", $"{(raised ? "exception" : "interrupt")} vector {vector}", rip);
+            },
+        });
     }
 
     /// <summary>Symbols for the report: the kernel's, when the scenario gave the recorder a symbol source.</summary>
@@ -56,7 +57,7 @@ public sealed class TraceRecorder
     {
         ulong rip = at ?? v.CurrentRip;
         string where;
-        if (m.OriginOf?.Invoke(rip) is { } o)
+        if (m.OriginOf(rip) is { } o)
         {
             string sym = symbolize(o.NativeRip);
             where = $"cache 0x{rip:x} = native 0x{o.NativeRip:x}{(sym.Length > 0 ? $" <{sym}>" : "")}, rule {o.Rule}";

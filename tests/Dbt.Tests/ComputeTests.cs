@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine;
 using Xunit;
 using Xunit.Abstractions;
@@ -17,7 +18,7 @@ public class ComputeTests(ITestOutputHelper output)
         var dbt = translate ? Dbt.Attach(m) : null;
         long outside = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
-        m.BlockDecoded = (_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); };
+        m.OnBlockDecoded((_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); });
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var r = m.Run(cts.Token);
         return new Outcome(r, System.Text.Encoding.ASCII.GetString(console.ToArray()), dbt?.Stats, outside);
@@ -39,7 +40,7 @@ public class ComputeTests(ITestOutputHelper output)
         var dbt = Dbt.Attach(m, config == "default" ? DbtOptions.Default : DbtOptions.NoCallRet);
         long outside = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
-        m.BlockDecoded = (_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); };
+        m.OnBlockDecoded((_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); });
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var r = m.Run(cts.Token);
         Assert.True(r.Exited && r.ExitStatus == 0, $"{r.Reason}: {r.Message}");

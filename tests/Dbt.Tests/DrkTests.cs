@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Dbt.Translate;
 using Harness.Machine.Control;
 using Xunit;
@@ -18,13 +19,13 @@ public class DrkTests(ITestOutputHelper output)
     {
         long inCache = 0, atBoundary = 0;
         var run = KernelSupport.Boot(options, 2, new Deterministic(1000), "run=selftest,pipe_rtt,page_fault", setup: (m, d) =>
-            m.EventDelivering = (v, vector, byInstruction, rip) =>
+            m.OnEventDelivering((v, vector, byInstruction, rip) =>
             {
                 if (byInstruction || !d!.Cache.Contains(rip)) return;
                 Interlocked.Increment(ref inCache);
                 if (BlockTranslator.RecoverAt(d.Translator.SortedBlocks(), rip) is { Pops: 0, FlagsWord: -1, TargetOnStack: false })
                     Interlocked.Increment(ref atBoundary);
-            });
+            }));
         return (run, inCache, atBoundary);
     }
 

@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using System.Text;
 using System.Text.RegularExpressions;
 using Harness.Machine;
@@ -44,13 +45,13 @@ internal static class KernelSupport
         ulong first = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
         if (d is not null && countNative)
-            m.BlockDecoded = (_, va, pa) =>
+            m.OnBlockDecoded((_, va, pa) =>
             {
                 if (pa - rb < rs) return;
                 // Kernel code outside the cache (user code is never translated).
                 if ((long)va >= 0) return;
                 if (Interlocked.Increment(ref outside) == 1) first = va;
-            };
+            });
         setup?.Invoke(m, d);
         // A hang guard, not a time limit: free-running multi-vCPU runs on this 2-core host vary a lot.
         using var cts = new CancellationTokenSource(watchdog ?? TimeSpan.FromSeconds(60));

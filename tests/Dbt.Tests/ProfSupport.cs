@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using System.Text;
 using System.Text.RegularExpressions;
 using Harness.Dbt.Clients;
@@ -43,11 +44,11 @@ internal static class ProfSupport
         ulong first = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
         if (d is not null)
-            m.BlockDecoded = (_, va, pa) =>
+            m.OnBlockDecoded((_, va, pa) =>
             {
                 if (pa - rb < rs || (long)va >= 0) return;
                 if (Interlocked.Increment(ref outside) == 1) first = va;
-            };
+            });
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var r = m.Run(cts.Token);
         return new ProfRun(new KernelSupport.KernelRun(r, Encoding.ASCII.GetString(console.ToArray()), d, outside, first), d?.Client<Prof>()?.Read());

@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
@@ -32,28 +33,28 @@ public class SafePointTests
         // At a block boundary on vCPU 0 in kernel mode (re-armed until then), with interrupt entries
         // already translated: ask the filter about an entry-mode block start and an ordinary one.
         long at = 1_000_000;
-        m.HostEventAt = at;
-        m.HostEvent = v =>
+        HostAgent? probe = null;
+        probe = m.At(at, v =>
         {
             var blocks = dbt.Translator.Blocks;
             var entry = blocks.FirstOrDefault(b => b.EntrySlotDelta is not null);
             var plain = blocks.FirstOrDefault(b => b.EntrySlotDelta is null && b.NativeInstructions > 1);
-            if (v.Cpl != 0 || entry is null || plain is null) { m.HostEventAt = at += 1000; return; }
+            if (v.Cpl != 0 || entry is null || plain is null) { m.ScheduleHostEvent(probe!, at += 1000); return; }
             ulong rip = v.Rip;
             v.Rip = entry.CacheStart;
-            entryPath = m.SafePoint!(v);
+            entryPath = m.AtSafePoint(v);
             v.Rip = plain.CacheStart;
-            ordinary = m.SafePoint!(v);
+            ordinary = m.AtSafePoint(v);
             v.Rip = fixup;
-            fixupNative = m.SafePoint!(v);
+            fixupNative = m.AtSafePoint(v);
             v.Rip = dbt.Translator.GetOrTranslate(v, fixup);
-            fixupTranslated = m.SafePoint!(v);
+            fixupTranslated = m.AtSafePoint(v);
             v.Rip = kmain;
-            otherNative = m.SafePoint!(v);
+            otherNative = m.AtSafePoint(v);
             v.Rip = rip;
             where = $"entry block 0x{entry.CacheStart:x} (native 0x{entry.NativeStart:x}), ordinary block 0x{plain.CacheStart:x} (native 0x{plain.NativeStart:x})";
             m.Stop(StopReason.Exited, 0, "checked");
-        };
+        });
         var r = m.Run();
         Assert.True(r.Reason == StopReason.Exited && r.Message == "checked", $"{r.Reason}: {r.Message}");
         Assert.True(ordinary, $"an ordinary block start must be a safe point: {where}");

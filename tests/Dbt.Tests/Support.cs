@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine;
 using Harness.Machine.Control;
 using Iced.Intel;
@@ -41,7 +42,7 @@ internal static class Support
         Dbt? dbt = translate ? Dbt.Attach(m, options) : null;
         long outside = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
-        m.BlockDecoded = (_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); };
+        m.OnBlockDecoded((_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); });
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var r = m.Run(cts.Token, entry: Code, setup: v => v.Gpr(4) = StackTop);
         return new SnippetRun(r, m.Memory.Span(DataPhys, 4096).ToArray(), dbt, outside);

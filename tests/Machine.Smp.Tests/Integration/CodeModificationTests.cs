@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Iced.Intel;
@@ -123,7 +124,7 @@ public class CodeModificationTests
         using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
         m.Memory.Write(0x100000, code);
         m.Memory.Write(fAddr, f0);
-        m.Vmcall = _ => rewrite(m);
+        m.OnVmcall(_ => rewrite(m));
         return m.Run(entry: 0x100000);
     }
 
@@ -164,13 +165,13 @@ public class CodeModificationTests
         m.Memory.Write(fAddr, f0);
         int calls = 0;
         var decodedF = new List<int>();
-        m.BlockDecoded = (_, _, pa) => { if (pa == fAddr) decodedF.Add(calls); };
-        m.Vmcall = _ =>
+        m.OnBlockDecoded((_, _, pa) => { if (pa == fAddr) decodedF.Add(calls); });
+        m.OnVmcall(_ =>
         {
             calls++;
             if (calls == 1) m.Memory.Write(spare, new byte[] { 0xC3, 0xC3, 0xC3, 0xC3 });
             else m.Memory.Write(fAddr, f1);
-        };
+        });
         var r = m.Run(entry: 0x100000);
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
         Assert.Equal(7 + 7 + 35, r.ExitStatus);

@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Xunit;
@@ -93,10 +94,37 @@ public class FaultTests
     public void VmcallHandlerRunsAndExecutionContinues()
     {
         int calls = 0;
-        var r = Support.RunCode(VmcallGuest(), prepare: m => m.Vmcall = v => { calls++; Assert.Equal(0, v.Index); });
+        var r = Support.RunCode(VmcallGuest(), prepare: m => m.OnVmcall(v => { calls++; Assert.Equal(0, v.Index); }));
         Assert.Equal(StopReason.Exited, r.Reason);
         Assert.Equal(7, r.ExitStatus);
         Assert.Equal(1, calls);
+    }
+
+    /// <summary>
+    /// The host-agent seam: agents are asked in attach order and the first that handles a vmcall
+    /// ends it; a vmcall no agent handles (or with none that implements the hook) is #UD at the vmcall.
+    /// </summary>
+    [Fact]
+    public void VmcallGoesToTheFirstAgentThatHandlesItAndUnhandledIsUd()
+    {
+        var order = new List<string>();
+        var r = Support.RunCode(VmcallGuest(), prepare: m =>
+        {
+            m.OnBlockDecoded((_, _, _) => { }); // implements no vmcall: never asked
+            m.Attach(new HookAgent { OnVmcall = _ => { order.Add("declines"); return false; } });
+            m.Attach(new HookAgent { OnVmcall = _ => { order.Add("handles"); return true; } });
+            m.Attach(new HookAgent { OnVmcall = _ => { order.Add("never asked"); return true; } });
+        });
+        Assert.True(r.Reason == StopReason.Exited && r.ExitStatus == 7, $"{r.Reason}: {r.Message}");
+        Assert.Equal(["declines", "handles"], order);
+
+        foreach (Action<Machine> prepare in new Action<Machine>[] { _ => { }, m => m.Attach(new HookAgent { OnVmcall = _ => false }) })
+        {
+            var ud = Support.RunCode(VmcallGuest(), prepare: prepare);
+            Assert.True(ud.Reason == StopReason.TripleFault, $"{ud.Reason}: {ud.Message}");
+            Assert.Contains("#UD", ud.Message);
+            Assert.Contains("rip 0x100002", ud.Message);
+        }
     }
 
     [Theory]
@@ -105,7 +133,7 @@ public class FaultTests
     public void HostExceptionInVmcallStopsWithHostError(bool free)
     {
         var boom = new InvalidOperationException("boom");
-        var r = Support.RunCode(VmcallGuest(), control: free ? new FreeRunning() : new Deterministic(100), prepare: m => m.Vmcall = _ => throw boom);
+        var r = Support.RunCode(VmcallGuest(), control: free ? new FreeRunning() : new Deterministic(100), prepare: m => m.OnVmcall(_ => throw boom));
         Assert.True(r.Reason == StopReason.HostError, $"{r.Reason}: {r.Message}");
         Assert.Same(boom, r.HostException);
         Assert.Contains("vCPU 0", r.Message);
@@ -143,7 +171,7 @@ public class FaultTests
         var r = Support.RunCode(bsp, vcpus: 2, control: free ? new FreeRunning() : new Deterministic(100), prepare: m =>
         {
             m.Memory.Write(ap, apCode);
-            m.Vmcall = v => { if (v.Index == 1) throw boom; };
+            m.OnVmcall(v => { if (v.Index == 1) throw boom; });
         });
         Assert.True(r.Reason == StopReason.HostError, $"{r.Reason}: {r.Message}");
         Assert.Same(boom, r.HostException);

@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using System.Text;
 using System.Text.RegularExpressions;
 using Harness.Machine.Control;
@@ -35,8 +36,7 @@ public class SnapshotTests(SampleGuestFixture guest)
 
     private static MachineSnapshot Take(Machine m, MemoryStream console, long at)
     {
-        m.HostEventAt = at;
-        m.HostEvent = v => m.Stop(StopReason.Interrupted, 0, "snapshot point");
+        m.At(at, v => m.Stop(StopReason.Interrupted, 0, "snapshot point"));
         var r = m.Run();
         Assert.True(r.Reason == StopReason.Interrupted, $"{r.Reason}: {r.Message}");
         return m.Capture(console.ToArray());

@@ -1,14 +1,15 @@
+using Harness.Tests.Shared;
 using Harness.Machine.Control;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Machine.Tests.SystemTests;
 
-/// <summary>The two DBT hooks on Machine: StartRipFilter (BSP and AP start RIPs) and BlockDecoded.</summary>
+/// <summary>The host-agent seam: StartRip (BSP and AP start RIPs) and BlockDecoded; unhandled vmcalls.</summary>
 public class HookTests
 {
     [Fact]
-    public void StartRipFilterRedirectsTheBspAndEveryApAndBlockDecodedSeesIt()
+    public void StartRipRedirectsTheBspAndEveryApAndBlockDecodedSeesIt()
     {
         using var g = new Guest(2, new Deterministic(quantum: 100), maxInstructions: 2_000_000);
         var a = g.A;
@@ -41,9 +42,9 @@ public class HookTests
         a.jmp(park);
         g.Build();
         var seen = new List<(int, ulong)>();
-        g.M.StartRipFilter = (v, rip) => { seen.Add((v.Index, rip)); return v.Index == 0 ? g.Addr(bspReal) : g.Addr(apReal); };
+        g.M.Attach(new HookAgent { OnStartRip = (v, rip) => { seen.Add((v.Index, rip)); return v.Index == 0 ? g.Addr(bspReal) : g.Addr(apReal); } });
         var decoded = new System.Collections.Concurrent.ConcurrentBag<ulong>();
-        g.M.BlockDecoded = (_, rip, pa) => { Assert.Equal(rip, pa); decoded.Add(rip); }; // identity-mapped code
+        g.M.OnBlockDecoded((_, rip, pa) => { Assert.Equal(rip, pa); decoded.Add(rip); }); // identity-mapped code
         var r = g.Run();
         Assert.True(r.Exited && r.ExitStatus == 0, r.Message);
         Assert.Equal([(0, Guest.Code), (1, g.Addr(ap))], seen);

@@ -1,3 +1,4 @@
+using Harness.Tests.Shared;
 using Harness.Machine.Control;
 using Harness.Machine.Cpu;
 using Xunit;
@@ -61,7 +62,7 @@ public class WorldStopTests
         using var g = CountingGuest(cpus);
         (ulong Before, ulong After) seen = default;
         bool ran = false;
-        g.M.Vmcall = v => ran = g.M.World.Run(v, () => seen = Watch(g));
+        g.M.OnVmcall(v => ran = g.M.World.Run(v, () => seen = Watch(g)));
         var r = g.Run();
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
         Assert.True(ran);
@@ -75,7 +76,7 @@ public class WorldStopTests
     {
         using var g = CountingGuest(2);
         (ulong Before, ulong After) seen = default;
-        g.M.Vmcall = _ => seen = Watch(g);
+        g.M.OnVmcall(_ => seen = Watch(g));
         var r = g.Run();
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
         Assert.True(seen.After > seen.Before, $"the counter did not move ({seen.Before}): the parking check could not fail");
@@ -85,11 +86,11 @@ public class WorldStopTests
     public void AVcpuThatNeverReachesASafePointIsReportedNotWaitedFor()
     {
         using var g = CountingGuest(2);
-        g.M.SafePoint = v => v.Index == 0; // planted: the AP's state is never acceptable
+        g.M.Attach(new HookAgent { OnSafePoint = v => v.Index == 0 }); // planted: the AP's state is never acceptable
         g.M.World.Timeout = TimeSpan.FromMilliseconds(300);
         bool? ran = null;
         bool acted = false;
-        g.M.Vmcall = v => ran = g.M.World.Run(v, () => acted = true);
+        g.M.OnVmcall(v => ran = g.M.World.Run(v, () => acted = true));
         var r = g.Run(timeoutMs: 10_000);
         Assert.False(acted);
         Assert.Equal(false, ran);
