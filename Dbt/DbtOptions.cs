@@ -1,3 +1,5 @@
+using Harness.Dbt.Cache;
+using Harness.Smp;
 namespace Harness.Dbt;
 
 /// <summary>How the translator runs: one of the named configurations (<see cref="Configurations"/>) plus test and tuning knobs.</summary>
@@ -42,14 +44,14 @@ public sealed record DbtOptions
     /// the interrupted code-cache PC in the frame to its native value (rolling a synchronous
     /// exception back to the start of its native instruction with the recovery points) before going
     /// to the handler's translation; external interrupts are held until the vCPU is at a native
-    /// instruction boundary (<see cref="Harness.Machine.Machine.InterruptBoundary"/>); iretq is a
+    /// instruction boundary (<see cref="Harness.Smp.HostAgent.InterruptBoundary"/>); iretq is a
     /// dispatcher exit that translates the RIP it returns to. Handlers see only native PCs.
     /// </summary>
     public bool InterruptsViaDispatcher { get; init; }
 
     /// <summary>
     /// Planted bug for the DRK-style configuration: external interrupts are not held to native
-    /// boundaries (no <see cref="Harness.Machine.Machine.InterruptBoundary"/>), so handlers get frames
+    /// boundaries (no <see cref="Harness.Smp.HostAgent.InterruptBoundary"/>), so handlers get frames
     /// rolled back from inside translations: imprecise interrupts, which DRK's design forbids.
     /// </summary>
     public bool PlantedDrkInterruptsAnywhere { get; init; }
@@ -86,7 +88,7 @@ public sealed record DbtOptions
     public int ExceptionTableCapacity { get; init; } = 256;
 
     /// <summary>Where the DBT's per-CPU words sit in the area GS points to (the kernel's <c>module_percpu</c>).</summary>
-    public int PerCpuOffset { get; init; } = CodeCache.PerCpu.DefaultOffset;
+    public int PerCpuOffset { get; init; } = PerCpu.DefaultOffset;
 
     /// <summary>Planted bug (the paper's "most subtle issue"): the inline jumptable lookup runs without cli.</summary>
     public bool PlantedLookupWithInterrupts { get; init; }
@@ -121,7 +123,7 @@ public sealed record DbtOptions
     /// thread): the state check (<see cref="Verify.StateCheck"/>) compares the vCPU with a native
     /// reference there. Null (production): the dispatcher pays one null test per entry.
     /// </summary>
-    public Action<Harness.Machine.Vcpu, Dispatch.DispatcherEntry>? OnDispatcherEntry { get; init; }
+    public Action<Harness.Smp.Vcpu, Dispatch.DispatcherEntry>? OnDispatcherEntry { get; init; }
 
     /// <summary>
     /// Planted bug for the state check: every translated direct jmp flips CF (a cmc before the jmp).

@@ -1,3 +1,4 @@
+using Harness.Dbt.Cache;
 namespace Harness.Dbt;
 
 /// <summary>
@@ -57,7 +58,7 @@ public sealed class DbtStats
     /// <summary>Bytes of translated blocks in the main pool (edge stubs not included).</summary>
     public long CacheBytes => Volatile.Read(ref cacheBytes);
     public long EdgeStubs => Volatile.Read(ref edgeStubs);
-    public long EdgeStubBytes => EdgeStubs * (long)CodeCache.CodeCache.EdgeStubSize;
+    public long EdgeStubBytes => EdgeStubs * (long)CodeCache.EdgeStubSize;
     /// <summary>Translated bytes per native byte (main pool only).</summary>
     public double ExpansionFactor => NativeBytes == 0 ? 0 : (double)CacheBytes / NativeBytes;
     public long ChainedEdges => Volatile.Read(ref chained);

@@ -1,6 +1,6 @@
 using System.Reflection;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 /// <summary>
 /// Host code that takes part in a run (a binary translator, a test's observer, a snapshot or

@@ -1,10 +1,10 @@
 using System.Diagnostics;
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Memory;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 public sealed class MachineOptions
 {

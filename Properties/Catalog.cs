@@ -1,7 +1,8 @@
+using Harness.Smp;
 using System.Text;
 using Harness.Dbt;
 using Harness.Dbt.Verify;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Harness.Properties.Generators;
 using Harness.Properties.Run;
 
@@ -210,11 +211,11 @@ public static class Catalog
         return null;
     }
 
-    private static Harness.Machine.Machine StateCheckMachine(GuestProgram p)
+    private static Harness.Smp.Machine StateCheckMachine(GuestProgram p)
     {
-        var m = new Harness.Machine.Machine(new Harness.Machine.MachineOptions
+        var m = new Harness.Smp.Machine(new Harness.Smp.MachineOptions
         {
-            Vcpus = 1, MemoryBytes = ProgramRunner.MemoryBytes, ReservedBytes = 8UL << 20, Control = new Harness.Machine.Control.Deterministic(97),
+            Vcpus = 1, MemoryBytes = ProgramRunner.MemoryBytes, ReservedBytes = 8UL << 20, Control = new Harness.Smp.Control.Deterministic(97),
             MaxInstructions = 20_000_000,
         });
         p.Image.Load(m);

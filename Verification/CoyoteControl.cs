@@ -1,6 +1,6 @@
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Microsoft.Coyote.Random;
 using Microsoft.Coyote.Runtime;
 using CoyoteThread = Microsoft.Coyote.Rewriting.Types.Threading.Thread;
@@ -114,7 +114,7 @@ public sealed class CoyoteControl : ExecutionControl
         get { lock (threads) return threads.All(t => !t.IsAlive); }
     }
 
-    public override void StartVcpu(Machine.Machine machine, Vcpu vcpu)
+    public override void StartVcpu(Machine machine, Vcpu vcpu)
     {
         if (vcpus.Length == 0)
         {
@@ -128,7 +128,7 @@ public sealed class CoyoteControl : ExecutionControl
         CoyoteThread.Start(t);
     }
 
-    private void Body(Machine.Machine machine, Vcpu vcpu)
+    private void Body(Machine machine, Vcpu vcpu)
     {
         try
         {
@@ -162,7 +162,7 @@ public sealed class CoyoteControl : ExecutionControl
     }
 
     /// <summary>Runs on the test's own (controlled) thread: waits, as a Coyote operation, for every vCPU thread.</summary>
-    public override void Run(Machine.Machine machine)
+    public override void Run(Machine machine)
     {
         try
         {

@@ -1,6 +1,6 @@
 using System.Text;
-using Harness.Machine;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Cpu;
 using Microsoft.Coyote.Specifications;
 
 namespace Harness.Verification;
@@ -40,7 +40,7 @@ public sealed class ScenarioContext
 }
 
 /// <summary>One finished run of a scenario, for its check.</summary>
-public sealed record ScenarioRun(Machine.Machine Machine, RunResult Result, string Console)
+public sealed record ScenarioRun(Machine Machine, RunResult Result, string Console)
 {
     /// <summary>Verifies the guest exited with `status` (any other stop, e.g. a triple fault, deadlock or instruction limit, fails).</summary>
     public void ExpectExit(int status = 0)
@@ -62,7 +62,7 @@ public sealed record ScenarioRun(Machine.Machine Machine, RunResult Result, stri
 /// the outcome. <see cref="RunOnce"/> is the body of every Coyote iteration, so Build must be
 /// deterministic and cheap: read files when the scenario is constructed, not in Build.
 /// </summary>
-public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine> Build, Action<ScenarioRun> Check)
+public sealed record Scenario(string Name, Func<ScenarioContext, Machine> Build, Action<ScenarioRun> Check)
 {
     /// <summary>How the control turns seams into Coyote decisions (interrupt delay bound, slice, point filter).</summary>
     public CoyoteOptions Control { get; init; } = new();
@@ -74,17 +74,17 @@ public sealed record Scenario(string Name, Func<ScenarioContext, Machine.Machine
     public Action<Vcpu>? Setup { get; init; }
 
     /// <summary>Called with every execution's control and machine right after Build (a report's recorder).</summary>
-    public Action<CoyoteControl, Machine.Machine>? Observe { get; init; }
+    public Action<CoyoteControl, Machine>? Observe { get; init; }
 
     /// <summary>Symbols for reports (the kernel's, or a generated program's), or null.</summary>
     public Harness.Dbt.Kernel.KernelImage? Symbols { get; init; }
 
-    /// <summary>Build restores the machine from a snapshot: every iteration resumes it (<see cref="Machine.Machine.Resume"/>) instead of booting.</summary>
+    /// <summary>Build restores the machine from a snapshot: every iteration resumes it (<see cref="Machine.Resume"/>) instead of booting.</summary>
     public bool Resumes { get; init; }
 
     /// <summary>
     /// The scenario's interleavings are at data accesses, so it is only meaningful with
-    /// <see cref="Harness.Machine.Control.Seams.Points"/> on; the explorer refuses to run it otherwise.
+    /// <see cref="Harness.Smp.Control.Seams.Points"/> on; the explorer refuses to run it otherwise.
     /// </summary>
     public bool NeedsSchedulingPoints { get; init; } = true;
 

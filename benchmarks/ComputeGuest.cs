@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
-using Harness.Machine;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Control;
 
 namespace Harness.Benchmarks;
 
@@ -54,10 +54,10 @@ public static unsafe class ComputeGuest
     }
 
     /// <summary>A machine with the compute image loaded and its parameters patched; not yet run.</summary>
-    public static Machine.Machine Create(int vcpus, ulong iterations, int workCpus = 0)
+    public static Machine Create(int vcpus, ulong iterations, int workCpus = 0)
     {
         if (!File.Exists(ImagePath)) throw new FileNotFoundException($"{ImagePath} not built: run guest/build.sh (or benchmarks/run.sh)");
-        var m = new Machine.Machine(new MachineOptions { Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning() });
+        var m = new Machine(new MachineOptions { Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning() });
         m.LoadElf(ImagePath);
         if (m.Memory.ReadU64(ParamsPhys) != Magic) throw new InvalidOperationException("compute.elf: no parameter block at physical 0x100000");
         m.Memory.WriteU64(ParamsPhys + 8, iterations);
@@ -67,7 +67,7 @@ public static unsafe class ComputeGuest
     }
 
     /// <summary>Runs the machine to the guest's exit and checks every working vCPU's checksum against the native result.</summary>
-    public static RunResult RunChecked(Machine.Machine m, ulong[] expected)
+    public static RunResult RunChecked(Machine m, ulong[] expected)
     {
         var r = m.Run();
         if (!r.Exited || r.ExitStatus != 0) throw new InvalidOperationException($"compute guest did not exit cleanly: {r.Reason}: {r.Message}");

@@ -1,5 +1,5 @@
 using BenchmarkDotNet.Attributes;
-using Harness.Machine;
+using Harness.Smp;
 
 namespace Harness.Benchmarks;
 
@@ -13,7 +13,7 @@ public class InterpreterThroughput
 {
     private ulong iterations;
     private ulong[] expected = [];
-    private Machine.Machine? machine;
+    private Machine? machine;
 
     [GlobalSetup]
     public void Setup()

@@ -1,3 +1,4 @@
+using Harness.Smp;
 using BenchmarkDotNet.Attributes;
 using Harness.Dbt.Reports;
 
@@ -15,7 +16,7 @@ public class KernelDbt
 {
     private byte[] elf = [];
     private string cmdline = "";
-    private Machine.Machine? machine;
+    private Machine? machine;
 
     public static string KernelPath => Path.Combine(ComputeGuest.RepoRoot, "guest", "build", "kernel", "kernel.elf");
 
@@ -29,13 +30,13 @@ public class KernelDbt
 
     private void Create(string configuration)
     {
-        machine = new Machine.Machine(new Machine.MachineOptions
+        machine = new Machine(new MachineOptions
         {
-            Vcpus = 1, MemoryBytes = 64UL << 20, Control = new Machine.Control.Deterministic(KernelBench.Quantum), CommandLine = cmdline,
+            Vcpus = 1, MemoryBytes = 64UL << 20, Control = new Smp.Control.Deterministic(KernelBench.Quantum), CommandLine = cmdline,
         });
         machine.LoadElf(elf, "kernel.elf");
         if (KernelWorkloads.Options(configuration) is { } o)
-            Dbt.Dbt.Attach(machine, new Dbt.DbtOptions { CallRet = o.CallRet, Kernel = Dbt.Kernel.KernelImage.FromElf(elf, "kernel.elf") });
+            Dbt.KernelDbt.Attach(machine, new Dbt.DbtOptions { CallRet = o.CallRet, Kernel = Dbt.Kernel.KernelImage.FromElf(elf, "kernel.elf") });
     }
 
     private long Boot(string method)

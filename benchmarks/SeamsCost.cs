@@ -1,7 +1,8 @@
+using Harness.Smp;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 
 namespace Harness.Benchmarks;
 
@@ -22,7 +23,7 @@ public class SeamsCost
 
     private ulong iterations;
     private ulong[] expected = [];
-    private Machine.Machine? machine;
+    private Machine? machine;
 
     public static bool PointsIsConst => typeof(Seams).GetField(nameof(Seams.Points))!.IsLiteral;
 

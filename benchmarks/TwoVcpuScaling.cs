@@ -1,3 +1,4 @@
+using Harness.Smp;
 using BenchmarkDotNet.Attributes;
 
 namespace Harness.Benchmarks;
@@ -15,7 +16,7 @@ public class TwoVcpuScaling
 
     private ulong iterations;
     private ulong[] expected = [];
-    private Machine.Machine? machine;
+    private Machine? machine;
 
     [GlobalSetup]
     public void Setup()

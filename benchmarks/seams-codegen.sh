@@ -2,7 +2,7 @@
 # Shows that the controlled-execution seams cost nothing in free-running mode: builds the harness
 # twice (normal, and with NO_SEAMS so Seams.Points is a compile-time const), runs the compute guest
 # under each with the JIT's disassembly on, and compares the optimized machine code of every
-# Harness.Machine method both runs compiled. Timing comparisons on this 2-core VM are noisier than
+# Harness.Smp method both runs compiled. Timing comparisons on this 2-core VM are noisier than
 # the 3% the goal asks about; identical code is a stronger answer.
 #
 #   benchmarks/seams-codegen.sh            exit 0 when every method is identical
@@ -31,7 +31,7 @@ def methods(path):
     for line in open(path):
         if line.startswith('; Assembly listing'):
             if cur: out[cur] = buf
-            m = re.match(r'; Assembly listing for method (Harness\.Machine\S*.*) \((FullOpts|Tier1|Tier1-OSR)\)', line)
+            m = re.match(r'; Assembly listing for method (Harness\.Smp\S*.*) \((FullOpts|Tier1|Tier1-OSR)\)', line)
             cur, buf = (m.group(1) if m else None), []
         elif cur is not None and line.startswith('; OSR variant'):
             cur = cur + ' [OSR ' + line.split()[-1] + ']'   # on-stack-replacement entry: its own listing
@@ -57,7 +57,7 @@ common = sorted(set(a) & set(b))
 same = [k for k in common if canon_all(a[k]) == canon_all(b[k])]
 reordered = [k for k in common if k not in same and norm(a[k]) == norm(b[k])]
 differ = [k for k in common if norm(a[k]) != norm(b[k])]
-print(f"{len(common)} optimized Harness.Machine methods compiled in both builds: {len(same)} identical, "
+print(f"{len(common)} optimized Harness.Smp methods compiled in both builds: {len(same)} identical, "
       f"{len(reordered)} identical up to block order, {len(differ)} different")
 for k in differ:
     print("DIFFERENT:", k)

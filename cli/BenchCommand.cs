@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Harness.Dbt.Reports;
-using Harness.Machine.Boot;
+using Harness.Smp.Boot;
 using Spectre.Console;
 
 namespace Harness.Cli;

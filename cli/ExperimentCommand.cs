@@ -3,9 +3,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Spectre.Console;
 
 namespace Harness.Cli;
@@ -116,7 +116,7 @@ internal static class ExperimentCommand
         catch (OperationCanceledException) { return Signals.ExitCode; }
         byte[] image = File.ReadAllBytes(kernel);
         var kernelImage = Harness.Dbt.Kernel.KernelImage.FromElf(image, kernel);
-        using (var probe = new Machine.Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 64UL << 20 }))
+        using (var probe = new Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 64UL << 20 }))
         {
             probe.LoadElf(image, "kernel.elf");
             if (KernelPrograms.Read(probe, kernelImage) is { } bundled && workloads.Select(ProgramOf).FirstOrDefault(w => !bundled.Contains(w)) is { } unknown)
@@ -196,7 +196,7 @@ internal static class ExperimentCommand
     private static Row RunCell(byte[] image, Harness.Dbt.Kernel.KernelImage kernel, string config, int vcpus, string workload, string exec, int rep, CancellationToken ct)
     {
         var console = new WorkloadClock();
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 256UL << 20, MaxInstructions = 4_000_000_000, Console = console,
             Control = exec == "free" ? new FreeRunning() : new Deterministic(1000),
@@ -204,8 +204,8 @@ internal static class ExperimentCommand
             CommandLine = $"selftest=0 run={RunArgument(workload, vcpus)}",
         });
         m.LoadElf(image, "kernel.elf");
-        Harness.Dbt.Dbt? dbt = config == "native" ? null
-            : Harness.Dbt.Dbt.Attach(m, Harness.Dbt.DbtOptions.Named(config) with { Kernel = kernel, Clients = exec == "prof" ? [Harness.Dbt.Clients.Prof.ClientName] : [] });
+        Harness.Dbt.KernelDbt? dbt = config == "native" ? null
+            : Harness.Dbt.KernelDbt.Attach(m, Harness.Dbt.DbtOptions.Named(config) with { Kernel = kernel, Clients = exec == "prof" ? [Harness.Dbt.Clients.Prof.ClientName] : [] });
         console.Machine = m;
         // The workload's host time: from the first user-mode block (the workload's program starts;
         // boot and its translation are not the experiment) to its `workload` result line.
@@ -244,7 +244,7 @@ internal static class ExperimentCommand
         private TimeSpan cpu0, cpu1;
         private long insns0, insns1 = -1;
 
-        public Machine.Machine? Machine { get; set; }
+        public Machine? Machine { get; set; }
 
         public void UserModeStarted()
         {

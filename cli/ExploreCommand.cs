@@ -18,7 +18,7 @@ namespace Harness.Cli;
 internal static class ExploreCommand
 {
     /// <summary>Set before any machine type is touched: the scenarios interleave at data accesses.</summary>
-    public static void EnableSeams() => AppContext.SetSwitch(Harness.Machine.Control.Seams.PointsSwitch, true);
+    public static void EnableSeams() => AppContext.SetSwitch(Harness.Smp.Control.Seams.PointsSwitch, true);
 
     private static readonly string[] Strategies = ["random", "pct", "probabilistic", "delay-bounding", "qlearning"];
 

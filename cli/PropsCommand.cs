@@ -16,7 +16,7 @@ namespace Harness.Cli;
 internal static class PropsCommand
 {
     /// <summary>Set before any machine type is touched: the scratch-on-stack property records stores through the scheduling points.</summary>
-    public static void EnableSeams() => AppContext.SetSwitch(Harness.Machine.Control.Seams.PointsSwitch, true);
+    public static void EnableSeams() => AppContext.SetSwitch(Harness.Smp.Control.Seams.PointsSwitch, true);
 
     public static Command Create()
     {

@@ -1,9 +1,9 @@
 using System.CommandLine;
 using Harness.Dbt.Clients;
-using Harness.Machine;
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 
 namespace Harness.Cli;
@@ -150,10 +150,10 @@ internal static class RunCommand
     {
         ExecutionControl control = o.Exec == "deterministic" ? new Deterministic(o.Quantum) : new FreeRunning();
         var stdout = new ConsoleTap(Console.OpenStandardOutput());
-        Harness.Machine.Machine created;
+        Harness.Smp.Machine created;
         try
         {
-            created = new Harness.Machine.Machine(new MachineOptions
+            created = new Harness.Smp.Machine(new MachineOptions
             {
                 Vcpus = o.Vcpus,
                 MemoryBytes = (ulong)o.MemoryMiB << 20,
@@ -175,14 +175,14 @@ internal static class RunCommand
                 return (ExitCodes.BadInput, null, $"--workload: no workload named '{unknown}' in {Path.GetFileName(path)} (available: {string.Join(", ", bundled)})");
         }
 
-        Harness.Dbt.Dbt? translator = null;
+        Harness.Dbt.KernelDbt? translator = null;
         WorkloadMeter? meter = null;
         if (o.Dbt != "off")
         {
             if (kernelImage is null) return (ExitCodes.BadInput, null, $"--dbt: {path}: cannot read its symbol table");
             try
             {
-                translator = Harness.Dbt.Dbt.Attach(machine, Harness.Dbt.DbtOptions.Named(o.Dbt) with
+                translator = Harness.Dbt.KernelDbt.Attach(machine, Harness.Dbt.DbtOptions.Named(o.Dbt) with
                 {
                     Kernel = kernelImage,
                     Clients = clients,
@@ -227,7 +227,7 @@ internal static class KernelPrograms
 {
     private const int EntryBytes = 32; // struct program { name, start, end, in_default }
 
-    public static IReadOnlyList<string>? Read(Harness.Machine.Machine m, Harness.Dbt.Kernel.KernelImage k)
+    public static IReadOnlyList<string>? Read(Harness.Smp.Machine m, Harness.Dbt.Kernel.KernelImage k)
     {
         if (k.Symbol("programs") is not ulong table || k.Symbol("program_count") is not ulong countAt || m.Image is not { } img) return null;
         ulong? Phys(ulong va) => img.Segments.FirstOrDefault(s => va - s.VirtAddr < s.MemSize) is { } s ? s.PhysAddr + (va - s.VirtAddr) : null;

@@ -1,6 +1,6 @@
 using System.Text.Json;
-using Harness.Machine;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Cpu;
 using Spectre.Console;
 
 namespace Harness.Cli;

@@ -15,7 +15,7 @@ internal sealed record WorkloadRow(string Name, ProfCounts Counts, long Blocks, 
 /// the vCPU thread that printed the line while other vCPUs keep running, so under free-running
 /// execution an interval's edges are as sharp as the console is.
 /// </summary>
-internal sealed class WorkloadMeter(Harness.Dbt.Dbt dbt)
+internal sealed class WorkloadMeter(Harness.Dbt.KernelDbt dbt)
 {
     private readonly Prof? prof = dbt.Client<Prof>();
     // Every other client's counters (prof's have their own columns): a user's client is reported without the CLI knowing it.

@@ -1,11 +1,13 @@
+using Harness.Dbt.Cache;
+using Harness.Smp;
 namespace Harness.Dbt.Clients;
 
 /// <summary>What a client gets at attach: the machine, the configuration, the DBT's statistics, and counters.</summary>
 public sealed class ClientContext
 {
-    private readonly CodeCache.CodeCache cache;
+    private readonly CodeCache cache;
 
-    internal ClientContext(Machine.Machine machine, CodeCache.CodeCache cache, DbtOptions options, DbtStats stats)
+    internal ClientContext(Machine machine, CodeCache cache, DbtOptions options, DbtStats stats)
     {
         Machine = machine;
         this.cache = cache;
@@ -13,7 +15,7 @@ public sealed class ClientContext
         Stats = stats;
     }
 
-    public Machine.Machine Machine { get; }
+    public Machine Machine { get; }
     public DbtOptions Options { get; }
     public DbtStats Stats { get; }
 
@@ -28,7 +30,7 @@ public sealed class ClientContext
         const ulong line = 64;
         ulong at;
         try { at = cache.Data.Allocate(line, line); }
-        catch (CodeCache.CodeCacheFullException e) { throw new InvalidOperationException($"no room for client counter '{name}': {e.Message}", e); }
+        catch (CodeCacheFullException e) { throw new InvalidOperationException($"no room for client counter '{name}': {e.Message}", e); }
         cache.WriteData(at, new byte[line]);
         var c = new Counter(Machine, cache, name, at);
         counters.Add(c);

@@ -1,3 +1,5 @@
+using Harness.Dbt.Cache;
+using Harness.Smp;
 using Harness.Dbt.Translate;
 using Iced.Intel;
 
@@ -42,7 +44,7 @@ internal sealed class ClientSet
     public IReadOnlyList<Client> All => clients;
 
     /// <summary>The clients the options name, attached (null if none).</summary>
-    internal static ClientSet? Create(Machine.Machine machine, CodeCache.CodeCache cache, DbtOptions options, DbtStats stats)
+    internal static ClientSet? Create(Machine machine, CodeCache cache, DbtOptions options, DbtStats stats)
     {
         if (options.Clients.Count == 0) return null;
         if (options.Clients.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)

@@ -1,3 +1,5 @@
+using Harness.Dbt.Cache;
+using Harness.Smp;
 using Iced.Intel;
 
 namespace Harness.Dbt.Clients;
@@ -9,9 +11,9 @@ namespace Harness.Dbt.Clients;
 /// </summary>
 public sealed class Counter
 {
-    private readonly CodeCache.CodeCache cache;
+    private readonly CodeCache cache;
 
-    internal Counter(Machine.Machine machine, CodeCache.CodeCache cache, string name, ulong address)
+    internal Counter(Machine machine, CodeCache cache, string name, ulong address)
     {
         this.cache = cache;
         machine.Disposing += Freeze;

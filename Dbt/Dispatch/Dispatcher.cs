@@ -1,7 +1,8 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Indirect;
 using Harness.Dbt.Translate;
-using Harness.Machine;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Cpu;
 
 namespace Harness.Dbt.Dispatch;
 
@@ -26,15 +27,15 @@ public sealed class Dispatcher
     /// <summary>Thrown by a call-out whose instruction native execution would refuse too: the vCPU runs it natively.</summary>
     internal sealed class LeaveToNativeException(string why) : Exception(why);
 
-    private readonly Machine.Machine machine;
-    private readonly CodeCache.CodeCache cache;
+    private readonly Machine machine;
+    private readonly CodeCache cache;
     private readonly BlockTranslator translator;
     private readonly EdgeTable edges;
     private readonly DbtOptions options;
     private readonly DbtStats stats;
     private readonly Kernel.KernelEntries kernel;
 
-    internal Dispatcher(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges, Kernel.KernelEntries kernel, Kernel.Switch sw, DbtOptions options, DbtStats stats)
+    internal Dispatcher(Machine machine, CodeCache cache, BlockTranslator translator, EdgeTable edges, Kernel.KernelEntries kernel, Kernel.Switch sw, DbtOptions options, DbtStats stats)
     {
         Switch = sw;
         this.kernel = kernel;
@@ -53,10 +54,10 @@ public sealed class Dispatcher
     /// <summary>switchon/switchoff and cache flushes.</summary>
     private readonly Kernel.Switch Switch;
 
-    /// <summary>The vmcall handler (Machine.Vmcall).</summary>
+    /// <summary>The vmcall handler (the DBT agent's HostAgent.Vmcall).</summary>
     public unsafe void OnVmcall(Vcpu v)
     {
-        ulong site = v.Rip - CodeCache.CodeCache.VmcallLength;
+        ulong site = v.Rip - CodeCache.VmcallLength;
         if (!cache.Contains(site))
         {
             NativeVmcall(v, site);
@@ -88,7 +89,7 @@ public sealed class Dispatcher
                 v.Write64(rsp + 8, flags);
                 v.Gpr(Reg.Rsp) = rsp + 8;
             }
-            else if ((edge = edges.Lookup(site - CodeCache.CodeCache.EdgeVmcallOffset)) is not null)
+            else if ((edge = edges.Lookup(site - CodeCache.EdgeVmcallOffset)) is not null)
             {
                 target = edge.Target;
                 onEntry?.Invoke(v, new DispatcherEntry(edge.Kind == EdgeKind.CallOut ? DispatcherEntryKind.CallOut : DispatcherEntryKind.Edge, site, edge.Resume, 1, edge));
@@ -148,9 +149,9 @@ public sealed class Dispatcher
         {
             // A call-out that cannot emulate its instruction, which native execution also refuses
             // (a far return to another privilege): run it natively, with the native outcome.
-            LeaveToNative(v, edges.Lookup(site - CodeCache.CodeCache.EdgeVmcallOffset)!.Resume);
+            LeaveToNative(v, edges.Lookup(site - CodeCache.EdgeVmcallOffset)!.Resume);
         }
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
+        catch (Exception ex) when (ex is TranslationException or CodeCacheFullException or GuestFault or Kernel.SwitchException)
         {
             Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);
         }
@@ -167,7 +168,7 @@ public sealed class Dispatcher
         ulong native = kernel.GuestLstar(v.Index);
         try { v.Rip = Switch.IsOn ? Translate(v, native) : native; }
         catch (UnreadableCodeException) { v.Rip = native; } // natively the entry's fetch faults: so it does here
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
+        catch (Exception ex) when (ex is TranslationException or CodeCacheFullException or GuestFault or Kernel.SwitchException)
         {
             Fail(v, ex is GuestFault g ? $"guest memory fault in the dispatcher ({g.Message})" : ex.Message);
         }
@@ -193,14 +194,14 @@ public sealed class Dispatcher
         for (int attempt = 1; ; attempt++)
         {
             try { return step(); }
-            catch (CodeCache.CodeCacheFullException) when (attempt < 4)
+            catch (CodeCacheFullException) when (attempt < 4)
             {
                 Switch.SwitchOff(v, wipe: true);
                 Switch.SwitchOn(v);
             }
-            catch (CodeCache.CodeCacheFullException e)
+            catch (CodeCacheFullException e)
             {
-                throw new CodeCache.CodeCacheFullException($"{e.Message}; still full after {attempt - 1} flushes: the cache is too small for the working set");
+                throw new CodeCacheFullException($"{e.Message}; still full after {attempt - 1} flushes: the cache is too small for the working set");
             }
         }
     }
@@ -212,12 +213,12 @@ public sealed class Dispatcher
     private ulong Translate(Vcpu v, ulong target)
     {
         try { return translator.GetOrTranslate(v, target); }
-        catch (CodeCache.CodeCacheFullException)
+        catch (CodeCacheFullException)
         {
             try { return Switch.FlushThen(v, () => translator.GetOrTranslate(v, target)); }
-            catch (CodeCache.CodeCacheFullException e)
+            catch (CodeCacheFullException e)
             {
-                throw new CodeCache.CodeCacheFullException($"{e.Message}; still full right after a flush, with only the other vCPUs' current paths and this translation in it: the cache is too small");
+                throw new CodeCacheFullException($"{e.Message}; still full right after a flush, with only the other vCPUs' current paths and this translation in it: the cache is too small");
             }
         }
     }
@@ -236,14 +237,14 @@ public sealed class Dispatcher
             // RIP is already past the vmcall; after a switchon, continue at its translation.
             if (Switch.IsOn && v.Cpl == 0 && !cache.Contains(v.Rip)) v.Rip = translator.GetOrTranslate(v, v.Rip);
         }
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault or Kernel.SwitchException)
+        catch (Exception ex) when (ex is TranslationException or CodeCacheFullException or GuestFault or Kernel.SwitchException)
         {
             Fail(v, ex.Message);
         }
     }
 
 
-    /// <summary>Switchon at a vCPU's start (BSP entry, AP start-up), through Machine.StartRipFilter: the translation of its start RIP.</summary>
+    /// <summary>Switchon at a vCPU's start (BSP entry, AP start-up), through the DBT agent's HostAgent.StartRip: the translation of its start RIP.</summary>
     public ulong StartAt(Vcpu v, ulong rip)
     {
         try
@@ -253,7 +254,7 @@ public sealed class Dispatcher
             return cache.Contains(rip) ? rip : translator.GetOrTranslate(v, rip);
         }
         catch (UnreadableCodeException) { return rip; } // natively the first fetch faults: so it does here
-        catch (Exception ex) when (ex is TranslationException or CodeCache.CodeCacheFullException or GuestFault)
+        catch (Exception ex) when (ex is TranslationException or CodeCacheFullException or GuestFault)
         {
             machine.Stop(StopReason.HostError, 0, $"dbt: vCPU {v.Index} cannot start at 0x{rip:x}: {ex.Message}");
             return cache.DeadEnd;

@@ -1,4 +1,6 @@
-using Harness.Machine.Control;
+using Harness.Dbt.Cache;
+using Harness.Smp;
+using Harness.Smp.Control;
 
 namespace Harness.Dbt.Dispatch;
 
@@ -14,7 +16,7 @@ public enum EdgeKind { Jmp, Jcc, Call, FallThrough, CallOut }
 /// dispatcher continues at the native address it returns, or at the edge's target (the native
 /// instruction after the one emulated) when it returns null.
 /// </summary>
-public delegate ulong? CallOut(Harness.Machine.Vcpu v, ulong nativeRsp);
+public delegate ulong? CallOut(Harness.Smp.Vcpu v, ulong nativeRsp);
 
 /// <summary>
 /// One not-yet-chained direct branch: its stub in the edge pool ("pushfq; cli; vmcall"), the native
@@ -65,7 +67,7 @@ public sealed class Edge
 /// </summary>
 public sealed class EdgeTable
 {
-    private readonly CodeCache.CodeCache cache;
+    private readonly CodeCache cache;
     // Indexed by stub slot, in chunks allocated as stubs are: a flat array for the whole edge pool
     // (1 MiB of references for an 8 MiB region) made every DBT attach a large-object allocation,
     // and Properties' thousands of short translated runs paid a gen-2 collection every few of them.
@@ -74,18 +76,18 @@ public sealed class EdgeTable
     private int count;
 
     private readonly bool plantedNoCli;
-    private readonly Harness.Machine.Machine machine;
+    private readonly Harness.Smp.Machine machine;
     private readonly DbtOptions options;
     private readonly DbtStats stats;
 
-    public EdgeTable(Harness.Machine.Machine machine, CodeCache.CodeCache cache, DbtOptions options, DbtStats stats)
+    public EdgeTable(Harness.Smp.Machine machine, CodeCache cache, DbtOptions options, DbtStats stats)
     {
         this.machine = machine;
         this.cache = cache;
         this.options = options;
         this.stats = stats;
         plantedNoCli = options.PlantedEdgeWithoutCli;
-        ulong slots = cache.Edges.Capacity / CodeCache.CodeCache.EdgeStubSize;
+        ulong slots = cache.Edges.Capacity / CodeCache.EdgeStubSize;
         chunks = new Edge?[]?[(slots + ChunkSize - 1) >> ChunkBits];
     }
 
@@ -94,13 +96,13 @@ public sealed class EdgeTable
     /// <summary>Allocates and writes a new stub for an edge to target (caller holds the translator lock).</summary>
     public Edge Create(ulong target, EdgeKind kind, CallOut? effect = null, string? what = null, ulong? resume = null, Iced.Intel.Instruction? emulated = null, bool exitsDirectly = false)
     {
-        ulong stub = cache.Edges.Allocate(CodeCache.CodeCache.EdgeStubSize, CodeCache.CodeCache.EdgeStubSize);
+        ulong stub = cache.Edges.Allocate(CodeCache.EdgeStubSize, CodeCache.EdgeStubSize);
         var e = new Edge { Stub = stub, Target = target, Kind = kind, Effect = effect, What = what, Emulated = emulated, Resume = resume ?? target, ExitsDirectly = exitsDirectly };
-        Span<byte> bytes = stackalloc byte[(int)CodeCache.CodeCache.EdgeStubSize];
+        Span<byte> bytes = stackalloc byte[(int)CodeCache.EdgeStubSize];
         bytes.Fill(0xCC);
-        CodeCache.CodeCache.DispatcherEntryBytes.CopyTo(bytes);
+        CodeCache.DispatcherEntryBytes.CopyTo(bytes);
         if (plantedNoCli) bytes[1] = 0x90; // nop in place of cli
-        ulong slot = (stub - cache.Edges.Start) / CodeCache.CodeCache.EdgeStubSize;
+        ulong slot = (stub - cache.Edges.Start) / CodeCache.EdgeStubSize;
         var chunk = chunks[slot >> ChunkBits];
         if (chunk is null) Volatile.Write(ref chunks[slot >> ChunkBits], chunk = new Edge?[ChunkSize]);
         Volatile.Write(ref chunk[slot & (ChunkSize - 1)], e);
@@ -120,8 +122,8 @@ public sealed class EdgeTable
     public Edge? Lookup(ulong stub)
     {
         ulong off = stub - cache.Edges.Start;
-        if (off >= cache.Edges.Capacity || off % CodeCache.CodeCache.EdgeStubSize != 0) return null;
-        ulong slot = off / CodeCache.CodeCache.EdgeStubSize;
+        if (off >= cache.Edges.Capacity || off % CodeCache.EdgeStubSize != 0) return null;
+        ulong slot = off / CodeCache.EdgeStubSize;
         var chunk = Volatile.Read(ref chunks[slot >> ChunkBits]);
         return chunk is null ? null : Volatile.Read(ref chunk[slot & (ChunkSize - 1)]);
     }
@@ -143,7 +145,7 @@ public sealed class EdgeTable
     /// Points the edge's branch at tx: one aligned 4-byte store of the new rel32 (a vCPU decoding the
     /// page concurrently sees the old or the new displacement, never a mix). Exactly one vCPU patches.
     /// </summary>
-    internal void Chain(Harness.Machine.Vcpu v, Edge edge, ulong tx)
+    internal void Chain(Harness.Smp.Vcpu v, Edge edge, ulong tx)
     {
         if (Interlocked.CompareExchange(ref edge.chained, 1, 0) != 0) return;
         Span<byte> rel = stackalloc byte[4];

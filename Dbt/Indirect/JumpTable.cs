@@ -1,4 +1,4 @@
-using Harness.Machine;
+using Harness.Smp;
 
 namespace Harness.Dbt.Indirect;
 

@@ -1,6 +1,6 @@
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
-using Harness.Dbt.CodeCache;
+using Harness.Dbt.Cache;
 
 namespace Harness.Dbt.Indirect;
 

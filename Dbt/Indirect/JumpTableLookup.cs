@@ -1,3 +1,4 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Clients;
 using Harness.Dbt.Translate;
 using Iced.Intel;

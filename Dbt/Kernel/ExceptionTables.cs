@@ -1,6 +1,7 @@
-using Harness.Machine;
-using Harness.Machine.Boot;
-using Harness.Machine.Memory;
+using Harness.Dbt.Cache;
+using Harness.Smp;
+using Harness.Smp.Boot;
+using Harness.Smp.Memory;
 
 namespace Harness.Dbt.Kernel;
 
@@ -18,7 +19,7 @@ namespace Harness.Dbt.Kernel;
 public sealed class ExceptionTables
 {
     private const int EntryBytes = 16, MaxRegistered = 8;
-    private readonly CodeCache.CodeCache cache;
+    private readonly CodeCache cache;
     private readonly ulong? builtinStart, builtinEnd, registered;
     private readonly int capacity;
     private int count;
@@ -27,7 +28,7 @@ public sealed class ExceptionTables
     public ulong Table { get; }
     public int Count => Volatile.Read(ref count);
 
-    internal ExceptionTables(Machine.Machine machine, CodeCache.CodeCache cache, KernelImage? kernel, int capacity)
+    internal ExceptionTables(Machine machine, CodeCache cache, KernelImage? kernel, int capacity)
     {
         this.cache = cache;
         this.capacity = capacity;

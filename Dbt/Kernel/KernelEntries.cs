@@ -1,9 +1,10 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Indirect;
 using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
-using Harness.Machine;
-using Harness.Machine.Cpu;
-using Harness.Machine.Memory;
+using Harness.Smp;
+using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 using Iced.Intel;
 
 namespace Harness.Dbt.Kernel;
@@ -14,7 +15,7 @@ namespace Harness.Dbt.Kernel;
 /// gates point at entry-mode translations of the kernel's handlers (<see cref="EntryPath"/>) and an
 /// LSTAR pointing at the translation of the kernel's syscall entry; the lidt, sidt, wrmsr and rdmsr
 /// rules keep the shadows following what the kernel installs, and report the kernel's own values
-/// back to it. Also owns the DBT's per-CPU words (<see cref="CodeCache.PerCpu"/>): each vCPU's
+/// back to it. Also owns the DBT's per-CPU words (<see cref="PerCpu"/>): each vCPU's
 /// jumptable pointer is written wherever its GS base points.
 ///
 /// The syscall entry is translated without the tx-nextpc-loc save: syscall comes only from user
@@ -26,8 +27,8 @@ public sealed unsafe class KernelEntries
 {
     private const int GateBytes = 16;
 
-    private readonly Machine.Machine machine;
-    private readonly CodeCache.CodeCache cache;
+    private readonly Machine machine;
+    private readonly CodeCache cache;
     private readonly BlockTranslator translator;
     private readonly DbtStats stats;
     private readonly ulong[] jumpTables;
@@ -38,7 +39,7 @@ public sealed unsafe class KernelEntries
     // Shadow IDT pages of wiped caches, reused for the same guest IDT (the data pool only grows).
     private readonly Dictionary<(ulong, uint), ulong> retired = new();
 
-    internal KernelEntries(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, DbtStats stats)
+    internal KernelEntries(Machine machine, CodeCache cache, BlockTranslator translator, DbtStats stats)
     {
         this.machine = machine;
         this.cache = cache;

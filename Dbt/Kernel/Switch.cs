@@ -1,8 +1,9 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
-using Harness.Machine;
-using Harness.Machine.Boot;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Boot;
+using Harness.Smp.Cpu;
 
 namespace Harness.Dbt.Kernel;
 
@@ -34,8 +35,8 @@ public sealed unsafe class Switch
     public const uint HypercallMagic = 0x444254;
     public const int Query = 0, On = 1, Off = 2;
 
-    private readonly Machine.Machine machine;
-    private readonly CodeCache.CodeCache cache;
+    private readonly Machine machine;
+    private readonly CodeCache cache;
     private readonly BlockTranslator translator;
     private readonly EdgeTable edges;
     private readonly KernelEntries kernel;
@@ -45,7 +46,7 @@ public sealed unsafe class Switch
     private volatile bool on;
     private readonly bool plantedKeepStacks, plantedExitKeepsFlags, plantedIgnoreStubTargets, plantedIgnoreShadow, plantedIgnoreLevel2Return, plantedSkipOneVcpu, plantedOffByOne;
 
-    internal Switch(Machine.Machine machine, CodeCache.CodeCache cache, BlockTranslator translator, EdgeTable edges,
+    internal Switch(Machine machine, CodeCache cache, BlockTranslator translator, EdgeTable edges,
         KernelEntries kernel, ExceptionTables exceptionTables, DbtStats stats, KernelImage? image, bool startOn, DbtOptions planted)
     {
         this.machine = machine;
@@ -317,7 +318,7 @@ public sealed unsafe class Switch
     /// a translation's push prefix is rolled back to the start of its native instruction (pushes
     /// undone, the saved native flags back in the frame), the jumptable's final ret rolls forward to
     /// its target. External interrupts arrive only at native boundaries (the machine holds them
-    /// until then: <see cref="Harness.Machine.Machine.InterruptBoundary"/>), so only a synchronous
+    /// until then: <see cref="Harness.Smp.HostAgent.InterruptBoundary"/>), so only a synchronous
     /// exception can need a rollback. A point with no recovery stops the machine naming it.
     /// </summary>
     internal void NativeFrame(Vcpu v, ulong frame, int vector)
@@ -351,7 +352,7 @@ public sealed unsafe class Switch
     private Recovery? EdgeRecovery(ulong pc)
     {
         if (pc - cache.Edges.Start >= cache.Edges.Capacity) return null;
-        ulong stub = pc & ~(CodeCache.CodeCache.EdgeStubSize - 1);
+        ulong stub = pc & ~(CodeCache.EdgeStubSize - 1);
         if (edges.Lookup(stub) is not { } e) return null;
         return (pc - stub) switch
         {

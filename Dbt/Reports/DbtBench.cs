@@ -140,7 +140,7 @@ public sealed class DbtBenchReport
     /// </summary>
     public static void Preflight(byte[] elf, string kernelPath)
     {
-        Machine.Boot.ElfLoader.Parse(elf, kernelPath);
+        Smp.Boot.ElfLoader.Parse(elf, kernelPath);
         var symbols = KernelSymbols.FromElf(elf, kernelPath);
         foreach (var needed in new[] { "programs", "program_count", "thread_list" })
             if (symbols.Address(needed) is null)

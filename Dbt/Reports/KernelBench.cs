@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 
 namespace Harness.Dbt.Reports;
 
@@ -93,8 +93,8 @@ public static class KernelBench
         string cmdline = "selftest=0 run=" + string.Join(',', Enumerable.Repeat(workload, passes)) + "," + Sentinel;
         var marks = new List<BenchMark>();
         var clock = new Stopwatch();
-        Machine.Machine? machine = null;
-        Dbt? dbt = null;
+        Machine? machine = null;
+        KernelDbt? dbt = null;
         BenchMark Now()
         {
             long insns = 0;
@@ -107,7 +107,7 @@ public static class KernelBench
             if (line.StartsWith("kernel: boot ", StringComparison.Ordinal)) { if (marks.Count == 0) marks.Add(Now()); }
             else if (line.StartsWith($"workload {workload} exit=", StringComparison.Ordinal)) marks.Add(Now());
         });
-        using (machine = new Machine.Machine(new MachineOptions
+        using (machine = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new Deterministic(Quantum), MaxInstructions = 4_000_000_000,
             Console = console, CommandLine = cmdline,
@@ -117,7 +117,7 @@ public static class KernelBench
             long dispatcherTicks = 0;
             if (options is not null)
             {
-                dbt = Dbt.Attach(machine, options with { Kernel = Kernel.KernelImage.FromElf(kernelElf, kernelName) });
+                dbt = KernelDbt.Attach(machine, options with { Kernel = Kernel.KernelImage.FromElf(kernelElf, kernelName) });
                 // Asked first, it times the DBT's own handler (which then is not asked again).
                 var dbtAgent = dbt.HostAgent;
                 machine.Attach(new HookAgent

@@ -10,12 +10,12 @@ namespace Harness.Dbt.Reports;
 /// </summary>
 public sealed class ListingNames : IListingNames
 {
-    private readonly Dbt dbt;
+    private readonly KernelDbt dbt;
     private readonly KernelSymbols symbols;
     private readonly Dictionary<ulong, TranslatedBlock> blocks;
     private readonly Dictionary<ulong, ulong> fixups;
 
-    public ListingNames(Dbt dbt, KernelSymbols symbols, IEnumerable<(ulong Fault, ulong Fixup)> exceptionEntries)
+    public ListingNames(KernelDbt dbt, KernelSymbols symbols, IEnumerable<(ulong Fault, ulong Fixup)> exceptionEntries)
     {
         this.dbt = dbt;
         this.symbols = symbols;

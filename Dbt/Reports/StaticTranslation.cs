@@ -1,4 +1,5 @@
-using Harness.Machine;
+using Harness.Dbt.Cache;
+using Harness.Smp;
 
 namespace Harness.Dbt.Reports;
 
@@ -12,15 +13,15 @@ namespace Harness.Dbt.Reports;
 /// </summary>
 public sealed unsafe class StaticTranslation : IDisposable
 {
-    public readonly Machine.Machine Machine;
-    public readonly Dbt Dbt;
+    public readonly Machine Machine;
+    public readonly KernelDbt Dbt;
     public readonly KernelSymbols Symbols;
     public readonly Vcpu Vcpu;
 
     public StaticTranslation(byte[] elf, string name, DbtOptions? options = null)
     {
         Symbols = KernelSymbols.FromElf(elf, name);
-        Machine = new Machine.Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 64UL << 20 });
+        Machine = new Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 64UL << 20 });
         try
         {
             Machine.LoadElf(elf, name);
@@ -33,7 +34,7 @@ public sealed unsafe class StaticTranslation : IDisposable
                     PerCpuOffset = o.PerCpuOffset, PlantedLookupWithInterrupts = o.PlantedLookupWithInterrupts,
                     PlantedNoTxNextPcRestore = o.PlantedNoTxNextPcRestore, Kernel = Kernel.KernelImage.FromElf(elf, name),
                 };
-            Dbt = Dbt.Attach(Machine, o);
+            Dbt = KernelDbt.Attach(Machine, o);
             Vcpu = Machine.Vcpus[0];
             var boot = Machine.BootState;
             var s = Vcpu.S;
@@ -60,7 +61,7 @@ public sealed unsafe class StaticTranslation : IDisposable
         var pool = Dbt.Cache.Edges;
         int n = Dbt.Edges.Count;
         for (int i = 0; i < n; i++)
-            if (Dbt.Edges.Lookup(pool.Start + (ulong)i * CodeCache.CodeCache.EdgeStubSize) is { } e) yield return e;
+            if (Dbt.Edges.Lookup(pool.Start + (ulong)i * CodeCache.EdgeStubSize) is { } e) yield return e;
     }
 
     /// <summary>The DBT's exception-table registrations: (cache address of the faultable copy, cache address of the fixup's translation).</summary>

@@ -1,3 +1,4 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Translate;
 
 namespace Harness.Dbt.Reports;
@@ -58,7 +59,7 @@ public static class WholeImageTranslation
         bool Try(ulong at, Func<ulong> translate)
         {
             try { translate(); return true; }
-            catch (Exception e) when (e is TranslationException or CodeCache.CodeCacheFullException)
+            catch (Exception e) when (e is TranslationException or CodeCacheFullException)
             {
                 failed.Add((t.Symbols.Name(at) ?? $"0x{at:x}", e.Message));
                 return false;

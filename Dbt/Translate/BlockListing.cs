@@ -1,3 +1,5 @@
+using Harness.Dbt.Cache;
+using Harness.Smp;
 using System.Text;
 using Iced.Intel;
 
@@ -25,7 +27,7 @@ public static unsafe class BlockListing
     /// targets relative to the block; names, if given, then names every other address the code
     /// mentions (branch targets, immediates, memory displacements).
     /// </summary>
-    public static string Format(Machine.Machine machine, CodeCache.CodeCache cache, TranslatedBlock b, ulong mark = 0, bool addresses = true, IListingNames? names = null)
+    public static string Format(Machine machine, CodeCache cache, TranslatedBlock b, ulong mark = 0, bool addresses = true, IListingNames? names = null)
     {
         var sb = new StringBuilder();
         string entry = b.EntrySlotDelta is int d ? $" (interrupt entry, slot at rsp{d:+#;-#;+0})" : "";

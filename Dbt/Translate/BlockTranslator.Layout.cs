@@ -1,7 +1,8 @@
+using Harness.Dbt.Cache;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;
@@ -32,7 +33,7 @@ public sealed partial class BlockTranslator
     private TranslatedBlock Layout(Emitter e, ulong nativeStart, ulong nativeEnd, int nativeCount, out uint[] offsets)
     {
         var items = CollectionsMarshal.AsSpan(e.Items);
-        ulong at = Cache.Main.Peek(CodeCache.CodeCache.BlockAlign);
+        ulong at = Cache.Main.Peek(CodeCache.BlockAlign);
         var w = buffer;
         w.Reset();
         var enc = encoder ??= Encoder.Create(64, w);
@@ -101,7 +102,7 @@ public sealed partial class BlockTranslator
             returns.Add((uint)(target - at));
         }
 
-        ulong got = Cache.Main.Allocate((ulong)length, CodeCache.CodeCache.BlockAlign);
+        ulong got = Cache.Main.Allocate((ulong)length, CodeCache.BlockAlign);
         if (got != at) throw new TranslationException("code cache allocation moved during layout");
         Cache.Write(at, w.Written);
         int edges = 0;

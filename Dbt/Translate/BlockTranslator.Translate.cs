@@ -1,8 +1,9 @@
+using Harness.Dbt.Cache;
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
-using Harness.Machine;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;
@@ -215,7 +216,7 @@ public sealed partial class BlockTranslator
                 {
                     bool entry = e.SlotDelta is not null;
                     try { flow = rule.Emit(e); }
-                    catch (Exception x) when (x is not (UnsupportedInstructionException or TranslationException or CodeCache.CodeCacheFullException or GuestFault))
+                    catch (Exception x) when (x is not (UnsupportedInstructionException or TranslationException or CodeCacheFullException or GuestFault))
                     {
                         // A rule's own bug (a user's rule from --rules, or ours): name the rule and the
                         // instruction; the machine reports it as a host exception, with its stack.

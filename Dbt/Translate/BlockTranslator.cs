@@ -1,6 +1,7 @@
+using Harness.Dbt.Cache;
 using System.Collections.Concurrent;
 using Harness.Dbt.Dispatch;
-using Harness.Machine;
+using Harness.Smp;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;
@@ -55,7 +56,7 @@ public sealed record TranslatedBlock(ulong NativeStart, ulong NativeEnd, ulong C
 /// </summary>
 public sealed partial class BlockTranslator
 {
-    public readonly CodeCache.CodeCache Cache;
+    public readonly CodeCache Cache;
     public readonly EdgeTable Edges;
     private readonly DbtOptions options;
     private readonly DbtStats stats;
@@ -77,7 +78,7 @@ public sealed partial class BlockTranslator
     /// <summary>The DBT's exception-table registrations (null: none).</summary>
     internal readonly Kernel.ExceptionTables? ExceptionTables;
 
-    internal BlockTranslator(CodeCache.CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats,
+    internal BlockTranslator(CodeCache cache, EdgeTable edges, DbtOptions options, DbtStats stats,
         ICallOutTargets callOuts, Clients.ClientSet? clients, Kernel.ExceptionTables? exceptionTables)
     {
         Cache = cache;
@@ -146,17 +147,17 @@ public sealed partial class BlockTranslator
     }
 
     /// <summary>For reports: the native instruction (and rule) whose translation holds cache address pc, or null.</summary>
-    internal Harness.Machine.CodeOrigin? OriginOf(ulong pc)
+    internal Harness.Smp.CodeOrigin? OriginOf(ulong pc)
     {
         if (!Cache.Contains(pc)) return null;
         if (BlockAt(SortedBlocks(), pc) is not { } b || pc - b.CacheStart >= (ulong)b.CacheLength)
-            return Edges.Lookup(pc & ~(CodeCache.CodeCache.EdgeStubSize - 1)) is { } edge
-                ? new Harness.Machine.CodeOrigin(edge.Resume, edge.Kind == EdgeKind.CallOut ? $"call-out stub ({edge.What})" : $"edge stub ({edge.Kind})")
+            return Edges.Lookup(pc & ~(CodeCache.EdgeStubSize - 1)) is { } edge
+                ? new Harness.Smp.CodeOrigin(edge.Resume, edge.Kind == EdgeKind.CallOut ? $"call-out stub ({edge.What})" : $"edge stub ({edge.Kind})")
                 : null;
         uint off = (uint)(pc - b.CacheStart);
         (uint Offset, ulong Native, string Rule)? best = null;
         foreach (var x in b.Sources) if (x.Offset <= off) best = x;
-        return best is { } s ? new Harness.Machine.CodeOrigin(s.Native, s.Rule) : null;
+        return best is { } s ? new Harness.Smp.CodeOrigin(s.Native, s.Rule) : null;
     }
 
     /// <summary>The block with the greatest CacheStart at or below pc, or null.</summary>

@@ -1,4 +1,4 @@
-using Harness.Machine;
+using Harness.Smp;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;

@@ -1,3 +1,4 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Dispatch;
 using Iced.Intel;
 
@@ -52,7 +53,7 @@ public sealed class Emitter
     private ulong nextIp = IpStep;
 
     /// <summary>items: the translator's list, reused from block to block (blocks are translated one at a time, under its lock).</summary>
-    internal Emitter(BlockTranslator translator, Harness.Machine.Vcpu v, int? slotDelta, List<Item> items)
+    internal Emitter(BlockTranslator translator, Harness.Smp.Vcpu v, int? slotDelta, List<Item> items)
     {
         items.Clear();
         Items = items;
@@ -63,10 +64,10 @@ public sealed class Emitter
 
     public BlockTranslator Translator => translator;
     public DbtOptions Options => translator.Options;
-    public CodeCache.PerCpu PerCpu => translator.Cache.PerCpu;
+    public PerCpu PerCpu => translator.Cache.PerCpu;
 
     /// <summary>The vCPU whose page tables native code is read through.</summary>
-    public readonly Harness.Machine.Vcpu V;
+    public readonly Harness.Smp.Vcpu V;
 
     /// <summary>
     /// Entry mode (the path from an interrupt gate to the kernel's write of the frame's redundant

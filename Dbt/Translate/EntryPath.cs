@@ -1,3 +1,4 @@
+using Harness.Dbt.Cache;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;

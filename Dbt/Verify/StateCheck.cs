@@ -1,11 +1,12 @@
+using Harness.Dbt.Cache;
 using System.Numerics;
 using System.Text;
 using Harness.Dbt.Clients;
 using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 
 namespace Harness.Dbt.Verify;
 
@@ -56,14 +57,14 @@ public sealed class StateCheck
     // pushfq stores RF and VM as 0 whatever they were; nothing else is masked.
     private const ulong IgnoredFlags = Rflags.RF | Rflags.VM;
 
-    private readonly Machine.Machine translated, reference;
+    private readonly Machine translated, reference;
     private readonly StackRange? stack;
     private readonly bool mapCacheAddresses;
     private Prof prof = null!;
     private Vcpu? refCpu;
 
     /// <summary>The translated machine's DBT (prof attached).</summary>
-    public Dbt Dbt { get; private set; } = null!;
+    public KernelDbt Dbt { get; private set; } = null!;
 
     /// <summary>Dispatcher entries compared so far.</summary>
     public int EntriesChecked { get; private set; }
@@ -76,7 +77,7 @@ public sealed class StateCheck
     /// <summary>The first difference (a diff table), or null.</summary>
     public string? Failure { get; private set; }
 
-    private StateCheck(Machine.Machine translated, Machine.Machine reference, StackRange? stack, bool mapCacheAddresses)
+    private StateCheck(Machine translated, Machine reference, StackRange? stack, bool mapCacheAddresses)
     {
         this.translated = translated;
         this.reference = reference;
@@ -91,7 +92,7 @@ public sealed class StateCheck
     /// is in it; its dead part is poisoned in the reference); null: no stack comparison, and the
     /// reference runs in whole slices instead of single steps. Run with <see cref="Run"/>.
     /// </summary>
-    public static StateCheck Attach(Machine.Machine machine, Machine.Machine reference, DbtOptions? options = null, StackRange? stack = null)
+    public static StateCheck Attach(Machine machine, Machine reference, DbtOptions? options = null, StackRange? stack = null)
     {
         var o = options ?? DbtOptions.Default;
         if (machine.Vcpus.Length != 1 || reference.Vcpus.Length != 1)
@@ -103,7 +104,7 @@ public sealed class StateCheck
         if (stack is { } s && (s.Bottom >= s.Top || ((s.Bottom | s.Top) & 7) != 0)) throw new ArgumentException("the stack range must be 8-byte aligned and not empty");
         var check = new StateCheck(machine, reference, stack, mapCacheAddresses: o.CallRet);
         var clients = o.Clients.Contains(Prof.ClientName) ? o.Clients : [.. o.Clients, Prof.ClientName];
-        check.Dbt = Dbt.Attach(machine, o with { Clients = clients, OnDispatcherEntry = check.OnEntry });
+        check.Dbt = KernelDbt.Attach(machine, o with { Clients = clients, OnDispatcherEntry = check.OnEntry });
         check.prof = check.Dbt.Client<Prof>()!;
         return check;
     }
@@ -283,7 +284,7 @@ public sealed class StateCheck
     {
         DispatcherEntryKind.JumpTableMiss => $"jumptable miss to native 0x{e.Native:x}",
         DispatcherEntryKind.CallOut => $"call-out for '{e.Edge?.What}' at native 0x{e.Native:x}",
-        _ => $"{e.Edge?.Kind.ToString().ToLowerInvariant()} edge stub 0x{e.Site - CodeCache.CodeCache.EdgeVmcallOffset:x} to native 0x{e.Native:x}",
+        _ => $"{e.Edge?.Kind.ToString().ToLowerInvariant()} edge stub 0x{e.Site - CodeCache.EdgeVmcallOffset:x} to native 0x{e.Native:x}",
     };
 
     private static readonly string[] RegNames = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];

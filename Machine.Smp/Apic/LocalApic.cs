@@ -1,6 +1,6 @@
 using System.Numerics;
 
-namespace Harness.Machine.Apic;
+namespace Harness.Smp.Apic;
 
 /// <summary>
 /// The x2APIC of one vCPU: interrupt request/in-service registers and the timer. Guest time is

@@ -1,7 +1,7 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Memory;
+using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 
-namespace Harness.Machine.Boot;
+namespace Harness.Smp.Boot;
 
 /// <summary>
 /// What the machine puts below 1 MiB before the BSP starts (docs/boot-protocol.md): page tables

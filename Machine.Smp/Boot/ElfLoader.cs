@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace Harness.Machine.Boot;
+namespace Harness.Smp.Boot;
 
 /// <summary>A bad image: the message names the file and what is wrong with it, and where.</summary>
 public sealed class ImageException(string message) : Exception(message);

@@ -1,7 +1,7 @@
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Boot;
+namespace Harness.Smp.Boot;
 
 /// <summary>
 /// A small ring-0 guest assembled with Iced (the boot GDT's selectors): an IDT of 64-bit interrupt

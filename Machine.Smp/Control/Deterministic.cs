@@ -1,6 +1,6 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine.Control;
+namespace Harness.Smp.Control;
 
 /// <summary>
 /// One host thread runs every vCPU round-robin, `quantum` guest instructions at a time, with a

@@ -1,4 +1,4 @@
-namespace Harness.Machine.Control;
+namespace Harness.Smp.Control;
 
 /// <summary>Where a scheduling point sits: what the vCPU is about to do (CodePatch: a host agent on its thread rewrites code another vCPU may run, the DBT's chaining patch).</summary>
 public enum PointKind { Load, Store, Atomic, Spin, Halt, Explicit, CodePatch }
@@ -11,7 +11,7 @@ public enum PointKind { Load, Store, Atomic, Spin, Halt, Explicit, CodePatch }
 /// </summary>
 public static class Seams
 {
-    public const string PointsSwitch = "Harness.Machine.SchedulingPoints";
+    public const string PointsSwitch = "Harness.Smp.SchedulingPoints";
 #if NO_SEAMS
     public const bool Points = false;
 #elif SEAMS_PLANTED_COST

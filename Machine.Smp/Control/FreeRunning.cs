@@ -1,6 +1,6 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine.Control;
+namespace Harness.Smp.Control;
 
 /// <summary>
 /// Real host threads, one per vCPU, real races. Interrupts are deliverable as soon as they are

@@ -1,6 +1,6 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine.Control;
+namespace Harness.Smp.Control;
 
 /// <summary>
 /// Stop-the-world for host agents that must see every vCPU at an instruction boundary (the DBT's

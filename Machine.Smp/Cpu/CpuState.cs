@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Harness.Machine.Cpu;
+namespace Harness.Smp.Cpu;
 
 /// <summary>
 /// The architectural state of one vCPU: one flat, pinned struct in native memory. Its field

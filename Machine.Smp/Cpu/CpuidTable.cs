@@ -1,4 +1,4 @@
-namespace Harness.Machine.Cpu;
+namespace Harness.Smp.Cpu;
 
 /// <summary>
 /// The CPUID leaves the machine reports: only features it implements. No x87/SSE bits are set, so

@@ -1,4 +1,4 @@
-namespace Harness.Machine.Cpu;
+namespace Harness.Smp.Cpu;
 
 public static class Vectors
 {

@@ -1,11 +1,11 @@
 using System.Runtime.InteropServices;
-using Harness.Machine.Apic;
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Apic;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 /// <summary>Exceptions and interrupts: raising, escalation (#DF, triple fault), delivery through the IDT, and the fault reports.</summary>
 public unsafe partial class Vcpu

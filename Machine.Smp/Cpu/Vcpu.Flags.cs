@@ -1,8 +1,8 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 /// <summary>The operation whose result the lazy flags describe.</summary>
 public enum FlagOp

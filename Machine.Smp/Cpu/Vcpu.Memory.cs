@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 public enum Access { Read = 0, Write = 1, Exec = 2 }
 

@@ -1,7 +1,7 @@
-using Harness.Machine.Apic;
-using Harness.Machine.Cpu;
+using Harness.Smp.Apic;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 /// <summary>Model-specific registers: the system MSRs of a 64-bit kernel and the x2APIC range.</summary>
 public unsafe partial class Vcpu

@@ -1,12 +1,12 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Apic;
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
-using Harness.Machine.Memory;
+using Harness.Smp.Apic;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
+using Harness.Smp.Memory;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 /// <summary>
 /// One virtual CPU: its architectural state, TLB, local APIC and the interpreter loop. All of it

@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Memory;
+using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 using Iced.Intel;
 
-namespace Harness.Machine.Decode;
+namespace Harness.Smp.Decode;
 
 /// <summary>
 /// Decodes guest code into blocks, once per physical address (Iced does the decoding). A block

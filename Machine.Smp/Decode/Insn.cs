@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Iced.Intel;
 
-namespace Harness.Machine.Decode;
+namespace Harness.Smp.Decode;
 
 /// <summary>
 /// One decoded instruction in the machine's own compact form: the handler to run plus operands

@@ -1,7 +1,7 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 
-namespace Harness.Machine.Decode;
+namespace Harness.Smp.Decode;
 
 /// <summary>
 /// Everything the decoder knows about one mnemonic, read once per decoded instruction: its

@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Decode;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// add or adc sbb and sub xor cmp test; inc dec neg not. Flags are lazy. Each operation is one

@@ -1,9 +1,9 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// Locked read-modify-writes (lock-prefixed ALU ops, xchg with memory, xadd, cmpxchg,

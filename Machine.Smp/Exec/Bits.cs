@@ -1,9 +1,9 @@
 using System.Numerics;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// bt bts btr btc (register and bit-string memory forms, lockable), bsf bsr tzcnt lzcnt popcnt.

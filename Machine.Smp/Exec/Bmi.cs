@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// The integer extensions gcc emits for x86-64-v3 (-march=haswell and later): BMI1 (andn bextr

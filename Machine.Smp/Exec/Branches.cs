@@ -1,9 +1,9 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>jmp jcc call ret (near), jrcxz/jecxz, loop/loope/loopne. Every handler sets RIP.</summary>
 internal static unsafe class Branches

@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>mov movzx movsx movsxd lea xchg bswap cbw/cwde/cdqe cwd/cdq/cqo cmovcc setcc, nops.</summary>
 internal static unsafe class Moves

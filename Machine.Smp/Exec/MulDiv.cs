@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// mul imul div idiv. Undefined flags (fixed choice): after mul/imul SF, ZF, PF come from the

@@ -1,9 +1,9 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 
-namespace Harness.Machine;
+namespace Harness.Smp;
 
 // Register and memory operand access shared by every instruction family.
 public unsafe partial class Vcpu

@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// rol ror rcl rcr shl/sal shr sar, shld shrd. Flags are computed eagerly. Undefined results

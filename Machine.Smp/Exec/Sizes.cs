@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 // Operand sizes as types. A handler written once as Handler<Op, Z> is compiled by the JIT into one
 // switch-free body per size (struct type arguments are never shared), so the specialized fast path

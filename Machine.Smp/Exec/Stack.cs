@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>push pop leave. (pushfq/popfq live with the system instructions: they touch IF.)</summary>
 internal static unsafe class Stack

@@ -1,7 +1,7 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 internal static unsafe partial class SystemOps
 {

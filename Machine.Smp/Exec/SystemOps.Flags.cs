@@ -1,8 +1,8 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 internal static unsafe partial class SystemOps
 {

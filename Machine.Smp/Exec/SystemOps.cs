@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
-using Harness.Machine.Decode;
+using Harness.Smp.Cpu;
+using Harness.Smp.Decode;
 using Iced.Intel;
 
-namespace Harness.Machine.Exec;
+namespace Harness.Smp.Exec;
 
 /// <summary>
 /// The system instructions a kernel needs, one file per concern: this one installs them and holds

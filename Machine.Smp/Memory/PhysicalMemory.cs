@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using Harness.Machine.Decode;
+using Harness.Smp.Decode;
 
-namespace Harness.Machine.Memory;
+namespace Harness.Smp.Memory;
 
 /// <summary>
 /// Guest physical RAM: one zeroed native allocation, so aligned host loads and stores of up to

@@ -1,4 +1,5 @@
-using Harness.Machine.Boot;
+using Harness.Smp;
+using Harness.Smp.Boot;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
@@ -80,7 +81,7 @@ public sealed class GuestImage
     public IEnumerable<(ulong Fault, ulong Fixup)> FixupAddresses => Fixups.Select(f => (Address(f.Fault), Address(f.Fixup)));
 
     /// <summary>Writes the program into a machine: code, IDT, the exception table, function pointers, constants, the thread list.</summary>
-    public void Load(Harness.Machine.Machine m)
+    public void Load(Harness.Smp.Machine m)
     {
         Guest.Load(m);
         ulong Phys(ulong va) => va - BootLayout.KernelAlias;

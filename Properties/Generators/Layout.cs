@@ -1,4 +1,4 @@
-using Harness.Machine.Boot;
+using Harness.Smp.Boot;
 
 namespace Harness.Properties.Generators;
 

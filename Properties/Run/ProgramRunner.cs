@@ -1,8 +1,9 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt;
 using Harness.Dbt.Clients;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Harness.Properties.Generators;
 
 namespace Harness.Properties.Run;
@@ -128,7 +129,7 @@ public static unsafe class ProgramRunner
         control ??= spec.RecordStores ? new StoreRecorder(spec.Quantum) : new Deterministic(spec.Quantum);
         if (spec.RecordStores && !Seams.Points)
             throw new InvalidOperationException($"recording stores needs the scheduling points: set the AppContext switch {Seams.PointsSwitch} before any machine type is used");
-        var m = new Harness.Machine.Machine(new MachineOptions
+        var m = new Harness.Smp.Machine(new MachineOptions
         {
             Vcpus = p.Vcpus, MemoryBytes = MemoryBytes, ReservedBytes = 8UL << 20, Control = control,
             MaxInstructions = spec.MaxInstructions, Console = console,
@@ -136,13 +137,13 @@ public static unsafe class ProgramRunner
         var image = p.Image;
         image.Load(m);
         long probes = spec.Events.Count(e => e.Action == HostAction.Probe);
-        if (probes > 0) m.Memory.WriteU64(Layout.Private(0) + Layout.ProbesExpected - Harness.Machine.Boot.BootLayout.KernelAlias, (ulong)probes);
-        Dbt.Dbt? dbt = null;
+        if (probes > 0) m.Memory.WriteU64(Layout.Private(0) + Layout.ProbesExpected - Harness.Smp.Boot.BootLayout.KernelAlias, (ulong)probes);
+        Dbt.KernelDbt? dbt = null;
         if (spec.Translated)
         {
             var options = spec.Options ?? DbtOptions.Default;
             var clients = spec.Prof ? [.. options.Clients.Where(c => c != Prof.ClientName), Prof.ClientName] : options.Clients;
-            dbt = Dbt.Dbt.Attach(m, options.As(spec.Configuration) with
+            dbt = Dbt.KernelDbt.Attach(m, options.As(spec.Configuration) with
             {
                 Kernel = image.Kernel,
                 Clients = clients,
@@ -177,7 +178,7 @@ public static unsafe class ProgramRunner
         private readonly List<(long, ulong, bool, bool)>? trace;
         private readonly List<FaultState>[]? faults;
 
-        internal PreparedRun(Harness.Machine.Machine machine, Dbt.Dbt? dbt, MemoryStream console, ExecutionControl control,
+        internal PreparedRun(Harness.Smp.Machine machine, Dbt.KernelDbt? dbt, MemoryStream console, ExecutionControl control,
             List<(long, ulong, bool, bool)>? trace, List<FaultState>[]? faults)
         {
             Machine = machine;
@@ -188,15 +189,15 @@ public static unsafe class ProgramRunner
             this.faults = faults;
         }
 
-        public Harness.Machine.Machine Machine { get; }
-        public Dbt.Dbt? Dbt { get; }
+        public Harness.Smp.Machine Machine { get; }
+        public Dbt.KernelDbt? Dbt { get; }
 
         /// <summary>What the finished run left (call once the machine has stopped).</summary>
         public RunOutcome Collect(RunResult r)
         {
             var m = Machine;
             var dbt = Dbt;
-            var data = m.Memory.Span(RunOutcome.DataStart - Harness.Machine.Boot.BootLayout.KernelAlias, (int)RunOutcome.DataBytes).ToArray();
+            var data = m.Memory.Span(RunOutcome.DataStart - Harness.Smp.Boot.BootLayout.KernelAlias, (int)RunOutcome.DataBytes).ToArray();
             // What a translated run may write that native code does not: the DBT's own per-CPU words
             // (tx-nextpc-loc, the jumptable pointer), each vCPU's jumptable (the level-2 routine moves
             // the entry it hits to the front of its group) and the clients' counters.
@@ -238,7 +239,7 @@ public static unsafe class ProgramRunner
     /// The host plan on vCPU 0's thread: each event at its count, a switch retried at the next
     /// boundary until vCPU 0 is at a safe point; with a trace, an event at every boundary.
     /// </summary>
-    private static void InstallPlan(Harness.Machine.Machine m, Dbt.Dbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong, bool, bool)>? trace)
+    private static void InstallPlan(Harness.Smp.Machine m, Dbt.KernelDbt? dbt, IReadOnlyList<HostEvent> events, List<(long, ulong, bool, bool)>? trace)
     {
         var plan = new Queue<HostEvent>(events.OrderBy(e => e.At));
         HookAgent? agent = null;
@@ -280,7 +281,7 @@ public static unsafe class ProgramRunner
         interruptsOn && code is not ("native" or "identity" or "identity-end" or "direct-jcc" or "direct-jmp") ? code + " (interrupts on)" : code;
 
     /// <summary>What code a vCPU is in at rip: "native", a stub of the cache, an entry path, or the rule that emitted the instruction.</summary>
-    private static string Classify(Dbt.Dbt? dbt, ulong rip)
+    private static string Classify(Dbt.KernelDbt? dbt, ulong rip)
     {
         if (dbt is null) return "native";
         var r = dbt.RegionAt(rip);

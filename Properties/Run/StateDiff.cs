@@ -1,5 +1,5 @@
 using System.Text;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Harness.Properties.Generators;
 
 namespace Harness.Properties.Run;

@@ -1,9 +1,8 @@
 using System.Text;
 using System.Text.Json;
 using Harness.Dbt;
-using Harness.Machine;
-using Harness.Machine.Control;
-using DbtInstance = Harness.Dbt.Dbt;
+using Harness.Smp;
+using Harness.Smp.Control;
 
 namespace Harness.Verification.Generic;
 
@@ -33,7 +32,7 @@ public sealed class Coverage
     public int Executions { get { lock (gate) return pointsPerExecution.Count; } }
 
     /// <summary>Hooks one execution's machine (call from the scenario's Build, after the DBT is attached).</summary>
-    public void Attach(CoyoteControl control, Machine.Machine m, DbtInstance? dbt, Dbt.Kernel.KernelImage? symbols)
+    public void Attach(CoyoteControl control, Machine m, KernelDbt? dbt, Dbt.Kernel.KernelImage? symbols)
     {
         lock (gate) last.Clear();
         if (symbols is not null)
@@ -76,10 +75,10 @@ public sealed class Coverage
         }
     }
 
-    private static ulong Native(Machine.Machine m, ulong rip) => m.OriginOf(rip) is { } o ? o.NativeRip : rip;
+    private static ulong Native(Machine m, ulong rip) => m.OriginOf(rip) is { } o ? o.NativeRip : rip;
 
     /// <summary>Where an interrupt came: the region (native, a rule, a stub) and the byte offset inside it (the rule's translation of one instruction, the entry path, the stub).</summary>
-    private static (string Region, long Offset, int Length) Region(DbtInstance? dbt, ulong rip)
+    private static (string Region, long Offset, int Length) Region(KernelDbt? dbt, ulong rip)
     {
         if (dbt is null) return ("native code", -1, 0);
         var r = dbt.RegionAt(rip);

@@ -1,12 +1,11 @@
 using System.Text;
 using System.Text.RegularExpressions;
 using Harness.Dbt;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Harness.Properties.Generators;
 using Harness.Properties.Run;
-using DbtInstance = Harness.Dbt.Dbt;
 
 namespace Harness.Verification.Generic;
 
@@ -90,7 +89,7 @@ public static class GenericScenarios
     public static (KernelResults Results, RunResult Run, string Console) KernelReference(KernelScenarioSpec spec, byte[] image)
     {
         var console = new MemoryStream();
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = spec.Vcpus, MemoryBytes = 64UL << 20, ReservedBytes = 16UL << 20, MaxInstructions = spec.MaxInstructions,
             Control = new Deterministic(1000), Console = console, CommandLine = spec.CommandLine,
@@ -114,7 +113,7 @@ public static class GenericScenarios
         byte[] image;
         try { image = File.ReadAllBytes(spec.ImagePath); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ArgumentException($"{spec.ImagePath}: {e.Message}", e); }
-        var segments = Machine.Boot.ElfLoader.Parse(image, spec.ImagePath).Segments.Where(g => (g.Flags & 2) != 0).ToArray();
+        var segments = Smp.Boot.ElfLoader.Parse(image, spec.ImagePath).Segments.Where(g => (g.Flags & 2) != 0).ToArray();
         if (segments.Length != 1) throw new ArgumentException($"{spec.ImagePath}: expected one writable segment (.data and .bss), found {segments.Length}");
         var symbols = Harness.Dbt.Kernel.KernelImage.FromElf(image, spec.ImagePath);
         var kernel = spec.Dbt == "off" ? null : symbols;
@@ -124,7 +123,7 @@ public static class GenericScenarios
                 "nothing to compare with\n" + Tail(reference.Console));
         string name = Path.GetFileNameWithoutExtension(spec.ImagePath);
         var snapshot = spec.SnapshotAt is not null || spec.SnapshotMarker is not null ? TakeSnapshot(spec, image) : null;
-        DbtInstance? dbt = null;
+        KernelDbt? dbt = null;
         long outside = 0;
         ulong firstOutside = 0;
         var data = segments[0];
@@ -135,7 +134,7 @@ public static class GenericScenarios
         return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
             ctx =>
             {
-                var m = new Machine.Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
+                var m = new Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
                     commandLine: spec.CommandLine));
                 m.LoadElf(image, name);
                 if (snapshot is not null) m.Restore(snapshot);
@@ -145,7 +144,7 @@ public static class GenericScenarios
                 if (kernel is not null)
                 {
                     var o = spec.Options ?? DbtOptions.Default;
-                    dbt = DbtInstance.Attach(m, o.As(spec.Dbt) with
+                    dbt = KernelDbt.Attach(m, o.As(spec.Dbt) with
                     {
                         Kernel = kernel, Clients = [.. o.Clients, .. spec.Clients],
                         MainPoolLimit = spec.CacheKiB is { } kib ? (ulong)kib * 1024 : o.MainPoolLimit,
@@ -210,7 +209,7 @@ public static class GenericScenarios
     public static MachineSnapshot TakeSnapshot(KernelScenarioSpec spec, byte[] image)
     {
         var console = new MarkerStream(spec.SnapshotMarker);
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = spec.Vcpus, MemoryBytes = 64UL << 20, ReservedBytes = 16UL << 20, MaxInstructions = spec.MaxInstructions,
             Control = new Deterministic(1000), Console = console, CommandLine = spec.CommandLine,

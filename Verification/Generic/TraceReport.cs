@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text;
-using Harness.Machine;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Control;
 using Iced.Intel;
 
 namespace Harness.Verification.Generic;
@@ -29,7 +29,7 @@ public sealed class TraceRecorder
     public int Vcpus { get; private set; }
 
     /// <summary>Attaches to the replayed execution's control and machine (Scenario.Observe).</summary>
-    public void Attach(CoyoteControl control, Machine.Machine m)
+    public void Attach(CoyoteControl control, Machine m)
     {
         Vcpus = m.Vcpus.Length;
         symbolize = Symbols is { } k ? Symbolizer.For(k) : _ => "";
@@ -53,7 +53,7 @@ public sealed class TraceRecorder
     /// <summary>Symbols for the report: the kernel's, when the scenario gave the recorder a symbol source.</summary>
     public Harness.Dbt.Kernel.KernelImage? Symbols { get; set; }
 
-    private void Add(Vcpu v, Machine.Machine m, string kind, string what, ulong? at = null)
+    private void Add(Vcpu v, Machine m, string kind, string what, ulong? at = null)
     {
         ulong rip = at ?? v.CurrentRip;
         string where;

@@ -1,4 +1,6 @@
-using Harness.Machine.Boot;
+using Harness.Dbt.Cache;
+using Harness.Smp;
+using Harness.Smp.Boot;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
@@ -59,5 +61,5 @@ public sealed class ChainingPatchGuest
 
     public static ulong PerCpu(int cpu) => PerCpuBase + (ulong)cpu * PerCpuStride;
 
-    public void Load(Machine.Machine m) => image.Load(m);
+    public void Load(Machine m) => image.Load(m);
 }

@@ -1,4 +1,6 @@
-using Harness.Machine.Boot;
+using Harness.Dbt.Cache;
+using Harness.Smp;
+using Harness.Smp.Boot;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
@@ -78,7 +80,7 @@ public sealed class JumpTableRaceGuest
     public static ulong Phys(ulong va) => va - Alias;
 
     /// <summary>Writes code, targets and IDT into a fresh machine's memory.</summary>
-    public void Load(Machine.Machine m)
+    public void Load(Machine m)
     {
         image.Load(m);
         foreach (var (address, bytes) in targets) m.Memory.Write(Phys(address), bytes);

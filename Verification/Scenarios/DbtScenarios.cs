@@ -1,11 +1,11 @@
-using Harness.Machine.Boot;
+using Harness.Dbt.Cache;
+using Harness.Smp.Boot;
 using Harness.Dbt;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Harness.Verification.Guests;
 using Iced.Intel;
-using DbtInstance = Harness.Dbt.Dbt;
 
 namespace Harness.Verification.Scenarios;
 
@@ -39,7 +39,7 @@ public sealed record JumpTableRaceOutcome(string? Bug, string? Problem, RunResul
     : DbtGuestOutcome(Bug, Problem, Result, Ticks, TicksInWindow);
 
 /// <summary>
-/// Scenarios on the DBT (<see cref="DbtInstance"/> attached to a bare machine running a ring-0
+/// Scenarios on the DBT (<see cref="KernelDbt"/> attached to a bare machine running a ring-0
 /// guest), in a planted-bug and a correct form, with the same contract as
 /// <see cref="MachineScenarios"/>: the planted bug is found within a stated budget and replays from
 /// its trace, the correct form passes that budget clean (tests/Verification.Tests/DbtScenarioTests.cs,
@@ -115,7 +115,7 @@ public static class DbtScenarios
     /// <summary>How every failure of the chaining guest begins.</summary>
     public const string Astray = "a vCPU went astray in the patched loop";
 
-    private static ChainingPatchOutcome Evaluate(ChainingPatchGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
+    private static ChainingPatchOutcome Evaluate(ChainingPatchGuest g, Machine m, KernelDbt? dbt, RunResult r)
     {
         var st = dbt?.Stats;
         long chained = st?.ChainedEdges ?? 0, stale = st?.StaleEdgeEntries ?? 0;
@@ -123,7 +123,7 @@ public static class DbtScenarios
         var counts = new (ulong Iterations, ulong Calls)[g.Vcpus];
         for (int cpu = 0; cpu < g.Vcpus; cpu++)
         {
-            ulong pc = ChainingPatchGuest.PerCpu(cpu) - Harness.Machine.Boot.BootLayout.KernelAlias;
+            ulong pc = ChainingPatchGuest.PerCpu(cpu) - Harness.Smp.Boot.BootLayout.KernelAlias;
             counts[cpu] = (m.Memory.ReadU64(pc + ChainingPatchGuest.OffIterations), m.Memory.ReadU64(pc + ChainingPatchGuest.OffCalls));
         }
         string State() => string.Join("; ", Enumerable.Range(0, g.Vcpus).Select(cpu =>
@@ -142,19 +142,19 @@ public static class DbtScenarios
     /// layout) on a fresh machine with the DBT attached, its outcome checked for the bug and then
     /// for any other problem.
     /// </summary>
-    private static Scenario GuestScenario<T>(string name, int vcpus, Action<Machine.Machine> load, DbtOptions options, int delayBound,
-        Func<Machine.Machine, DbtInstance, RunResult, T> evaluate, Action<T>? observe, bool dispatcherPoints = false, long maxInstructions = MaxInstructions)
+    private static Scenario GuestScenario<T>(string name, int vcpus, Action<Machine> load, DbtOptions options, int delayBound,
+        Func<Machine, KernelDbt, RunResult, T> evaluate, Action<T>? observe, bool dispatcherPoints = false, long maxInstructions = MaxInstructions)
         where T : DbtGuestOutcome
     {
         // Set by Build, read by Check of the same execution (Coyote runs executions one at a time).
-        DbtInstance? dbt = null;
+        KernelDbt? dbt = null;
         var shared = PointFilters.SharedRange(RingZeroGuest.KernelData, RingZeroGuest.KernelData + RingZeroGuest.DoneFlagsBytes);
         return new Scenario(name,
             ctx =>
             {
-                var m = new Machine.Machine(ctx.Options(vcpus, maxInstructions, MemoryBytes, ReservedBytes));
+                var m = new Machine(ctx.Options(vcpus, maxInstructions, MemoryBytes, ReservedBytes));
                 load(m);
-                dbt = DbtInstance.Attach(m, options);
+                dbt = KernelDbt.Attach(m, options);
                 return m;
             },
             run =>
@@ -181,15 +181,15 @@ public static class DbtScenarios
     }
 
     /// <summary>One run of a DBT guest outside Coyote: translated with options, or natively when options is null.</summary>
-    private static T RunGuest<T>(ExecutionControl control, DbtOptions? options, int vcpus, Action<Machine.Machine> load,
-        Func<Machine.Machine, DbtInstance?, RunResult, T> evaluate, long maxInstructions = MaxInstructions)
+    private static T RunGuest<T>(ExecutionControl control, DbtOptions? options, int vcpus, Action<Machine> load,
+        Func<Machine, KernelDbt?, RunResult, T> evaluate, long maxInstructions = MaxInstructions)
     {
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = MemoryBytes, ReservedBytes = ReservedBytes, MaxInstructions = maxInstructions, Control = control,
         });
         load(m);
-        var dbt = options is null ? null : DbtInstance.Attach(m, options);
+        var dbt = options is null ? null : KernelDbt.Attach(m, options);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var r = m.Run(cts.Token, entry: RingZeroGuest.KernelCode, setup: v => v.Gpr(Reg.Rsp) = RingZeroGuest.KernelStackTop);
         return evaluate(m, dbt, r);
@@ -197,7 +197,7 @@ public static class DbtScenarios
 
     private enum Landing { Window, LookupEnd, Elsewhere }
 
-    private static JumpTableRaceOutcome Evaluate(JumpTableRaceGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
+    private static JumpTableRaceOutcome Evaluate(JumpTableRaceGuest g, Machine m, KernelDbt? dbt, RunResult r)
     {
         ulong Q(ulong va) => m.Memory.ReadU64(JumpTableRaceGuest.Phys(va));
         int ticks = 0, inWindow = 0, atEnd = 0;
@@ -255,7 +255,7 @@ public static class DbtScenarios
     /// Where an interrupt landed in translated code: between the lookup's hit test and its read of tx
     /// (the window), at its closing ret after popfq, or elsewhere; with the instructions either side.
     /// </summary>
-    private static (Landing Landing, string Text) Classify(Machine.Machine m, DbtInstance dbt, ulong rip)
+    private static (Landing Landing, string Text) Classify(Machine m, KernelDbt dbt, ulong rip)
     {
         var block = dbt.Translator.Blocks.FirstOrDefault(b => rip - b.CacheStart < (ulong)b.CacheLength);
         if (block is null) return (Landing.Elsewhere, $"at 0x{rip:x} (not in a translated block)");
@@ -334,7 +334,7 @@ public static class DbtScenarios
         return RunGuest(control, options, vcpus, guest.Load, (m, dbt, r) => EvaluateTxNextPc(guest, m, dbt, r));
     }
 
-    private static TxNextPcOutcome EvaluateTxNextPc(TxNextPcGuest g, Machine.Machine m, DbtInstance? dbt, RunResult r)
+    private static TxNextPcOutcome EvaluateTxNextPc(TxNextPcGuest g, Machine m, KernelDbt? dbt, RunResult r)
     {
         ulong Q(ulong va) => m.Memory.ReadU64(TxNextPcGuest.Phys(va));
         // The exit stub is "popfq; jmp gs:[tx-nextpc-loc]": a tick in the window interrupted the jmp.

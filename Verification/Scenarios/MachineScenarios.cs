@@ -1,5 +1,6 @@
-using Harness.Machine.Boot;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Boot;
+using Harness.Smp.Cpu;
 using Harness.Verification.Guests;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
@@ -72,7 +73,7 @@ public static class MachineScenarios
         return new Scenario(atomic ? "lost-update-locked" : "lost-update-plain",
             ctx =>
             {
-                var m = new Machine.Machine(ctx.Options(vcpus: 2, maxInstructions: 1_000_000));
+                var m = new Machine(ctx.Options(vcpus: 2, maxInstructions: 1_000_000));
                 g.Load(m);
                 return m;
             },
@@ -152,7 +153,7 @@ public static class MachineScenarios
         return new Scenario(scratchOnStack ? "interrupt-scratch-stack" : "interrupt-scratch-percpu",
             ctx =>
             {
-                var m = new Machine.Machine(ctx.Options(vcpus: 1, maxInstructions: 100_000));
+                var m = new Machine(ctx.Options(vcpus: 1, maxInstructions: 100_000));
                 g.Load(m);
                 return m;
             },
@@ -191,17 +192,17 @@ public static class MachineScenarios
     {
         byte[] image = File.ReadAllBytes(imagePath);
         string name = Path.GetFileNameWithoutExtension(imagePath);
-        Func<Harness.Machine.Control.PointKind, ulong, bool>? filter = null;
+        Func<Harness.Smp.Control.PointKind, ulong, bool>? filter = null;
         if (kernelDataPointsOnly)
         {
-            var data = Harness.Machine.Boot.ElfLoader.Parse(image, imagePath).Segments.Where(g => (g.Flags & 2) != 0).ToArray();
+            var data = Harness.Smp.Boot.ElfLoader.Parse(image, imagePath).Segments.Where(g => (g.Flags & 2) != 0).ToArray();
             if (data.Length != 1) throw new InvalidOperationException($"{imagePath}: expected one writable segment, found {data.Length}");
             filter = PointFilters.SharedRange(data[0].VirtAddr, data[0].VirtAddr + data[0].MemSize);
         }
         return new Scenario($"{name}-selftest-{vcpus}cpu",
             ctx =>
             {
-                var m = new Machine.Machine(ctx.Options(vcpus, maxInstructions: 200_000_000, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
+                var m = new Machine(ctx.Options(vcpus, maxInstructions: 200_000_000, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
                     commandLine: commandLine));
                 m.LoadElf(image, name);
                 return m;

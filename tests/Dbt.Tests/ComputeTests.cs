@@ -1,5 +1,5 @@
 using Harness.Tests.Shared;
-using Harness.Machine;
+using Harness.Smp;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -13,9 +13,9 @@ public class ComputeTests(ITestOutputHelper output)
     private static Outcome RunCompute(int vcpus, string control, bool translate)
     {
         var console = new MemoryStream();
-        using var m = new Machine.Machine(new MachineOptions { Vcpus = vcpus, Control = Support.Control(control), Console = console, MaxInstructions = 2_000_000_000 });
+        using var m = new Machine(new MachineOptions { Vcpus = vcpus, Control = Support.Control(control), Console = console, MaxInstructions = 2_000_000_000 });
         m.LoadElf(Support.ComputeElf);
-        var dbt = translate ? Dbt.Attach(m) : null;
+        var dbt = translate ? KernelDbt.Attach(m) : null;
         long outside = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
         m.OnBlockDecoded((_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); });
@@ -35,9 +35,9 @@ public class ComputeTests(ITestOutputHelper output)
     public void TheX86_64V3SampleRunsTranslatedWithTheHostsChecksum(string config)
     {
         var console = new MemoryStream();
-        using var m = new Machine.Machine(new MachineOptions { Vcpus = 1, Control = new Machine.Control.Deterministic(1000), Console = console, MaxInstructions = 50_000_000 });
+        using var m = new Machine(new MachineOptions { Vcpus = 1, Control = new Smp.Control.Deterministic(1000), Console = console, MaxInstructions = 50_000_000 });
         m.LoadElf(global::Harness.Tests.Shared.BitsSample.ImagePath);
-        var dbt = Dbt.Attach(m, config == "default" ? DbtOptions.Default : DbtOptions.NoCallRet);
+        var dbt = KernelDbt.Attach(m, config == "default" ? DbtOptions.Default : DbtOptions.NoCallRet);
         long outside = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
         m.OnBlockDecoded((_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); });

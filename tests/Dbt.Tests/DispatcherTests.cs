@@ -1,4 +1,4 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 

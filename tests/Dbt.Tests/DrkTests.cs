@@ -1,6 +1,7 @@
+using Harness.Smp;
 using Harness.Tests.Shared;
 using Harness.Dbt.Translate;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Xunit;
 using Xunit.Abstractions;
 

@@ -1,8 +1,8 @@
 using Harness.Tests.Shared;
 using System.Text;
 using System.Text.RegularExpressions;
-using Harness.Machine;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Control;
 
 namespace Harness.Dbt.Tests;
 
@@ -15,7 +15,7 @@ internal static class KernelSupport
         ["selftest", "null_syscall", "read1", "write1", "open_close", "stat", "page_fault", "pipe_rtt", "spawn_exit", "fileserver"];
     public const string FileServerChecksum = "0xf3d82c8728490a13";
 
-    public sealed record KernelRun(RunResult Result, string Console, Dbt? Dbt, long NativeDecodes, ulong FirstNativeRip)
+    public sealed record KernelRun(RunResult Result, string Console, KernelDbt? Dbt, long NativeDecodes, ulong FirstNativeRip)
     {
         /// <summary>"result ..." lines with the measurements that depend on the instruction count removed.</summary>
         public IReadOnlyList<string> Results => Regex.Matches(Console, @"^result .*$", RegexOptions.Multiline)
@@ -28,19 +28,19 @@ internal static class KernelSupport
 
     /// <summary>dbt null: native.</summary>
     public static KernelRun Boot(DbtOptions? dbt, int vcpus, ExecutionControl control, string? cmdline = null, long maxInstructions = 2_000_000_000,
-        bool countNative = true, Action<Machine.Machine, Dbt?>? setup = null, TimeSpan? watchdog = null)
+        bool countNative = true, Action<Machine, KernelDbt?>? setup = null, TimeSpan? watchdog = null)
     {
         var console = new MemoryStream();
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = control, MaxInstructions = maxInstructions,
             Console = console, CommandLine = cmdline,
         });
         var elf = File.ReadAllBytes(KernelPath);
         m.LoadElf(elf, "kernel.elf");
-        Dbt? d = null;
+        KernelDbt? d = null;
         if (dbt is not null)
-            d = Dbt.Attach(m, dbt with { Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf") });
+            d = KernelDbt.Attach(m, dbt with { Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf") });
         long outside = 0;
         ulong first = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;

@@ -1,6 +1,6 @@
-using Harness.Machine;
-using Harness.Machine.Cpu;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Cpu;
+using Harness.Smp.Control;
 using Xunit;
 using Xunit.Abstractions;
 

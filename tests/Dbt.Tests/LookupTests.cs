@@ -1,7 +1,7 @@
 using Harness.Dbt.Clients;
 using Harness.Dbt.Translate;
-using Harness.Machine;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Control;
 using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
@@ -193,13 +193,13 @@ public class LookupTests
 
     private static LookupRun Run(byte[] image, DbtOptions? options)
     {
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20,
             Control = new Deterministic(quantum: 100), MaxInstructions = 10_000_000,
         });
         m.Memory.Write(Support.CodePhys, image);
-        var dbt = options is null ? null : Dbt.Attach(m, options);
+        var dbt = options is null ? null : KernelDbt.Attach(m, options);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var r = m.Run(cts.Token, entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
         Assert.True(r.Exited && r.ExitStatus == 0, $"{r.Reason}: {r.Message}");
@@ -245,13 +245,13 @@ public class LookupTests
         else Support.Exit(a);
         var code = Assemble(a, Support.Code);
 
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20,
             Control = new Deterministic(quantum: 100), MaxInstructions = 1_000_000,
         });
         m.Memory.Write(Support.CodePhys, code);
-        var dbt = Dbt.Attach(m, DbtOptions.Default);
+        var dbt = KernelDbt.Attach(m, DbtOptions.Default);
         var r = m.Run(entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
         Assert.True(r.Exited, $"{r.Reason}: {r.Message}");
 

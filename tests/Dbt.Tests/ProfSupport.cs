@@ -2,8 +2,8 @@ using Harness.Tests.Shared;
 using System.Text;
 using System.Text.RegularExpressions;
 using Harness.Dbt.Clients;
-using Harness.Machine;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Control;
 
 namespace Harness.Dbt.Tests;
 
@@ -26,16 +26,16 @@ internal static class ProfSupport
     public static ProfRun Boot(DbtOptions? dbt, int vcpus, ExecutionControl control, string? cmdline = null, long maxInstructions = 2_000_000_000)
     {
         var console = new MemoryStream();
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = control, MaxInstructions = maxInstructions,
             Console = console, CommandLine = cmdline,
         });
         var elf = File.ReadAllBytes(KernelSupport.KernelPath);
         m.LoadElf(elf, "kernel.elf");
-        Dbt? d = null;
+        KernelDbt? d = null;
         if (dbt is not null)
-            d = Dbt.Attach(m, new DbtOptions
+            d = KernelDbt.Attach(m, new DbtOptions
             {
                 CallRet = dbt.CallRet, Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf"), Clients = dbt.Clients,
                 RuleOverrides = dbt.RuleOverrides, PlantedCounterClobbersFlags = dbt.PlantedCounterClobbersFlags,
@@ -54,14 +54,14 @@ internal static class ProfSupport
         return new ProfRun(new KernelSupport.KernelRun(r, Encoding.ASCII.GetString(console.ToArray()), d, outside, first), d?.Client<Prof>()?.Read());
     }
 
-    public sealed record ComputeRun(RunResult Result, string Console, Dbt? Dbt, ProfCounts? Prof);
+    public sealed record ComputeRun(RunResult Result, string Console, KernelDbt? Dbt, ProfCounts? Prof);
 
     public static ComputeRun Compute(int vcpus, ExecutionControl control, DbtOptions? dbt)
     {
         var console = new MemoryStream();
-        using var m = new Machine.Machine(new MachineOptions { Vcpus = vcpus, Control = control, Console = console, MaxInstructions = 2_000_000_000 });
+        using var m = new Machine(new MachineOptions { Vcpus = vcpus, Control = control, Console = console, MaxInstructions = 2_000_000_000 });
         m.LoadElf(Support.ComputeElf);
-        var d = dbt is null ? null : Dbt.Attach(m, dbt);
+        var d = dbt is null ? null : KernelDbt.Attach(m, dbt);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var r = m.Run(cts.Token);
         return new ComputeRun(r, Encoding.ASCII.GetString(console.ToArray()), d, d?.Client<Prof>()?.Read());
@@ -72,14 +72,14 @@ internal static class ProfSupport
     /// <summary>Support.Run with prof's counts read before the machine is disposed.</summary>
     public static SnippetRun Snippet(byte[] code, DbtOptions? options, int vcpus = 1, byte[]? data = null)
     {
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20,
             Control = new Deterministic(quantum: 100), MaxInstructions = 50_000_000,
         });
         m.Memory.Write(Support.CodePhys, code);
         if (data is not null) m.Memory.Write(Support.DataPhys, data);
-        var d = options is null ? null : Dbt.Attach(m, options);
+        var d = options is null ? null : KernelDbt.Attach(m, options);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var r = m.Run(cts.Token, entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
         return new SnippetRun(r, m.Memory.Span(Support.DataPhys, 4096).ToArray(), d?.Client<Prof>()?.Read());

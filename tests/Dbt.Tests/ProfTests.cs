@@ -1,5 +1,5 @@
 using Harness.Dbt.Clients;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Iced.Intel;
 using Xunit;
 using Xunit.Abstractions;

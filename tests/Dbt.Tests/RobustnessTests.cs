@@ -1,3 +1,4 @@
+using Harness.Smp;
 using Harness.Tests.Shared;
 using Iced.Intel;
 using Xunit;
@@ -194,12 +195,12 @@ public class RobustnessTests(ITestOutputHelper output) : IDisposable
             a.jnz(loop);
             Support.Exit(a);
         });
-        var m = new Machine.Machine(new Machine.MachineOptions
+        var m = new Machine(new MachineOptions
         {
-            Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20, Control = new Machine.Control.Deterministic(100),
+            Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20, Control = new Smp.Control.Deterministic(100),
         });
         m.Memory.Write(Support.CodePhys, code);
-        var dbt = Dbt.Attach(m, DbtOptions.Default with { Clients = [Clients.Prof.ClientName] });
+        var dbt = KernelDbt.Attach(m, DbtOptions.Default with { Clients = [Clients.Prof.ClientName] });
         var r = m.Run(entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
         Assert.True(r.Exited, r.Message);
         var prof = dbt.Client<Clients.Prof>()!;

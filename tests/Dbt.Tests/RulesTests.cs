@@ -1,3 +1,4 @@
+using Harness.Smp;
 using Harness.Dbt.Clients;
 using Harness.Dbt.Translate;
 using Iced.Intel;
@@ -110,7 +111,7 @@ public class RulesTests(ITestOutputHelper output)
         if (!RuleRegistry.IsRegistered("throwing-nop")) RuleRegistry.Register("throwing-nop", () => new ThrowingRule());
         var options = new DbtOptions { RuleOverrides = new Dictionary<Mnemonic, string> { [Mnemonic.Nop] = "throwing-nop" } };
         var run = Support.Run(CallsAndNops(3), translate: true, options);
-        Assert.Equal(Harness.Machine.Cpu.StopReason.HostError, run.Result.Reason);
+        Assert.Equal(Harness.Smp.Cpu.StopReason.HostError, run.Result.Reason);
         var x = Assert.IsType<RuleFailedException>(run.Result.HostException);
         Assert.Contains("rule 'throwing-nop' threw InvalidOperationException translating 'nop'", x.Message);
         Assert.Contains("boom", x.Message);
@@ -166,13 +167,13 @@ public class RulesTests(ITestOutputHelper output)
 
     private static ExampleRun Run(byte[] code, DbtOptions options)
     {
-        using var m = new Machine.Machine(new Machine.MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20,
-            Control = new Machine.Control.Deterministic(quantum: 100), MaxInstructions = 50_000_000,
+            Control = new Smp.Control.Deterministic(quantum: 100), MaxInstructions = 50_000_000,
         });
         m.Memory.Write(Support.CodePhys, code);
-        var dbt = Dbt.Attach(m, options);
+        var dbt = KernelDbt.Attach(m, options);
         var r = m.Run(entry: Support.Code, setup: v => v.Gpr(4) = Support.StackTop);
         Assert.True(r.Exited, $"{r.Reason}: {r.Message}");
         return new ExampleRun(m.Memory.Span(Support.DataPhys, 4096).ToArray(), r.TotalInstructions,

@@ -1,7 +1,7 @@
 using Harness.Tests.Shared;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 
 namespace Harness.Dbt.Tests;
@@ -19,13 +19,13 @@ public class SafePointTests
     [Fact]
     public void AWorldStopNeverParksAVcpuOnAnInterruptEntryPath()
     {
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = 1, MemoryBytes = 64UL << 20, Control = new Deterministic(1000), MaxInstructions = 3_000_000, Console = new MemoryStream(),
         });
         var elf = File.ReadAllBytes(KernelSupport.KernelPath);
         m.LoadElf(elf, "kernel.elf");
-        var dbt = Dbt.Attach(m, new DbtOptions { Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf") });
+        var dbt = KernelDbt.Attach(m, new DbtOptions { Kernel = Kernel.KernelImage.FromElf(elf, "kernel.elf") });
         bool? entryPath = null, ordinary = null, fixupNative = null, fixupTranslated = null, otherNative = null;
         var image = Kernel.KernelImage.FromElf(elf, "kernel.elf");
         ulong fixup = image.Symbol("exception_fixup")!.Value, kmain = image.Symbol("kmain")!.Value;

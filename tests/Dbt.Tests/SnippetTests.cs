@@ -1,5 +1,5 @@
-using Harness.Machine;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
 using Xunit.Abstractions;

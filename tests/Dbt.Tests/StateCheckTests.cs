@@ -1,7 +1,7 @@
 using Harness.Dbt.Verify;
-using Harness.Machine;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using Xunit.Abstractions;
 using static Iced.Intel.AssemblerRegisters;
@@ -21,9 +21,9 @@ public class StateCheckTests(ITestOutputHelper output)
     /// <summary>A ring-0 snippet translated under the state check (Support.Run's machine, twice).</summary>
     private static Checked RunSnippet(byte[] code, DbtOptions? options, byte[]? data = null)
     {
-        Machine.Machine Make()
+        Machine Make()
         {
-            var m = new Machine.Machine(new MachineOptions
+            var m = new Machine(new MachineOptions
             {
                 MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20, Control = new Deterministic(quantum: 100), MaxInstructions = 50_000_000,
             });
@@ -83,9 +83,9 @@ public class StateCheckTests(ITestOutputHelper output)
     [InlineData("no-callret")]
     public void ComputeMatchesNativeAtEveryDispatcherEntry(string config)
     {
-        Machine.Machine Make(Stream console)
+        Machine Make(Stream console)
         {
-            var m = new Machine.Machine(new MachineOptions { Control = new Deterministic(quantum: 100), Console = console, MaxInstructions = 2_000_000_000 });
+            var m = new Machine(new MachineOptions { Control = new Deterministic(quantum: 100), Console = console, MaxInstructions = 2_000_000_000 });
             m.LoadElf(Support.ComputeElf);
             return m;
         }

@@ -1,6 +1,6 @@
 using Harness.Tests.Shared;
-using Harness.Machine;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Control;
 using Iced.Intel;
 
 namespace Harness.Dbt.Tests;
@@ -27,19 +27,19 @@ internal static class Support
         return ms.ToArray();
     }
 
-    public sealed record SnippetRun(RunResult Result, byte[] DataPage, Dbt? Dbt, long NativeDecodes);
+    public sealed record SnippetRun(RunResult Result, byte[] DataPage, KernelDbt? Dbt, long NativeDecodes);
 
     /// <summary>Runs a snippet natively or translated; counts blocks the interpreter decoded outside the code cache.</summary>
     public static SnippetRun Run(byte[] code, bool translate, DbtOptions? options = null, byte[]? data = null, int vcpus = 1)
     {
-        using var m = new Machine.Machine(new MachineOptions
+        using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20,
             Control = new Deterministic(quantum: 100), MaxInstructions = 50_000_000,
         });
         m.Memory.Write(CodePhys, code);
         if (data is not null) m.Memory.Write(DataPhys, data);
-        Dbt? dbt = translate ? Dbt.Attach(m, options) : null;
+        KernelDbt? dbt = translate ? KernelDbt.Attach(m, options) : null;
         long outside = 0;
         ulong rb = m.ReservedBase, rs = m.ReservedSize;
         m.OnBlockDecoded((_, _, pa) => { if (pa - rb >= rs) Interlocked.Increment(ref outside); });

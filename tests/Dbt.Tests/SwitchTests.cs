@@ -1,5 +1,5 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using Xunit.Abstractions;
 

@@ -1,4 +1,4 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Harness.Properties.Generators;
 using Harness.Properties.Run;
 using Iced.Intel;

@@ -6,5 +6,5 @@ internal static class Support
 {
     /// <summary>The scratch-on-stack property records stores through the scheduling points: on for this test assembly.</summary>
     [ModuleInitializer]
-    internal static void EnableSeams() => AppContext.SetSwitch(Harness.Machine.Control.Seams.PointsSwitch, true);
+    internal static void EnableSeams() => AppContext.SetSwitch(Harness.Smp.Control.Seams.PointsSwitch, true);
 }

@@ -50,12 +50,12 @@ public class ChainingPatchScenarioTests(ITestOutputHelper output)
     [Fact]
     public void PlainRunsOfTheGuestPass()
     {
-        foreach (var (control, options) in new (Harness.Machine.Control.ExecutionControl, Harness.Dbt.DbtOptions?)[]
+        foreach (var (control, options) in new (Harness.Smp.Control.ExecutionControl, Harness.Dbt.DbtOptions?)[]
         {
-            (new Harness.Machine.Control.FreeRunning(), null),
-            (new Harness.Machine.Control.FreeRunning(), new Harness.Dbt.DbtOptions()),
-            (new Harness.Machine.Control.Deterministic(quantum: 100), new Harness.Dbt.DbtOptions()),
-            (new Harness.Machine.Control.Deterministic(quantum: 100), new Harness.Dbt.DbtOptions { PlantedTornChainingPatch = true }),
+            (new Harness.Smp.Control.FreeRunning(), null),
+            (new Harness.Smp.Control.FreeRunning(), new Harness.Dbt.DbtOptions()),
+            (new Harness.Smp.Control.Deterministic(quantum: 100), new Harness.Dbt.DbtOptions()),
+            (new Harness.Smp.Control.Deterministic(quantum: 100), new Harness.Dbt.DbtOptions { PlantedTornChainingPatch = true }),
         })
         {
             var o = DbtScenarios.RunChainingGuest(control, options);

@@ -1,5 +1,6 @@
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
+using Harness.Smp;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
 using Harness.Verification.Guests;
 using Harness.Verification.Scenarios;
 using Xunit;
@@ -162,7 +163,7 @@ public class ExplorerTests(ITestOutputHelper output)
         g.Assemble();
         var s = new Scenario("both-halted", ctx =>
         {
-            var m = new Harness.Machine.Machine(ctx.Options(vcpus: 2, maxInstructions: 100_000));
+            var m = new Harness.Smp.Machine(ctx.Options(vcpus: 2, maxInstructions: 100_000));
             g.Load(m);
             return m;
         }, run => run.ExpectExit(0)) { Entry = RingZeroGuest.Code };

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using Harness.Dbt;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Harness.Verification.Scenarios;
 using Xunit;
 using Xunit.Abstractions;

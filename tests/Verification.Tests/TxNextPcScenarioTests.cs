@@ -1,5 +1,5 @@
 using Harness.Dbt;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Harness.Verification.Scenarios;
 using Xunit;
 using Xunit.Abstractions;

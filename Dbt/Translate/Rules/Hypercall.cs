@@ -13,9 +13,9 @@ internal sealed class HypercallRule : Rule
         ulong at = e.Native.IP;
         e.CallOut((v, rsp) =>
         {
-            if ((uint)v.Gpr(Harness.Machine.Cpu.Reg.Rax) != Kernel.Switch.HypercallMagic)
-                throw new TranslationException($"vmcall at 0x{at:x} with RAX 0x{v.Gpr(Harness.Machine.Cpu.Reg.Rax):x}: not the DBT hypercall");
-            v.Gpr(Harness.Machine.Cpu.Reg.Rax) = (ulong)targets.Hypercall(v);
+            if ((uint)v.Gpr(Harness.Smp.Cpu.Reg.Rax) != Kernel.Switch.HypercallMagic)
+                throw new TranslationException($"vmcall at 0x{at:x} with RAX 0x{v.Gpr(Harness.Smp.Cpu.Reg.Rax):x}: not the DBT hypercall");
+            v.Gpr(Harness.Smp.Cpu.Reg.Rax) = (ulong)targets.Hypercall(v);
             return null;
         }, e.NextNative, "vmcall");
         return Flow.EndBlock;

@@ -17,7 +17,7 @@ internal sealed class MsrRule(bool write) : Rule
     public override string Name => write ? "wrmsr" : "rdmsr";
     public override Flow Emit(Emitter e)
     {
-        uint[] msrs = write ? [Harness.Machine.Vcpu.MsrLstar, Harness.Machine.Vcpu.MsrGsBase] : [Harness.Machine.Vcpu.MsrLstar];
+        uint[] msrs = write ? [Harness.Smp.Vcpu.MsrLstar, Harness.Smp.Vcpu.MsrGsBase] : [Harness.Smp.Vcpu.MsrLstar];
         e.Add(Instruction.Create(Code.Pushfq));
         // Interrupts off during the check: an interrupted frame can then only hold the state
         // before pushfq or right after it (both mapped back to the native wrmsr at switchoff).

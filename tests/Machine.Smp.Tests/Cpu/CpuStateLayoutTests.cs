@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Xunit;
 
-namespace Harness.Machine.Tests.Cpu;
+namespace Harness.Smp.Tests.Cpu;
 
 /// <summary>
 /// The CPU state is one flat struct whose field offsets are part of the contract (code that reads

@@ -1,8 +1,8 @@
-using Harness.Machine.Decode;
+using Harness.Smp.Decode;
 using Iced.Intel;
 using Xunit;
 
-namespace Harness.Machine.Tests.Decode;
+namespace Harness.Smp.Tests.Decode;
 
 /// <summary>
 /// Pins what the decode table says about instructions: how the block ends after each, which read

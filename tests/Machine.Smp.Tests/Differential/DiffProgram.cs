@@ -5,11 +5,11 @@
 
 using System.Text;
 using Iced.Intel;
-using Harness.Machine.Tests.Native;
+using Harness.Smp.Tests.Native;
 
 using Harness.Properties.Generators;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Smp.Tests.Differential;
 
 /// <summary>Deterministic SplitMix64: one generator for FsCheck seeds and the exhaustive tests.</summary>
 public sealed record LeaAddress(Register Base, Register Index, int Scale, long Disp);

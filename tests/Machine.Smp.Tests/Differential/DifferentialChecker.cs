@@ -8,13 +8,13 @@
 
 using System.Text;
 using Iced.Intel;
-using Harness.Machine.Cpu;
-using Harness.Machine.Tests.Native;
+using Harness.Smp.Cpu;
+using Harness.Smp.Tests.Native;
 using Xunit.Sdk;
 
 using Harness.Properties.Generators;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Smp.Tests.Differential;
 
 public sealed record Expected(NativeState State, byte[] Scratch, ulong UndefinedFlags, ulong[] UndefinedRegs);
 

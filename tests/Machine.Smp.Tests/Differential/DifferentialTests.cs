@@ -3,15 +3,15 @@
 
 using FsCheck.Xunit;
 using Iced.Intel;
-using Harness.Machine.Cpu;
-using Harness.Machine.Tests.Native;
+using Harness.Smp.Cpu;
+using Harness.Smp.Tests.Native;
 using Xunit;
 using Xunit.Abstractions;
 using Xunit.Sdk;
 
 using Harness.Properties.Generators;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Smp.Tests.Differential;
 
 public class DifferentialTests(ITestOutputHelper output)
 {

@@ -2,13 +2,13 @@
 // NativeRunner: the scratch page is mapped at the SAME virtual address as the host's scratch page
 // (NativeRunner.ScratchAddress), so addresses, lea results and string pointers agree.
 
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
-using Harness.Machine.Tests.Native;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
+using Harness.Smp.Tests.Native;
 
 using Harness.Properties.Generators;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Smp.Tests.Differential;
 
 public sealed record EmulatorResult(RunResult Run, NativeState State, byte[] Scratch);
 

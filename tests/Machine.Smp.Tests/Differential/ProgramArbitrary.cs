@@ -8,7 +8,7 @@ using Iced.Intel;
 
 using Harness.Properties.Generators;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Smp.Tests.Differential;
 
 public static class ProgramArbitrary
 {

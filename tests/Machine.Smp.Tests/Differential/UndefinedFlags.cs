@@ -6,11 +6,11 @@
 // so they are evaluated against the real (native) machine state just before the instruction.
 
 using Iced.Intel;
-using Harness.Machine.Tests.Native;
+using Harness.Smp.Tests.Native;
 
 using Harness.Properties.Generators;
 
-namespace Harness.Machine.Tests.Differential;
+namespace Harness.Smp.Tests.Differential;
 
 /// <summary>The architectural effect of one instruction on definedness.</summary>
 public sealed class Effect

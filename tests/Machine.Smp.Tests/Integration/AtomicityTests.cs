@@ -1,10 +1,10 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>
 /// Every atomic idiom a kernel builds locks and counters from, run by two vCPUs on one shared

@@ -1,11 +1,11 @@
 using Harness.Tests.Shared;
-using Harness.Machine.Boot;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Boot;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>Malformed images are rejected with an ImageException naming the file and the offending field or segment.</summary>
 public class BadImageTests

@@ -1,12 +1,12 @@
 using System.Text;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Harness.Tests.Shared;
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
 using Xunit.Abstractions;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>
 /// guest/samples/bits, built with gcc -march=x86-64-v3: the BMI1/BMI2/MOVBE/LZCNT/POPCNT code gcc

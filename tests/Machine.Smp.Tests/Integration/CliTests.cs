@@ -3,7 +3,7 @@ using System.Text.Json;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>The `harness run` command line: exit codes, messages, and the stdout/stderr split.</summary>
 [Collection(SampleGuestCollection.Name)]

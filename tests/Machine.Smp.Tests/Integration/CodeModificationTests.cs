@@ -1,11 +1,11 @@
 using Harness.Tests.Shared;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>
 /// Written code is never executed stale: by the writing vCPU (even inside the block it is
@@ -109,7 +109,7 @@ public class CodeModificationTests
     }
 
     /// <summary>Calls f (at fAddr, initially f0), lets the host rewrite code in a vmcall, calls f again; exits with the sum.</summary>
-    static RunResult CallRewriteCall(ulong fAddr, byte[] f0, Action<Harness.Machine.Machine> rewrite)
+    static RunResult CallRewriteCall(ulong fAddr, byte[] f0, Action<Harness.Smp.Machine> rewrite)
     {
         var code = Support.Asm(a =>
         {
@@ -121,7 +121,7 @@ public class CodeModificationTests
             a.add(rax, r12);
             a.@out(0xF4, eax);
         });
-        using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
+        using var m = new Harness.Smp.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
         m.Memory.Write(0x100000, code);
         m.Memory.Write(fAddr, f0);
         m.OnVmcall(_ => rewrite(m));
@@ -160,7 +160,7 @@ public class CodeModificationTests
             a.add(rax, r12);
             a.@out(0xF4, eax);
         });
-        using var m = new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
+        using var m = new Harness.Smp.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000), MaxInstructions = 100_000 });
         m.Memory.Write(0x100000, code);
         m.Memory.Write(fAddr, f0);
         int calls = 0;

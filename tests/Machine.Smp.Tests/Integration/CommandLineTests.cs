@@ -1,9 +1,9 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>The boot-info block's command line (offset 40): the guest echoes it to the console.</summary>
 public class CommandLineTests
@@ -35,7 +35,7 @@ public class CommandLineTests
     static (RunResult r, string console) Run(string? commandLine)
     {
         var console = new MemoryStream();
-        using var m = new Harness.Machine.Machine(new MachineOptions
+        using var m = new Harness.Smp.Machine(new MachineOptions
         {
             MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, Control = new Deterministic(1000),
             MaxInstructions = 100_000, Console = console, CommandLine = commandLine,
@@ -67,7 +67,7 @@ public class CommandLineTests
     [InlineData("caf\u00e9")]
     public void NonPrintableCommandLinesAreRejected(string bad)
     {
-        var e = Assert.Throws<ArgumentException>(() => new Harness.Machine.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, CommandLine = bad }));
+        var e = Assert.Throws<ArgumentException>(() => new Harness.Smp.Machine(new MachineOptions { MemoryBytes = 32UL << 20, ReservedBytes = 1UL << 20, CommandLine = bad }));
         Assert.Contains("printable ASCII", e.Message);
     }
 }

@@ -1,8 +1,8 @@
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>
 /// Every public accessor of a machine's native memory after Dispose: an ObjectDisposedException or

@@ -1,10 +1,10 @@
 using Harness.Tests.Shared;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>Invalid and unsupported instructions, and exceptions thrown by host call-outs.</summary>
 public class FaultTests

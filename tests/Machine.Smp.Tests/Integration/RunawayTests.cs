@@ -1,10 +1,10 @@
 using System.Diagnostics;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>Guests that never exit: the instruction limit and host cancellation stop them.</summary>
 public class RunawayTests

@@ -1,9 +1,9 @@
 using System.Text;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>The bundled smp-demo guest boots and prints its checked-in transcript on 1, 2 and 4 vCPUs.</summary>
 [Collection(SampleGuestCollection.Name)]

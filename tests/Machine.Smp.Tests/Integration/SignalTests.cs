@@ -6,7 +6,7 @@ using Xunit;
 using Xunit.Abstractions;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>
 /// SIGINT, SIGTERM and SIGHUP stop `harness run` cleanly: the stop line, the tables and the

@@ -1,11 +1,11 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Iced.Intel;
 using Xunit;
 
-namespace Harness.Machine.Tests.Integration;
+namespace Harness.Smp.Tests.Integration;
 
 /// <summary>Shared helpers for the integration suite: repository paths, guest assembly, ELF writing, machine runs.</summary>
 internal static class Support
@@ -52,7 +52,7 @@ internal static class Support
     {
         using var cts = new CancellationTokenSource(limit ?? TimeSpan.FromSeconds(20));
         var r = m.Run(cts.Token, entry);
-        Assert.False(r.Reason == Harness.Machine.Cpu.StopReason.Interrupted && cts.IsCancellationRequested,
+        Assert.False(r.Reason == Harness.Smp.Cpu.StopReason.Interrupted && cts.IsCancellationRequested,
             $"watchdog: the machine did not stop within {(limit ?? TimeSpan.FromSeconds(20)).TotalSeconds} s");
         return r;
     }

@@ -1,10 +1,10 @@
 using System.Text;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Tests.Integration;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Tests.Integration;
 using Xunit;
 
-namespace Harness.Machine.Tests.Kernel;
+namespace Harness.Smp.Tests.Kernel;
 
 /// <summary>
 /// The guest kernel (guest/kernel, built by guest/build.sh into guest/build/kernel/) boots on 1, 2

@@ -1,12 +1,12 @@
 using Harness.Tests.Shared;
 using System.Text;
 using System.Text.RegularExpressions;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Tests.Integration;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Tests.Integration;
 using Xunit;
 
-namespace Harness.Machine.Tests.Kernel;
+namespace Harness.Smp.Tests.Kernel;
 
 /// <summary>
 /// A snapshot taken mid-run (the guest kernel stopped at a guest instruction count of vCPU 0,

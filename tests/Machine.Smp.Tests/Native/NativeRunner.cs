@@ -11,7 +11,7 @@ using System.Runtime.InteropServices;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Native;
+namespace Harness.Smp.Tests.Native;
 
 /// <summary>Architectural state exchanged with <see cref="NativeRunner"/>.</summary>
 public sealed class NativeState

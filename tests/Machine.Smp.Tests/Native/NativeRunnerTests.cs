@@ -2,7 +2,7 @@ using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.Native;
+namespace Harness.Smp.Tests.Native;
 
 public class NativeRunnerTests
 {

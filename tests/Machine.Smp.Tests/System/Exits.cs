@@ -1,7 +1,7 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Xunit;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 /// <summary>How the system tests check a guest's end.</summary>
 internal static class Exits

@@ -1,10 +1,10 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
-using Harness.Machine.Memory;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 /// <summary>
 /// Builds a small guest with Iced's 64-bit assembler at <see cref="Code"/> (identity-mapped at

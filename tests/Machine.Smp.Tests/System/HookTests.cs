@@ -1,9 +1,9 @@
 using Harness.Tests.Shared;
-using Harness.Machine.Control;
+using Harness.Smp.Control;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 /// <summary>The host-agent seam: StartRip (BSP and AP start RIPs) and BlockDecoded; unhandled vmcalls.</summary>
 public class HookTests

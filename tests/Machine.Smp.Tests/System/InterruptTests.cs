@@ -1,11 +1,11 @@
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
-using static Harness.Machine.Tests.SystemTests.Exits;
+using static Harness.Smp.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 public class InterruptTests
 {

@@ -1,10 +1,10 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
-using static Harness.Machine.Tests.SystemTests.Exits;
+using static Harness.Smp.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 public class MiscSystemTests
 {

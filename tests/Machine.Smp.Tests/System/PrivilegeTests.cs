@@ -1,9 +1,9 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 public class PrivilegeTests
 {

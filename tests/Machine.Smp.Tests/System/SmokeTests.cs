@@ -1,8 +1,8 @@
-using Harness.Machine.Cpu;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 public class SmokeTests
 {

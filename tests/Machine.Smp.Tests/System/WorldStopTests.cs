@@ -1,10 +1,10 @@
 using Harness.Tests.Shared;
-using Harness.Machine.Control;
-using Harness.Machine.Cpu;
+using Harness.Smp.Control;
+using Harness.Smp.Cpu;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Machine.Tests.SystemTests;
+namespace Harness.Smp.Tests.SystemTests;
 
 /// <summary>
 /// Machine.World (Control/WorldStop.cs), free-running: while a host action runs from one vCPU's

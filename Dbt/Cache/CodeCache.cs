@@ -1,7 +1,8 @@
+using Harness.Smp;
 using Harness.Dbt.Indirect;
-using Harness.Machine.Memory;
+using Harness.Smp.Memory;
 
-namespace Harness.Dbt.CodeCache;
+namespace Harness.Dbt.Cache;
 
 /// <summary>The code cache (or one of its pools) has no room left: the dispatcher flushes it (switchoff, wipe, switchon) and retries; still full right after a flush, the run stops naming the pool.</summary>
 public sealed class CodeCacheFullException(string message) : Exception(message);
@@ -56,7 +57,7 @@ public sealed class Pool(string name, ulong start, ulong end)
 /// </summary>
 public sealed class CodeCache
 {
-    public const ulong KernelAlias = Harness.Machine.Boot.BootLayout.KernelAlias;
+    public const ulong KernelAlias = Harness.Smp.Boot.BootLayout.KernelAlias;
     public const int MaxVcpus = 64;
     public const ulong EdgeStubSize = 8;
     public const ulong BlockAlign = 16;
@@ -71,7 +72,7 @@ public sealed class CodeCache
     public readonly Pool Data, Edges, Main;
     private readonly ulong ownAreas;
 
-    public CodeCache(Machine.Machine machine, PerCpu perCpu, ulong? mainPoolLimit = null, bool plantedMoveToFrontWithInterrupts = false)
+    public CodeCache(Machine machine, PerCpu perCpu, ulong? mainPoolLimit = null, bool plantedMoveToFrontWithInterrupts = false)
     {
         Memory = machine.Memory;
         PerCpu = perCpu;

@@ -1,4 +1,4 @@
-namespace Harness.Dbt.CodeCache;
+namespace Harness.Dbt.Cache;
 
 /// <summary>
 /// Where the DBT's per-CPU words live: GS-relative, the way a Linux x86-64 module's per-CPU

@@ -1,7 +1,7 @@
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
-namespace Harness.Dbt.CodeCache;
+namespace Harness.Dbt.Cache;
 
 /// <summary>Shared code in the stub page, assembled once with Iced's Assembler.</summary>
 internal static class Stubs

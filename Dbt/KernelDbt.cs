@@ -1,6 +1,7 @@
+using Harness.Dbt.Cache;
 using Harness.Dbt.Dispatch;
 using Harness.Dbt.Translate;
-using Harness.Machine;
+using Harness.Smp;
 
 namespace Harness.Dbt;
 
@@ -11,10 +12,10 @@ namespace Harness.Dbt;
 /// are chained, calls push code-cache return addresses, and indirect branches go through the
 /// dispatcher (the vmcall host call-out).
 /// </summary>
-public sealed class Dbt : ICallOutTargets
+public sealed class KernelDbt : ICallOutTargets
 {
-    public readonly Machine.Machine Machine;
-    public readonly CodeCache.CodeCache Cache;
+    public readonly Machine Machine;
+    public readonly CodeCache Cache;
     public readonly BlockTranslator Translator;
     public readonly EdgeTable Edges;
     public readonly Dispatcher Dispatcher;
@@ -34,12 +35,12 @@ public sealed class Dbt : ICallOutTargets
     public T? Client<T>() where T : Clients.Client => Clients.OfType<T>().FirstOrDefault();
     public readonly Kernel.Switch Switch;
 
-    private Dbt(Machine.Machine machine, DbtOptions options)
+    private KernelDbt(Machine machine, DbtOptions options)
     {
         Machine = machine;
         Options = options;
         Stats = new DbtStats(machine.Vcpus.Length);
-        Cache = new CodeCache.CodeCache(machine, new CodeCache.PerCpu(options.PerCpuOffset), options.MainPoolLimit,
+        Cache = new CodeCache(machine, new PerCpu(options.PerCpuOffset), options.MainPoolLimit,
             plantedMoveToFrontWithInterrupts: options.PlantedLevel2MoveToFrontWithInterrupts);
         // In dependency order; the translator's call-outs reach the kernel entries and the switch,
         // built after it, through this object (ICallOutTargets).
@@ -62,13 +63,13 @@ public sealed class Dbt : ICallOutTargets
     void ICallOutTargets.NativeFrame(Vcpu v, ulong frame, int vector) => Switch.NativeFrame(v, frame, vector);
 
     /// <summary>
-    /// Attaches before <see cref="Harness.Machine.Machine.Run"/>: builds the code cache in the reserved
+    /// Attaches before <see cref="Harness.Smp.Machine.Run"/>: builds the code cache in the reserved
     /// region, registers the dispatcher as the vmcall handler and redirects every vCPU's start RIP.
     /// </summary>
-    public static Dbt Attach(Machine.Machine machine, DbtOptions? options = null)
+    public static KernelDbt Attach(Machine machine, DbtOptions? options = null)
     {
         if (machine.AttachedAgents.Any(a => a is Agent)) throw new InvalidOperationException("a DBT is attached to this machine already");
-        var dbt = new Dbt(machine, options ?? DbtOptions.Default);
+        var dbt = new KernelDbt(machine, options ?? DbtOptions.Default);
         machine.Attach(dbt.HostAgent);
         if (dbt.Options.SwitchOnAt is > 0 and long at) machine.ScheduleHostEvent(dbt.HostAgent, at);
         return dbt;
@@ -78,7 +79,7 @@ public sealed class Dbt : ICallOutTargets
     public HostAgent HostAgent => agent ??= new Agent(this);
     private Agent? agent;
 
-    private sealed class Agent(Dbt dbt) : HostAgent
+    private sealed class Agent(KernelDbt dbt) : HostAgent
     {
         public override bool Vmcall(Vcpu v) { dbt.Dispatcher.OnVmcall(v); return true; }
         public override ulong StartRip(Vcpu v, ulong rip) => dbt.Dispatcher.StartAt(v, rip);
@@ -136,9 +137,9 @@ public sealed class Dbt : ICallOutTargets
             Switch.SwitchOn(v);
             if (v.Cpl == 0 && !Cache.Contains(v.Rip)) v.Rip = Translator.GetOrTranslate(v, v.Rip);
         }
-        catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCache.CodeCacheFullException)
+        catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCacheFullException)
         {
-            Machine.Stop(Harness.Machine.Cpu.StopReason.HostError, 0, $"dbt: switchon at instruction {Options.SwitchOnAt}: {e.Message}");
+            Machine.Stop(Harness.Smp.Cpu.StopReason.HostError, 0, $"dbt: switchon at instruction {Options.SwitchOnAt}: {e.Message}");
         }
     }
 
@@ -151,9 +152,9 @@ public sealed class Dbt : ICallOutTargets
     public bool TrySwitchAtHost(Vcpu v, bool off, bool wipe, bool on)
     {
         try { return Switch.TryAtHost(v, off, wipe, on); }
-        catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCache.CodeCacheFullException)
+        catch (Exception e) when (e is Harness.Dbt.Kernel.SwitchException or Translate.TranslationException or CodeCacheFullException)
         {
-            Machine.Stop(Harness.Machine.Cpu.StopReason.HostError, 0, $"dbt: {(wipe ? "cache flush" : off ? "switchoff" : "switchon")} at vCPU {v.Index}'s instruction {v.Retired}: {e.Message}");
+            Machine.Stop(Harness.Smp.Cpu.StopReason.HostError, 0, $"dbt: {(wipe ? "cache flush" : off ? "switchoff" : "switchon")} at vCPU {v.Index}'s instruction {v.Retired}: {e.Message}");
             return true;
         }
     }
