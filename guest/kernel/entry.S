@@ -19,50 +19,13 @@
 #define PCPU_USER_RSP   16
 #define FRAME_REDUNDANT_OFFSET (15 * 8)
 
-/* Record a faulting-instruction -> fixup pair in the built-in exception table. */
-#define EX_ENTRY(fault, fixup)          \
-    .pushsection __ex_table, "a";       \
-    .balign 8;                          \
-    .quad fault, fixup;                 \
-    .popsection
+#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS */
 
     .section .text.entry, "ax"
 
-/* BSP entry: RDI = physical address of the boot-info block. */
-    .globl _start
-    .type _start, @function
-_start:
-    cli
-    cld
-    movq    %rdi, %r12
-    leaq    __bss_start(%rip), %rdi
-    leaq    __bss_end(%rip), %rcx
-    subq    %rdi, %rcx
-    shrq    $3, %rcx
-    xorl    %eax, %eax
-    rep stosq
-    leaq    boot_stack_top(%rip), %rsp
-    xorl    %ebp, %ebp
-    movq    %r12, %rdi
-    call    kmain
-1:  cli
-    hlt
-    jmp     1b
-    .size _start, . - _start
-
-/* AP entry: RSP = the AP's idle-thread stack (mailbox rsp), RDI = cpu index. */
-    .globl ap_entry
-    .type ap_entry, @function
-ap_entry:
-    cli
-    cld
-    andq    $-16, %rsp
-    xorl    %ebp, %ebp
-    call    ap_main
-1:  cli
-    hlt
-    jmp     1b
-    .size ap_entry, . - ap_entry
+    BSP_ENTRY kmain, boot_stack_top, zero_bss=1
+/* AP: RSP = the AP's idle-thread stack (mailbox rsp), RDI = cpu index. */
+    AP_ENTRY ap_main
 
     .text
 
@@ -87,24 +50,8 @@ gdt_load:
     ret
     .size gdt_load, . - gdt_load
 
-/*
- * Interrupt stubs: 256, 16 bytes apart. Vectors without a CPU error code push a dummy 0,
- * then every stub pushes its vector and jumps to isr_common.
- */
-    .p2align 4
-    .globl isr_stubs
-isr_stubs:
-    .set vec, 0
-    .rept 256
-    .p2align 4
-    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
-    .else
-    pushq   $0
-    .endif
-    pushq   $vec
-    jmp     isr_common
-    .set vec, vec + 1
-    .endr
+/* Interrupt stubs: every one jumps to isr_common. */
+    ISR_STUBS isr_common
 
 /*
  * Common interrupt/exception path. On entry (low to high): vector, error code, RIP, CS,

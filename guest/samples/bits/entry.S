@@ -3,18 +3,8 @@
  * Linked at 0xFFFFFFFF80100000, loaded at physical 0x100000.
  */
     .section .text.entry, "ax"
-    .globl _start
-    .type _start, @function
-_start:
-    cli
-    cld
-    leaq    stack_top(%rip), %rsp
-    xorl    %ebp, %ebp
-    call    bits_main
-1:  cli
-    hlt
-    jmp     1b
-    .size _start, . - _start
+#include "entry.h"   /* guest/lib: BSP_ENTRY */
+    BSP_ENTRY bits_main, stack_top, boot_info=0
 
     .bss
     .balign 16

@@ -4,35 +4,11 @@
  */
     .section .text.entry, "ax"
 
-/* BSP entry: RDI = physical address of the boot-info block. */
-    .globl _start
-    .type _start, @function
-_start:
-    cli
-    cld
-    movq    %rdi, %r12
-    leaq    bsp_stack_top(%rip), %rsp
-    xorl    %ebp, %ebp
-    movq    %r12, %rdi
-    call    bsp_main
-1:  cli
-    hlt
-    jmp     1b
-    .size _start, . - _start
+#include "../../lib/entry.h"   /* BSP_ENTRY, AP_ENTRY (compute keeps its own flags: no -I guest/lib) */
 
-/* AP entry: RSP = mailbox rsp, RDI = mailbox arg (APIC ID). Halts when done. */
-    .globl ap_entry
-    .type ap_entry, @function
-ap_entry:
-    cli
-    cld
-    andq    $-16, %rsp
-    xorl    %ebp, %ebp
-    call    ap_main
-1:  cli
-    hlt
-    jmp     1b
-    .size ap_entry, . - ap_entry
+    BSP_ENTRY bsp_main, bsp_stack_top
+/* AP: RSP = mailbox rsp, RDI = mailbox arg (APIC ID). Halts when done. */
+    AP_ENTRY ap_main
 
     .bss
     .balign 16

@@ -7,53 +7,13 @@
  * mapped and physical 0..2 GiB aliased at 0xFFFFFFFF80000000.
  */
 
-/* Record a fault address -> fixup address pair (cf. Linux's __ex_table). */
-#define EX_ENTRY(fault, fixup)          \
-    .pushsection __ex_table, "a";       \
-    .balign 8;                          \
-    .quad fault, fixup;                 \
-    .popsection
+#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS */
 
     .section .text.entry, "ax"
 
-/* BSP entry: RDI = physical address of the boot-info block. */
-    .globl _start
-    .type _start, @function
-_start:
-    cli
-    cld
-    movq    %rdi, %r12                  /* keep the boot-info pointer */
-
-    /* Zero .bss (the loader should already have; be defensive). */
-    leaq    __bss_start(%rip), %rdi
-    leaq    __bss_end(%rip), %rcx
-    subq    %rdi, %rcx
-    shrq    $3, %rcx
-    xorl    %eax, %eax
-    rep stosq
-
-    leaq    bsp_stack_top(%rip), %rsp   /* 16-byte aligned */
-    xorl    %ebp, %ebp
-    movq    %r12, %rdi
-    call    bsp_main
-1:  cli
-    hlt
-    jmp     1b
-    .size _start, . - _start
-
-/* AP entry: RSP = mailbox rsp, RDI = mailbox arg (cpu index). */
-    .globl ap_entry
-    .type ap_entry, @function
-ap_entry:
-    cli
-    cld
-    andq    $-16, %rsp
-    xorl    %ebp, %ebp
-    call    ap_main
-1:  cli
-    hlt
-    jmp     1b
-    .size ap_entry, . - ap_entry
+    BSP_ENTRY bsp_main, bsp_stack_top, zero_bss=1
+/* AP: RSP = mailbox rsp, RDI = mailbox arg (cpu index). */
+    AP_ENTRY ap_main
 
     .text
 
@@ -78,26 +38,8 @@ gdt_load:
     ret
     .size gdt_load, . - gdt_load
 
-/*
- * Interrupt stubs: 256 of them, each 16-byte aligned, so the stub for
- * vector v is at isr_stubs + 16*v. Vectors without a CPU-pushed error code
- * push a dummy 0 so every frame looks the same; then the vector is pushed.
- * Error-code vectors: 8, 10-14, 17, 21, 29, 30.
- */
-    .p2align 4
-    .globl isr_stubs
-isr_stubs:
-    .set vec, 0
-    .rept 256
-    .p2align 4
-    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
-    .else
-    pushq   $0
-    .endif
-    pushq   $vec
-    jmp     isr_common
-    .set vec, vec + 1
-    .endr
+/* Interrupt stubs: every one jumps to isr_common. */
+    ISR_STUBS isr_common
 
 /*
  * Common path. Stack on entry (low to high): vector, error code, RIP, CS,
