@@ -19,7 +19,7 @@
 #define PCPU_USER_RSP   16
 #define FRAME_REDUNDANT_OFFSET (15 * 8)
 
-#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS */
+#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS, PUSH_GPRS, POP_GPRS */
 
     .section .text.entry, "ax"
 
@@ -64,21 +64,7 @@ isr_common:
     jz      1f
     swapgs
 1:  subq    $8, %rsp                    /* the redundant slot */
-    pushq   %rax
-    pushq   %rbx
-    pushq   %rcx
-    pushq   %rdx
-    pushq   %rsi
-    pushq   %rdi
-    pushq   %rbp
-    pushq   %r8
-    pushq   %r9
-    pushq   %r10
-    pushq   %r11
-    pushq   %r12
-    pushq   %r13
-    pushq   %r14
-    pushq   %r15
+    PUSH_GPRS
     movl    %ds, %eax                   /* written on every entry ... */
     movq    %rax, FRAME_REDUNDANT_OFFSET(%rsp)   /* ... and never read back */
     cld
@@ -89,21 +75,7 @@ isr_common:
     movq    %rbx, %rsp
     .globl isr_exit
 isr_exit:
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %r11
-    popq    %r10
-    popq    %r9
-    popq    %r8
-    popq    %rbp
-    popq    %rdi
-    popq    %rsi
-    popq    %rdx
-    popq    %rcx
-    popq    %rbx
-    popq    %rax
+    POP_GPRS
     addq    $24, %rsp                   /* redundant slot (not read), vector, error code */
     testb   $3, 8(%rsp)
     jz      2f
@@ -138,42 +110,14 @@ syscall_entry:
     pushq   $0                          /* error code */
     pushq   $VEC_SYSCALL                /* vector */
     pushq   $SEL_UDATA                  /* the redundant slot: written, never read */
-    pushq   %rax
-    pushq   %rbx
-    pushq   %rcx
-    pushq   %rdx
-    pushq   %rsi
-    pushq   %rdi
-    pushq   %rbp
-    pushq   %r8
-    pushq   %r9
-    pushq   %r10
-    pushq   %r11
-    pushq   %r12
-    pushq   %r13
-    pushq   %r14
-    pushq   %r15
+    PUSH_GPRS
     movq    %rsp, %rdi
     movq    %rsp, %rbx
     andq    $-16, %rsp
     sti
     call    syscall_dispatch            /* returns with IF = 0 */
     movq    %rbx, %rsp
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %r11
-    popq    %r10
-    popq    %r9
-    popq    %r8
-    popq    %rbp
-    popq    %rdi
-    popq    %rsi
-    popq    %rdx
-    popq    %rcx
-    popq    %rbx
-    popq    %rax
+    POP_GPRS
     addq    $24, %rsp                   /* redundant slot (not read), vector, error code */
     popq    %rcx                        /* user RIP */
     addq    $8, %rsp                    /* cs */

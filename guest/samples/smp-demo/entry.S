@@ -7,7 +7,7 @@
  * mapped and physical 0..2 GiB aliased at 0xFFFFFFFF80000000.
  */
 
-#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS */
+#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS, PUSH_GPRS, POP_GPRS */
 
     .section .text.entry, "ax"
 
@@ -49,42 +49,14 @@ gdt_load:
  */
     .p2align 4
 isr_common:
-    pushq   %rax
-    pushq   %rbx
-    pushq   %rcx
-    pushq   %rdx
-    pushq   %rsi
-    pushq   %rdi
-    pushq   %rbp
-    pushq   %r8
-    pushq   %r9
-    pushq   %r10
-    pushq   %r11
-    pushq   %r12
-    pushq   %r13
-    pushq   %r14
-    pushq   %r15
+    PUSH_GPRS
     cld
     movq    %rsp, %rdi                  /* arg: struct int_frame * */
     movq    %rsp, %rbx                  /* callee-saved copy of the frame pointer */
     andq    $-16, %rsp                  /* ABI alignment for the C call */
     call    isr_dispatch
     movq    %rbx, %rsp
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %r11
-    popq    %r10
-    popq    %r9
-    popq    %r8
-    popq    %rbp
-    popq    %rdi
-    popq    %rsi
-    popq    %rdx
-    popq    %rcx
-    popq    %rbx
-    popq    %rax
+    POP_GPRS
     addq    $16, %rsp                   /* drop vector and error code */
     iretq
 
