@@ -19,7 +19,7 @@
 #define PCPU_USER_RSP   16
 #define FRAME_REDUNDANT_OFFSET (15 * 8)
 
-#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS, PUSH_GPRS, POP_GPRS */
+#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS, GDT_LOAD, PUSH_GPRS, POP_GPRS */
 
     .section .text.entry, "ax"
 
@@ -29,26 +29,7 @@
 
     .text
 
-/* void gdt_load(const struct desc_ptr *gdtr): lgdt, reload CS (lretq), data segments, TR. */
-    .globl gdt_load
-    .type gdt_load, @function
-gdt_load:
-    lgdt    (%rdi)
-    pushq   $SEL_KCODE
-    leaq    1f(%rip), %rax
-    pushq   %rax
-    lretq
-1:  movl    $SEL_KDATA, %eax
-    movw    %ax, %ds
-    movw    %ax, %es
-    movw    %ax, %ss
-    xorl    %eax, %eax
-    movw    %ax, %fs
-    movw    %ax, %gs
-    movl    $SEL_TSS, %eax
-    ltr     %ax
-    ret
-    .size gdt_load, . - gdt_load
+    GDT_LOAD SEL_KCODE, SEL_KDATA, SEL_TSS, zero_fs_gs=1
 
 /* Interrupt stubs: every one jumps to isr_common. */
     ISR_STUBS isr_common

@@ -85,6 +85,34 @@ isr_stubs:
     .endr
 .endm
 
+/*
+ * void gdt_load(const struct desc_ptr *gdtr): lgdt, reload CS with a far return (no far jmp in
+ * 64-bit mode), reload DS/ES/SS, optionally zero FS/GS (zero_fs_gs=1), load TR.
+ */
+.macro GDT_LOAD kcode:req, kdata:req, tss:req, zero_fs_gs=0
+    .globl gdt_load
+    .type gdt_load, @function
+gdt_load:
+    lgdt    (%rdi)
+    pushq   $\kcode
+    leaq    1f(%rip), %rax
+    pushq   %rax
+    lretq
+1:  movl    $\kdata, %eax
+    movw    %ax, %ds
+    movw    %ax, %es
+    movw    %ax, %ss
+    .if \zero_fs_gs
+    xorl    %eax, %eax
+    movw    %ax, %fs
+    movw    %ax, %gs
+    .endif
+    movl    $\tss, %eax
+    ltr     %ax
+    ret
+    .size gdt_load, . - gdt_load
+.endm
+
 /* The 15 general registers in struct frame order (RAX highest, R15 at the lowest address), and back. */
 .macro PUSH_GPRS
     pushq   %rax

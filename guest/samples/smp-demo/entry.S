@@ -7,7 +7,7 @@
  * mapped and physical 0..2 GiB aliased at 0xFFFFFFFF80000000.
  */
 
-#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS, PUSH_GPRS, POP_GPRS */
+#include "entry.h"   /* guest/lib: EX_ENTRY, BSP_ENTRY, AP_ENTRY, ISR_STUBS, GDT_LOAD, PUSH_GPRS, POP_GPRS */
 
     .section .text.entry, "ax"
 
@@ -17,26 +17,7 @@
 
     .text
 
-/*
- * void gdt_load(const struct desc_ptr *gdtr)
- * lgdt, reload CS with a far return, reload the data segments, load TR.
- */
-    .globl gdt_load
-    .type gdt_load, @function
-gdt_load:
-    lgdt    (%rdi)
-    pushq   $0x08                       /* new CS */
-    leaq    1f(%rip), %rax
-    pushq   %rax                        /* new RIP */
-    lretq
-1:  movl    $0x10, %eax
-    movw    %ax, %ds
-    movw    %ax, %es
-    movw    %ax, %ss
-    movl    $0x18, %eax
-    ltr     %ax
-    ret
-    .size gdt_load, . - gdt_load
+    GDT_LOAD 0x08, 0x10, 0x18   /* this sample's GDT: kernel code, kernel data, TSS */
 
 /* Interrupt stubs: every one jumps to isr_common. */
     ISR_STUBS isr_common
