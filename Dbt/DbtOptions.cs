@@ -1,5 +1,4 @@
 using Harness.Dbt.Cache;
-using Harness.Smp;
 namespace Harness.Dbt;
 
 /// <summary>How the translator runs: one of the named configurations (<see cref="Configurations"/>) plus test and tuning knobs.</summary>

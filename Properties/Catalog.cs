@@ -1,4 +1,3 @@
-using Harness.Smp;
 using System.Text;
 using Harness.Dbt;
 using Harness.Dbt.Verify;

@@ -1,6 +1,5 @@
 using Harness.Smp;
 using BenchmarkDotNet.Attributes;
-using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using Harness.Smp.Control;
 

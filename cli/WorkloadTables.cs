@@ -1,4 +1,3 @@
-using Harness.Dbt.Clients;
 using Spectre.Console;
 
 namespace Harness.Cli;

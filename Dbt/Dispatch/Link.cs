@@ -1,5 +1,4 @@
 using Harness.Dbt.Cache;
-using Harness.Smp;
 using Harness.Smp.Control;
 
 namespace Harness.Dbt.Dispatch;

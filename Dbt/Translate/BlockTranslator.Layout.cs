@@ -2,7 +2,6 @@ using Harness.Dbt.Cache;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
-using Harness.Smp.Cpu;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;

@@ -1,4 +1,3 @@
-using Harness.Dbt.Cache;
 using Iced.Intel;
 
 namespace Harness.Dbt.Translate;

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Harness.Smp.Apic;
 using Harness.Smp.Boot;
 using Harness.Smp.Control;

@@ -1,4 +1,3 @@
-using Harness.Smp;
 using Harness.Smp.Boot;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;

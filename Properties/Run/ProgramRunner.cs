@@ -1,4 +1,3 @@
-using Harness.Dbt.Cache;
 using Harness.Dbt;
 using Harness.Dbt.Clients;
 using Harness.Smp;

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Text;
 using Harness.Smp;
-using Harness.Smp.Control;
 using Iced.Intel;
 
 namespace Harness.Verification.Generic;

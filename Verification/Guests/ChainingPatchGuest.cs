@@ -1,7 +1,5 @@
-using Harness.Dbt.Cache;
 using Harness.Smp;
 using Harness.Smp.Boot;
-using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Verification.Guests;

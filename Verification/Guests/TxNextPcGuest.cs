@@ -1,4 +1,3 @@
-using Harness.Dbt.Cache;
 using Harness.Smp;
 using Harness.Smp.Boot;
 using Iced.Intel;

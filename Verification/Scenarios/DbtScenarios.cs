@@ -1,4 +1,3 @@
-using Harness.Dbt.Cache;
 using Harness.Smp.Boot;
 using Harness.Dbt;
 using Harness.Smp;

@@ -1,7 +1,6 @@
 using Harness.Smp;
 using Harness.Smp.Boot;
 using Harness.Smp.Cpu;
-using Harness.Verification.Guests;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 

@@ -1,4 +1,3 @@
-using Harness.Smp;
 using Harness.Tests.Shared;
 using Harness.Dbt.Translate;
 using Harness.Smp.Control;

@@ -1,4 +1,3 @@
-using Harness.Smp;
 using Harness.Smp.Cpu;
 using Harness.Smp.Control;
 using Xunit;

@@ -1,6 +1,5 @@
 using Harness.Tests.Shared;
 using System.Text;
-using System.Text.RegularExpressions;
 using Harness.Dbt.Clients;
 using Harness.Smp;
 using Harness.Smp.Control;

@@ -1,4 +1,3 @@
-using Harness.Dbt.Clients;
 using Harness.Smp.Control;
 using Iced.Intel;
 using Xunit;

@@ -1,4 +1,3 @@
-using Harness.Smp;
 using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;

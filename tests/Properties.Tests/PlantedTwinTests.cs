@@ -1,4 +1,3 @@
-using Harness.Dbt;
 using Xunit;
 
 namespace Harness.Properties.Tests;

@@ -1,11 +1,8 @@
-using Harness.Smp;
 using Harness.Smp.Boot;
 using Harness.Smp.Control;
-using Harness.Verification.Guests;
 using Harness.Verification.Scenarios;
 using Xunit;
 using Xunit.Abstractions;
-using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Verification.Tests;
 

@@ -12,7 +12,6 @@ using Harness.Smp.Cpu;
 using Harness.Smp.Tests.Native;
 using Xunit.Sdk;
 
-using Harness.Properties.Generators;
 
 namespace Harness.Smp.Tests.Differential;
 

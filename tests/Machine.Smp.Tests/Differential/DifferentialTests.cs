@@ -3,7 +3,6 @@
 
 using FsCheck.Xunit;
 using Iced.Intel;
-using Harness.Smp.Cpu;
 using Harness.Smp.Tests.Native;
 using Xunit;
 using Xunit.Abstractions;

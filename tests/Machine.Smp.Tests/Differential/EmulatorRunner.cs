@@ -6,7 +6,6 @@ using Harness.Smp.Boot;
 using Harness.Smp.Control;
 using Harness.Smp.Tests.Native;
 
-using Harness.Properties.Generators;
 
 namespace Harness.Smp.Tests.Differential;
 

@@ -8,7 +8,6 @@
 using Iced.Intel;
 using Harness.Smp.Tests.Native;
 
-using Harness.Properties.Generators;
 
 namespace Harness.Smp.Tests.Differential;
 

@@ -1,7 +1,6 @@
 using System.Text;
 using Harness.Smp.Control;
 using Harness.Tests.Shared;
-using Harness.Smp.Cpu;
 using Iced.Intel;
 using Xunit;
 using Xunit.Abstractions;

@@ -1,7 +1,6 @@
 using Harness.Tests.Shared;
 using Harness.Smp.Control;
 using Harness.Smp.Cpu;
-using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 

@@ -1,6 +1,4 @@
-using Harness.Smp.Control;
 using Harness.Smp.Cpu;
-using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 

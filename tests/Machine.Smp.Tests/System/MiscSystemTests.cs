@@ -1,5 +1,4 @@
 using Harness.Smp.Cpu;
-using Iced.Intel;
 using Xunit;
 using static Harness.Smp.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;

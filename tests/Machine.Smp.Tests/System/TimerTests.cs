@@ -1,6 +1,5 @@
 using Harness.Smp.Control;
 using Harness.Smp.Cpu;
-using Iced.Intel;
 using Xunit;
 using static Harness.Smp.Tests.SystemTests.Exits;
 using static Iced.Intel.AssemblerRegisters;
