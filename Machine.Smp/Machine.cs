@@ -19,11 +19,6 @@ public sealed class MachineOptions
     public string? CommandLine { get; init; }
     /// <summary>Receives the guest's console bytes (port 0xE9) as they are written.</summary>
     public Stream? Console { get; init; }
-    /// <summary>
-    /// Compile blocks that ran <see cref="Decode.BlockCompiler.HotThreshold"/> times into host code
-    /// (same handlers, same semantics; docs/performance.md). Off: every block is interpreted.
-    /// </summary>
-    public bool CompileHotBlocks { get; init; }
 }
 
 /// <summary>Generated code's source: the native instruction it translates and the rule (or stub) that emitted it.</summary>
@@ -57,8 +52,6 @@ public sealed class Machine : IDisposable
     public readonly Vcpu[] Vcpus;
     public readonly ExecutionControl Control;
     public readonly long MaxInstructions;
-    /// <summary>Hot blocks run compiled to host code (<see cref="MachineOptions.CompileHotBlocks"/>).</summary>
-    public readonly bool CompileHotBlocks;
     public readonly ulong ReservedBase, ReservedSize;
     /// <summary>Serializes locked accesses that cross a page (split locks) and cmpxchg16b.</summary>
     internal readonly object SplitLock = new();
@@ -92,7 +85,6 @@ public sealed class Machine : IDisposable
         Memory = new PhysicalMemory(o.MemoryBytes);
         Control = o.Control ?? new FreeRunning();
         MaxInstructions = o.MaxInstructions > 0 ? o.MaxInstructions : long.MaxValue;
-        CompileHotBlocks = o.CompileHotBlocks;
         ReservedSize = o.ReservedBytes;
         ReservedBase = o.MemoryBytes - o.ReservedBytes;
         console = o.Console;
@@ -413,8 +405,6 @@ public sealed class Machine : IDisposable
 
     public void Dispose()
     {
-        if (Environment.GetEnvironmentVariable("HARNESS_DEBUG_COMPILE") is not null)
-            Console.Error.WriteLine($"compiled {Decode.BlockCompiler.CompiledCount} blocks in {Decode.BlockCompiler.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F1} ms; calls direct {Decode.BlockCompiler.Direct}, indirect {Decode.BlockCompiler.Indirect}");
         if (Interlocked.Exchange(ref disposed, 1) != 0) return;
         Disposing?.Invoke();
         foreach (var v in Vcpus) v.Dispose();

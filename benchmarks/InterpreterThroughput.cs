@@ -33,18 +33,6 @@ public class InterpreterThroughput
     [IterationSetup(Target = nameof(Emulated))]
     public void CreateMachine() => machine = ComputeGuest.Create(1, iterations);
 
-    [IterationSetup(Target = nameof(Interpreted))]
-    public void CreateInterpretedMachine() => machine = ComputeGuest.Create(1, iterations, compileHotBlocks: false);
-
-    /// <summary>The same run with every block interpreted (no hot-block compilation): the compiler's gain is the ratio of the two rows.</summary>
-    [Benchmark(Description = "emulated work(N), 1 vCPU, interpreter only")]
-    public long Interpreted()
-    {
-        var r = ComputeGuest.RunChecked(machine!, expected);
-        ComputeGuest.Record($"insns-{nameof(InterpreterThroughput)}-{nameof(Interpreted)}", r.TotalInstructions.ToString());
-        return r.TotalInstructions;
-    }
-
     [Benchmark(Description = "emulated work(N), 1 vCPU")]
     public long Emulated()
     {
@@ -53,6 +41,6 @@ public class InterpreterThroughput
         return r.TotalInstructions;
     }
 
-    [IterationCleanup(Targets = [nameof(Emulated), nameof(Interpreted)])]
+    [IterationCleanup(Target = nameof(Emulated))]
     public void DisposeMachine() { machine?.Dispose(); machine = null; }
 }

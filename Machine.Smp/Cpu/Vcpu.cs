@@ -22,7 +22,6 @@ public sealed unsafe partial class Vcpu : IDisposable
     public readonly LocalApic Apic = new();
     internal readonly ExecutionControl Control;
     private readonly BlockBuilder builder;
-    private readonly bool compileBlocks;
 
     /// <summary>Set by a handler to end the current block after this instruction (self-modifying code, mode changes).</summary>
     internal bool BreakBlock;
@@ -61,7 +60,6 @@ public sealed unsafe partial class Vcpu : IDisposable
         stateBlock = GC.AllocateArray<byte>(sizeof(CpuState) + 64, pinned: true);
         S = (CpuState*)(((nuint)Unsafe.AsPointer(ref stateBlock[0]) + 63) & ~(nuint)63);
         builder = new BlockBuilder(this);
-        compileBlocks = machine.CompileHotBlocks;
         InitMemory();
     }
 
@@ -193,19 +191,6 @@ public sealed unsafe partial class Vcpu : IDisposable
             }
             var block = Lookup(s->Rip);
             long budget = nextEvent - s->Retired;
-            if (block.Compiled is { } compiled && budget >= block.Count)
-            {
-                blockStart = block.Ptr;
-                BreakBlock = false;
-                int ran = compiled(this);
-                curInsn = null;
-                s->Retired += ran;
-                Insn* final = block.Ptr + ran - 1;
-                if ((final->Flags & InsnFlags.Branch) == 0) s->Rip = final->NextIp;
-                continue;
-            }
-            if (compileBlocks && block.Runs < BlockCompiler.HotThreshold && ++block.Runs == BlockCompiler.HotThreshold)
-                block.Compiled = BlockCompiler.Compile(block);
             Insn* p = block.Ptr;
             Insn* end = p + (budget < block.Count ? (int)budget : block.Count);
             blockStart = p;

@@ -68,12 +68,6 @@ public sealed unsafe class Block
     /// <summary>Retired alone: a host write overlapped its bytes (PhysicalMemory.Write) while its page stayed valid.</summary>
     public volatile bool Dead;
 
-    /// <summary>Runs through the interpreter so far (up to <see cref="BlockCompiler.HotThreshold"/>; racy across vCPUs, which only moves the threshold).</summary>
-    internal int Runs;
-
-    /// <summary>The block compiled to host code (<see cref="BlockCompiler"/>), once hot; null before.</summary>
-    internal Func<Vcpu, int>? Compiled;
-
     public bool Valid
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
