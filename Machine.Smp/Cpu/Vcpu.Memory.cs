@@ -44,7 +44,7 @@ public unsafe partial class Vcpu
     public void FlushTlb()
     {
         for (int i = 0; i < 3 * TlbSize; i++) tlbR[i].Tag = ulong.MaxValue;
-        Array.Clear(l1Keys);
+        Array.Clear(l1);
     }
 
     public void FlushTlbPage(ulong va)
@@ -52,7 +52,7 @@ public unsafe partial class Vcpu
         int i = (int)(va >> 12) & TlbMask;
         tlbR[i].Tag = tlbW[i].Tag = tlbX[i].Tag = ulong.MaxValue;
         // Decoded blocks are looked up by virtual address: drop every cached lookup (cheap, rare).
-        Array.Clear(l1Keys);
+        Array.Clear(l1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

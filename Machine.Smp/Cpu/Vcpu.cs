@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Harness.Smp.Apic;
 using Harness.Smp.Boot;
 using Harness.Smp.Control;
@@ -36,8 +37,10 @@ public sealed unsafe partial class Vcpu : IDisposable
 
     // Per-vCPU lookup cache from (rip, user) to decoded block; flushed with the TLB.
     private const int L1Size = 1024;
-    private readonly ulong[] l1Keys = new ulong[L1Size];
-    private readonly Block?[] l1Blocks = new Block?[L1Size];
+    // Key and block side by side (one cache line holds four entries), read without bounds checks:
+    // the index is masked to the size.
+    private struct L1Entry { public ulong Key; public Block? Block; }
+    private readonly L1Entry[] l1 = new L1Entry[L1Size];
 
     // Statistics (exact, reproducible counts).
     public long BlocksDecoded, InterruptsDelivered, ExceptionsDelivered;
@@ -203,7 +206,7 @@ public sealed unsafe partial class Vcpu : IDisposable
             }
             while (p < end && !BreakBlock);
             curInsn = null;
-            s->Retired += p - blockStart;
+            s->Retired += (long)(((nuint)p - (nuint)blockStart) / (nuint)sizeof(Insn)); // unsigned: a shift
             Insn* last = p - 1;
             if ((last->Flags & InsnFlags.Branch) == 0) s->Rip = last->NextIp;
         }
@@ -214,8 +217,9 @@ public sealed unsafe partial class Vcpu : IDisposable
     {
         ulong key = rip ^ (UserBit << 62);
         int i = (int)(rip ^ (rip >> 10)) & (L1Size - 1);
-        var b = l1Blocks[i];
-        if (l1Keys[i] == key && b is not null && b.Valid) return b;
+        ref var e = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(l1), i);
+        var b = e.Block;
+        if (e.Key == key && b is not null && b.Valid) return b;
         return LookupSlow(rip, key, i);
     }
 
@@ -228,8 +232,7 @@ public sealed unsafe partial class Vcpu : IDisposable
             {
                 ulong pa = TranslateFetch(rip);
                 var b = builder.GetOrBuild(rip, pa);
-                l1Keys[slot] = key;
-                l1Blocks[slot] = b;
+                l1[slot] = new L1Entry { Key = key, Block = b };
                 return b;
             }
             catch (GuestFault f)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Harness.Smp.Cpu;
 using Harness.Smp.Decode;
 using Iced.Intel;
@@ -20,15 +21,59 @@ internal static unsafe class Shifts
         OpTable.Add(Mnemonic.Ror, &Build, Ror);
         OpTable.Add(Mnemonic.Rcl, &Build, Rcl);
         OpTable.Add(Mnemonic.Rcr, &Build, Rcr);
-        OpTable.Add(Mnemonic.Shl, &Build, Shl);
-        OpTable.Add(Mnemonic.Sal, &Build, Shl);
-        OpTable.Add(Mnemonic.Shr, &Build, Shr);
-        OpTable.Add(Mnemonic.Sar, &Build, Sar);
+        // The shifts with lazy flags, one specialization per (operation, size); the count is an
+        // immediate (RI, MI: including the implicit 1) or CL (RR, MR: the extraction reads CL as a register).
+        OpTable.Add(Mnemonic.Shl, Lazy<ShlOp>());
+        OpTable.Add(Mnemonic.Sal, Lazy<ShlOp>());
+        OpTable.Add(Mnemonic.Shr, Lazy<ShrOp>());
+        OpTable.Add(Mnemonic.Sar, Lazy<SarOp>());
         OpTable.Add(Mnemonic.Shld, &BuildDouble, Shld);
         OpTable.Add(Mnemonic.Shrd, &BuildDouble, Shrd);
     }
 
     private const InsnFlags CountInCl = InsnFlags.ImmSecond; // reused bit: the count comes from CL
+
+    private static FormMap Lazy<K>() where K : struct, IShiftOp => new FormMap()
+        .On(Form.RI, &ByImmR<K, S8>, &ByImmR<K, S16>, &ByImmR<K, S32>, &ByImmR<K, S64>)
+        .On(Form.RR, &ByClR<K, S8>, &ByClR<K, S16>, &ByClR<K, S32>, &ByClR<K, S64>)
+        .On(Form.MI, &ByImmM<K, S8>, &ByImmM<K, S16>, &ByImmM<K, S32>, &ByImmM<K, S64>)
+        .On(Form.MR, &ByClM<K, S8>, &ByClM<K, S16>, &ByClM<K, S32>, &ByClM<K, S64>);
+
+    // The count masked as the hardware does: 6 bits for 64-bit operands, else 5.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Masked<Z>(ulong count) where Z : struct, ISize => (int)count & (Z.Log == 3 ? 0x3F : 0x1F);
+
+    // A zero count leaves the flags alone, but a register destination is still written (a 32-bit
+    // one zero-extended), as by every 32-bit operation.
+    private static void ByImmR<K, Z>(Vcpu c, ref Insn x) where K : struct, IShiftOp where Z : struct, ISize
+    {
+        int n = Masked<Z>(x.Imm);
+        ulong a = Z.Get(c.S, x.R0);
+        Z.Set(c.S, x.R0, n == 0 ? a : K.Do(c, Z.Log, a, n));
+    }
+
+    private static void ByClR<K, Z>(Vcpu c, ref Insn x) where K : struct, IShiftOp where Z : struct, ISize
+    {
+        int n = Masked<Z>(c.S->Gpr[Reg.Rcx]);
+        ulong a = Z.Get(c.S, x.R0);
+        Z.Set(c.S, x.R0, n == 0 ? a : K.Do(c, Z.Log, a, n));
+    }
+
+    private static void ByImmM<K, Z>(Vcpu c, ref Insn x) where K : struct, IShiftOp where Z : struct, ISize
+    {
+        ulong ea = c.Ea(ref x);
+        int n = Masked<Z>(x.Imm);
+        ulong a = Data.Load<Z>(c, ea);
+        if (n != 0) Data.Store<Z>(c, ea, K.Do(c, Z.Log, a, n));
+    }
+
+    private static void ByClM<K, Z>(Vcpu c, ref Insn x) where K : struct, IShiftOp where Z : struct, ISize
+    {
+        ulong ea = c.Ea(ref x);
+        int n = Masked<Z>(c.S->Gpr[Reg.Rcx]);
+        ulong a = Data.Load<Z>(c, ea);
+        if (n != 0) Data.Store<Z>(c, ea, K.Do(c, Z.Log, a, n));
+    }
 
     private static bool Build(ref Insn x, in Instruction ins)
     {
@@ -70,7 +115,7 @@ internal static unsafe class Shifts
         c.Store(ea, log, Do(c, x.Sub, log, a, n));
     }
 
-    /// <summary>Shifts or rotates a by n (already masked, non-zero) and sets the flags.</summary>
+    /// <summary>Rotates a by n (already masked, non-zero) and sets the flags (rol ror rcl rcr; the shifts are the structs below).</summary>
     internal static ulong Do(Vcpu c, int kind, int log, ulong a, int n)
     {
         int bits = 8 << log;
@@ -80,23 +125,6 @@ internal static unsafe class Shifts
         bool cf, of;
         switch (kind)
         {
-            // shl/shr/sar record lazy flags (Vcpu.Flags.cs computes CF/OF from operand and count).
-            case Shl:
-                r = n < 64 ? (a << n) & mask : 0;
-                c.SetLazy(FlagOp.Shl, log, r, a, (ulong)n);
-                return r;
-            case Shr:
-                r = a >> n;
-                c.SetLazy(FlagOp.Shr, log, r, a, (ulong)n);
-                return r;
-            case Sar:
-            {
-                int sh = 64 - bits;
-                long sa = (long)(a << sh) >> sh;
-                r = (ulong)(sa >> Math.Min(n, bits - 1)) & mask;
-                c.SetLazy(FlagOp.Sar, log, r, a, (ulong)n);
-                return r;
-            }
             case Rol:
             {
                 int k = n % bits;
@@ -205,5 +233,46 @@ internal static unsafe class Shifts
         bool of = ((r ^ d) & sign) != 0;
         c.SetArith(Rflags.Arith, Vcpu.ZspOf(r, log) | (cf ? Rflags.CF : 0) | (of ? Rflags.OF : 0));
         return r;
+    }
+}
+
+/// <summary>A shift with lazy flags: the result of a (masked to the operand size) shifted by n (masked, non-zero), and its flag record.</summary>
+internal interface IShiftOp
+{
+    static abstract ulong Do(Vcpu c, int log, ulong a, int n);
+}
+
+// Vcpu.Flags.cs computes CF and OF from the operand and the count.
+internal struct ShlOp : IShiftOp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, int n)
+    {
+        ulong mask = Vcpu.SizeMask(log);
+        a &= mask;
+        return c.SetLazy(FlagOp.Shl, log, n < 64 ? (a << n) & mask : 0, a, (ulong)n);
+    }
+}
+
+internal struct ShrOp : IShiftOp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, int n)
+    {
+        a &= Vcpu.SizeMask(log);
+        return c.SetLazy(FlagOp.Shr, log, a >> n, a, (ulong)n);
+    }
+}
+
+internal struct SarOp : IShiftOp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Do(Vcpu c, int log, ulong a, int n)
+    {
+        ulong mask = Vcpu.SizeMask(log);
+        a &= mask;
+        int bits = 8 << log, sh = 64 - bits;
+        long sa = (long)(a << sh) >> sh;
+        return c.SetLazy(FlagOp.Sar, log, (ulong)(sa >> Math.Min(n, bits - 1)) & mask, a, (ulong)n);
     }
 }
