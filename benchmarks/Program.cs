@@ -8,7 +8,7 @@ using Harness.Benchmarks;
 // Interpreter and DBT benchmarks. Usage (benchmarks/run.sh wraps this):
 //   dotnet run -c Release --project benchmarks -- [--quick] [--filter <glob>] [other BenchmarkDotNet options]
 // --quick: a dry run (1 iteration, no warm-up) with N = 40 rounds, to smoke-test the suite in seconds.
-// Without --filter every suite runs (InterpreterThroughput, TwoVcpuScaling, SeamsCost, KernelDbt).
+// Without --filter every suite runs (InterpreterThroughput, TwoVcpuScaling, SeamsCost, KernelDbt, SchedulingPointCost).
 
 var argList = args.ToList();
 bool quick = argList.Remove("--quick");
@@ -66,6 +66,9 @@ static string Report(IEnumerable<Summary> summaries, bool quick)
             foreach (var c in s.BenchmarksCases.Where(c => c.Descriptor.Type == typeof(KernelDbt) && c != kernelNative))
                 if (s[c]?.ResultStatistics is { } kt)
                     sb.AppendLine(CultureInfo.InvariantCulture, $"- kernel workloads, {c.Descriptor.WorkloadMethod.Name} / native host time = {kt.Mean / kn.Mean:F2}x (goal for default: <= 1.3x; guest instructions {GuestMipsColumn.Instructions(c):N0} vs {GuestMipsColumn.Instructions(kernelNative):N0})");
+        var floor = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(SchedulingPointCost));
+        if (floor is not null && s[floor]?.ResultStatistics is { } f)
+            sb.AppendLine(CultureInfo.InvariantCulture, $"- Coyote's floor: {f.Mean / 1e3 / (2.0 * SchedulingPointCost.PointsPerThread):F2} us per scheduling point (2 threads x {SchedulingPointCost.PointsPerThread:N0} Interleave(), engine set-up included)");
         var seams = s.BenchmarksCases.Where(c => c.Descriptor.Type == typeof(SeamsCost)).ToArray();
         var with = seams.FirstOrDefault(c => c.Job.Id == SeamsCost.SeamsJob);
         var without = seams.FirstOrDefault(c => c.Job.Id == SeamsCost.NoSeamsJob);
