@@ -69,6 +69,11 @@ public sealed class KernelDbt : ICallOutTargets
     public static KernelDbt Attach(Machine machine, DbtOptions? options = null)
     {
         if (machine.AttachedAgents.Any(a => a is Agent)) throw new InvalidOperationException("a DBT is attached to this machine already");
+        // The DBT's edge stubs and dispatcher entries are vmcalls, and every vCPU must start at a
+        // translation: an agent asked before it for either would take them (attach it after the DBT,
+        // or first: true around the DBT's own agent, as the bench's timing wrapper does).
+        if (machine.AttachedAgents.FirstOrDefault(a => (a.Implements & (Hooks.Vmcall | Hooks.StartRip)) != 0) is { } other)
+            throw new InvalidOperationException($"the machine already has an agent handling vmcall or start RIPs ({other.GetType().Name}): attach the DBT first");
         var dbt = new KernelDbt(machine, options ?? DbtOptions.Default);
         machine.Attach(dbt.HostAgent);
         if (dbt.Options.SwitchOnAt is > 0 and long at) machine.ScheduleHostEvent(dbt.HostAgent, at);

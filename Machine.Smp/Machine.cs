@@ -125,8 +125,10 @@ public sealed class Machine : IDisposable
         }
     }
 
+    /// <summary>Detaches an agent; its pending host event, if any, is cancelled.</summary>
     public void Detach(HostAgent agent)
     {
+        ScheduleHostEvent(agent, long.MaxValue);
         lock (agentsLock) Agents = new AgentSet(Agents.All.Where(a => a != agent).ToArray());
     }
 
@@ -177,25 +179,41 @@ public sealed class Machine : IDisposable
     }
 
     /// <summary>
-    /// A one-shot host event: when vCPU 0's guest time reaches <paramref name="at"/> instructions, the
-    /// agent's <see cref="HostAgent.HostEvent"/> runs on its thread at exactly that instruction boundary
-    /// (the interpreter stops there), or, if vCPU 0 is halted then, when its time jumps there. One
-    /// event is pending at a time (a new one replaces it); the handler may schedule the next;
-    /// long.MaxValue cancels.
+    /// A one-shot host event for an agent: when vCPU 0's guest time reaches <paramref name="at"/>
+    /// instructions, the agent's <see cref="HostAgent.HostEvent"/> runs on its thread at exactly that
+    /// instruction boundary (the interpreter stops there), or, if vCPU 0 is halted then, when its time
+    /// jumps there. Each agent has at most one pending event (scheduling again replaces it;
+    /// long.MaxValue cancels it); the handler may schedule its next one. Agents' events are independent.
     /// </summary>
     public void ScheduleHostEvent(HostAgent agent, long at)
     {
-        hostEventAgent = agent;
-        HostEventAt = at;
+        lock (agentsLock)
+        {
+            hostEvents.RemoveAll(e => e.Agent == agent);
+            if (at != long.MaxValue) hostEvents.Add((agent, at));
+            HostEventAt = hostEvents.Count == 0 ? long.MaxValue : hostEvents.Min(e => e.At);
+        }
     }
 
+    /// <summary>The earliest pending host event's guest time (long.MaxValue: none).</summary>
     public long HostEventAt { get; private set; } = long.MaxValue;
-    private HostAgent? hostEventAgent;
+    private readonly List<(HostAgent Agent, long At)> hostEvents = [];
 
     internal void FireHostEvent(Vcpu v)
     {
-        HostEventAt = long.MaxValue;
-        hostEventAgent?.HostEvent(v);
+        (HostAgent Agent, long At)[] due;
+        lock (agentsLock)
+        {
+            due = hostEvents.Where(e => e.At <= v.Retired).OrderBy(e => e.At).ToArray();
+            hostEvents.RemoveAll(e => e.At <= v.Retired);
+            HostEventAt = hostEvents.Count == 0 ? long.MaxValue : hostEvents.Min(e => e.At);
+        }
+        // Outside the lock: a handler may schedule again, run a world stop, or reach a scheduling point.
+        foreach (var (agent, _) in due)
+        {
+            agent.HostEvent(v);
+            if (Stopping) return;
+        }
     }
 
     public ElfImage LoadElf(ReadOnlySpan<byte> file, string name) => Image = ElfLoader.Load(this, file, name);

@@ -286,4 +286,22 @@ public class RobustnessTests(ITestOutputHelper output) : IDisposable
         var early = Harness("run", "--workload", "null_syscall", "--vcpus", "1", "--dbt", "default", "--dbt-on-at", "100000");
         Assert.DoesNotContain("warning", early.Stderr);
     }
+
+    /// <summary>
+    /// The DBT must be the first agent asked for vmcalls and start RIPs (its edge stubs are vmcalls):
+    /// attaching it behind one that handles them is refused with the reason; a second DBT too.
+    /// </summary>
+    [Fact]
+    public void AttachingBehindAVmcallAgentOrTwiceIsRefused()
+    {
+        using var m = new Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20 });
+        m.OnVmcall(_ => { });
+        var e = Assert.Throws<InvalidOperationException>(() => KernelDbt.Attach(m));
+        Assert.Contains("attach the DBT first", e.Message);
+
+        using var m2 = new Machine(new MachineOptions { Vcpus = 1, MemoryBytes = 32UL << 20, ReservedBytes = 4UL << 20 });
+        KernelDbt.Attach(m2);
+        m2.OnBlockDecoded((_, _, _) => { }); // observers after the DBT are fine
+        Assert.Contains("attached to this machine already", Assert.Throws<InvalidOperationException>(() => KernelDbt.Attach(m2)).Message);
+    }
 }

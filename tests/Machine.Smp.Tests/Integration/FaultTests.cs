@@ -127,6 +127,36 @@ public class FaultTests
         }
     }
 
+    /// <summary>
+    /// Host events are per agent: two agents' events both fire, each at its own exact instruction
+    /// boundary, whatever the order they were scheduled in; a detached agent's pending event never fires.
+    /// </summary>
+    [Fact]
+    public void HostEventsOfDifferentAgentsAreIndependent()
+    {
+        var loop = Support.Asm(a =>
+        {
+            var top = a.CreateLabel();
+            a.mov(ecx, 100_000);
+            a.Label(ref top);
+            a.dec(ecx);
+            a.jnz(top);
+            a.mov(eax, 0);
+            a.@out(0xF4, eax);
+            a.hlt();
+        });
+        var seen = new List<(string, long)>();
+        var r = Support.RunCode(loop, prepare: m =>
+        {
+            m.At(2_000, v => seen.Add(("late", v.Retired)));
+            m.At(1_000, v => seen.Add(("early", v.Retired)));
+            var gone = m.At(1_500, v => seen.Add(("detached", v.Retired)));
+            m.Detach(gone);
+        });
+        Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
+        Assert.Equal([("early", 1_000L), ("late", 2_000L)], seen);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
