@@ -14,7 +14,8 @@ public abstract class HostAgent
 {
     /// <summary>
     /// vmcall at CPL 0. RIP already holds the next instruction (the agent may redirect it). Return
-    /// true when handled; a vmcall no agent handles raises #UD in the guest.
+    /// true when handled; an agent that declines must leave the state as it found it (the next
+    /// agent is asked). A vmcall no agent handles raises #UD in the guest.
     /// </summary>
     public virtual bool Vmcall(Vcpu v) => false;
 
