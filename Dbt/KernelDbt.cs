@@ -52,6 +52,7 @@ public sealed class KernelDbt : ICallOutTargets
         Kernel = new Kernel.KernelEntries(machine, Cache, Translator, Stats);
         Switch = new Kernel.Switch(machine, Cache, Translator, Edges, Kernel, ExceptionTables, Stats, options.Kernel, startOn: options.SwitchOnAt is null or 0, planted: options);
         Dispatcher = new Dispatcher(machine, Cache, Translator, Edges, Kernel, Switch, options, Stats);
+        HostAgent = new Agent(this);
     }
 
     ulong? ICallOutTargets.Lidt(Vcpu v, ulong nativeRsp, Iced.Intel.Instruction ins) => Kernel.Lidt(v, nativeRsp, ins);
@@ -81,8 +82,7 @@ public sealed class KernelDbt : ICallOutTargets
     }
 
     /// <summary>The DBT's side of the machine's host-agent seam (attached by <see cref="Attach"/>).</summary>
-    public HostAgent HostAgent => agent ??= new Agent(this);
-    private Agent? agent;
+    public HostAgent HostAgent { get; }
 
     private sealed class Agent(KernelDbt dbt) : HostAgent
     {
@@ -96,7 +96,7 @@ public sealed class KernelDbt : ICallOutTargets
         // Precise interrupts only in the DRK-style configuration: elsewhere the machine delivers at
         // every boundary without asking (its one array-length test).
         public override Hooks Implements =>
-            Hooks.Vmcall | Hooks.StartRip | Hooks.OriginOf | Hooks.SafePoint | Hooks.HostEvent
+            Hooks.Vmcall | Hooks.StartRip | Hooks.OriginOf | Hooks.SafePoint
             | (dbt.Options is { InterruptsViaDispatcher: true, PlantedDrkInterruptsAnywhere: false } ? Hooks.InterruptBoundary : Hooks.None);
     }
 

@@ -57,7 +57,10 @@ public abstract class HostAgent
     /// <summary>The one-shot event this agent scheduled with <see cref="Machine.ScheduleHostEvent"/>.</summary>
     public virtual void HostEvent(Vcpu v) { }
 
-    /// <summary>The hooks this agent implements: by default those its class overrides.</summary>
+    /// <summary>
+    /// The hooks the machine asks this agent (by default those its class overrides). Host events are
+    /// not among them: an agent gets one only by scheduling it.
+    /// </summary>
     public virtual Hooks Implements
     {
         get
@@ -76,7 +79,7 @@ public abstract class HostAgent
     [
         (Hooks.Vmcall, nameof(Vmcall)), (Hooks.StartRip, nameof(StartRip)), (Hooks.BlockDecoded, nameof(BlockDecoded)),
         (Hooks.EventDelivering, nameof(EventDelivering)), (Hooks.InterruptBoundary, nameof(InterruptBoundary)),
-        (Hooks.SafePoint, nameof(SafePoint)), (Hooks.OriginOf, nameof(OriginOf)), (Hooks.HostEvent, nameof(HostEvent)),
+        (Hooks.SafePoint, nameof(SafePoint)), (Hooks.OriginOf, nameof(OriginOf)),
     ];
 }
 
@@ -84,7 +87,7 @@ public abstract class HostAgent
 public enum Hooks
 {
     None = 0,
-    Vmcall = 1, StartRip = 2, BlockDecoded = 4, EventDelivering = 8, InterruptBoundary = 16, SafePoint = 32, OriginOf = 64, HostEvent = 128,
+    Vmcall = 1, StartRip = 2, BlockDecoded = 4, EventDelivering = 8, InterruptBoundary = 16, SafePoint = 32, OriginOf = 64,
 }
 
 /// <summary>An agent made of delegates, for observers and tests that need a hook or two; a hook left null is not implemented.</summary>
@@ -111,7 +114,7 @@ public sealed class HookAgent : HostAgent
     public override Hooks Implements =>
         (OnVmcall is null ? 0 : Hooks.Vmcall) | (OnStartRip is null ? 0 : Hooks.StartRip) | (OnBlockDecoded is null ? 0 : Hooks.BlockDecoded)
         | (OnEventDelivering is null ? 0 : Hooks.EventDelivering) | (OnInterruptBoundary is null ? 0 : Hooks.InterruptBoundary)
-        | (OnSafePoint is null ? 0 : Hooks.SafePoint) | (OnOriginOf is null ? 0 : Hooks.OriginOf) | (OnHostEvent is null ? 0 : Hooks.HostEvent);
+        | (OnSafePoint is null ? 0 : Hooks.SafePoint) | (OnOriginOf is null ? 0 : Hooks.OriginOf);
 }
 
 /// <summary>The attached agents, grouped by hook (copy on attach; read without locks).</summary>

@@ -201,14 +201,17 @@ public sealed class Machine : IDisposable
 
     internal void FireHostEvent(Vcpu v)
     {
-        (HostAgent Agent, long At)[] due;
+        // The events due now, earliest first, taken under the lock and run outside it: a handler may
+        // schedule its next event (one due at once runs at the next boundary), stop the world, or
+        // reach a scheduling point.
+        List<(HostAgent Agent, long At)> due;
         lock (agentsLock)
         {
-            due = hostEvents.Where(e => e.At <= v.Retired).OrderBy(e => e.At).ToArray();
+            due = hostEvents.FindAll(e => e.At <= v.Retired);
             hostEvents.RemoveAll(e => e.At <= v.Retired);
             HostEventAt = hostEvents.Count == 0 ? long.MaxValue : hostEvents.Min(e => e.At);
         }
-        // Outside the lock: a handler may schedule again, run a world stop, or reach a scheduling point.
+        if (due.Count > 1) due.Sort((p, q) => p.At.CompareTo(q.At));
         foreach (var (agent, _) in due)
         {
             agent.HostEvent(v);

@@ -33,7 +33,8 @@ internal enum OpFlow : byte
     EndsBlock = 2,
     /// <summary>
     /// Reads or sets something relative to guest time (rdtsc, the APIC timer MSRs, the sti and mov-ss
-    /// interrupt shadows): it runs alone in its block, where the interpreter's time (updated once per block) is exact.
+    /// interrupt shadows): it runs alone in its block, where the interpreter's time (updated once per
+    /// block) is exact. Implies <see cref="EndsBlock"/>.
     /// </summary>
     ReadsClock = 4,
 }

@@ -13,7 +13,7 @@ namespace Harness.Smp.Exec;
 /// </summary>
 internal static unsafe class Shifts
 {
-    public const byte Rol = 0, Ror = 1, Rcl = 2, Rcr = 3, Shl = 4, Shr = 5, Sal = 6, Sar = 7, Shld = 8, Shrd = 9;
+    public const byte Rol = 0, Ror = 1, Rcl = 2, Rcr = 3, Shld = 8, Shrd = 9;
 
     public static void Install()
     {

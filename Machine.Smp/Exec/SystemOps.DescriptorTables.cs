@@ -7,22 +7,15 @@ internal static unsafe partial class SystemOps
 {
     // ---- descriptor tables --------------------------------------------------------------------
 
-    private static void Lgdt(Vcpu c, ref Insn x)
-    {
-        RequireCpl0(c);
-        ulong ea = c.Ea(ref x);
-        uint limit = c.Read16(ea);
-        ulong b = c.Read64(ea + 2);
-        c.S->GdtLimit = limit; c.S->GdtBase = b;
-    }
+    private static void Lgdt(Vcpu c, ref Insn x) => (c.S->GdtLimit, c.S->GdtBase) = PseudoDescriptor(c, ref x);
+    private static void Lidt(Vcpu c, ref Insn x) => (c.S->IdtLimit, c.S->IdtBase) = PseudoDescriptor(c, ref x);
 
-    private static void Lidt(Vcpu c, ref Insn x)
+    /// <summary>The 10-byte limit:base operand of lgdt/lidt (CPL 0 only).</summary>
+    private static (uint Limit, ulong Base) PseudoDescriptor(Vcpu c, ref Insn x)
     {
         RequireCpl0(c);
         ulong ea = c.Ea(ref x);
-        uint limit = c.Read16(ea);
-        ulong b = c.Read64(ea + 2);
-        c.S->IdtLimit = limit; c.S->IdtBase = b;
+        return (c.Read16(ea), c.Read64(ea + 2));
     }
 
     private static void Sgdt(Vcpu c, ref Insn x) { ulong ea = c.Ea(ref x); c.Write16(ea, (ushort)c.S->GdtLimit); c.Write64(ea + 2, c.S->GdtBase); }

@@ -19,7 +19,7 @@ internal static unsafe partial class SystemOps
         OpTable.Add(Mnemonic.Hlt, &Hlt, ends);
         OpTable.Add(Mnemonic.Pause, &Pause);
         OpTable.Add(Mnemonic.Cli, &Cli, ends);
-        OpTable.Add(Mnemonic.Sti, &Sti, ends | clock);
+        OpTable.Add(Mnemonic.Sti, &Sti, clock);
         OpTable.Add(Mnemonic.Clc, &Clc);
         OpTable.Add(Mnemonic.Stc, &Stc);
         OpTable.Add(Mnemonic.Cmc, &Cmc);
@@ -44,7 +44,7 @@ internal static unsafe partial class SystemOps
         OpTable.Add(Mnemonic.Lldt, &Lldt, ends);
         OpTable.Add(Mnemonic.Invlpg, &Invlpg, ends);
         OpTable.Add(Mnemonic.Rdmsr, &Rdmsr, clock);
-        OpTable.Add(Mnemonic.Wrmsr, &Wrmsr, ends | clock);
+        OpTable.Add(Mnemonic.Wrmsr, &Wrmsr, clock);
         OpTable.Add(Mnemonic.Rdtsc, &Rdtsc, clock);
         OpTable.Add(Mnemonic.Rdtscp, &Rdtscp, clock);
         OpTable.Add(Mnemonic.Cpuid, &Cpuid);
