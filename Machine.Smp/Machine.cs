@@ -19,6 +19,12 @@ public sealed class MachineOptions
     public string? CommandLine { get; init; }
     /// <summary>Receives the guest's console bytes (port 0xE9) as they are written.</summary>
     public Stream? Console { get; init; }
+    /// <summary>
+    /// The memory model of a controlled run: sequential consistency (the default) or x86-TSO with a
+    /// store buffer per vCPU whose draining the control decides. TSO needs a single-threaded or
+    /// Coyote control and the scheduling points on (<see cref="Seams.PointsSwitch"/>).
+    /// </summary>
+    public MemoryModel MemoryModel { get; init; } = MemoryModel.Sc;
 }
 
 /// <summary>Generated code's source: the native instruction it translates and the rule (or stub) that emitted it.</summary>
@@ -53,6 +59,7 @@ public sealed class Machine : IDisposable
     public readonly ExecutionControl Control;
     public readonly long MaxInstructions;
     public readonly ulong ReservedBase, ReservedSize;
+    public readonly MemoryModel MemoryModel;
     /// <summary>Serializes locked accesses that cross a page (split locks) and cmpxchg16b.</summary>
     internal readonly object SplitLock = new();
     public ElfImage? Image { get; private set; }
@@ -88,6 +95,14 @@ public sealed class Machine : IDisposable
         ReservedSize = o.ReservedBytes;
         ReservedBase = o.MemoryBytes - o.ReservedBytes;
         console = o.Console;
+        MemoryModel = o.MemoryModel;
+        if (MemoryModel == MemoryModel.Tso)
+        {
+            if (Control is FreeRunning)
+                throw new ArgumentException("the TSO memory model needs a deterministic or Coyote control: free-running vCPUs already run on the host's own x86-TSO, which the machine does not control");
+            if (!Seams.Points)
+                throw new InvalidOperationException($"the TSO memory model drains store buffers at scheduling points: set the AppContext switch {Seams.PointsSwitch} before any machine type is used");
+        }
         if (o.CommandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~')))
             throw new ArgumentException($"the command line must be printable ASCII of at most {BootLayout.CommandLineMax} characters");
         boot = BootLayout.Write(Memory, o.Vcpus, ReservedBase, ReservedSize, o.CommandLine);
@@ -243,6 +258,7 @@ public sealed class Machine : IDisposable
             Control.StartVcpu(this, bsp);
             Control.Run(this);
         }
+        DrainStoreBuffers();
         sw.Stop();
         lock (consoleLock) console?.Flush();
         var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Executed, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
@@ -264,6 +280,20 @@ public sealed class Machine : IDisposable
         bsp.Rip = StartRip(bsp, bsp.Rip);
         bsp.Started = true;
         return bsp;
+    }
+
+    /// <summary>
+    /// Starts AP `index` at rip with the boot state, as <see cref="Boot"/> starts the BSP, without a
+    /// mailbox or start-up IPI and without handing it to the control: for a host that steps every
+    /// vCPU itself with <see cref="Vcpu.RunFor"/> (the litmus runner's exhaustive exploration).
+    /// </summary>
+    public Vcpu BootAp(int index, ulong rip, ulong rsp)
+    {
+        if (index <= 0 || index >= Vcpus.Length) throw new ArgumentOutOfRangeException(nameof(index), $"AP index must be 1..{Vcpus.Length - 1}");
+        var v = Vcpus[index];
+        v.Reset(rip, rsp, 0, boot);
+        v.Started = true;
+        return v;
     }
 
     // ---- snapshots ---------------------------------------------------------------------------------
@@ -319,10 +349,20 @@ public sealed class Machine : IDisposable
             foreach (var v in Vcpus) if (v.Started) Control.StartVcpu(this, v);
             Control.Run(this);
         }
+        DrainStoreBuffers();
         sw.Stop();
         lock (consoleLock) console?.Flush();
         var stats = Vcpus.Select(v => new VcpuStats(v.Index, v.Started, v.Executed, v.Retired, v.BlocksDecoded, v.InterruptsDelivered, v.ExceptionsDelivered)).ToArray();
         return new RunResult(reason, exitStatus, message, sw.Elapsed, stats, hostException);
+    }
+
+    /// <summary>
+    /// After a run under TSO: what the vCPUs stored reaches memory, so that reports and final states
+    /// read it (every vCPU thread has finished; a hardware buffer would drain on its own too).
+    /// </summary>
+    private void DrainStoreBuffers()
+    {
+        foreach (var v in Vcpus) v.Tso?.DrainAll();
     }
 
     /// <summary>Stops the machine; the first reason wins. Safe from any thread.</summary>

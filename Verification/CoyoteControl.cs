@@ -142,6 +142,7 @@ public sealed class CoyoteControl : ExecutionControl
                     SliceEnds++;
                     progress++;
                     SchedulingPoint.Interleave();
+                    DrainChoice(vcpu, all: false);
                 }
             }
         }
@@ -199,7 +200,35 @@ public sealed class CoyoteControl : ExecutionControl
         progress++;
         if (kind == PointKind.Spin) SpinWait(vcpu);
         else SchedulingPoint.Interleave();
+        DrainChoice(vcpu, all: kind == PointKind.Halt);
     }
+
+    /// <summary>
+    /// Under TSO: Coyote picks how many of the vCPU's oldest buffered stores reach memory now (0..n;
+    /// with all, 1..n repeatedly until none is left: the vCPU halts), with a scheduling point after
+    /// each drain, so another vCPU can run between any two drains and between a drain and the next
+    /// instruction. One integer choice per point rather than a coin per store, so that a store
+    /// staying buffered across several of the owner's loads is as likely as draining at once.
+    /// </summary>
+    private void DrainChoice(Vcpu vcpu, bool all)
+    {
+        if (vcpu.Tso is not { Count: > 0 } sb) return;
+        generator ??= Generator.Create();
+        do
+        {
+            int n = sb.Count;
+            int d = all ? 1 + generator.NextInteger(n) : generator.NextInteger(n + 1);
+            if (d == 0) return;
+            for (int i = 0; i < d; i++) sb.DrainOne();
+            StoresDrained += d;
+            progress++;
+            SchedulingPoint.Interleave();
+        }
+        while (all && sb.Count > 0);
+    }
+
+    /// <summary>Buffered stores drained by Coyote's choices (TSO only; fences and locked instructions drain on their own).</summary>
+    public long StoresDrained { get; private set; }
 
     /// <summary>
     /// A spin-wait (pause) pauses until another vCPU has passed a scheduling point, or until no

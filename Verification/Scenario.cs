@@ -1,6 +1,7 @@
 using System.Text;
 using Harness.Smp;
 using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 using Microsoft.Coyote.Specifications;
 
 namespace Harness.Verification;
@@ -27,8 +28,9 @@ public sealed class ScenarioContext
 
     /// <summary>Machine options wired to this run's control and console.</summary>
     public MachineOptions Options(int vcpus, long maxInstructions, ulong memoryBytes = 32UL << 20, ulong reservedBytes = 1UL << 20,
-        string? commandLine = null) => new()
+        string? commandLine = null, MemoryModel memoryModel = MemoryModel.Sc) => new()
     {
+        MemoryModel = memoryModel,
         Vcpus = vcpus,
         MemoryBytes = memoryBytes,
         ReservedBytes = reservedBytes,

@@ -7,7 +7,8 @@ Signals.Install();
 // Before any machine type is touched (Seams reads the switch once): props records stores at the scheduling points.
 if (args.Length > 0 && args[0] == "props") PropsCommand.EnableSeams();
 // explore and replay: the scenarios interleave at data accesses (the other commands keep the points folded away).
-if (args.Length > 0 && args[0] is "explore" or "replay" or "report" or "catalogue") ExploreCommand.EnableSeams();
+// litmus: the TSO store buffers drain at the scheduling points.
+if (args.Length > 0 && args[0] is "explore" or "replay" or "report" or "catalogue" or "litmus") ExploreCommand.EnableSeams();
 var root = new RootCommand("harness: an emulated multi-vCPU x86-64 machine for testing kernel binary translators");
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
@@ -17,6 +18,7 @@ root.Subcommands.Add(ExploreCommand.CreateReplay());
 root.Subcommands.Add(ExploreCommand.CreateReport());
 root.Subcommands.Add(CatalogueCommand.Create());
 root.Subcommands.Add(ExperimentCommand.Create());
+root.Subcommands.Add(LitmusCommand.Create());
 var parsed = root.Parse(args);
 // Bad arguments (unparsable values, unknown options, missing command) exit 2 like every other bad
 // input (System.CommandLine's default is 1, which a guest can also return).

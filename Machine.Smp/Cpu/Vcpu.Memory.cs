@@ -1,6 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Harness.Smp.Control;
 using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 
 namespace Harness.Smp;
 
@@ -22,8 +24,14 @@ internal struct TlbEntry
 public unsafe partial class Vcpu
 {
     internal const int TlbBits = 9, TlbSize = 1 << TlbBits, TlbMask = TlbSize - 1;
-    private TlbEntry* tlbR, tlbW, tlbX;
+    // tlbR and tlbW are what the fast paths read: the data TLBs, or under TSO an always-empty table,
+    // so that every data access takes the slow path, where the store buffer is (the fast paths stay
+    // the same code in every mode). dataR and dataW are the data TLBs themselves.
+    private TlbEntry* tlbR, tlbW, tlbX, dataR, dataW;
     private TlbEntry[] tlbBlock = null!;
+    private static readonly TlbEntry[] NoEntries = EmptyTlb();
+    /// <summary>This vCPU's store buffer when the machine models x86-TSO (with the scheduling points on); null otherwise.</summary>
+    public StoreBuffer? Tso { get; private set; }
     private byte* ram;
     private byte* codeMap;
     /// <summary>1 while CPL = 3: the low bit of every TLB tag, so user and supervisor entries never alias.</summary>
@@ -33,24 +41,48 @@ public unsafe partial class Vcpu
     {
         // Pinned, managed: freed with the vCPU (see the state's allocation in the constructor).
         tlbBlock = GC.AllocateArray<TlbEntry>(3 * TlbSize, pinned: true);
-        tlbR = (TlbEntry*)Unsafe.AsPointer(ref tlbBlock[0]);
-        tlbW = tlbR + TlbSize;
-        tlbX = tlbW + TlbSize;
+        dataR = (TlbEntry*)Unsafe.AsPointer(ref tlbBlock[0]);
+        dataW = dataR + TlbSize;
+        tlbX = dataW + TlbSize;
+        tlbR = dataR;
+        tlbW = dataW;
         ram = Mem.Base;
         codeMap = Mem.CodeMap;
+        if (Machine.MemoryModel == MemoryModel.Tso)
+        {
+            Tso = new StoreBuffer(Mem, CodeWritten);
+            tlbR = tlbW = (TlbEntry*)Unsafe.AsPointer(ref NoEntries[0]);
+        }
         FlushTlb();
+    }
+
+    private static TlbEntry[] EmptyTlb()
+    {
+        var a = GC.AllocateArray<TlbEntry>(TlbSize, pinned: true);
+        for (int i = 0; i < a.Length; i++) a[i].Tag = ulong.MaxValue;
+        return a;
+    }
+
+    /// <summary>
+    /// Drains this vCPU's store buffer: a fence, a locked or a serializing instruction (SDM vol. 3
+    /// 9.2.2 and 9.3). Compiled away unless the scheduling points are on, as TSO needs them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void DrainStores()
+    {
+        if (Seams.Points && Tso is { Count: > 0 } b) b.DrainAll();
     }
 
     public void FlushTlb()
     {
-        for (int i = 0; i < 3 * TlbSize; i++) tlbR[i].Tag = ulong.MaxValue;
+        for (int i = 0; i < 3 * TlbSize; i++) dataR[i].Tag = ulong.MaxValue;
         Array.Clear(l1);
     }
 
     public void FlushTlbPage(ulong va)
     {
         int i = (int)(va >> 12) & TlbMask;
-        tlbR[i].Tag = tlbW[i].Tag = tlbX[i].Tag = ulong.MaxValue;
+        dataR[i].Tag = dataW[i].Tag = tlbX[i].Tag = ulong.MaxValue;
         // Decoded blocks are looked up by virtual address: drop every cached lookup (cheap, rare).
         Array.Clear(l1);
     }
@@ -172,6 +204,7 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong ReadSlow(ulong va, int size)
     {
+        if (Seams.Points && Tso is { } sb) return ReadTso(va, size, sb);
         if (((va & 0xFFF) + (ulong)size) <= 0x1000)
         {
             ulong pa = ToPhysical(va, Access.Read);
@@ -190,6 +223,7 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void WriteSlow(ulong va, int size, ulong v)
     {
+        if (Seams.Points && Tso is { } sb) { WriteTso(va, size, v, sb); return; }
         if (((va & 0xFFF) + (ulong)size) <= 0x1000)
         {
             WritePhys(ToPhysical(va, Access.Write), size, v);
@@ -200,6 +234,68 @@ public unsafe partial class Vcpu
         int n1 = (int)(0x1000 - (va & 0xFFF));
         for (int i = 0; i < size; i++)
             WritePhys(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, (byte)(v >> (8 * i)));
+    }
+
+    // ---- TSO: every data access comes here (the fast paths see an empty TLB) ---------------------
+
+    /// <summary>The data TLB's translation, or a page walk (which fills it).</summary>
+    private ulong TranslateData(ulong va, Access access)
+    {
+        ref var e = ref (access == Access.Write ? dataW : dataR)[(int)(va >> 12) & TlbMask];
+        if (e.Tag == TagOf(va)) return (e.Ppn << 12) | (va & 0xFFF);
+        return ToPhysical(va, access);
+    }
+
+    private ulong ReadTso(ulong va, int size, StoreBuffer sb)
+    {
+        if (((va & 0xFFF) + (ulong)size) <= 0x1000)
+        {
+            ulong pa = TranslateData(va, Access.Read);
+            ulong v = ReadPhys(pa, size);
+            return Mem.InRam(pa, (ulong)size) ? sb.Forward(pa, size, v) : v;
+        }
+        ulong lo = TranslateData(va, Access.Read);
+        ulong hi = TranslateData((va | 0xFFF) + 1, Access.Read);
+        int n1 = (int)(0x1000 - (va & 0xFFF));
+        ulong r = 0;
+        for (int i = 0; i < size; i++)
+        {
+            ulong pa = i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1);
+            ulong b = ReadPhys(pa, 1);
+            if (Mem.InRam(pa)) b = sb.Forward(pa, 1, b);
+            r |= b << (8 * i);
+        }
+        return r;
+    }
+
+    private void WriteTso(ulong va, int size, ulong v, StoreBuffer sb)
+    {
+        if (((va & 0xFFF) + (ulong)size) <= 0x1000)
+        {
+            BufferStore(TranslateData(va, Access.Write), size, v, sb);
+            return;
+        }
+        // Both pages are translated before anything is buffered, so a fault leaves nothing half done.
+        ulong lo = TranslateData(va, Access.Write);
+        ulong hi = TranslateData((va | 0xFFF) + 1, Access.Write);
+        int n1 = (int)(0x1000 - (va & 0xFFF));
+        for (int i = 0; i < size; i++)
+            BufferStore(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, (byte)(v >> (8 * i)), sb);
+    }
+
+    private void BufferStore(ulong pa, int size, ulong v, StoreBuffer sb)
+    {
+        if (!Mem.InRam(pa, (ulong)size)) return;
+        // A store to a page with decoded code is not buffered: the buffer drains and the store goes
+        // to memory, so this vCPU's next fetch sees it (self-modifying code stays coherent on its
+        // own CPU, as the SDM requires); a stronger order than TSO, for stores nobody races on.
+        if (codeMap[pa >> 12] != 0)
+        {
+            sb.DrainAll();
+            WritePhys(pa, size, v);
+            return;
+        }
+        sb.Add(pa, size, v, Now);
     }
 
     internal ulong ReadPhys(ulong pa, int size)
@@ -230,6 +326,8 @@ public unsafe partial class Vcpu
     /// </summary>
     internal byte* HostForRmw(ulong va, int size)
     {
+        // A locked access drains the store buffer first (SDM vol. 3 9.2.2).
+        DrainStores();
         ulong pa = ToPhysical(va, Access.Write);
         if (((va & 0xFFF) + (ulong)size) > 0x1000) { ToPhysical((va | 0xFFF) + 1, Access.Write); return null; }
         if (!Mem.InRam(pa, (ulong)size)) return null;
@@ -300,8 +398,8 @@ public unsafe partial class Vcpu
         int i = (int)(va >> 12) & TlbMask;
         ulong tag = TagOf(va);
         long addend = (long)(ram + (ppn << 12)) - (long)(va & ~0xFFFUL);
-        tlbR[i] = new TlbEntry { Tag = tag, Addend = addend, Ppn = ppn };
-        if (canWrite && dirty) tlbW[i] = new TlbEntry { Tag = tag, Addend = addend, Ppn = ppn };
+        dataR[i] = new TlbEntry { Tag = tag, Addend = addend, Ppn = ppn };
+        if (canWrite && dirty) dataW[i] = new TlbEntry { Tag = tag, Addend = addend, Ppn = ppn };
         if (canExec) tlbX[i] = new TlbEntry { Tag = tag, Addend = addend, Ppn = ppn };
     }
 

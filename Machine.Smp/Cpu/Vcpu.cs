@@ -124,6 +124,13 @@ public sealed unsafe partial class Vcpu : IDisposable
     // throws, to find the faulting instruction (the hot loop keeps no EH-visible state of its own).
     private Insn* curInsn, blockStart;
 
+    /// <summary>
+    /// Guest time at the instruction executing now (between instructions: <see cref="Retired"/>).
+    /// Retired itself advances once per block; this counts the block's instructions before the
+    /// current one too.
+    /// </summary>
+    public long Now => curInsn != null ? S->Retired + (curInsn - blockStart) : S->Retired;
+
     /// <summary>The address of the instruction executing now (for reports), or RIP between instructions.</summary>
     public ulong CurrentRip => curInsn != null ? curInsn->Ip : S->Rip;
 

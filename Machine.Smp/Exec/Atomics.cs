@@ -37,6 +37,7 @@ internal static unsafe class Atomics
             {
                 ulong o = c.Read(ea, log);
                 c.Write(ea, log, f(c, ref x, o, operand));
+                c.DrainStores(); // the locked store is not buffered
                 return o;
             }
         }
@@ -125,7 +126,7 @@ internal static unsafe class Atomics
         ulong desired = (uint)c.S->Gpr[Reg.Rbx] | (ulong)(uint)c.S->Gpr[Reg.Rcx] << 32;
         byte* p = c.HostForRmw(ea, 8);
         ulong old;
-        if (p == null) lock (c.Machine.SplitLock) { old = c.Read64(ea); c.Write64(ea, old == expected ? desired : old); }
+        if (p == null) lock (c.Machine.SplitLock) { old = c.Read64(ea); c.Write64(ea, old == expected ? desired : old); c.DrainStores(); }
         else { old = Interlocked.CompareExchange(ref *(ulong*)p, desired, expected); c.AfterHostWrite(p); }
         bool eq = old == expected;
         c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
@@ -151,6 +152,7 @@ internal static unsafe class Atomics
             old = new UInt128(hi, lo);
             if (old == expected) { c.Write64(ea, (ulong)desired); c.Write64(ea + 8, (ulong)(desired >> 64)); }
             else { c.Write64(ea, lo); c.Write64(ea + 8, hi); }
+            c.DrainStores();
         }
         bool eq = old == expected;
         c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);

@@ -63,6 +63,7 @@ internal static unsafe partial class SystemOps
             case 8: break; // TPR: priorities are not modelled
             default: throw GuestFault.Ud();
         }
+        c.DrainStores(); // serializing
     }
 
     private static void MovFromCr(Vcpu c, ref Insn x)
@@ -123,7 +124,12 @@ internal static unsafe partial class SystemOps
     {
         RequireCpl0(c);
         c.FlushTlbPage(c.Ea(ref x));
+        c.DrainStores(); // serializing
     }
 
-    private static void Wbinvd(Vcpu c, ref Insn x) => RequireCpl0(c);
+    private static void Wbinvd(Vcpu c, ref Insn x)
+    {
+        RequireCpl0(c);
+        c.DrainStores(); // serializing
+    }
 }

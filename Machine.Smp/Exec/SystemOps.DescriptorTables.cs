@@ -7,8 +7,9 @@ internal static unsafe partial class SystemOps
 {
     // ---- descriptor tables --------------------------------------------------------------------
 
-    private static void Lgdt(Vcpu c, ref Insn x) => (c.S->GdtLimit, c.S->GdtBase) = PseudoDescriptor(c, ref x);
-    private static void Lidt(Vcpu c, ref Insn x) => (c.S->IdtLimit, c.S->IdtBase) = PseudoDescriptor(c, ref x);
+    // lgdt, lidt, ltr and lldt are serializing: the store buffer drains.
+    private static void Lgdt(Vcpu c, ref Insn x) { (c.S->GdtLimit, c.S->GdtBase) = PseudoDescriptor(c, ref x); c.DrainStores(); }
+    private static void Lidt(Vcpu c, ref Insn x) { (c.S->IdtLimit, c.S->IdtBase) = PseudoDescriptor(c, ref x); c.DrainStores(); }
 
     /// <summary>The 10-byte limit:base operand of lgdt/lidt (CPL 0 only).</summary>
     private static (uint Limit, ulong Base) PseudoDescriptor(Vcpu c, ref Insn x)
@@ -40,6 +41,7 @@ internal static unsafe partial class SystemOps
         if (((lo >> 55) & 1) != 0) limit = (limit << 12) | 0xFFF;
         c.Write64(s->GdtBase + index, lo | (0x2UL << 40)); // busy
         s->Tr = sel; s->TrBase = b; s->TrLimit = limit;
+        c.DrainStores();
     }
 
     private static void Str(Vcpu c, ref Insn x)
@@ -54,5 +56,6 @@ internal static unsafe partial class SystemOps
         ushort sel = Selector(c, ref x);
         if ((sel & 0xFFFC) != 0) throw new MachineStop(StopReason.Unsupported, $"lldt with a non-null selector 0x{sel:x} at rip 0x{x.Ip:x}: LDTs are not supported");
         c.S->Ldtr = 0;
+        c.DrainStores();
     }
 }

@@ -12,6 +12,9 @@ internal static unsafe partial class SystemOps
     {
         RequireCpl0(c);
         c.Point(PointKind.Halt, x.Ip);
+        // A halted CPU's store buffer drains while it sleeps; here it has drained by the time it
+        // halts (the control may already have drained it store by store at the point).
+        c.DrainStores();
         c.S->Halted = 1;
         c.RequestService();
     }

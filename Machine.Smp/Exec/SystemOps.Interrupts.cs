@@ -25,6 +25,7 @@ internal static unsafe partial class SystemOps
         s->Gpr[Reg.Rsp] = rsp;
         s->Rip = rip;
         c.Cpl = newCpl;
+        c.DrainStores(); // serializing
     }
 
     /// <summary>lret: same-privilege far return, used by kernels to reload CS after lgdt.</summary>

@@ -27,12 +27,14 @@ internal static unsafe partial class SystemOps
     private static void In(Vcpu c, ref Insn x)
     {
         RequireIopl(c);
+        c.DrainStores(); // I/O instructions are not reordered with loads or stores
         c.SetReg(Reg.Rax, x.SizeLog, c.Machine.PortIn(c, Port(c, ref x), x.Size));
     }
 
     private static void Out(Vcpu c, ref Insn x)
     {
         RequireIopl(c);
+        c.DrainStores();
         c.Machine.PortOut(c, Port(c, ref x), x.Size, c.GetReg(Reg.Rax, x.SizeLog));
         c.RequestService();
     }
@@ -42,6 +44,7 @@ internal static unsafe partial class SystemOps
     private static void Vmcall(Vcpu c, ref Insn x)
     {
         if (c.Machine.Agents.Vmcall.Length == 0 || c.S->Cpl != 0) throw GuestFault.Ud();
+        c.DrainStores(); // a VM exit is serializing: the host agent sees this vCPU's stores in memory
         c.S->Rip = x.NextIp; // the call-out may redirect execution by setting RIP
         if (!c.Machine.HandleVmcall(c)) { c.S->Rip = x.Ip; throw GuestFault.Ud(); }
         c.RequestService();

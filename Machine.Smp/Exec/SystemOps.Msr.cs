@@ -20,7 +20,12 @@ internal static unsafe partial class SystemOps
     {
         RequireCpl0(c);
         var s = c.S;
-        c.WriteMsr((uint)s->Gpr[Reg.Rcx], (uint)s->Gpr[Reg.Rax] | (s->Gpr[Reg.Rdx] << 32));
+        uint msr = (uint)s->Gpr[Reg.Rcx];
+        // wrmsr is serializing except to the x2APIC registers and IA32_TSC_DEADLINE (SDM vol. 3
+        // 9.3): an IPI sent through the ICR may overtake the sender's buffered stores, which is why
+        // Linux puts mfence before it (weak_wrmsr_fence).
+        if (msr is not (>= 0x800 and <= 0x8FF or 0x6E0)) c.DrainStores();
+        c.WriteMsr(msr, (uint)s->Gpr[Reg.Rax] | (s->Gpr[Reg.Rdx] << 32));
         c.RequestService();
     }
 
@@ -44,7 +49,14 @@ internal static unsafe partial class SystemOps
         var s = c.S;
         var (a, b, cc, d) = CpuidTable.Leaf(c, (uint)s->Gpr[Reg.Rax], (uint)s->Gpr[Reg.Rcx]);
         s->Gpr[Reg.Rax] = a; s->Gpr[Reg.Rbx] = b; s->Gpr[Reg.Rcx] = cc; s->Gpr[Reg.Rdx] = d;
+        c.DrainStores(); // serializing
     }
 
-    private static void Mfence(Vcpu c, ref Insn x) => Interlocked.MemoryBarrier();
+    // lfence and sfence need nothing under TSO: loads are not reordered with loads, nor stores with
+    // stores (write-back memory; non-temporal stores are ordinary stores here).
+    private static void Mfence(Vcpu c, ref Insn x)
+    {
+        Interlocked.MemoryBarrier();
+        c.DrainStores();
+    }
 }
