@@ -113,6 +113,12 @@ public sealed class Machine : IDisposable
 
     public BootState BootState => boot;
 
+    /// <summary>
+    /// The data-access observer (a race detector), or null. Consulted only when the scheduling
+    /// points are on; set it before the machine runs.
+    /// </summary>
+    public AccessObserver? Observer { get; set; }
+
     public bool Stopping => stopping;
 
     /// <summary>
@@ -188,8 +194,12 @@ public sealed class Machine : IDisposable
         foreach (var a in Agents.BlockDecoded) a.BlockDecoded(v, rip, physical);
     }
 
+    // Under TSO a host agent runs as a VM exit would: the vCPU's store buffer drains first, so what
+    // the agent reads and writes in guest memory is ordered after the vCPU's earlier stores (a later
+    // drain would otherwise overwrite the agent's write). vmcall and world-stop parking drain too.
     internal void EventDelivering(Vcpu v, int vector, bool raisedByInstruction, ulong frameRip)
     {
+        v.DrainStores();
         foreach (var a in Agents.EventDelivering) a.EventDelivering(v, vector, raisedByInstruction, frameRip);
     }
 
@@ -227,6 +237,7 @@ public sealed class Machine : IDisposable
             HostEventAt = hostEvents.Count == 0 ? long.MaxValue : hostEvents.Min(e => e.At);
         }
         if (due.Count > 1) due.Sort((p, q) => p.At.CompareTo(q.At));
+        v.DrainStores();
         foreach (var (agent, _) in due)
         {
             agent.HostEvent(v);
@@ -431,17 +442,21 @@ public sealed class Machine : IDisposable
             switch (mode)
             {
                 case 0: case 1: // fixed, lowest priority (delivered as fixed)
-                    if (vector >= 16) Vcpus[i].Post(vector);
+                    if (vector >= 16)
+                    {
+                        if (Seams.Points && Observer is { } o) o.IpiSent(from, i, vector);
+                        Vcpus[i].Post(vector);
+                    }
                     break;
                 case 6:
-                    StartAp(i);
+                    StartAp(from, i);
                     break;
                 // INIT (5) and the other modes are accepted and ignored.
             }
         }
     }
 
-    private void StartAp(int index)
+    private void StartAp(Vcpu from, int index)
     {
         var v = Vcpus[index];
         lock (v) // concurrent start-up IPIs to the same AP: only the first starts it
@@ -453,6 +468,7 @@ public sealed class Machine : IDisposable
             v.Rip = StartRip(v, rip);
             v.Started = true;
         }
+        if (Seams.Points && Observer is { } o) o.ApStarted(from, v);
         Control.StartVcpu(this, v);
     }
 

@@ -52,12 +52,14 @@ internal static class ExploreCommand
         var snapshotAt = new Option<long?>("--snapshot-at") { Description = "kernel: start every iteration from a snapshot taken natively when vCPU 0 has retired N instructions (the DBT switches on there)" };
         var snapshotMarker = new Option<string?>("--snapshot-marker") { Description = "kernel: the same, at the first console output containing TEXT (e.g. \"selftest: kernel ok\": the workloads start next)" };
         var delay = new Option<int?>("--delay-bound") { Description = "interrupt arrival: Coyote picks a delay in [0, N) instructions (default 64)" };
+        var tso = new Option<bool>("--tso") { Description = "kernel, kernel-selftest: x86-TSO memory (a store buffer per vCPU; Coyote chooses when each store drains; docs/tso.md)" };
+        var races = new Option<bool>("--races") { Description = "kernel, kernel-selftest: report data races (happens-before, KCSAN's form) as bugs, even when the run goes right" };
         var coverage = new Option<FileInfo?>("--coverage") { Description = "write the exploration's coverage (conflicting access pairs, interrupts by region and offset, points per execution) as JSON" };
         var shard = new Option<string?>("--shard") { Description = "run shard i of N (i/N): N shards with the same options together explore exactly the iterations of one run of N x --iterations; each writes shard-i-of-N.json to --traces" };
         var merge = new Option<DirectoryInfo?>("--merge") { Description = "merge the shard results under DIR (searched recursively) and print the whole exploration's summary" };
         var cmd = new Command("explore", "explore a scenario's interleavings and interrupt timings under Coyote; a bug is saved as a replayable trace (docs/verification.md)")
         {
-            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, rules, rule, workload, kernel, program, programs, flushes, cacheKiB, onAt, snapshotAt, snapshotMarker, delay, shard, merge, coverage,
+            scenario, list, iterations, seed, strategy, bound, maxSteps, budget, traces, vcpus, dbt, planted, prof, client, rules, rule, workload, kernel, program, programs, flushes, cacheKiB, onAt, snapshotAt, snapshotMarker, delay, tso, races, shard, merge, coverage,
         };
         cmd.SetAction((r, ct) =>
         {
@@ -65,7 +67,7 @@ internal static class ExploreCommand
             var args = new ScenarioArgs
             {
                 Vcpus = r.GetValue(vcpus), Dbt = r.GetValue(dbt), Planted = r.GetValue(planted), Prof = r.GetValue(prof), Clients = Split(r.GetValue(client)), Rules = (r.GetValue(rules) ?? []).Select(f => f.FullName).ToArray(), RuleOverrides = Split(r.GetValue(rule)),
-                Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), Flushes = r.GetValue(flushes), CacheKiB = r.GetValue(cacheKiB), OnAt = r.GetValue(onAt), SnapshotAt = r.GetValue(snapshotAt), SnapshotMarker = r.GetValue(snapshotMarker), DelayBound = r.GetValue(delay),
+                Workloads = Split(r.GetValue(workload)), Kernel = r.GetValue(kernel)?.FullName, Program = r.GetValue(program), Programs = r.GetValue(programs), Flushes = r.GetValue(flushes), CacheKiB = r.GetValue(cacheKiB), OnAt = r.GetValue(onAt), SnapshotAt = r.GetValue(snapshotAt), SnapshotMarker = r.GetValue(snapshotMarker), DelayBound = r.GetValue(delay), Tso = r.GetValue(tso), Races = r.GetValue(races),
             };
             if (r.GetValue(merge) is { } dir) return Task.FromResult(Merge(dir, r.GetValue(scenario)));
             return Task.FromResult(Explore(r.GetValue(scenario), r.GetValue(list), args, r.GetValue(iterations), r.GetValue(seed), r.GetValue(strategy)!,
@@ -345,6 +347,8 @@ internal static class ExploreCommand
         if (a.SnapshotAt is { } sa) parts.Add($"--snapshot-at {sa}");
         if (a.SnapshotMarker is { } sm) parts.Add($"--snapshot-marker \"{sm}\"");
         if (a.DelayBound is { } b) parts.Add($"--delay-bound {b}");
+        if (a.Tso) parts.Add("--tso");
+        if (a.Races) parts.Add("--races");
         return string.Join(' ', parts);
     }
 

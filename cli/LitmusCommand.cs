@@ -82,7 +82,7 @@ internal static class LitmusCommand
                 else
                 {
                     mismatched++;
-                    Console.Error.WriteLine($"harness: {path}: verdict {result.Verdict}, herd says {want}");
+                    Console.Error.WriteLine($"harness: {path}: verdict {result.Verdict}, expected {want}");
                 }
             }
         }
@@ -93,7 +93,7 @@ internal static class LitmusCommand
             $"{counts.GetValueOrDefault(LitmusVerdict.Never)} Never, {counts.GetValueOrDefault(LitmusVerdict.Sometimes)} Sometimes, {counts.GetValueOrDefault(LitmusVerdict.Always)} Always; " +
             $"{secs:F1} s, {(secs > 0 ? ran / secs : 0):F1} tests/s");
         if (expected is not null)
-            Console.WriteLine($"litmus: verdicts: {matched} of {matched + mismatched} match herd's{(unknown > 0 ? $" ({unknown} tests not in {verdictFile!.Name})" : "")}");
+            Console.WriteLine($"litmus: verdicts: {matched} of {matched + mismatched} match {verdictFile!.Name}{(unknown > 0 ? $" ({unknown} tests not in {verdictFile!.Name})" : "")}");
         return bad > 0 ? 2 : mismatched > 0 ? 1 : 0;
     }
 

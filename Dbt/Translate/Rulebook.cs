@@ -34,11 +34,13 @@ internal static class Rulebook
     public static readonly Rule Rdmsr = new MsrRule(write: false);
     public static readonly Rule Lidt = new DescriptorTableRule(load: true);
     public static readonly Rule Sidt = new DescriptorTableRule(load: false);
+    public static readonly Rule PlantedUnlockedStackRmw = new PlantedUnlockedStackRmwRule();
 
     internal static IEnumerable<Rule> BuiltIn =>
     [
         Identity, IdentityEnd, DirectJmp, DirectJcc, CountedJcc, DirectCall, IndirectJmp, IndirectCall, Unsupported,
         Iretq, DrkIretq, FarReturn, Hypercall, NativeReturnCall, NativeReturnIndirectCall, NativeReturnRet, Wrmsr, Rdmsr, Lidt, Sidt,
+        PlantedUnlockedStackRmw,
     ];
 
     /// <summary>The exceptions to the flow-control table, in every configuration.</summary>

@@ -66,8 +66,12 @@ public sealed class RingZeroGuest
         A.hlt();
     }
 
-    /// <summary>Emits: fill AP n's mailbox (entry, its stack) and send it a start-up IPI (clobbers rax, rcx, rdx).</summary>
-    public void StartAp(int n, Label entry)
+    /// <summary>
+    /// Emits: fill AP n's mailbox (entry, its stack) and send it a start-up IPI (clobbers rax, rcx,
+    /// rdx). fence: an mfence before the IPI, which a guest run under the TSO memory model needs
+    /// (wrmsr to the x2APIC ICR does not drain the store buffer, so the AP could read a stale mailbox).
+    /// </summary>
+    public void StartAp(int n, Label entry, bool fence = false)
     {
         ulong mb = BootLayout.MailboxAddress(n);
         A.lea(rax, __[entry]);
@@ -75,6 +79,7 @@ public sealed class RingZeroGuest
         A.mov(rax, code + StackTopOffset + (ulong)n * ApStackStride);
         A.mov(__qword_ptr[mb + 8], rax);
         A.mov(__qword_ptr[mb + 16], 0);
+        if (fence) A.mfence();
         Wrmsr(MsrIcr, 0x600 | ((ulong)n << 32));
     }
 
@@ -83,7 +88,7 @@ public sealed class RingZeroGuest
     /// number): the BSP runs the <see cref="Prologue"/>, starts the APs, calls worker, waits for each
     /// AP's done flag and exits 0; each AP loads the IDT, calls worker, sets its done flag and parks.
     /// </summary>
-    public void EveryVcpuCalls(Label worker, int vcpus, Func<int, ulong> perCpu)
+    public void EveryVcpuCalls(Label worker, int vcpus, Func<int, ulong> perCpu, bool fence = false)
     {
         ulong DoneFlag(int n) => code + DataOffset + (ulong)n * DoneFlagStride;
         var aps = new Label[vcpus];
@@ -91,7 +96,7 @@ public sealed class RingZeroGuest
         for (int n = 1; n < vcpus; n++)
         {
             aps[n] = A.CreateLabel($"ap{n}");
-            StartAp(n, aps[n]);
+            StartAp(n, aps[n], fence);
         }
         A.mov(r15, perCpu(0));
         A.call(worker);

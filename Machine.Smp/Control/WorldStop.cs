@@ -170,6 +170,9 @@ public sealed class WorldStop
         var r = requester;
         if (r is null || r == v) return false;
         if (!machine.AtSafePoint(v)) { v.RequestService(); return false; }
+        // A parked vCPU's stores are in memory before the requester changes anything (the stop is
+        // an IPI whose handler synchronizes with locked operations on real hardware).
+        v.DrainStores();
         if (machine.Control.ControlledWaits)
         {
             lock (gate) if (requester is null || requester == v) return false;

@@ -290,6 +290,7 @@ public sealed unsafe partial class Vcpu : IDisposable
                 Apic.Acknowledge(vector);
                 S->Halted = 0;
                 InterruptsDelivered++;
+                if (Seams.Points && Machine.Observer is { } o) o.InterruptDelivered(this, vector);
                 try { DeliverEvent(vector, EventKind.External, 0, S->Rip); }
                 catch (GuestFault g)
                 {

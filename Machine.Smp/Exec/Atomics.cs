@@ -38,6 +38,7 @@ internal static unsafe class Atomics
                 ulong o = c.Read(ea, log);
                 c.Write(ea, log, f(c, ref x, o, operand));
                 c.DrainStores(); // the locked store is not buffered
+                if (Seams.Points) c.Machine.Observer?.Access(c, ea, 1 << log, AccessKind.Atomic, o);
                 return o;
             }
         }
@@ -62,6 +63,7 @@ internal static unsafe class Atomics
             if (ok)
             {
                 c.AfterHostWrite(p);
+                if (Seams.Points) c.Machine.Observer?.Access(c, ea, 1 << log, AccessKind.Atomic, old);
                 return old;
             }
             c.RestoreFlags(flags);
@@ -129,6 +131,7 @@ internal static unsafe class Atomics
         if (p == null) lock (c.Machine.SplitLock) { old = c.Read64(ea); c.Write64(ea, old == expected ? desired : old); c.DrainStores(); }
         else { old = Interlocked.CompareExchange(ref *(ulong*)p, desired, expected); c.AfterHostWrite(p); }
         bool eq = old == expected;
+        if (Seams.Points) c.Machine.Observer?.Access(c, ea, 8, AccessKind.Atomic, old);
         c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
         if (!eq) { c.S->Gpr[Reg.Rax] = (uint)old; c.S->Gpr[Reg.Rdx] = old >> 32; }
     }
@@ -155,6 +158,7 @@ internal static unsafe class Atomics
             c.DrainStores();
         }
         bool eq = old == expected;
+        if (Seams.Points) c.Machine.Observer?.Access(c, ea, 16, AccessKind.Atomic, (ulong)old);
         c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
         if (!eq) { s->Gpr[Reg.Rax] = (ulong)old; s->Gpr[Reg.Rdx] = (ulong)(old >> 64); }
     }

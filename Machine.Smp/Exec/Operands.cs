@@ -47,8 +47,11 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ulong Load(ulong ea, int sizeLog)
     {
-        if (Seams.Points) Control.Point(this, PointKind.Load, ea);
-        return Read(ea, sizeLog);
+        if (!Seams.Points) return Read(ea, sizeLog);
+        Control.Point(this, PointKind.Load, ea);
+        ulong v = Read(ea, sizeLog);
+        Machine.Observer?.Access(this, ea, 1 << sizeLog, AccessKind.Read, v);
+        return v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -56,6 +59,7 @@ public unsafe partial class Vcpu
     {
         if (Seams.Points) Control.Point(this, PointKind.Store, ea);
         Write(ea, sizeLog, v);
+        if (Seams.Points) Machine.Observer?.Access(this, ea, 1 << sizeLog, AccessKind.Write, v);
     }
 
     // Stack accesses of the running thread: no scheduling point (policy: the stack is the thread's

@@ -68,8 +68,11 @@ internal static class Data
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Load<Z>(Vcpu c, ulong ea) where Z : struct, ISize
     {
-        if (Seams.Points) c.Control.Point(c, PointKind.Load, ea);
-        return Z.Read(c, ea);
+        if (!Seams.Points) return Z.Read(c, ea);
+        c.Control.Point(c, PointKind.Load, ea);
+        ulong v = Z.Read(c, ea);
+        c.Machine.Observer?.Access(c, ea, 1 << Z.Log, AccessKind.Read, v);
+        return v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -77,5 +80,6 @@ internal static class Data
     {
         if (Seams.Points) c.Control.Point(c, PointKind.Store, ea);
         Z.Write(c, ea, v);
+        if (Seams.Points) c.Machine.Observer?.Access(c, ea, 1 << Z.Log, AccessKind.Write, v);
     }
 }

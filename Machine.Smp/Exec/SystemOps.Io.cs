@@ -1,3 +1,4 @@
+using Harness.Smp.Control;
 using Harness.Smp.Cpu;
 using Harness.Smp.Decode;
 using Iced.Intel;
@@ -47,6 +48,7 @@ internal static unsafe partial class SystemOps
         c.DrainStores(); // a VM exit is serializing: the host agent sees this vCPU's stores in memory
         c.S->Rip = x.NextIp; // the call-out may redirect execution by setting RIP
         if (!c.Machine.HandleVmcall(c)) { c.S->Rip = x.Ip; throw GuestFault.Ud(); }
+        if (Seams.Points) c.Machine.Observer?.HostCall(c);
         c.RequestService();
     }
 }

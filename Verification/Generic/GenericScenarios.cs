@@ -4,6 +4,7 @@ using Harness.Dbt;
 using Harness.Smp;
 using Harness.Smp.Control;
 using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 using Harness.Properties.Generators;
 using Harness.Properties.Run;
 
@@ -36,6 +37,8 @@ public sealed record KernelScenarioSpec
     public string? SnapshotMarker { get; init; }
     public long MaxInstructions { get; init; } = 400_000_000;
     public CoyoteOptions Control { get; init; } = new();
+    /// <summary>Sc, or Tso: store buffers Coyote drains (the native reference run stays sequentially consistent).</summary>
+    public MemoryModel MemoryModel { get; init; } = MemoryModel.Sc;
 
     public string CommandLine => "run=" + string.Join(',', Workloads);
 }
@@ -131,11 +134,11 @@ public static class GenericScenarios
         var counters = new ScenarioCounters();
         var coverage = new Coverage { PreciseInterrupts = spec.Dbt == "drk" };
         CoyoteControl? control = null;
-        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")})",
+        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")}{(spec.MemoryModel == MemoryModel.Tso ? ", TSO" : "")})",
             ctx =>
             {
                 var m = new Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
-                    commandLine: spec.CommandLine));
+                    commandLine: spec.CommandLine, memoryModel: spec.MemoryModel));
                 m.LoadElf(image, name);
                 if (snapshot is not null) m.Restore(snapshot);
                 dbt = null;

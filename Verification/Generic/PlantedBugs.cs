@@ -29,6 +29,9 @@ public static class PlantedBugs
             o => o with { PlantedRecoveryOffByOne = true }, Property: "switch-equals-native"),
         new("level2-move-to-front-with-interrupts", "the level-2 jumptable routine moves a hit to the front of its group with the native IF (an interrupt sees the group half swapped)",
             o => o with { PlantedLevel2MoveToFrontWithInterrupts = true }, Configuration: "no-callret", Property: "flush-equals-fresh"),
+        new("stack-fence-unlocked", "a locked RMW on the stack is copied without its lock prefix (\"the stack is private\"): gcc's full fence is lock or $0,(%rsp), so every " +
+            "__atomic_thread_fence is gone; harmless under SC, under TSO (explore kernel --tso) the AP mailbox stores can trail the start-up IPI",
+            o => o with { RuleOverrides = new Dictionary<Iced.Intel.Mnemonic, string>(o.RuleOverrides) { [Iced.Intel.Mnemonic.Or] = "planted-unlocked-stack-rmw" } }),
         new("flush-skips-one-vcpu", "switchoff does not map the last other vCPU's parked state to native: it resumes in the wiped cache",
             o => o with { PlantedFlushSkipsOneVcpu = true }, Property: "flush-equals-fresh"),
     ];

@@ -39,6 +39,10 @@ public sealed record ScenarioArgs
     public string? SnapshotMarker { get; init; }
     /// <summary>Interrupt arrival: a delay in [0, this) instructions, chosen by Coyote.</summary>
     public int? DelayBound { get; init; }
+    /// <summary>The x86-TSO memory model: a store buffer per vCPU, drained when Coyote chooses (docs/tso.md).</summary>
+    public bool Tso { get; init; }
+    /// <summary>The happens-before data-race detector: a race is a failure, even when the run went right (docs/tso.md).</summary>
+    public bool Races { get; init; }
 }
 
 /// <summary>A scenario the tool can explore by name: what it is, which options it takes, how it is made.</summary>
@@ -50,7 +54,7 @@ public sealed record ScenarioEntry(string Name, string Description, bool Generic
 /// </summary>
 public static class ScenarioRegistry
 {
-    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound"];
+    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound", "tso"];
     private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "program", "programs", "flushes", "delay-bound"];
 
     public static readonly IReadOnlyList<ScenarioEntry> All =
@@ -70,7 +74,7 @@ public static class ScenarioRegistry
         Bespoke("tx-nextpc-no-restore", "the tx-nextpc guest with iretq not restoring tx-nextpc-loc (planted)", _ => DbtScenarios.TxNextPcRestore(noRestore: true)),
         Bespoke("tx-nextpc-restore", "the tx-nextpc guest with the correct iretq", _ => DbtScenarios.TxNextPcRestore(noRestore: false)),
         new("kernel-selftest", "the guest kernel's self-test natively (--kernel kernel-broken-spinlock.elf plants a spinlock bug the kernel's own ASSERT catches)",
-            Generic: false, ["kernel", "vcpus"], a => MachineScenarios.KernelSelftest(Required(a.Kernel, "kernel-selftest", "--kernel"), a.Vcpus ?? 2)),
+            Generic: false, ["kernel", "vcpus", "tso", "races"], a => MachineScenarios.KernelSelftest(Required(a.Kernel, "kernel-selftest", "--kernel"), a.Vcpus ?? 2, memoryModel: Model(a), races: a.Races)),
     ];
 
     private static ScenarioEntry Bespoke(string name, string description, Func<ScenarioArgs, Scenario> make) => new(name, description, Generic: false, [], make);
@@ -106,7 +110,11 @@ public static class ScenarioRegistry
         if (a.SnapshotAt is not null) yield return "snapshot-at";
         if (a.SnapshotMarker is not null) yield return "snapshot-marker";
         if (a.DelayBound is not null) yield return "delay-bound";
+        if (a.Tso) yield return "tso";
+        if (a.Races) yield return "races";
     }
+
+    private static Harness.Smp.Memory.MemoryModel Model(ScenarioArgs a) => a.Tso ? Harness.Smp.Memory.MemoryModel.Tso : Harness.Smp.Memory.MemoryModel.Sc;
 
     private static string Required(string? value, string scenario, string option) =>
         value ?? throw new ArgumentException($"scenario {scenario} needs {option}");
@@ -178,6 +186,7 @@ public static class ScenarioRegistry
             SnapshotAt = a.SnapshotAt,
             SnapshotMarker = a.SnapshotMarker,
             Control = Control(a),
+            MemoryModel = Model(a),
         });
     }
 

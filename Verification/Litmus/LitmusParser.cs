@@ -140,7 +140,12 @@ public static class LitmusParser
             if (condText.Length == 0) condLine = i;
             condText.Append(lines[i]).Append('\n');
         }
-        if (condText.Length == 0) throw Err(Math.Min(i, lines.Length - 1), 0, "no final condition (exists, ~exists or forall)");
+        if (condText.Length == 0)
+        {
+            int last = lines.Length - 1;
+            while (last > 0 && lines[last].Trim().Length == 0) last--;
+            throw Err(last, 0, "no final condition (exists, ~exists or forall) after the thread columns");
+        }
         var condition = ParseCondition(condText.ToString(), condLine, file, locations, defaultSize);
 
         // Locations used only in code or only in the condition exist too (herd declares them implicitly).

@@ -127,7 +127,7 @@ public static class LitmusRunner
     {
         Check(test);
         var sw = Stopwatch.StartNew();
-        using var m = new Machine(Options(test, new StepControl(), model));
+        using var m = new Machine(Options(test, new HostStepped(), model));
         WriteLocations(m, test);
         int n = test.Threads.Count;
         var code = new LitmusAssembler.Code[n];
@@ -247,15 +247,6 @@ public static class LitmusRunner
             foreach (var x in a) h.Add(x);
             return h.ToHashCode();
         }
-    }
-
-    /// <summary>The exhaustive search steps the vCPUs itself: no scheduling decisions, no drains at points.</summary>
-    private sealed class StepControl : ExecutionControl
-    {
-        public override string Name => "litmus-step";
-        public override bool SingleThreaded => true;
-        public override void Run(Machine machine) => throw new InvalidOperationException("the litmus search steps the vCPUs itself");
-        public override void StartVcpu(Machine machine, Vcpu vcpu) { }
     }
 
     // ---- sampling under Coyote ------------------------------------------------------------------

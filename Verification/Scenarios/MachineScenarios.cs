@@ -1,6 +1,7 @@
 using Harness.Smp;
 using Harness.Smp.Boot;
 using Harness.Smp.Cpu;
+using Harness.Smp.Memory;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
@@ -187,7 +188,7 @@ public static class MachineScenarios
     /// file fails here and not inside an exploration.
     /// </summary>
     public static Scenario KernelSelftest(string imagePath, int vcpus = 2, string commandLine = "selftest=1 run=",
-        bool kernelDataPointsOnly = true, long slice = 1000)
+        bool kernelDataPointsOnly = true, long slice = 1000, MemoryModel memoryModel = MemoryModel.Sc, bool races = false)
     {
         byte[] image = File.ReadAllBytes(imagePath);
         string name = Path.GetFileNameWithoutExtension(imagePath);
@@ -198,16 +199,27 @@ public static class MachineScenarios
             if (data.Length != 1) throw new InvalidOperationException($"{imagePath}: expected one writable segment, found {data.Length}");
             filter = PointFilters.SharedRange(data[0].VirtAddr, data[0].VirtAddr + data[0].MemSize);
         }
-        return new Scenario($"{name}-selftest-{vcpus}cpu",
+        var symbols = Harness.Dbt.Kernel.KernelImage.FromElf(image, imagePath);
+        var symbolize = Generic.Symbolizer.For(symbols);
+        var intended = races ? Races.IntendedRaces.For(symbols, image) : null;
+        Races.RaceDetector? detector = null;
+        return new Scenario($"{name}-selftest-{vcpus}cpu{(memoryModel == MemoryModel.Tso ? "-tso" : "")}{(races ? "-races" : "")}",
             ctx =>
             {
                 var m = new Machine(ctx.Options(vcpus, maxInstructions: 200_000_000, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
-                    commandLine: commandLine));
+                    commandLine: commandLine, memoryModel: memoryModel));
                 m.LoadElf(image, name);
+                if (races) detector = new Races.RaceDetector(m, intended);
                 return m;
             },
             run =>
             {
+                if (detector is { Races.Count: > 0 } d)
+                {
+                    bool wentRight = run.Result.Reason == StopReason.Exited && run.Result.ExitStatus == 0 && !run.Console.Contains("panic");
+                    Verify.Fail(Races.RaceDetector.Summary(d.Races, symbolize) +
+                        (wentRight ? "\n(the run itself went right: exit 0, no panic)" : $"\n(the run also went wrong: {run.Result.Reason}: {run.Result.Message})"));
+                }
                 var panic = run.Console.Split('\n').FirstOrDefault(l => l.Contains("panic"));
                 Verify.That(panic is null, $"kernel panic: {panic}");
                 run.ExpectExit(0);

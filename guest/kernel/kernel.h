@@ -328,6 +328,18 @@ void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprintk(const char *fmt, __builtin_va_list ap);
 __attribute__((noreturn)) void panic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn)) void machine_exit(u32 status);
+/* Intended data races, as KCSAN's annotations: the harness's race detector (harness explore
+ * --races) leaves them out. __data_racy marks a variable every access of which may race (it goes to
+ * .data.racy, between __data_racy_start and __data_racy_end). RACY_READ(x) is one load of x that may
+ * race with a writer (a hint re-checked under a lock, a debug check): the load's address is
+ * recorded in .racy_pcs, between __racy_pcs_start and __racy_pcs_end. */
+#define __data_racy __attribute__((section(".data.racy")))
+#define RACY_READ(x) ({                                                                          \
+        __typeof__(x) __racy_v;                                                                  \
+        __asm__ volatile("1: mov %1, %0\n\t.pushsection .racy_pcs, \"a\"\n\t.balign 8\n\t.quad 1b\n\t" \
+                         ".popsection" : "=r"(__racy_v) : "m"(x));                               \
+        __racy_v; })
+
 #define ASSERT(c) do { if (__builtin_expect(!(c), 0)) \
     panic("ASSERT failed: %s (%s:%d)", #c, __FILE__, __LINE__); } while (0)
 

@@ -64,7 +64,8 @@ void spin_lock(struct spinlock *l)
     u64 f = irq_save();
     struct thread *me = current();
     me->preempt_count++;
-    if (l->locked && l->owner == me)
+    /* A debug check: only this thread can have stored me there, so a racy read is exact. */
+    if (l->locked && RACY_READ(l->owner) == me)
         panic("spinlock %s: recursive acquire", l->name);
     while (!raw_try(l)) {
         while (l->locked)
@@ -169,7 +170,7 @@ static struct thread *pick_next(struct percpu *c)
      * CPUs stealing from each other never deadlock. */
     for (u32 k = 1; k < ncpus; k++) {
         struct percpu *o = &cpus[(c->cpu_id + k) % ncpus];
-        if (!o->online || o->rq.count == 0)
+        if (!RACY_READ(o->online) || RACY_READ(o->rq.count) == 0) /* a hint: re-checked under the lock */
             continue;
         if (!spin_trylock(&o->rq.lock))
             continue;
@@ -181,12 +182,13 @@ static struct thread *pick_next(struct percpu *c)
     return NULL;
 }
 
+/* A hint read without the run-queue locks: schedule() re-checks under them. */
 static int work_available(struct percpu *c)
 {
-    if (c->rq.count)
+    if (RACY_READ(c->rq.count))
         return 1;
     for (u32 k = 0; k < ncpus; k++)
-        if (cpus[k].online && cpus[k].rq.count)
+        if (RACY_READ(cpus[k].online) && RACY_READ(cpus[k].rq.count))
             return 1;
     return 0;
 }
@@ -328,11 +330,12 @@ struct thread *thread_create(void (*fn)(void *), void *arg, const char *name, st
 
 static int pick_idle_cpu(int preferred)
 {
-    if (preferred >= 0 && (u32)preferred < ncpus && cpus[preferred].online &&
-        cpus[preferred].current == cpus[preferred].idle)
+    /* Hints read without locks: a wrong guess costs a steal or an IPI, never correctness. */
+    if (preferred >= 0 && (u32)preferred < ncpus && RACY_READ(cpus[preferred].online) &&
+        RACY_READ(cpus[preferred].current) == cpus[preferred].idle)
         return preferred;
     for (u32 k = 0; k < ncpus; k++)
-        if (cpus[k].online && cpus[k].current == cpus[k].idle && cpus[k].rq.count == 0)
+        if (RACY_READ(cpus[k].online) && RACY_READ(cpus[k].current) == cpus[k].idle && RACY_READ(cpus[k].rq.count) == 0)
             return (int)k;
     return -1;
 }

@@ -156,6 +156,27 @@ public class GenericScenarioTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A translator bug that is wrong only under x86-TSO: the planted rule copies locked RMWs on the
+    /// stack without their lock prefix, which removes gcc's full fence (lock or $0,(%rsp)). The
+    /// generic kernel scenario with --tso finds it (an AP starts from a stale mailbox: its start-up
+    /// IPI overtook the buffered mailbox stores) and the trace replays; the same budget under SC
+    /// finds nothing, and the correct translator passes clean under TSO.
+    /// </summary>
+    [Fact]
+    public void TheKernelScenarioUnderTsoFindsADroppedFenceThatScCannotSee()
+    {
+        var tso = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Planted = "stack-fence-unlocked", Tso = true });
+        var r = checks.Explore(tso, ScenarioChecks.Options(4, maxSteps: 5_000_000));
+        checks.AssertFoundAndReplays(tso, r, "not a guest exit: vCPU 1"); // the AP: a triple fault or a far return to a garbage CS
+
+        var sc = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Planted = "stack-fence-unlocked" });
+        ScenarioChecks.AssertClean(checks.Explore(sc, ScenarioChecks.Options(4, maxSteps: 5_000_000)), 4);
+
+        var clean = ScenarioRegistry.Create("kernel", new ScenarioArgs { Kernel = KernelPath, Tso = true });
+        ScenarioChecks.AssertClean(checks.Explore(clean, ScenarioChecks.Options(2, maxSteps: 5_000_000)), 2);
+    }
+
+    /// <summary>
     /// Every iteration resumes a snapshot taken at the end of the boot self-test (the DBT switches
     /// on there, a world stop under Coyote): clean on the correct translator with the workload's
     /// results equal to the native run's, and a planted bug found and replayed from its trace (the
