@@ -96,13 +96,7 @@ public sealed class Machine : IDisposable
         ReservedBase = o.MemoryBytes - o.ReservedBytes;
         console = o.Console;
         MemoryModel = o.MemoryModel;
-        if (MemoryModel == MemoryModel.Tso)
-        {
-            if (Control is FreeRunning)
-                throw new ArgumentException("the TSO memory model needs a deterministic or Coyote control: free-running vCPUs already run on the host's own x86-TSO, which the machine does not control");
-            if (!Seams.Points)
-                throw new InvalidOperationException($"the TSO memory model drains store buffers at scheduling points: set the AppContext switch {Seams.PointsSwitch} before any machine type is used");
-        }
+        if (MemoryModel == MemoryModel.Tso) CheckTso(Control);
         if (o.CommandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~')))
             throw new ArgumentException($"the command line must be printable ASCII of at most {BootLayout.CommandLineMax} characters");
         boot = BootLayout.Write(Memory, o.Vcpus, ReservedBase, ReservedSize, o.CommandLine);
@@ -112,6 +106,17 @@ public sealed class Machine : IDisposable
     }
 
     public BootState BootState => boot;
+
+    // Not in the constructor: it is compiled before this class's static constructor has initialized
+    // Seams, so Seams.Points would not fold there (benchmarks/seams-codegen.sh compares the code).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void CheckTso(ExecutionControl control)
+    {
+        if (control is FreeRunning)
+            throw new ArgumentException("the TSO memory model needs a deterministic or Coyote control: free-running vCPUs already run on the host's own x86-TSO, which the machine does not control");
+        if (!Seams.Points)
+            throw new InvalidOperationException($"the TSO memory model drains store buffers at scheduling points: set the AppContext switch {Seams.PointsSwitch} before any machine type is used");
+    }
 
     /// <summary>
     /// The data-access observer (a race detector), or null. Consulted only when the scheduling

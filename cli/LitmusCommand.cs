@@ -55,6 +55,7 @@ internal static class LitmusCommand
         }
 
         int ran = 0, bad = 0, matched = 0, mismatched = 0, unknown = 0;
+        long explored = 0;
         var counts = new Dictionary<LitmusVerdict, int>();
         var sw = Stopwatch.StartNew();
         foreach (var path in paths)
@@ -73,6 +74,7 @@ internal static class LitmusCommand
                 continue;
             }
             ran++;
+            explored += result.Explored;
             counts[result.Verdict] = counts.GetValueOrDefault(result.Verdict) + 1;
             Console.Write(brief ? result.ObservationLine + "\n" : result.HerdText() + "\n");
             if (expected is not null)
@@ -91,7 +93,7 @@ internal static class LitmusCommand
         string how = iterations is { } k ? $"{k} Coyote iterations each (seed {seed})" : "exhaustive";
         Console.WriteLine($"litmus: {ran} tests run ({how}, {(model == MemoryModel.Tso ? "x86-TSO" : "SC")}), {bad} not run; " +
             $"{counts.GetValueOrDefault(LitmusVerdict.Never)} Never, {counts.GetValueOrDefault(LitmusVerdict.Sometimes)} Sometimes, {counts.GetValueOrDefault(LitmusVerdict.Always)} Always; " +
-            $"{secs:F1} s, {(secs > 0 ? ran / secs : 0):F1} tests/s");
+            $"{explored:N0} {(iterations is null ? "states" : "executions")}; {secs:F1} s, {(secs > 0 ? ran / secs : 0):F1} tests/s");
         if (expected is not null)
             Console.WriteLine($"litmus: verdicts: {matched} of {matched + mismatched} match {verdictFile!.Name}{(unknown > 0 ? $" ({unknown} tests not in {verdictFile!.Name})" : "")}");
         return bad > 0 ? 2 : mismatched > 0 ? 1 : 0;

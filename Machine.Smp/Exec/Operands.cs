@@ -57,9 +57,16 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Store(ulong ea, int sizeLog, ulong v)
     {
-        if (Seams.Points) Control.Point(this, PointKind.Store, ea);
+        // The write stays the last call, as in a build without seams (see Data.Store).
+        if (Seams.Points) { StoreAtPoint(ea, sizeLog, v); return; }
         Write(ea, sizeLog, v);
-        if (Seams.Points) Machine.Observer?.Access(this, ea, 1 << sizeLog, AccessKind.Write, v);
+    }
+
+    private void StoreAtPoint(ulong ea, int sizeLog, ulong v)
+    {
+        Control.Point(this, PointKind.Store, ea);
+        Write(ea, sizeLog, v);
+        Machine.Observer?.Access(this, ea, 1 << sizeLog, AccessKind.Write, v);
     }
 
     // Stack accesses of the running thread: no scheduling point (policy: the stack is the thread's

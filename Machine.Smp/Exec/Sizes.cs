@@ -78,8 +78,17 @@ internal static class Data
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store<Z>(Vcpu c, ulong ea, ulong v) where Z : struct, ISize
     {
-        if (Seams.Points) c.Control.Point(c, PointKind.Store, ea);
+        // The write stays the last call (a tail call, as in a build without seams): anything after
+        // it, even folded away, would change the free-running code (benchmarks/seams-codegen.sh).
+        if (Seams.Points) { StoreAtPoint<Z>(c, ea, v); return; }
         Z.Write(c, ea, v);
-        if (Seams.Points) c.Machine.Observer?.Access(c, ea, 1 << Z.Log, AccessKind.Write, v);
+    }
+
+    /// <summary>The controlled modes' store: the scheduling point before it, the access observer after.</summary>
+    private static void StoreAtPoint<Z>(Vcpu c, ulong ea, ulong v) where Z : struct, ISize
+    {
+        c.Control.Point(c, PointKind.Store, ea);
+        Z.Write(c, ea, v);
+        c.Machine.Observer?.Access(c, ea, 1 << Z.Log, AccessKind.Write, v);
     }
 }

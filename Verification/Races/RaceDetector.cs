@@ -21,15 +21,16 @@ public sealed record DataRace(RaceAccess Earlier, RaceAccess Later)
             return a.Rip != a.NativeRip ? $" {at} (native 0x{a.NativeRip:x}, code cache 0x{a.Rip:x})" : $" {at} (0x{a.Rip:x})";
         }
         string Fn(RaceAccess a) => symbolize?.Invoke(a.NativeRip) is { Length: > 0 } s ? s.Split('+')[0] : $"0x{a.NativeRip:x}";
+        string Target(RaceAccess a) => symbolize?.Invoke(a.Va) is { Length: > 0 } s ? $"0x{a.Va:x} ({s})" : $"0x{a.Va:x}";
         string Kind(RaceAccess a) => a.Kind == AccessKind.Read ? "read" : a.Kind == AccessKind.Write ? "write" : "read-write (locked)";
         var sb = new StringBuilder();
         sb.AppendLine("==================================================================");
         sb.AppendLine($"BUG: KCSAN: data-race in {Fn(Later)} / {Fn(Earlier)}");
         sb.AppendLine();
-        sb.AppendLine($"{Kind(Later)} to 0x{Later.Va:x} of {Later.Size} bytes by vCPU {Later.Vcpu}:");
+        sb.AppendLine($"{Kind(Later)} to {Target(Later)} of {Later.Size} bytes by vCPU {Later.Vcpu}:");
         sb.AppendLine(Where(Later));
         sb.AppendLine();
-        sb.AppendLine($"{Kind(Earlier)} to 0x{Earlier.Va:x} of {Earlier.Size} bytes by vCPU {Earlier.Vcpu}:");
+        sb.AppendLine($"{Kind(Earlier)} to {Target(Earlier)} of {Earlier.Size} bytes by vCPU {Earlier.Vcpu}:");
         sb.AppendLine(Where(Earlier));
         sb.AppendLine();
         sb.AppendLine($"values: vCPU {Earlier.Vcpu} {(Earlier.Kind == AccessKind.Read ? "read" : "wrote")} 0x{Earlier.Value:x}, vCPU {Later.Vcpu} {(Later.Kind == AccessKind.Read ? "read" : "wrote")} 0x{Later.Value:x}");
