@@ -39,6 +39,8 @@ public sealed record KernelScenarioSpec
     public CoyoteOptions Control { get; init; } = new();
     /// <summary>Sc, or Tso: store buffers Coyote drains (the native reference run stays sequentially consistent).</summary>
     public MemoryModel MemoryModel { get; init; } = MemoryModel.Sc;
+    /// <summary>The happens-before race detector as one more monitor: a race outside the kernel's annotated set fails the execution.</summary>
+    public bool Races { get; init; }
 
     public string CommandLine => "run=" + string.Join(',', Workloads);
 }
@@ -120,6 +122,9 @@ public static class GenericScenarios
         if (segments.Length != 1) throw new ArgumentException($"{spec.ImagePath}: expected one writable segment (.data and .bss), found {segments.Length}");
         var symbols = Harness.Dbt.Kernel.KernelImage.FromElf(image, spec.ImagePath);
         var kernel = spec.Dbt == "off" ? null : symbols;
+        var intended = spec.Races ? Races.IntendedRaces.For(symbols, image) : null;
+        var symbolize = Symbolizer.For(symbols);
+        Races.RaceDetector? detector = null;
         var reference = KernelReference(spec, image);
         if (reference.Results.ExitStatus != 0 || reference.Console.Contains("kernel panic"))
             throw new ArgumentException($"{spec.ImagePath} ({spec.CommandLine}): the native reference run did not exit 0 ({reference.Run.Reason}: {reference.Run.Message}): " +
@@ -134,13 +139,14 @@ public static class GenericScenarios
         var counters = new ScenarioCounters();
         var coverage = new Coverage { PreciseInterrupts = spec.Dbt == "drk" };
         CoyoteControl? control = null;
-        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")}{(spec.MemoryModel == MemoryModel.Tso ? ", TSO" : "")})",
+        return new Scenario($"kernel({name}, {spec.Dbt}, {spec.Vcpus} vCPUs, {spec.CommandLine}{(spec.CacheKiB is { } c ? $", {c} KiB cache" : "")}{(spec.OnAt is { } a ? $", on at {a}" : "")}{(snapshot is not null ? $", from a snapshot at {snapshot.At}" : "")}{(spec.Planted is null ? "" : $", planted {spec.Planted}")}{(spec.MemoryModel == MemoryModel.Tso ? ", TSO" : "")}{(spec.Races ? ", races" : "")})",
             ctx =>
             {
                 var m = new Machine(ctx.Options(spec.Vcpus, spec.MaxInstructions, memoryBytes: 64UL << 20, reservedBytes: 16UL << 20,
                     commandLine: spec.CommandLine, memoryModel: spec.MemoryModel));
                 m.LoadElf(image, name);
                 if (snapshot is not null) m.Restore(snapshot);
+                detector = spec.Races ? new Races.RaceDetector(m, intended) : null;
                 dbt = null;
                 outside = 0;
                 control = ctx.Control;
@@ -185,6 +191,12 @@ public static class GenericScenarios
                     counters.Add("switchons", dbt.Stats.SwitchOns);
                 }
                 if (dbt?.Stats.Failure is { } failure) Verify.Fail($"DBT failure: {failure}");
+                if (detector is not null)
+                {
+                    counters.Add("plain accesses race-checked", detector.Checked);
+                    counters.Add("intended races left out", detector.IntendedSeen);
+                    if (detector.Races.Count > 0) Verify.Fail(Races.RaceDetector.Summary(detector.Races, symbolize));
+                }
                 var panic = run.Console.Split('\n').FirstOrDefault(l => l.Contains("kernel panic"));
                 Verify.That(panic is null, $"kernel panic: {panic}{Tail(run.Console)}");
                 run.ExpectExit(0);

@@ -54,7 +54,7 @@ public sealed record ScenarioEntry(string Name, string Description, bool Generic
 /// </summary>
 public static class ScenarioRegistry
 {
-    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound", "tso"];
+    private static readonly string[] KernelOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "workload", "kernel", "dbt-cache-kib", "dbt-on-at", "snapshot-at", "snapshot-marker", "delay-bound", "tso", "races"];
     private static readonly string[] ProgramOptions = ["vcpus", "dbt", "planted", "prof", "client", "rules", "rule", "program", "programs", "flushes", "delay-bound"];
 
     public static readonly IReadOnlyList<ScenarioEntry> All =
@@ -187,6 +187,7 @@ public static class ScenarioRegistry
             SnapshotMarker = a.SnapshotMarker,
             Control = Control(a),
             MemoryModel = Model(a),
+            Races = a.Races,
         });
     }
 
