@@ -1,5 +1,4 @@
 using Harness.Dbt.Cache;
-using System.Runtime.InteropServices;
 using Harness.Dbt.Dispatch;
 using Harness.Smp;
 using Harness.Smp.Cpu;

@@ -2,7 +2,6 @@ using Harness.Smp;
 using Harness.Smp.Boot;
 using Harness.Smp.Cpu;
 using Harness.Smp.Memory;
-using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Harness.Verification.Scenarios;

@@ -6,7 +6,6 @@ using Harness.Smp.Control;
 using Harness.Verification.Generic;
 using Harness.Verification.Races;
 using Harness.Verification.Scenarios;
-using Iced.Intel;
 using Xunit;
 using Xunit.Abstractions;
 using static Iced.Intel.AssemblerRegisters;

@@ -3,7 +3,6 @@ using Harness.Smp.Boot;
 using Harness.Smp.Control;
 using Harness.Smp.Cpu;
 using Harness.Smp.Memory;
-using Iced.Intel;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
 
