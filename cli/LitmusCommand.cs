@@ -73,6 +73,14 @@ internal static class LitmusCommand
                 bad++;
                 continue;
             }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // A test the runner failed on in a way it does not know: named, counted as not run,
+                // and the other files still run.
+                Console.Error.WriteLine($"harness: {path}: the runner failed ({e.GetType().Name}): {e.Message}");
+                bad++;
+                continue;
+            }
             ran++;
             explored += result.Explored;
             counts[result.Verdict] = counts.GetValueOrDefault(result.Verdict) + 1;

@@ -403,6 +403,21 @@ public unsafe partial class Vcpu
         if (canExec) tlbX[i] = new TlbEntry { Tag = tag, Addend = addend, Ppn = ppn };
     }
 
+    /// <summary>
+    /// va's physical address from the data TLB, without a page walk or any other side effect; false
+    /// when it is not cached (an observer of an access that just happened finds it there, unless
+    /// it lies outside RAM, which is never cached).
+    /// </summary>
+    public bool TryCachedPhysical(ulong va, out ulong pa)
+    {
+        int i = (int)(va >> 12) & TlbMask;
+        ulong tag = TagOf(va);
+        if (dataR[i].Tag == tag) { pa = (dataR[i].Ppn << 12) | (va & 0xFFF); return true; }
+        if (dataW[i].Tag == tag) { pa = (dataW[i].Ppn << 12) | (va & 0xFFF); return true; }
+        pa = 0;
+        return false;
+    }
+
     /// <summary>Physical address of an instruction fetch at va (exec permission checked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ulong TranslateFetch(ulong va)

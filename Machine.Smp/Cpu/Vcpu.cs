@@ -238,6 +238,10 @@ public sealed unsafe partial class Vcpu : IDisposable
             try
             {
                 ulong pa = TranslateFetch(rip);
+                // Under TSO this vCPU's own stores to a page it is about to decode must be there
+                // (self-modifying code is seen by the CPU that wrote it; stores to pages already
+                // holding decoded code are never buffered).
+                if (Seams.Points && Tso is { Count: > 0 } sb && sb.Touches(pa >> 12)) sb.DrainAll();
                 var b = builder.GetOrBuild(rip, pa);
                 l1[slot] = new L1Entry { Key = key, Block = b };
                 return b;

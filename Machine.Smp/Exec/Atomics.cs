@@ -15,9 +15,10 @@ internal static unsafe class Atomics
 {
     public static void Install()
     {
-        // The memory forms are one atomic read-modify-write with or without lock: indistinguishable, and simpler.
-        OpTable.Add(Mnemonic.Xadd, new FormMap().On(Form.RR, &XaddRR).Always(Form.MR, &XaddM));
-        OpTable.Add(Mnemonic.Cmpxchg, new FormMap().On(Form.RR, &CmpxchgRR).Always(Form.MR, &CmpxchgM));
+        // Without lock the memory forms are a plain load and store, as on hardware: not atomic across
+        // vCPUs, no fence (under TSO the store is buffered like any other).
+        OpTable.Add(Mnemonic.Xadd, new FormMap().On(Form.RR, &XaddRR).On(Form.MR, &XaddPlain).Locked(Form.MR, &XaddM));
+        OpTable.Add(Mnemonic.Cmpxchg, new FormMap().On(Form.RR, &CmpxchgRR).On(Form.MR, &CmpxchgPlain).Locked(Form.MR, &CmpxchgM));
         OpTable.Add(Mnemonic.Cmpxchg16b, &BuildCmpxchgDouble);
         OpTable.Add(Mnemonic.Cmpxchg8b, &BuildCmpxchgDouble);
     }
@@ -87,6 +88,36 @@ internal static unsafe class Atomics
         c.SetReg(x.R0, x.SizeLog, old);
     }
 
+    /// <summary>
+    /// Checks that the destination can be written before an unlocked read-modify-write changes any
+    /// state (flags, registers): its store then cannot fault, and a fault stays precise.
+    /// </summary>
+    private static void ProbeWrite(Vcpu c, ulong ea, int size)
+    {
+        c.ToPhysical(ea, Access.Write);
+        if (((ea & 0xFFF) + (ulong)size) > 0x1000) c.ToPhysical((ea | 0xFFF) + 1, Access.Write);
+    }
+
+    private static void XaddPlain(Vcpu c, ref Insn x)
+    {
+        ulong ea = c.Ea(ref x);
+        int log = x.SizeLog;
+        ProbeWrite(c, ea, 1 << log);
+        ulong old = c.Load(ea, log);
+        c.Store(ea, log, AddOp.Do(c, log, old, c.GetReg(x.R0, log)));
+        c.SetReg(x.R0, log, old);
+    }
+
+    private static void CmpxchgPlain(Vcpu c, ref Insn x)
+    {
+        ulong ea = c.Ea(ref x);
+        int log = x.SizeLog;
+        ProbeWrite(c, ea, 1 << log);
+        ulong old = c.Load(ea, log);
+        c.Store(ea, log, CmpxchgNew(c, ref x, old, 0));
+        if (((c.GetReg(Reg.Rax, log) ^ old) & Vcpu.SizeMask(log)) != 0) c.SetReg(Reg.Rax, log, old);
+    }
+
     private static void CmpxchgRR(Vcpu c, ref Insn x)
     {
         int log = x.SizeLog;
@@ -123,15 +154,29 @@ internal static unsafe class Atomics
     private static void Cmpxchg8b(Vcpu c, ref Insn x)
     {
         ulong ea = c.Ea(ref x);
-        c.Point(PointKind.Atomic, ea);
         ulong expected = (uint)c.S->Gpr[Reg.Rax] | (ulong)(uint)c.S->Gpr[Reg.Rdx] << 32;
         ulong desired = (uint)c.S->Gpr[Reg.Rbx] | (ulong)(uint)c.S->Gpr[Reg.Rcx] << 32;
-        byte* p = c.HostForRmw(ea, 8);
         ulong old;
+        if (!x.Has(InsnFlags.Lock))
+        {
+            // Unlocked: a plain load and store (the processor writes the old value back on failure).
+            ProbeWrite(c, ea, 8);
+            old = c.Load(ea, 3);
+            c.Store(ea, 3, old == expected ? desired : old);
+            Cmpxchg8bResult(c, old, expected);
+            return;
+        }
+        c.Point(PointKind.Atomic, ea);
+        byte* p = c.HostForRmw(ea, 8);
         if (p == null) lock (c.Machine.SplitLock) { old = c.Read64(ea); c.Write64(ea, old == expected ? desired : old); c.DrainStores(); }
         else { old = Interlocked.CompareExchange(ref *(ulong*)p, desired, expected); c.AfterHostWrite(p); }
-        bool eq = old == expected;
         if (Seams.Points) c.Machine.Observer?.Access(c, ea, 8, AccessKind.Atomic, old);
+        Cmpxchg8bResult(c, old, expected);
+    }
+
+    private static void Cmpxchg8bResult(Vcpu c, ulong old, ulong expected)
+    {
+        bool eq = old == expected;
         c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
         if (!eq) { c.S->Gpr[Reg.Rax] = (uint)old; c.S->Gpr[Reg.Rdx] = old >> 32; }
     }
@@ -140,25 +185,37 @@ internal static unsafe class Atomics
     {
         ulong ea = c.Ea(ref x);
         if ((ea & 15) != 0) throw GuestFault.Gp(0);
-        c.Point(PointKind.Atomic, ea);
         var s = c.S;
         UInt128 expected = new(s->Gpr[Reg.Rdx], s->Gpr[Reg.Rax]);
         UInt128 desired = new(s->Gpr[Reg.Rcx], s->Gpr[Reg.Rbx]);
-        byte* p = c.HostForRmw(ea, 16);
         UInt128 old;
-        // .NET has no 128-bit CAS; the machine-wide split lock serializes every cmpxchg16b against
-        // each other. Plain 8-byte stores by other vCPUs can still interleave, which is acceptable:
-        // guests that mix cmpxchg16b with plain stores to the same pair race on hardware too.
-        lock (c.Machine.SplitLock)
+        if (!x.Has(InsnFlags.Lock))
         {
-            ulong lo = c.Read64(ea), hi = c.Read64(ea + 8);
+            ProbeWrite(c, ea, 16);
+            ulong lo = c.Load(ea, 3), hi = c.Load(ea + 8, 3);
             old = new UInt128(hi, lo);
-            if (old == expected) { c.Write64(ea, (ulong)desired); c.Write64(ea + 8, (ulong)(desired >> 64)); }
-            else { c.Write64(ea, lo); c.Write64(ea + 8, hi); }
-            c.DrainStores();
+            var write = old == expected ? desired : old;
+            c.Store(ea, 3, (ulong)write);
+            c.Store(ea + 8, 3, (ulong)(write >> 64));
+        }
+        else
+        {
+            c.Point(PointKind.Atomic, ea);
+            byte* p = c.HostForRmw(ea, 16);
+            // .NET has no 128-bit CAS; the machine-wide split lock serializes every cmpxchg16b against
+            // each other. Plain 8-byte stores by other vCPUs can still interleave, which is acceptable:
+            // guests that mix cmpxchg16b with plain stores to the same pair race on hardware too.
+            lock (c.Machine.SplitLock)
+            {
+                ulong lo = c.Read64(ea), hi = c.Read64(ea + 8);
+                old = new UInt128(hi, lo);
+                if (old == expected) { c.Write64(ea, (ulong)desired); c.Write64(ea + 8, (ulong)(desired >> 64)); }
+                else { c.Write64(ea, lo); c.Write64(ea + 8, hi); }
+                c.DrainStores();
+            }
+            if (Seams.Points) c.Machine.Observer?.Access(c, ea, 16, AccessKind.Atomic, (ulong)old);
         }
         bool eq = old == expected;
-        if (Seams.Points) c.Machine.Observer?.Access(c, ea, 16, AccessKind.Atomic, (ulong)old);
         c.SetArith(Rflags.ZF, eq ? Rflags.ZF : 0);
         if (!eq) { s->Gpr[Reg.Rax] = (ulong)old; s->Gpr[Reg.Rdx] = (ulong)(old >> 64); }
     }

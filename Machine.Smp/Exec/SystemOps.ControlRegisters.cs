@@ -60,7 +60,7 @@ internal static unsafe partial class SystemOps
             case 2: s->Cr2 = v; break;
             case 3: s->Cr3 = v; c.FlushTlb(); break;
             case 4: s->Cr4 = v; c.FlushTlb(); break;
-            case 8: break; // TPR: priorities are not modelled
+            case 8: return; // TPR: priorities are not modelled; the one control-register write that is not serializing
             default: throw GuestFault.Ud();
         }
         c.DrainStores(); // serializing

@@ -97,6 +97,17 @@ public sealed unsafe class StoreBuffer
         while (DrainOne()) { }
     }
 
+    /// <summary>Whether a buffered store writes into physical page ppn (or the page after it: an instruction may straddle).</summary>
+    public bool Touches(ulong ppn)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            ulong p = ring[(head + i) % Capacity].Pa >> 12;
+            if (p == ppn || p == ppn + 1) return true;
+        }
+        return false;
+    }
+
     /// <summary>Drains the stores the owner made before guest time `stamp`.</summary>
     public void DrainOlderThan(long stamp)
     {

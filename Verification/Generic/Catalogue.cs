@@ -76,8 +76,8 @@ public static class Catalogue
             if (Use("program")) Clean($"program {setting}", () => ExploreClean(o, "program", setting, plain, o.Iterations));
             if (Use("program+flushes")) Clean($"program+flushes {setting}", () => ExploreClean(o, "program+flushes", setting, plain with { Flushes = 2 }, o.FlushIterations));
             if (Use("kernel"))
-                Clean($"kernel {setting}", () => ExploreClean(o, "kernel", setting,
-                    new ScenarioArgs { Dbt = bug.Configuration, Prof = bug.Prof, Kernel = o.KernelPath, CacheKiB = 12 }, o.KernelIterations, maxSteps: 5_000_000));
+                Clean($"kernel {setting}{(bug.Tso ? " tso" : "")}", () => ExploreClean(o, "kernel", setting + (bug.Tso ? " (TSO)" : ""),
+                    new ScenarioArgs { Dbt = bug.Configuration, Prof = bug.Prof, Kernel = o.KernelPath, CacheKiB = 12, Tso = bug.Tso }, o.KernelIterations, maxSteps: 5_000_000));
             if (Use("property") && bug.Property is not null) Clean($"{bug.Property} {setting}", () => PropertyClean(o, bug));
         }
         return (rows, clean);

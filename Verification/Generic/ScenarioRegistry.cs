@@ -170,6 +170,8 @@ public static class ScenarioRegistry
         if (a.OnAt is < 1) throw new ArgumentException($"--dbt-on-at must be positive (got {a.OnAt})");
         if (a.SnapshotAt is < 1) throw new ArgumentException($"--snapshot-at must be positive (got {a.SnapshotAt})");
         if (a.SnapshotAt is not null && a.SnapshotMarker is not null) throw new ArgumentException("give --snapshot-at or --snapshot-marker, not both");
+        if (a.Races && (a.SnapshotAt is not null || a.SnapshotMarker is not null))
+            throw new ArgumentException("--races needs the run from boot: a detector started at a snapshot knows nothing of the synchronization before it (a lock held there would look unsynchronized)");
         if ((a.SnapshotAt is not null || a.SnapshotMarker is not null) && (dbt == "off" || a.OnAt is not null))
             throw new ArgumentException("a snapshot is taken natively and the DBT switches on there: it needs --dbt default or no-callret, and no --dbt-on-at");
         return GenericScenarios.Kernel(new KernelScenarioSpec

@@ -56,7 +56,8 @@ public static class LitmusAssembler
                 string name = text[..colon];
                 if (!defined.Add(name)) throw Error(test, ins, $"label '{name}' defined twice in P{thread.Index}");
                 var l = LabelOf(name);
-                a.Label(ref l);
+                try { a.Label(ref l); }
+                catch (ArgumentException e) { throw Error(test, ins, $"label '{name}': {e.Message} (two labels on one instruction?)"); }
                 text = text[(colon + 1)..].Trim();
                 if (text.Length == 0) continue;
             }
@@ -69,7 +70,12 @@ public static class LitmusAssembler
         if (epilogue is null) a.nop(); // the end label needs an instruction; the runner stops the thread here
         else epilogue(a);
         var writer = new CodeWriterImpl();
-        var result = a.Assemble(writer, address, BlockEncoderOptions.ReturnNewInstructionOffsets);
+        AssemblerResult result;
+        try { result = a.Assemble(writer, address, BlockEncoderOptions.ReturnNewInstructionOffsets); }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            throw new LitmusException(test.File, thread.Code.Count > 0 ? thread.Code[0].Line : 0, 1, $"P{thread.Index} does not assemble: {e.Message}");
+        }
         var offsets = result.Result[0].NewInstructionOffsets;
         ulong At(int index) => address + offsets[index];
         var map = starts.Select(s => (At(s.Index), s.Source)).ToArray();

@@ -159,6 +159,8 @@ public static class LitmusParser
             .ToArray();
         foreach (var p in regInits.Keys)
             if (p >= threads) throw Err(initLine, 0, $"the init block sets a register of thread {p}, but the test has {threads} threads");
+        foreach (var t in condition.Prop.Targets().Concat(extra))
+            if (t.Thread >= threads) throw Err(condLine, 0, $"'{t.Display}' names thread {t.Thread}, but the test has {threads} threads");
         return new LitmusTest(name, syntax, file, locs, threadList, condition, extra);
     }
 
@@ -319,6 +321,7 @@ public static class LitmusParser
     private static (string? Type, string Decl) SplitType(string s)
     {
         var parts = s.Split((char[])[' ', '\t'], 2, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 2 && parts[1].StartsWith('=')) return (null, s); // 'x = 1'
         if (parts.Length == 2 && TypeSize(parts[0]) is not null) return (parts[0], parts[1]);
         if (parts.Length == 2 && !parts[0].Contains('=') && !parts[0].Contains(':')) return (parts[0], parts[1]);
         return (null, s);

@@ -75,6 +75,12 @@ public static class LitmusRunner
         throw new LitmusRunException($"{test.File}: unknown location '{loc}'");
     }
 
+    private static void CheckSize(LitmusTest test, LitmusAssembler.Code code, int thread)
+    {
+        if ((ulong)code.Bytes.Length > CodeStride)
+            throw new LitmusRunException($"{test.File}: P{thread}'s code is {code.Bytes.Length} bytes; the runner gives a thread {CodeStride} bytes");
+    }
+
     private static void Check(LitmusTest test)
     {
         if (test.Threads.Count is < 1 or > 8) throw new LitmusRunException($"{test.File}: {test.Threads.Count} threads; the runner takes 1 to 8");
@@ -134,21 +140,48 @@ public static class LitmusRunner
         for (int t = 0; t < n; t++)
         {
             code[t] = LitmusAssembler.Assemble(test, test.Threads[t], CodeBase + (ulong)t * CodeStride, loc => AddressOf(test, loc));
+            CheckSize(test, code[t], t);
             code[t].Bytes.CopyTo(m.Memory.Span(code[t].Address, code[t].Bytes.Length));
         }
         for (int t = 0; t < n; t++)
         {
             var v = t == 0 ? m.Boot(entry: code[0].Start) : m.BootAp(t, code[t].Start, StackBase + (ulong)t * 0x1000 + 0x1000);
+            // herd starts every register at 0 (the boot protocol gives the BSP a boot-info pointer).
+            for (int r = 0; r < 16; r++) if (r != Reg.Rsp) v.Gpr(r) = 0;
             foreach (var (reg, value) in test.Threads[t].Registers) v.Gpr(RegIndex(reg)) = RegisterValue(test, value);
         }
-        var search = new Search(m, test, code, maxStates, maxSteps);
-        search.Visit(0);
+        // The state the search saves and compares is the registers, the buffers and the test's
+        // locations: an access anywhere else would make it unsound, so it is refused.
+        var guard = new DataWindow(DataBase, DataBase + (ulong)Math.Max(1, test.Locations.Count) * LocationStride);
+        m.Observer = guard;
+        var search = new Search(m, test, code, maxStates, maxSteps, guard);
+        // Deep tests recurse deeply: a thread with a stack to match.
+        Exception? failed = null;
+        var worker = new Thread(() =>
+        {
+            try { search.Visit(0); }
+            catch (Exception e) { failed = e; }
+        }, 256 << 20);
+        worker.Start();
+        worker.Join();
+        if (failed is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failed).Throw();
         sw.Stop();
         var states = search.Finals.Select(f => Outcome(test, f)).ToList();
         return new LitmusResult(test, model, "exhaustive", states, search.Visited.Count, sw.Elapsed);
     }
 
-    private sealed unsafe class Search(Machine m, LitmusTest test, LitmusAssembler.Code[] code, long maxStates, int maxSteps)
+    /// <summary>Notes the first data access outside the test's locations.</summary>
+    private sealed class DataWindow(ulong start, ulong end) : AccessObserver
+    {
+        public string? Outside;
+        public override void Access(Vcpu v, ulong va, int size, AccessKind kind, ulong value)
+        {
+            if (Outside is null && (va < start || va + (ulong)size > end))
+                Outside = $"P{v.Index} accesses 0x{va:x} at rip 0x{v.CurrentRip:x}, outside the test's locations";
+        }
+    }
+
+    private sealed unsafe class Search(Machine m, LitmusTest test, LitmusAssembler.Code[] code, long maxStates, int maxSteps, DataWindow guard)
     {
         public readonly HashSet<ulong[]> Visited = new(new KeyComparer());
         public readonly HashSet<ulong[]> Finals = new(new KeyComparer());
@@ -175,6 +208,8 @@ public static class LitmusRunner
                     v.RunFor(1);
                     if (m.Stopping)
                         throw new LitmusRunException($"{test.File}: P{t} stopped the machine at rip 0x{v.CurrentRip:x}{Source(t, v.Rip)}: {m.StopState.Message}");
+                    if (guard.Outside is { } outside)
+                        throw new LitmusRunException($"{test.File}: {outside}{Source(t, v.Rip)}: the runner keeps only the locations in its state");
                     Visit(depth + 1);
                     Restore(saved);
                 }
@@ -269,6 +304,7 @@ public static class LitmusRunner
             int thread = t;
             code[t] = LitmusAssembler.Assemble(test, test.Threads[t], CodeBase + (ulong)t * CodeStride, loc => AddressOf(test, loc),
                 prologue: a => Prologue(a, test, thread), epilogue: a => Epilogue(a, thread, n));
+            CheckSize(test, code[t], t);
         }
         var seen = new HashSet<ulong[]>(new KeyComparer());
         var scenario = new Scenario($"litmus {test.Name}", ctx =>
@@ -318,9 +354,9 @@ public static class LitmusRunner
                 a.mov(edx, (uint)t);
                 a.wrmsr();
             }
-            a.xor(eax, eax);
-            a.xor(ecx, ecx);
-            a.xor(edx, edx);
+            // herd starts every register at 0: clear what the start-up and the boot protocol left.
+            foreach (var r in (AssemblerRegister32[])[eax, ecx, edx, ebx, ebp, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d])
+                a.xor(r, r);
         }
         foreach (var (reg, value) in test.Threads[thread].Registers)
         {

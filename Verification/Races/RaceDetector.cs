@@ -40,43 +40,55 @@ public sealed record DataRace(RaceAccess Earlier, RaceAccess Later)
 }
 
 /// <summary>
-/// A happens-before data-race detector over guest memory (vector clocks, FastTrack-style epochs
-/// per 8-byte granule of physical memory), for the controlled executions, which run one vCPU at a
-/// time. What orders two vCPUs' accesses:
+/// A happens-before data-race detector over guest memory (vector clocks, FastTrack-style epochs per
+/// byte of physical memory), for the controlled executions, which run one vCPU at a time. What
+/// orders two vCPUs' accesses:
 /// <list type="bullet">
-/// <item>locked instructions and xchg: an acquire and a release on their bytes; the bytes become a
+/// <item>locked instructions and xchg: an acquire and a release on their bytes; those bytes become a
 ///   synchronization variable, and later plain stores to them are releases and plain loads acquires
 ///   (x86 stores are releases and loads acquires: a spinlock's plain-store unlock and its test loop's
-///   plain loads synchronize, as C11 atomics on the same object would);</item>
-/// <item>an IPI: the sender's clock reaches the receiver when the interrupt is delivered; a start-up
-///   IPI starts the AP with the sender's clock;</item>
+///   plain loads synchronize, as C11 atomics on the same object would). The unit is the 8-byte
+///   granule: x86 compiles C11 release stores and acquire loads to plain moves, so the machine
+///   cannot tell an atomic field from a plain one, and the fields next to a locked word are most
+///   often its companion atomics (a thread's on_cpu next to its cmpxchg'd state). The price: a plain
+///   field in the same granule as a lock word (a spinlock's owner_cpu) is not checked;</item>
+/// <item>an IPI: the sender's clock reaches the receiver when that vector is delivered to it; a
+///   start-up IPI starts the AP with the sender's clock;</item>
 /// <item>a vmcall a host agent handles: acquire and release of one host lock (the DBT's translator
 ///   lock, which its dispatcher holds).</item>
 /// </list>
 /// Fences order a vCPU's own accesses but synchronize with no one, so they add no edge. Host writes
 /// (the DBT's code cache, its chaining patches and jumptable entries) are not guest accesses and are
 /// never reported. Accesses to plain variables that nothing orders are races, whether or not the
-/// run went wrong. Each pair of instructions is reported once.
+/// run went wrong; a locked access is checked against the plain writes before it too (not the plain
+/// reads: an acquire load of a flag before its first locked update looks plain). Each pair of
+/// instructions is reported once.
+/// Under TSO a release is published when its store executes, not when it drains: a reader that
+/// still reads the old value also acquires, so some races are missed there (never invented).
 /// </summary>
 public sealed class RaceDetector : AccessObserver
 {
     private readonly int n;
     private readonly uint[][] clocks;
-    private readonly uint[][] ipiPending;
+    private readonly Dictionary<int, uint[]>[] ipiPending;
     private readonly uint[] host;
-    private readonly Dictionary<ulong, uint[]> sync = [];
-    private readonly Dictionary<ulong, Shadow> shadow = [];
+    private readonly Dictionary<ulong, SyncVar> sync = [];
+    private readonly Dictionary<ulong, ByteShadow> shadow = [];
     private readonly HashSet<(ulong, ulong)> reportedPairs = [];
     private readonly Func<RaceAccess, RaceAccess, bool>? intended;
     private readonly Machine machine;
 
-    private sealed class Shadow
+    /// <summary>An 8-byte granule a locked instruction has used: its last release.</summary>
+    private sealed class SyncVar(int n)
+    {
+        public readonly uint[] Clock = new uint[n];
+    }
+
+    private sealed class ByteShadow(int n)
     {
         public RaceAccess? Write;
         public uint WriteEpoch;
-        public byte WriteMask;
-        public readonly (uint Epoch, byte Mask, RaceAccess? Access)[] Reads;
-        public Shadow(int n) => Reads = new (uint, byte, RaceAccess?)[n];
+        public readonly (uint Epoch, RaceAccess? Access)[] Reads = new (uint, RaceAccess?)[n];
     }
 
     /// <summary>Attaches a detector to machine (before it runs). intended: races to leave out (both accesses), e.g. the kernel's annotated ones.</summary>
@@ -87,12 +99,12 @@ public sealed class RaceDetector : AccessObserver
         this.intended = intended;
         n = machine.Vcpus.Length;
         clocks = new uint[n][];
-        ipiPending = new uint[n][];
+        ipiPending = new Dictionary<int, uint[]>[n];
         for (int i = 0; i < n; i++)
         {
             clocks[i] = new uint[n];
             clocks[i][i] = 1;
-            ipiPending[i] = new uint[n];
+            ipiPending[i] = [];
         }
         host = new uint[n];
         machine.Observer = this;
@@ -111,59 +123,75 @@ public sealed class RaceDetector : AccessObserver
     public override void Access(Vcpu v, ulong va, int size, AccessKind kind, ulong value)
     {
         int t = v.Index;
-        ulong pa;
-        try { pa = v.ToPhysical(va, Harness.Smp.Access.Read); }
-        catch (GuestFault) { return; } // a page-crossing access's second page: not worth a walk with side effects
-        if (!machine.Memory.InRam(pa, (ulong)size)) return;
         ulong rip = v.CurrentRip;
         var access = new RaceAccess(t, rip, machine.OriginOf(rip)?.NativeRip ?? rip, va, size, kind, value);
-        // One physical granule at a time (an access crossing an 8-byte boundary touches two).
-        for (ulong a = pa, end = pa + (ulong)size; a < end;)
+        // Page by page (the physical pages of an access that crosses one need not be adjacent),
+        // through the TLB entries the access itself used: no walk, no side effect on the machine.
+        for (ulong a = va, end = va + (ulong)size; a < end;)
         {
-            ulong g = a & ~7UL;
-            ulong stop = Math.Min(end, g + 8);
-            byte mask = (byte)(((1 << (int)(stop - a)) - 1) << (int)(a - g));
-            Granule(t, g, mask, kind, access);
-            a = stop;
+            ulong pageEnd = Math.Min(end, (a | 0xFFF) + 1);
+            if (v.TryCachedPhysical(a, out ulong pa))
+                for (ulong p = pa, pEnd = pa + (pageEnd - a); p < pEnd;)
+                {
+                    ulong g = p & ~7UL, stop = Math.Min(pEnd, g + 8);
+                    Granule(t, g, (byte)(((1 << (int)(stop - p)) - 1) << (int)(p - g)), kind, access);
+                    p = stop;
+                }
+            a = pageEnd;
         }
     }
 
     private void Granule(int t, ulong g, byte mask, AccessKind kind, RaceAccess access)
     {
         var c = clocks[t];
-        if (kind == AccessKind.Atomic || sync.ContainsKey(g))
+        sync.TryGetValue(g, out var s);
+        if (kind == AccessKind.Atomic || s is not null)
         {
             Synchronizing++;
-            if (!sync.TryGetValue(g, out var s)) sync[g] = s = new uint[n];
-            // Acquire what the last releaser published, then publish this vCPU's clock.
-            if (kind != AccessKind.Write) Join(c, s);
+            if (s is null) sync[g] = s = new SyncVar(n);
+            // Acquire what the last releaser published (then check the plain accesses that came
+            // before these bytes became a synchronization variable), then publish this clock.
+            if (kind != AccessKind.Write) Join(c, s.Clock);
+            if (kind == AccessKind.Atomic) Plain(t, g, 0xFF, isWrite: false, access, record: false);
             if (kind != AccessKind.Read)
             {
-                Array.Copy(c, s, n);
+                Array.Copy(c, s.Clock, n);
                 c[t]++;
             }
             return;
         }
         Checked++;
-        if (!shadow.TryGetValue(g, out var sh)) shadow[g] = sh = new Shadow(n);
-        if (sh.Write is { } w && w.Vcpu != t && (sh.WriteMask & mask) != 0 && sh.WriteEpoch > c[w.Vcpu])
-            Found(w, access);
-        if (kind == AccessKind.Write)
+        Plain(t, g, mask, kind == AccessKind.Write, access, record: true);
+    }
+
+    /// <summary>Checks (and with record, notes) a plain access to the bytes of granule g in mask.</summary>
+    private void Plain(int t, ulong g, byte mask, bool isWrite, RaceAccess access, bool record)
+    {
+        var c = clocks[t];
+        for (int b = 0; b < 8; b++)
         {
-            for (int u = 0; u < n; u++)
+            if ((mask & (1 << b)) == 0) continue;
+            ulong addr = g + (ulong)b;
+            if (!shadow.TryGetValue(addr, out var sh))
             {
-                var (epoch, rmask, r) = sh.Reads[u];
-                if (u != t && r is not null && (rmask & mask) != 0 && epoch > c[u]) Found(r, access);
+                if (!record) continue;
+                shadow[addr] = sh = new ByteShadow(n);
             }
-            sh.Write = access;
-            sh.WriteEpoch = c[t];
-            sh.WriteMask = mask;
-            Array.Clear(sh.Reads);
-        }
-        else
-        {
-            var (epoch, rmask, _) = sh.Reads[t];
-            sh.Reads[t] = (c[t], epoch == c[t] ? (byte)(rmask | mask) : mask, access);
+            if (sh.Write is { } w && w.Vcpu != t && sh.WriteEpoch > c[w.Vcpu]) Found(w, access);
+            if (isWrite)
+                for (int u = 0; u < n; u++)
+                {
+                    var (epoch, r) = sh.Reads[u];
+                    if (u != t && r is not null && epoch > c[u]) Found(r, access);
+                }
+            if (!record) { shadow.Remove(addr); continue; } // now a synchronization variable
+            if (isWrite)
+            {
+                sh.Write = access;
+                sh.WriteEpoch = c[t];
+                Array.Clear(sh.Reads);
+            }
+            else sh.Reads[t] = (c[t], access);
         }
     }
 
@@ -190,11 +218,16 @@ public sealed class RaceDetector : AccessObserver
 
     public override void IpiSent(Vcpu from, int to, int vector)
     {
-        Join(ipiPending[to], clocks[from.Index]);
+        if (!ipiPending[to].TryGetValue(vector, out var p)) ipiPending[to][vector] = p = new uint[n];
+        Join(p, clocks[from.Index]);
         clocks[from.Index][from.Index]++;
     }
 
-    public override void InterruptDelivered(Vcpu v, int vector) => Join(clocks[v.Index], ipiPending[v.Index]);
+    // Only the vector an IPI was sent with carries the sender's clock (a timer tick delivered first does not).
+    public override void InterruptDelivered(Vcpu v, int vector)
+    {
+        if (ipiPending[v.Index].TryGetValue(vector, out var p)) Join(clocks[v.Index], p);
+    }
 
     public override void ApStarted(Vcpu from, Vcpu ap)
     {

@@ -397,6 +397,14 @@ static inline void irq_restore(u64 f) { if (f & RFLAGS_IF) irq_enable(); }
 static inline u64 irq_save(void) { u64 f = read_flags(); irq_disable(); return f; }
 static inline u32 apic_id(void) { return (u32)rdmsr(MSR_X2APIC_ID); }
 static inline void apic_eoi(void) { wrmsr(MSR_X2APIC_EOI, 0); }
-static inline void send_ipi(u32 cpu, u32 vec) { wrmsr(MSR_X2APIC_ICR, ((u64)cpu << 32) | vec); }
+/* wrmsr to the x2APIC ICR is not serializing (SDM vol. 3, 9.3): without the fence the IPI can
+ * reach the other CPU before this CPU's earlier stores do (its handler would read a stale TLB
+ * shootdown request, or decrement tlb_req.pending before our store of it lands). Linux's
+ * weak_wrmsr_fence. Found by review against the harness's TSO model (docs/tso.md). */
+static inline void send_ipi(u32 cpu, u32 vec)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    wrmsr(MSR_X2APIC_ICR, ((u64)cpu << 32) | vec);
+}
 
 #endif
