@@ -161,7 +161,7 @@ public static class LitmusRunner
         {
             try { search.Visit(0); }
             catch (Exception e) { failed = e; }
-        }, 256 << 20);
+        }, 64 << 20);
         worker.Start();
         worker.Join();
         if (failed is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failed).Throw();
