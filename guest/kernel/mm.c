@@ -84,7 +84,15 @@ void pmm_free(u64 pa, size_t n)
     spin_unlock(&pmm_lock);
 }
 
-u64 pmm_free_pages(void) { return pmm_free_count; }
+/* Under the lock: the count changes on every CPU that allocates or frees (the harness's race
+ * detector found the unlocked read racing pmm_free on another CPU; explore kernel --races). */
+u64 pmm_free_pages(void)
+{
+    spin_lock(&pmm_lock);
+    u64 n = pmm_free_count;
+    spin_unlock(&pmm_lock);
+    return n;
+}
 u64 pmm_total_pages(void) { return pmm_pages; }
 
 void *kalloc_pages(size_t n)
