@@ -50,12 +50,15 @@ public sealed class RingZeroGuest
     }
 
     /// <summary>Emits a wrmsr of a constant (clobbers rax, rcx, rdx).</summary>
-    public void Wrmsr(uint msr, ulong value)
+    public void Wrmsr(uint msr, ulong value) => EmitWrmsr(A, msr, value);
+
+    /// <summary>Emits into any assembler: a wrmsr of a constant (clobbers rax, rcx, rdx).</summary>
+    public static void EmitWrmsr(Assembler a, uint msr, ulong value)
     {
-        A.mov(ecx, msr);
-        A.mov(eax, (uint)value);
-        A.mov(edx, (uint)(value >> 32));
-        A.wrmsr();
+        a.mov(ecx, msr);
+        a.mov(eax, (uint)value);
+        a.mov(edx, (uint)(value >> 32));
+        a.wrmsr();
     }
 
     /// <summary>Emits: the exit port write of status (the machine stops).</summary>
@@ -71,16 +74,24 @@ public sealed class RingZeroGuest
     /// rdx). fence: an mfence before the IPI, which a guest run under the TSO memory model needs
     /// (wrmsr to the x2APIC ICR does not drain the store buffer, so the AP could read a stale mailbox).
     /// </summary>
-    public void StartAp(int n, Label entry, bool fence = false)
+    public void StartAp(int n, Label entry, bool fence = false) =>
+        EmitStartAp(A, n, a => a.lea(rax, __[entry]), code + StackTopOffset + (ulong)n * ApStackStride, fence);
+
+    /// <summary>
+    /// Emits into any assembler the BSP's side of starting AP n: entryToRax puts the entry in rax,
+    /// then the mailbox (entry, stackTop, argument 0), the optional mfence and the start-up IPI
+    /// (clobbers rax, rcx, rdx).
+    /// </summary>
+    public static void EmitStartAp(Assembler a, int n, Action<Assembler> entryToRax, ulong stackTop, bool fence)
     {
         ulong mb = BootLayout.MailboxAddress(n);
-        A.lea(rax, __[entry]);
-        A.mov(__qword_ptr[mb], rax);
-        A.mov(rax, code + StackTopOffset + (ulong)n * ApStackStride);
-        A.mov(__qword_ptr[mb + 8], rax);
-        A.mov(__qword_ptr[mb + 16], 0);
-        if (fence) A.mfence();
-        Wrmsr(MsrIcr, 0x600 | ((ulong)n << 32));
+        entryToRax(a);
+        a.mov(__qword_ptr[mb], rax);
+        a.mov(rax, stackTop);
+        a.mov(__qword_ptr[mb + 8], rax);
+        a.mov(__qword_ptr[mb + 16], 0);
+        if (fence) a.mfence();
+        EmitWrmsr(a, MsrIcr, 0x600 | ((ulong)n << 32));
     }
 
     /// <summary>

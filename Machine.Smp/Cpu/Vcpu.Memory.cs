@@ -50,7 +50,7 @@ public unsafe partial class Vcpu
         codeMap = Mem.CodeMap;
         if (Machine.MemoryModel == MemoryModel.Tso)
         {
-            Tso = new StoreBuffer(Mem, CodeWritten);
+            Tso = new StoreBuffer(this);
             tlbR = tlbW = (TlbEntry*)Unsafe.AsPointer(ref NoEntries[0]);
         }
         FlushTlb();
@@ -204,39 +204,35 @@ public unsafe partial class Vcpu
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong ReadSlow(ulong va, int size)
     {
-        if (Seams.Points && Tso is { } sb) return ReadTso(va, size, sb);
-        if (((va & 0xFFF) + (ulong)size) <= 0x1000)
-        {
-            ulong pa = ToPhysical(va, Access.Read);
-            return ReadPhys(pa, size);
-        }
+        // Under TSO every data access comes here (the fast paths see an empty TLB): the owner's
+        // buffered bytes lie over memory's.
+        var sb = Seams.Points ? Tso : null;
+        if (((va & 0xFFF) + (ulong)size) <= 0x1000) return ReadAt(TranslateData(va, Access.Read), size, sb);
         // Crosses a page: translate both pages first, so a fault leaves nothing half done.
-        ulong lo = ToPhysical(va, Access.Read);
-        ulong hi = ToPhysical((va | 0xFFF) + 1, Access.Read);
+        ulong lo = TranslateData(va, Access.Read);
+        ulong hi = TranslateData((va | 0xFFF) + 1, Access.Read);
         int n1 = (int)(0x1000 - (va & 0xFFF));
         ulong v = 0;
         for (int i = 0; i < size; i++)
-            v |= (ulong)(byte)ReadPhys(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1) << (8 * i);
+            v |= (ulong)(byte)ReadAt(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, sb) << (8 * i);
         return v;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void WriteSlow(ulong va, int size, ulong v)
     {
-        if (Seams.Points && Tso is { } sb) { WriteTso(va, size, v, sb); return; }
+        var sb = Seams.Points ? Tso : null;
         if (((va & 0xFFF) + (ulong)size) <= 0x1000)
         {
-            WritePhys(ToPhysical(va, Access.Write), size, v);
+            WriteAt(TranslateData(va, Access.Write), size, v, sb);
             return;
         }
-        ulong lo = ToPhysical(va, Access.Write);
-        ulong hi = ToPhysical((va | 0xFFF) + 1, Access.Write);
+        ulong lo = TranslateData(va, Access.Write);
+        ulong hi = TranslateData((va | 0xFFF) + 1, Access.Write);
         int n1 = (int)(0x1000 - (va & 0xFFF));
         for (int i = 0; i < size; i++)
-            WritePhys(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, (byte)(v >> (8 * i)));
+            WriteAt(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, (byte)(v >> (8 * i)), sb);
     }
-
-    // ---- TSO: every data access comes here (the fast paths see an empty TLB) ---------------------
 
     /// <summary>The data TLB's translation, or a page walk (which fills it).</summary>
     private ulong TranslateData(ulong va, Access access)
@@ -246,41 +242,16 @@ public unsafe partial class Vcpu
         return ToPhysical(va, access);
     }
 
-    private ulong ReadTso(ulong va, int size, StoreBuffer sb)
+    private ulong ReadAt(ulong pa, int size, StoreBuffer? sb)
     {
-        if (((va & 0xFFF) + (ulong)size) <= 0x1000)
-        {
-            ulong pa = TranslateData(va, Access.Read);
-            ulong v = ReadPhys(pa, size);
-            return Mem.InRam(pa, (ulong)size) ? sb.Forward(pa, size, v) : v;
-        }
-        ulong lo = TranslateData(va, Access.Read);
-        ulong hi = TranslateData((va | 0xFFF) + 1, Access.Read);
-        int n1 = (int)(0x1000 - (va & 0xFFF));
-        ulong r = 0;
-        for (int i = 0; i < size; i++)
-        {
-            ulong pa = i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1);
-            ulong b = ReadPhys(pa, 1);
-            if (Mem.InRam(pa)) b = sb.Forward(pa, 1, b);
-            r |= b << (8 * i);
-        }
-        return r;
+        ulong v = ReadPhys(pa, size);
+        return sb is not null && Mem.InRam(pa, (ulong)size) ? sb.Forward(pa, size, v) : v;
     }
 
-    private void WriteTso(ulong va, int size, ulong v, StoreBuffer sb)
+    private void WriteAt(ulong pa, int size, ulong v, StoreBuffer? sb)
     {
-        if (((va & 0xFFF) + (ulong)size) <= 0x1000)
-        {
-            BufferStore(TranslateData(va, Access.Write), size, v, sb);
-            return;
-        }
-        // Both pages are translated before anything is buffered, so a fault leaves nothing half done.
-        ulong lo = TranslateData(va, Access.Write);
-        ulong hi = TranslateData((va | 0xFFF) + 1, Access.Write);
-        int n1 = (int)(0x1000 - (va & 0xFFF));
-        for (int i = 0; i < size; i++)
-            BufferStore(i < n1 ? lo + (ulong)i : hi + (ulong)(i - n1), 1, (byte)(v >> (8 * i)), sb);
+        if (sb is null) WritePhys(pa, size, v);
+        else BufferStore(pa, size, v, sb);
     }
 
     private void BufferStore(ulong pa, int size, ulong v, StoreBuffer sb)

@@ -24,7 +24,7 @@ public enum MemoryModel
 /// Touched only by the thread that runs the owner, or by a single-threaded control between
 /// instructions.
 /// </summary>
-public sealed unsafe class StoreBuffer
+public sealed class StoreBuffer
 {
     /// <summary>Entries held before a store must first drain the oldest (hardware has a few dozen).</summary>
     public const int Capacity = 32;
@@ -33,17 +33,9 @@ public sealed unsafe class StoreBuffer
 
     private readonly Entry[] ring = new Entry[Capacity];
     private int head, count;
-    private readonly byte* ram;
-    private readonly Action<ulong> codeWritten;
+    private readonly Vcpu owner;
 
-    internal StoreBuffer(PhysicalMemory memory, Action<ulong> codeWritten)
-    {
-        ram = memory.Base;
-        this.codeWritten = codeWritten;
-        Memory = memory;
-    }
-
-    internal PhysicalMemory Memory { get; }
+    internal StoreBuffer(Vcpu owner) => this.owner = owner;
 
     public int Count => count;
 
@@ -78,16 +70,8 @@ public sealed unsafe class StoreBuffer
         head = (head + 1) % Capacity;
         count--;
         Drained++;
-        byte* p = ram + e.Pa;
-        switch (e.Size)
-        {
-            case 1: *p = (byte)e.Value; break;
-            case 2: *(ushort*)p = (ushort)e.Value; break;
-            case 4: *(uint*)p = (uint)e.Value; break;
-            default: *(ulong*)p = e.Value; break;
-        }
-        // The store reaches memory now: a page with decoded code is invalidated now.
-        if (Memory.CodeMap[e.Pa >> 12] != 0) codeWritten(e.Pa >> 12);
+        // The store reaches memory now (and a page with decoded code is invalidated now).
+        owner.WritePhys(e.Pa, e.Size, e.Value);
         return true;
     }
 

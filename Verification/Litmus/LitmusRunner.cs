@@ -68,6 +68,8 @@ public static class LitmusRunner
     public const ulong CodeBase = 0x100000, DataBase = 0x200000, StackBase = 0x300000, DoneCount = 0x2F0000, SavedRax = 0x2F0040;
     private const ulong LocationStride = 64, CodeStride = 0x1000;
 
+    private static ulong StackTop(int thread) => StackBase + (ulong)thread * 0x1000 + 0x1000;
+
     private static ulong AddressOf(LitmusTest test, string loc)
     {
         for (int i = 0; i < test.Locations.Count; i++)
@@ -145,7 +147,7 @@ public static class LitmusRunner
         }
         for (int t = 0; t < n; t++)
         {
-            var v = t == 0 ? m.Boot(entry: code[0].Start) : m.BootAp(t, code[t].Start, StackBase + (ulong)t * 0x1000 + 0x1000);
+            var v = t == 0 ? m.Boot(entry: code[0].Start) : m.BootAp(t, code[t].Start, StackTop(t));
             // herd starts every register at 0 (the boot protocol gives the BSP a boot-info pointer).
             for (int r = 0; r < 16; r++) if (r != Reg.Rsp) v.Gpr(r) = 0;
             foreach (var (reg, value) in test.Threads[t].Registers) v.Gpr(RegIndex(reg)) = RegisterValue(test, value);
@@ -342,17 +344,8 @@ public static class LitmusRunner
             // empty mailbox under TSO.
             for (int t = 1; t < test.Threads.Count; t++)
             {
-                ulong mb = Smp.Boot.BootLayout.MailboxAddress(t);
-                a.mov(rax, CodeBase + (ulong)t * CodeStride);
-                a.mov(__qword_ptr[mb], rax);
-                a.mov(rax, StackBase + (ulong)t * 0x1000 + 0x1000);
-                a.mov(__qword_ptr[mb + 8], rax);
-                a.mov(__qword_ptr[mb + 16], 0);
-                a.mfence();
-                a.mov(ecx, 0x830u);
-                a.mov(eax, 0x600u);
-                a.mov(edx, (uint)t);
-                a.wrmsr();
+                ulong entry = CodeBase + (ulong)t * CodeStride;
+                Smp.Boot.RingZeroGuest.EmitStartAp(a, t, x => x.mov(rax, entry), StackTop(t), fence: true);
             }
             // herd starts every register at 0: clear what the start-up and the boot protocol left.
             foreach (var r in (AssemblerRegister32[])[eax, ecx, edx, ebx, ebp, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d])
