@@ -25,6 +25,19 @@ public sealed class MachineOptions
     /// Coyote control and the scheduling points on (<see cref="Seams.PointsSwitch"/>).
     /// </summary>
     public MemoryModel MemoryModel { get; init; } = MemoryModel.Sc;
+    /// <summary>
+    /// Whether hot blocks run as compiled host code (Compile/BlockCompiler.cs; default: hot blocks,
+    /// or the HARNESS_COMPILE environment variable). Never with the scheduling points on.
+    /// </summary>
+    public Compile.BlockCompilation? Compile { get; init; }
+    /// <summary>A bug planted in the block compiler (its tests only).</summary>
+    internal Compile.CompilerPlant CompilerPlant { get; init; }
+    /// <summary>
+    /// Tests of the compiler: the runs after which a block is compiled under Hot (0: the default), and
+    /// compiling on the vCPU's own thread, so that which code runs compiled is reproducible.
+    /// </summary>
+    internal int CompileThreshold { get; init; }
+    internal bool CompileOnVcpuThread { get; init; }
 }
 
 /// <summary>Generated code's source: the native instruction it translates and the rule (or stub) that emitted it.</summary>
@@ -60,6 +73,11 @@ public sealed class Machine : IDisposable
     public readonly long MaxInstructions;
     public readonly ulong ReservedBase, ReservedSize;
     public readonly MemoryModel MemoryModel;
+    /// <summary>When blocks are compiled to host code (<see cref="MachineOptions.Compile"/>).</summary>
+    public readonly Compile.BlockCompilation Compile;
+    internal readonly Compile.CompilerPlant CompilerPlant;
+    internal readonly int CompileThreshold;
+    internal readonly bool CompileOnVcpuThread;
     /// <summary>Serializes locked accesses that cross a page (split locks) and cmpxchg16b.</summary>
     internal readonly object SplitLock = new();
     public ElfImage? Image { get; private set; }
@@ -96,6 +114,10 @@ public sealed class Machine : IDisposable
         ReservedBase = o.MemoryBytes - o.ReservedBytes;
         console = o.Console;
         MemoryModel = o.MemoryModel;
+        Compile = o.Compile ?? Smp.Compile.BlockCompiler.Default;
+        CompilerPlant = o.CompilerPlant;
+        CompileThreshold = o.CompileThreshold;
+        CompileOnVcpuThread = o.CompileOnVcpuThread;
         if (MemoryModel == MemoryModel.Tso) CheckTso(Control);
         if (o.CommandLine is { } cl && (cl.Length > BootLayout.CommandLineMax || cl.Any(ch => ch is < ' ' or > '~')))
             throw new ArgumentException($"the command line must be printable ASCII of at most {BootLayout.CommandLineMax} characters");

@@ -96,7 +96,13 @@ internal sealed class RunReport(bool json)
             foreach (var c in x.Counters.Where(c => c.Client != Harness.Dbt.Clients.Prof.ClientName)) console.WriteLine($"{c.Client}: {c.Counter}={c.Value}");
             console.WriteLine($"control {x.Control}; stop {r.Reason}; wall {r.Wall.TotalMilliseconds:F1} ms; {r.TotalInstructions:N0} instructions; {r.TotalInstructions / secs / 1e6:F1} guest MIPS");
         }
+        console.WriteLine(CompilerLine());
     }
+
+    /// <summary>The block compiler's process-wide counters (every run of this process).</summary>
+    internal static string CompilerLine() =>
+        $"compiled {Harness.Smp.Compile.BlockCompiler.RegionsCompiled:N0} regions ({Harness.Smp.Compile.BlockCompiler.InstructionsCompiled:N0} instructions, " +
+        $"{Harness.Smp.Compile.BlockCompiler.InstructionsFallingBack:N0} through their handlers) in {Harness.Smp.Compile.BlockCompiler.CompileTime.TotalMilliseconds:F1} ms IL + {Harness.Smp.Compile.BlockCompiler.JitTime.TotalMilliseconds:F1} ms JIT";
 
     private static Dictionary<string, object?> StatsDocument(Outcome x)
     {
@@ -117,6 +123,13 @@ internal sealed class RunReport(bool json)
             ["wallSeconds"] = r.Wall.TotalSeconds,
             ["totalInstructions"] = r.TotalInstructions,
             ["guestMips"] = r.TotalInstructions / secs / 1e6,
+            ["compiler"] = new
+            {
+                regions = Harness.Smp.Compile.BlockCompiler.RegionsCompiled,
+                instructions = Harness.Smp.Compile.BlockCompiler.InstructionsCompiled,
+                throughHandlers = Harness.Smp.Compile.BlockCompiler.InstructionsFallingBack,
+                milliseconds = Harness.Smp.Compile.BlockCompiler.CompileTime.TotalMilliseconds,
+            },
             ["dbt"] = dbt is null ? null : new
             {
                 blocks = dbt.BlocksTranslated,

@@ -23,6 +23,10 @@ public sealed unsafe partial class Vcpu : IDisposable
     public readonly LocalApic Apic = new();
     internal readonly ExecutionControl Control;
     private readonly BlockBuilder builder;
+    /// <summary>Interpreted runs after which a block is compiled (1: at once); 0: never (Compile/BlockCompiler.cs).</summary>
+    private readonly int compileAfter;
+    /// <summary>Compile on this thread (Always, and tests that need it reproducible) rather than on the compiler thread.</summary>
+    private readonly bool compileHere;
 
     /// <summary>Set by a handler to end the current block after this instruction (self-modifying code, mode changes).</summary>
     internal bool BreakBlock;
@@ -63,6 +67,13 @@ public sealed unsafe partial class Vcpu : IDisposable
         stateBlock = GC.AllocateArray<byte>(sizeof(CpuState) + 64, pinned: true);
         S = (CpuState*)(((nuint)Unsafe.AsPointer(ref stateBlock[0]) + 63) & ~(nuint)63);
         builder = new BlockBuilder(this);
+        compileAfter = machine.Compile switch
+        {
+            Compile.BlockCompilation.Hot => machine.CompileThreshold > 0 ? machine.CompileThreshold : Compile.BlockCompiler.HotThreshold,
+            Compile.BlockCompilation.Always => 1,
+            _ => 0,
+        };
+        compileHere = compileAfter == 1 || machine.CompileOnVcpuThread;
         InitMemory();
     }
 
@@ -201,6 +212,20 @@ public sealed unsafe partial class Vcpu : IDisposable
             }
             var block = Lookup(s->Rip);
             long budget = nextEvent - s->Retired;
+            // Compiled code has no scheduling points: with them on, every block is interpreted.
+            if (!Seams.Points && compileAfter != 0)
+            {
+                var code = block.Code;
+                if (code is null && ++block.Heat >= compileAfter) code = CompileHot(block);
+                if (code is not null && budget >= block.Count)
+                {
+                    blockStart = block.Ptr;
+                    BreakBlock = false;
+                    code(this, s);
+                    curInsn = null;
+                    continue;
+                }
+            }
             Insn* p = block.Ptr;
             Insn* end = p + (budget < block.Count ? (int)budget : block.Count);
             blockStart = p;
@@ -217,6 +242,16 @@ public sealed unsafe partial class Vcpu : IDisposable
             Insn* last = p - 1;
             if ((last->Flags & InsnFlags.Branch) == 0) s->Rip = last->NextIp;
         }
+    }
+
+    /// <summary>A block reached the compile threshold: compile it now (Always) or on the compiler thread (Hot).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Compile.CompiledBlock? CompileHot(Block block)
+    {
+        if (block.CompileError is { } e) throw new InvalidOperationException($"compiling the block at 0x{block.Insns[0].Ip:x} failed: {e.Message}", e);
+        if (compileHere) return Compile.BlockCompiler.Compile(block, compileAfter, Machine.CompilerPlant);
+        Compile.BlockCompiler.Request(block, compileAfter, Machine.CompilerPlant);
+        return null;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -68,6 +68,14 @@ public sealed unsafe class Block
     /// <summary>Retired alone: a host write overlapped its bytes (PhysicalMemory.Write) while its page stayed valid.</summary>
     public volatile bool Dead;
 
+    /// <summary>Runs through the interpreter so far (racy across vCPUs, which only moves the threshold).</summary>
+    internal int Heat;
+
+    /// <summary>The block compiled to host code once hot (Compile/BlockCompiler.cs); null before.</summary>
+    internal Compile.CompiledBlock? Code;
+    /// <summary>Why compiling the block failed (a compiler bug): the next vCPU to run it stops the machine with it.</summary>
+    internal Exception? CompileError;
+
     public bool Valid
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -107,6 +115,20 @@ public sealed class CodePage(ulong ppn)
         return Interlocked.CompareExchange(ref c[offset & (ChunkSize - 1)], block, expected);
     }
     public int WriteGeneration;
+
+    /// <summary>The blocks published in the page now (for the block compiler's page regions).</summary>
+    internal List<Block> Published()
+    {
+        var list = new List<Block>();
+        for (int i = 0; i < chunks.Length; i++)
+            if (Volatile.Read(ref chunks[i]) is { } chunk)
+                for (int j = 0; j < chunk.Length; j++)
+                    if (Volatile.Read(ref chunk[j]) is { } b) list.Add(b);
+        return list;
+    }
+
+    /// <summary>1 while a compilation of this page's hot blocks is queued (BlockCompiler.Request).</summary>
+    internal int CompileRequested;
 
     /// <summary>
     /// The longest block ever published in this page (bytes; only grows): how far before a

@@ -33,8 +33,8 @@ internal static unsafe class Branches
         return true;
     }
 
-    private static void JmpRel(Vcpu c, ref Insn x) => c.S->Rip = x.Imm;
-    private static void JmpR(Vcpu c, ref Insn x) => c.S->Rip = c.S->Gpr[x.R0];
+    internal static void JmpRel(Vcpu c, ref Insn x) => c.S->Rip = x.Imm;
+    internal static void JmpR(Vcpu c, ref Insn x) => c.S->Rip = c.S->Gpr[x.R0];
     private static void JmpM(Vcpu c, ref Insn x) => c.S->Rip = c.Load(c.Ea(ref x), 3);
 
     // In condition-code order. The unsigned compares and equality (what loop bounds and pointer
@@ -74,8 +74,8 @@ internal static unsafe class Branches
         return true;
     }
 
-    private static void CallRel(Vcpu c, ref Insn x) { c.Push64(x.NextIp); c.S->Rip = x.Imm; }
-    private static void CallR(Vcpu c, ref Insn x) { ulong t = c.S->Gpr[x.R0]; c.Push64(x.NextIp); c.S->Rip = t; }
+    internal static void CallRel(Vcpu c, ref Insn x) { c.Push64(x.NextIp); c.S->Rip = x.Imm; }
+    internal static void CallR(Vcpu c, ref Insn x) { ulong t = c.S->Gpr[x.R0]; c.Push64(x.NextIp); c.S->Rip = t; }
     private static void CallM(Vcpu c, ref Insn x) { ulong t = c.Load(c.Ea(ref x), 3); c.Push64(x.NextIp); c.S->Rip = t; }
 
     private static bool BuildRet(ref Insn x, in Instruction ins)
@@ -85,7 +85,7 @@ internal static unsafe class Branches
         return true;
     }
 
-    private static void Ret(Vcpu c, ref Insn x)
+    internal static void Ret(Vcpu c, ref Insn x)
     {
         var s = c.S;
         ulong sp = s->Gpr[Reg.Rsp];

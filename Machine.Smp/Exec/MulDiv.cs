@@ -74,7 +74,7 @@ internal static unsafe class MulDiv
         SetMulFlags(c, log, lo, overflow);
     }
 
-    private static ulong TruncMul(Vcpu c, int log, ulong a, ulong b)
+    internal static ulong TruncMul(Vcpu c, int log, ulong a, ulong b)
     {
         ulong lo;
         bool overflow;

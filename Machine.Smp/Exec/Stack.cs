@@ -33,8 +33,8 @@ internal static unsafe class Stack
         c.S->Gpr[Reg.Rsp] = sp;
     }
 
-    private static void PushR(Vcpu c, ref Insn x) => PushSized(c, x.SizeLog, c.GetReg(x.R0, x.SizeLog));
-    private static void PushI(Vcpu c, ref Insn x) => PushSized(c, x.SizeLog, x.Imm);
+    internal static void PushR(Vcpu c, ref Insn x) => PushSized(c, x.SizeLog, c.GetReg(x.R0, x.SizeLog));
+    internal static void PushI(Vcpu c, ref Insn x) => PushSized(c, x.SizeLog, x.Imm);
     private static void PushM(Vcpu c, ref Insn x) => PushSized(c, x.SizeLog, c.Load(c.Ea(ref x), x.SizeLog));
 
     private static bool BuildPop(ref Insn x, in Instruction ins)
@@ -52,7 +52,7 @@ internal static unsafe class Stack
         return c.Read16(sp);
     }
 
-    private static void PopR(Vcpu c, ref Insn x)
+    internal static void PopR(Vcpu c, ref Insn x)
     {
         ulong v = PopSized(c, x.SizeLog, out ulong sp);
         c.S->Gpr[Reg.Rsp] = sp;
@@ -75,7 +75,7 @@ internal static unsafe class Stack
         return true;
     }
 
-    private static void Leave(Vcpu c, ref Insn x)
+    internal static void Leave(Vcpu c, ref Insn x)
     {
         var s = c.S;
         ulong v = c.Read64(s->Gpr[Reg.Rbp]);

@@ -23,13 +23,17 @@ public static class DifferentialChecker
 {
     static readonly InstructionInfoFactory InfoFactory = new();
 
-    /// <summary>Runs p on both sides and throws (with a readable diff) when they disagree.</summary>
-    public static Outcome Check(DiffProgram p)
+    /// <summary>
+    /// Runs p on both sides and throws (with a readable diff) when they disagree. The emulator
+    /// interprets unless told to compile (Always: every block compiled before its first run).
+    /// </summary>
+    public static Outcome Check(DiffProgram p, Smp.Compile.BlockCompilation compile = Smp.Compile.BlockCompilation.Off,
+        Smp.Compile.CompilerPlant plant = Smp.Compile.CompilerPlant.None)
     {
         var (expected, cut, reason, de) = Predict(p);
         var lines = p.Lines;
         var code = DiffProgram.Code(lines, de ? cut + 1 : cut);
-        var emu = EmulatorRunner.Run(code, p.Input(), p.Scratch());
+        var emu = EmulatorRunner.Run(code, p.Input(), p.Scratch(), compile, plant);
         string text = Describe(p, cut, reason, de);
         if (de)
         {

@@ -154,7 +154,7 @@ public class DifferentialTests(ITestOutputHelper output)
 
     static DiffProgram Single(Instruction ins, ulong flags, params (int reg, ulong value)[] regs) => Steps([ins], flags, regs);
 
-    static DiffProgram Steps(Instruction[] steps, ulong flags, params (int reg, ulong value)[] regs)
+    internal static DiffProgram Steps(Instruction[] steps, ulong flags, params (int reg, ulong value)[] regs)
     {
         var r = new ulong[16];
         foreach (var (reg, v) in regs) r[reg] = v;

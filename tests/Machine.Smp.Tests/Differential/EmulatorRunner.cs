@@ -20,7 +20,8 @@ public static class EmulatorRunner
     const ulong P = 1, RW = 2, PS = 0x80;
     public static readonly byte[] ExitCode = [0xE7, 0xF4]; // out 0xF4, eax
 
-    public static EmulatorResult Run(ReadOnlySpan<byte> code, NativeState input, ReadOnlySpan<byte> scratchIn)
+    public static EmulatorResult Run(ReadOnlySpan<byte> code, NativeState input, ReadOnlySpan<byte> scratchIn,
+        Smp.Compile.BlockCompilation compile = Smp.Compile.BlockCompilation.Off, Smp.Compile.CompilerPlant plant = Smp.Compile.CompilerPlant.None)
     {
         using var m = new Machine(new MachineOptions
         {
@@ -29,6 +30,8 @@ public static class EmulatorRunner
             ReservedBytes = 1UL << 20,
             Control = new Deterministic(quantum: 1_000_000),
             MaxInstructions = 100_000,
+            Compile = compile,
+            CompilerPlant = plant,
         });
         MapScratch(m);
         var full = new byte[code.Length + ExitCode.Length];

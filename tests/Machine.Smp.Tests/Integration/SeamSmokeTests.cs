@@ -74,9 +74,11 @@ public class SeamSmokeTests
         a.ret();
     });
 
-    static RunResult Run(bool locked, ExecutionControl control)
+    // Free-running, the BSP's wait loop spins for as long as the host takes to start and run the AP
+    // thread: at compiled-code speed a busy host can let it retire millions of instructions meanwhile.
+    static RunResult Run(bool locked, ExecutionControl control, long maxInstructions = 1_000_000)
     {
-        var r = Support.RunCode(Guest(locked), vcpus: 2, control: control, maxInstructions: 1_000_000);
+        var r = Support.RunCode(Guest(locked), vcpus: 2, control: control, maxInstructions: maxInstructions);
         Assert.True(r.Reason == StopReason.Exited, $"{r.Reason}: {r.Message}");
         Assert.True(r.Vcpus[1].Started && r.Vcpus[1].Instructions > Iterations, "AP 1 did not run");
         return r;
@@ -119,7 +121,7 @@ public class SeamSmokeTests
     [Fact]
     public void LockedIncrementsAreAtomicFreeRunning()
     {
-        var r = Run(locked: true, new FreeRunning());
+        var r = Run(locked: true, new FreeRunning(), maxInstructions: 2_000_000_000);
         Assert.Equal(2 * Iterations, r.ExitStatus);
     }
 }

@@ -1,0 +1,150 @@
+using System.Diagnostics;
+
+using Harness.Smp.Decode;
+
+namespace Harness.Smp.Compile;
+
+/// <summary>When the machine compiles decoded blocks to host code (<see cref="MachineOptions.Compile"/>).</summary>
+public enum BlockCompilation
+{
+    /// <summary>Every block is interpreted.</summary>
+    Off,
+    /// <summary>A block is compiled once it has run <see cref="BlockCompiler.HotThreshold"/> times (the default).</summary>
+    Hot,
+    /// <summary>Every block is compiled before its first run (tests of the compiler).</summary>
+    Always,
+}
+
+/// <summary>
+/// Compiles hot decoded blocks into host code through <see cref="BlockEmitter"/>. Only when the
+/// scheduling points are off: a compiled block has none, so Coyote-controlled and TSO runs are
+/// always interpreted. The counters are process-wide and exact (compile time is host time).
+/// </summary>
+public static class BlockCompiler
+{
+    /// <summary>
+    /// Interpreted runs before a block is compiled. Compiling costs about as much as interpreting
+    /// the block a few thousand times, so only blocks that keep running repay it.
+    /// </summary>
+    public const int HotThreshold = 256;
+
+    private static long regions, instructions, fallbacks, ticks;
+
+    /// <summary>Regions compiled (a page's hot blocks; a page is compiled again when more of it gets hot).</summary>
+    public static long RegionsCompiled => Interlocked.Read(ref regions);
+    /// <summary>Instructions in compiled blocks, and those of them run through their interpreter handler.</summary>
+    public static long InstructionsCompiled => Interlocked.Read(ref instructions);
+    public static long InstructionsFallingBack => Interlocked.Read(ref fallbacks);
+    public static TimeSpan CompileTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref ticks));
+
+    /// <summary>The environment's override of the default mode (HARNESS_COMPILE=off|hot|always), for experiments and CI.</summary>
+    public static BlockCompilation Default { get; } =
+        Environment.GetEnvironmentVariable("HARNESS_COMPILE")?.ToLowerInvariant() switch
+        {
+            "off" or "0" => BlockCompilation.Off,
+            "always" => BlockCompilation.Always,
+            _ => BlockCompilation.Hot,
+        };
+
+    /// <summary>
+    /// Compiles the block's region now, on the caller's thread (Always: tests see every block
+    /// compiled from its first run on), the runtime's JIT included.
+    /// </summary>
+    internal static CompiledBlock? Compile(Block block, int threshold, CompilerPlant plant)
+    {
+        CompilePage(block.Page, block.Insns[0].Ip >> 12, threshold, plant);
+        return block.Code;
+    }
+
+    /// <summary>
+    /// Asks for the hot blocks of the block's page to be compiled on the compiler thread; the block
+    /// stays interpreted until its entry is published in <see cref="Block.Code"/>. Compiling costs
+    /// about as much as interpreting the code a few thousand times: on its own thread that time
+    /// overlaps the guest's instead of adding to it.
+    /// </summary>
+    internal static void Request(Block block, int threshold, CompilerPlant plant)
+    {
+        var page = block.Page;
+        if (Interlocked.Exchange(ref page.CompileRequested, 1) != 0) return;
+        lock (queue) // never taken with the scheduling points on: compiling is off then
+        {
+            queue.Enqueue((page, block.Insns[0].Ip >> 12, threshold, plant));
+            if (worker is null)
+            {
+                worker = new Thread(Work) { IsBackground = true, Name = "block compiler" };
+                worker.Start();
+            }
+            Monitor.Pulse(queue);
+        }
+    }
+
+    private static readonly Queue<(CodePage Page, ulong VirtualPage, int Threshold, CompilerPlant Plant)> queue = new();
+    private static Thread? worker;
+
+    private static void Work()
+    {
+        while (true)
+        {
+            (CodePage Page, ulong VirtualPage, int Threshold, CompilerPlant Plant) job;
+            lock (queue)
+            {
+                while (queue.Count == 0) Monitor.Wait(queue);
+                job = queue.Dequeue();
+            }
+            // Hot blocks that appear from here on ask again (and get a region with everything hot by then).
+            Volatile.Write(ref job.Page.CompileRequested, 0);
+            CompilePage(job.Page, job.VirtualPage, job.Threshold, job.Plant);
+        }
+    }
+
+    /// <summary>
+    /// One region for the page's hot blocks decoded at this virtual page (the hottest, up to
+    /// <see cref="BlockEmitter.MaxRegionInstructions"/>), each block's entry published as it is done.
+    /// A compiler bug is kept on the blocks: the vCPU that runs one next stops the machine with it.
+    /// </summary>
+    private static void CompilePage(CodePage page, ulong virtualPage, int threshold, CompilerPlant plant)
+    {
+        // Blocks already compiled stay in their region (an edge there goes through the loop); warm
+        // ones join the hot ones, so a loop whose blocks get hot one after another compiles as one.
+        var blocks = page.Published()
+            .Where(b => b.Valid && b.Code is null && b.Insns[0].Ip >> 12 == virtualPage && b.Heat >= Math.Max(1, threshold / 4))
+            .OrderByDescending(b => b.Heat).TakeWhile(SizeAllows(BlockEmitter.MaxRegionInstructions))
+            .OrderBy(b => b.Insns[0].Ip).ToList();
+        if (blocks.Count == 0) return;
+        try
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            var emitter = new BlockEmitter(blocks, plant);
+            var entries = emitter.Finish();
+            Interlocked.Add(ref ticks, Stopwatch.GetTimestamp() - t0);
+            Interlocked.Increment(ref regions);
+            Interlocked.Add(ref instructions, emitter.Instructions);
+            Interlocked.Add(ref fallbacks, emitter.Fallbacks);
+            Jit(entries[0]);
+            for (int k = 0; k < blocks.Count; k++) Volatile.Write(ref blocks[k].Code, entries[k]);
+        }
+        catch (Exception e)
+        {
+            foreach (var b in blocks) Volatile.Write(ref b.CompileError, e);
+        }
+    }
+
+    /// <summary>Takes blocks while their instructions add up to at most max (at least one block).</summary>
+    private static Func<Block, bool> SizeAllows(int max)
+    {
+        int sum = 0;
+        return b => (sum += b.Count) <= max || sum == b.Count;
+    }
+
+    private static long jitTicks;
+    /// <summary>Host time the runtime took to compile the regions' IL to machine code.</summary>
+    public static TimeSpan JitTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref jitTicks));
+
+    /// <summary>The runtime compiles a DynamicMethod at its first call: a dry call (no vCPU) returns at once.</summary>
+    private static unsafe void Jit(CompiledBlock code)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        code(null!, null);
+        Interlocked.Add(ref jitTicks, Stopwatch.GetTimestamp() - t0);
+    }
+}
