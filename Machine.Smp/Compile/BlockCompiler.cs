@@ -106,8 +106,9 @@ public static class BlockCompiler
     {
         // Blocks already compiled stay in their region (an edge there goes through the loop); warm
         // ones join the hot ones, so a loop whose blocks get hot one after another compiles as one.
+        // A block that runs into the next page stays interpreted (the region checks one page).
         var blocks = page.Published()
-            .Where(b => b.Valid && b.Code is null && b.Insns[0].Ip >> 12 == virtualPage && b.Heat >= Math.Max(1, threshold / 4))
+            .Where(b => b.Valid && b.Code is null && b.Page2 is null && b.Insns[0].Ip >> 12 == virtualPage && b.Heat >= Math.Max(1, threshold / 4))
             .OrderByDescending(b => b.Heat).TakeWhile(SizeAllows(BlockEmitter.MaxRegionInstructions))
             .OrderBy(b => b.Insns[0].Ip).ToList();
         if (blocks.Count == 0) return;
@@ -115,18 +116,30 @@ public static class BlockCompiler
         {
             long t0 = Stopwatch.GetTimestamp();
             var emitter = new BlockEmitter(blocks, plant);
-            var entries = emitter.Finish();
+            var (region, entries) = emitter.Finish();
             Interlocked.Add(ref ticks, Stopwatch.GetTimestamp() - t0);
             Interlocked.Increment(ref regions);
             Interlocked.Add(ref instructions, emitter.Instructions);
             Interlocked.Add(ref fallbacks, emitter.Fallbacks);
             Jit(entries[0]);
-            for (int k = 0; k < blocks.Count; k++) Volatile.Write(ref blocks[k].Code, entries[k]);
+            Publish(region, entries);
         }
         catch (Exception e)
         {
             foreach (var b in blocks) Volatile.Write(ref b.CompileError, e);
         }
+    }
+
+    /// <summary>
+    /// Makes the region's entries the blocks' code. A block retired meanwhile kills the region: its
+    /// retirer either sees the block's region (and marks it dead) or we see the block dead here.
+    /// </summary>
+    private static void Publish(Region region, CompiledBlock[] entries)
+    {
+        foreach (var b in region.Blocks) b.Region = region;
+        Interlocked.MemoryBarrier();
+        if (region.Blocks.Any(b => b.Dead)) region.Dead = true;
+        for (int k = 0; k < entries.Length; k++) Volatile.Write(ref region.Blocks[k].Code, entries[k]);
     }
 
     /// <summary>Takes blocks while their instructions add up to at most max (at least one block).</summary>

@@ -13,10 +13,21 @@ namespace Harness.Smp.Compile;
 /// </summary>
 internal unsafe delegate void CompiledBlock(Vcpu c, CpuState* s);
 
-/// <summary>What a region's entry delegates are bound to: the region's blocks and the block it enters at.</summary>
-internal sealed class RegionEntry(Block[] blocks, int entry)
+/// <summary>
+/// One compiled region: its blocks and the page they lie in. Dead once any of its blocks is retired
+/// (<see cref="Block.Retire"/>): its edges then leave for the loop, which looks every block up afresh.
+/// </summary>
+internal sealed class Region(Block[] blocks, CodePage page)
 {
     public readonly Block[] Blocks = blocks;
+    public readonly CodePage Page = page;
+    public volatile bool Dead;
+}
+
+/// <summary>What a region's entry delegates are bound to: the region and the block it enters at.</summary>
+internal sealed class RegionEntry(Region region, int entry)
+{
+    public readonly Region Region = region;
     public readonly int Entry = entry;
 }
 
@@ -63,6 +74,8 @@ internal sealed unsafe partial class BlockEmitter
     private bool mayBreak;
     /// <summary>The block's last instruction was a branch rule, which emitted the block's ending itself.</summary>
     private bool ended;
+    /// <summary>Some instruction of the block may have set <see cref="Vcpu.BreakBlock"/>: its edges test it.</summary>
+    private bool blockMayBreak;
 
     /// <summary>
     /// Instructions one region may hold: the runtime's compile time grows faster than the IL, and a
@@ -82,9 +95,9 @@ internal sealed unsafe partial class BlockEmitter
     private static readonly FieldInfo FTlbR = VcpuField("tlbR"), FTlbW = VcpuField("tlbW"), FCodeMap = VcpuField("codeMap");
     private static readonly FieldInfo FUser = VcpuField(nameof(Vcpu.UserBit)), FBreak = VcpuField(nameof(Vcpu.BreakBlock)), FCurInsn = VcpuField("curInsn");
     private static readonly MethodInfo MReadSlow = VcpuMethod(nameof(Vcpu.ReadSlowAt)), MWriteSlow = VcpuMethod(nameof(Vcpu.WriteSlowAt));
-    private static readonly MethodInfo MCodeWritten = VcpuMethod(nameof(Vcpu.CodeWrittenAt)), MMayEnter = VcpuMethod(nameof(Vcpu.MayEnter));
-    private static readonly FieldInfo FBlockStart = VcpuField("blockStart");
-    private static readonly MethodInfo MMayEnterPlanted = VcpuMethod(nameof(Vcpu.MayEnterOvershooting));
+    private static readonly MethodInfo MCodeWritten = VcpuMethod(nameof(Vcpu.CodeWrittenAt));
+    private static readonly FieldInfo FBlockStart = VcpuField("blockStart"), FEventFlag = VcpuField("eventFlag"), FNextEvent = VcpuField("nextEvent");
+    private static readonly FieldInfo FRegionDead = typeof(Region).GetField(nameof(Region.Dead))!, FPageValid = typeof(CodePage).GetField(nameof(CodePage.Valid))!;
     private static readonly MethodInfo MCond = VcpuMethod(nameof(Vcpu.Cond));
     private static readonly MethodInfo MCf = typeof(Smp.Vcpu).GetProperty("CF", Any)!.GetMethod!;
     private static readonly Type[] HandlerParameters = [typeof(Smp.Vcpu), typeof(Insn).MakeByRefType()];
@@ -123,15 +136,20 @@ internal sealed unsafe partial class BlockEmitter
         fS2 = il.DeclareLocal(typeof(ulong));
         fCf = il.DeclareLocal(typeof(ulong));
         fCfNext = il.DeclareLocal(typeof(ulong));
-        blocksLocal = il.DeclareLocal(typeof(Block[]));
+        regionLocal = il.DeclareLocal(typeof(Region));
+        pageLocal = il.DeclareLocal(typeof(CodePage));
+        retired = il.DeclareLocal(typeof(long));
+        budgetEnd = il.DeclareLocal(typeof(long));
         starts = new Label[region.Count];
         for (int k = 0; k < starts.Length; k++) starts[k] = il.DefineLabel();
     }
 
-    private readonly LocalBuilder blocksLocal;
+    private readonly LocalBuilder regionLocal, pageLocal;
+    /// <summary>Guest time at the start of the current block (the state's Retired, kept here), and when the next event is due.</summary>
+    private readonly LocalBuilder retired, budgetEnd;
 
-    /// <summary>Emits the region; returns each block's entry, in the order the blocks were given.</summary>
-    public CompiledBlock[] Finish()
+    /// <summary>Emits the region; returns it and each block's entry, in the order the blocks were given.</summary>
+    public (Region Region, CompiledBlock[] Entries) Finish()
     {
         // A dry call (no vCPU: BlockCompiler.Jit) only makes the runtime compile the method.
         Label run = il.DefineLabel();
@@ -144,7 +162,9 @@ internal sealed unsafe partial class BlockEmitter
         LdCpu(); il.Emit(OpCodes.Ldfld, FCodeMap); St(codeMap);
         LdCpu(); il.Emit(OpCodes.Ldfld, FUser); St(user);
         LoadFlags();
-        il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, typeof(RegionEntry).GetField(nameof(RegionEntry.Blocks))!); St(blocksLocal);
+        LoadTime();
+        il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, typeof(RegionEntry).GetField(nameof(RegionEntry.Region))!); St(regionLocal);
+        Ld(regionLocal); il.Emit(OpCodes.Ldfld, typeof(Region).GetField(nameof(Region.Page))!); St(pageLocal);
         il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, typeof(RegionEntry).GetField(nameof(RegionEntry.Entry))!);
         il.Emit(OpCodes.Switch, starts);
         Op(OpCodes.Ret);
@@ -156,10 +176,10 @@ internal sealed unsafe partial class BlockEmitter
             ForgetRegs();   // and the registers in the state
             EmitBlock();
         }
-        var blocks = region.ToArray();
-        var entries = new CompiledBlock[blocks.Length];
-        for (int k = 0; k < blocks.Length; k++) entries[k] = (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), new RegionEntry(blocks, k));
-        return entries;
+        var compiled = new Region(region.ToArray(), region[0].Page);
+        var entries = new CompiledBlock[region.Count];
+        for (int k = 0; k < region.Count; k++) entries[k] = (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), new RegionEntry(compiled, k));
+        return (compiled, entries);
     }
 
     public int RegionBlocks => region.Count;
@@ -170,6 +190,7 @@ internal sealed unsafe partial class BlockEmitter
     {
         int n = block.Count;
         ended = false;
+        blockMayBreak = false;
         for (index = 0; index < n; index++)
         {
             X = block.Ptr + index;
@@ -184,6 +205,7 @@ internal sealed unsafe partial class BlockEmitter
         {
             FlushRegs();
             Spill();
+            StoreTime();
             if ((X->Flags & InsnFlags.Branch) == 0) StoreState64(OffRip, () => Ldc(X->NextIp));
             Op(OpCodes.Ret);
             return;
@@ -372,7 +394,8 @@ internal sealed unsafe partial class BlockEmitter
         il.Emit(OpCodes.Br, done);
         il.MarkLabel(slow);
         SpillRegs();
-        LdCpu(); Ld(ea); LdcI4(1 << log); LdcPtr(X); FlagRecord(); il.Emit(OpCodes.Call, MReadSlow); St(dest);
+        StoreTime();
+        LdCpu(); Ld(ea); LdcI4(1 << log); LdcPtr(X); LdcPtr(block.Ptr); FlagRecord(); il.Emit(OpCodes.Call, MReadSlow); St(dest);
         il.MarkLabel(done);
     }
 
@@ -396,9 +419,11 @@ internal sealed unsafe partial class BlockEmitter
         il.Emit(OpCodes.Br, done);
         il.MarkLabel(slow);
         SpillRegs();
-        LdCpu(); Ld(ea); LdcI4(1 << log); Ld(value); LdcPtr(X); FlagRecord(); il.Emit(OpCodes.Call, MWriteSlow);
+        StoreTime();
+        LdCpu(); Ld(ea); LdcI4(1 << log); Ld(value); LdcPtr(X); LdcPtr(block.Ptr); FlagRecord(); il.Emit(OpCodes.Call, MWriteSlow);
         il.MarkLabel(done);
         mayBreak = true;
+        blockMayBreak = true;
     }
 
     // ---- lazy flags --------------------------------------------------------------------------------
@@ -529,17 +554,25 @@ internal sealed unsafe partial class BlockEmitter
         Spill();
         SpillRegs();
         StoreState64(OffRip, () => Ldc(X->NextIp)); // not a branch: branches end their blocks
-        AdvanceTime(index + 1);
+        StoreState64(OffRetired, () => { Ld(retired); LdcI4(index + 1); Op(OpCodes.Conv_I8); Op(OpCodes.Add); });
         Op(OpCodes.Ret);
         il.MarkLabel(go);
     }
 
     private void AdvanceTime(int count)
     {
-        StateAddr(OffRetired);
-        LoadState64(OffRetired); LdcI4(count); Op(OpCodes.Conv_I8); Op(OpCodes.Add);
-        Op(OpCodes.Stind_I8);
+        Ld(retired); LdcI4(count); Op(OpCodes.Conv_I8); Op(OpCodes.Add); St(retired);
     }
+
+    /// <summary>Guest time and the next event's time into the locals (at entry, and after a handler, which may change either).</summary>
+    private void LoadTime()
+    {
+        LoadState64(OffRetired); St(retired);
+        LdCpu(); il.Emit(OpCodes.Ldfld, FNextEvent); St(budgetEnd);
+    }
+
+    /// <summary>Guest time to the state: before a call that may fault or read it, and at every exit.</summary>
+    private void StoreTime() => StoreState64(OffRetired, retired);
 
     /// <summary>The block's instructions are done: guest time advances by all of them (before its branch leaves).</summary>
     private void EndBlock()
@@ -557,16 +590,21 @@ internal sealed unsafe partial class BlockEmitter
         FlushRegs();
         if (regionIndex.TryGetValue(ip, out int k))
         {
+            // Just what the loop checks before running the next block: no event waiting (and no
+            // instruction asked for the block to end), the budget covers all of it, it is valid.
             Label exit = il.DefineLabel();
-            LdCpu(); Ld(blocksLocal); LdcI4(k); il.Emit(OpCodes.Ldelem_Ref);
-            il.Emit(OpCodes.Call, plant == CompilerPlant.EdgeOvershootsBudget ? MMayEnterPlanted : MMayEnter);
-            il.Emit(OpCodes.Brfalse, exit);
+            LdCpu(); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FEventFlag); il.Emit(OpCodes.Brtrue, exit);
+            if (blockMayBreak) { LdCpu(); il.Emit(OpCodes.Ldfld, FBreak); il.Emit(OpCodes.Brtrue, exit); }
+            Ld(retired); Ldc((long)(plant == CompilerPlant.EdgeOvershootsBudget ? 1 : region[k].Count)); Op(OpCodes.Add);
+            Ld(budgetEnd); il.Emit(OpCodes.Bgt, exit);
+            Ld(regionLocal); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FRegionDead); il.Emit(OpCodes.Brtrue, exit);
+            Ld(pageLocal); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FPageValid); il.Emit(OpCodes.Brfalse, exit);
             Describe();
-            LdCpu(); LdcPtr(region[k].Ptr); il.Emit(OpCodes.Stfld, FBlockStart); // where a fault there counts from
             il.Emit(OpCodes.Br, starts[k]);
             il.MarkLabel(exit);
         }
         Spill();
+        StoreTime();
         StoreState64(OffRip, () => Ldc(ip));
         Op(OpCodes.Ret);
     }
@@ -576,6 +614,7 @@ internal sealed unsafe partial class BlockEmitter
     {
         FlushRegs();
         Spill();
+        StoreTime();
         StoreState64(OffRip, target);
         Op(OpCodes.Ret);
     }
@@ -587,11 +626,15 @@ internal sealed unsafe partial class BlockEmitter
         Fallbacks++;
         Spill();
         FlushRegs();
+        StoreTime();
+        LdCpu(); LdcPtr(block.Ptr); il.Emit(OpCodes.Stfld, FBlockStart); // Now and a fault count from the block's start
         LdCpu(); LdcPtr(X); il.Emit(OpCodes.Stfld, FCurInsn);
         LdCpu(); LdcPtr(X); LdcPtr(X->Exec);
         il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), HandlerParameters, null);
         mayBreak = true;
+        blockMayBreak = true;
         ForgetRegs();
         LoadFlags();
+        LoadTime();
     }
 }

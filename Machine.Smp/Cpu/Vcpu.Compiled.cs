@@ -12,18 +12,20 @@ public unsafe partial class Vcpu
     // pushes RFLAGS. (Passing it costs the call a few arguments; storing it at every call site
     // made the IL, and the runtime's time to compile it, much larger.)
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal ulong ReadSlowAt(ulong va, int size, Insn* at, int op, int log, ulong res, ulong s1, ulong s2, ulong cf)
+    internal ulong ReadSlowAt(ulong va, int size, Insn* at, Insn* start, int op, int log, ulong res, ulong s1, ulong s2, ulong cf)
     {
         StoreFlagRecord(op, log, res, s1, s2, cf);
         curInsn = at;
+        blockStart = start;
         return ReadSlow(va, size);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal void WriteSlowAt(ulong va, int size, ulong v, Insn* at, int op, int log, ulong res, ulong s1, ulong s2, ulong cf)
+    internal void WriteSlowAt(ulong va, int size, ulong v, Insn* at, Insn* start, int op, int log, ulong res, ulong s1, ulong s2, ulong cf)
     {
         StoreFlagRecord(op, log, res, s1, s2, cf);
         curInsn = at;
+        blockStart = start;
         WriteSlow(va, size, v);
     }
 
@@ -42,15 +44,4 @@ public unsafe partial class Vcpu
     /// <summary>A fast-path store of compiled code hit a page with decoded code.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal void CodeWrittenAt(ulong ppn) => CodeWritten(ppn);
-
-    /// <summary>
-    /// May compiled code go on to block b of its region without returning to the loop: just what the
-    /// loop would check before running b (no event waiting, the budget covers all of b, b still
-    /// valid), and no instruction asked for the block to end.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool MayEnter(Block b) => !BreakBlock && eventFlag == 0 && nextEvent - S->Retired >= b.Count && b.Valid;
-
-    /// <summary>MayEnter with the budget test off by the block: the planted bug <see cref="Compile.CompilerPlant.EdgeOvershootsBudget"/>.</summary>
-    internal bool MayEnterOvershooting(Block b) => !BreakBlock && eventFlag == 0 && nextEvent - S->Retired > 0 && b.Valid;
 }

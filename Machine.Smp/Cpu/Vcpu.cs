@@ -249,6 +249,7 @@ public sealed unsafe partial class Vcpu : IDisposable
     private Compile.CompiledBlock? CompileHot(Block block)
     {
         if (block.CompileError is { } e) throw new InvalidOperationException($"compiling the block at 0x{block.Insns[0].Ip:x} failed: {e.Message}", e);
+        if (block.Page2 is not null) { block.Heat = int.MinValue; return null; } // runs into the next page: stays interpreted
         if (compileHere) return Compile.BlockCompiler.Compile(block, compileAfter, Machine.CompilerPlant);
         Compile.BlockCompiler.Request(block, compileAfter, Machine.CompilerPlant);
         return null;

@@ -97,10 +97,10 @@ internal sealed unsafe class BlockBuilder
         // this replaces (another alias's), is retired here.
         page.NoteBlockBytes((int)(ip - rip));
         var raced = page.Publish(off, block, existing);
-        if (raced != existing) block.Dead = true;
-        else if (existing is not null) existing.Dead = true;
+        if (raced != existing) block.Retire();
+        else existing?.Retire();
         Interlocked.MemoryBarrier();
-        if (Volatile.Read(ref page.WriteGeneration) != generation) block.Dead = true;
+        if (Volatile.Read(ref page.WriteGeneration) != generation) block.Retire();
         cpu.BlocksDecoded++;
         if (cpu.Machine.Agents.BlockDecoded.Length != 0) cpu.Machine.BlockDecoded(cpu, rip, pa);
         return block;

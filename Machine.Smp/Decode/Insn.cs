@@ -73,6 +73,20 @@ public sealed unsafe class Block
 
     /// <summary>The block compiled to host code once hot (Compile/BlockCompiler.cs); null before.</summary>
     internal Compile.CompiledBlock? Code;
+    /// <summary>The compiled region the block is part of (its edges lead to the other blocks of the page).</summary>
+    internal volatile Compile.Region? Region;
+
+    /// <summary>
+    /// Retires the block: it is no longer looked up, and the compiled region it is part of no longer
+    /// enters it (nor any other of its blocks) from inside.
+    /// </summary>
+    internal void Retire()
+    {
+        Dead = true;
+        Interlocked.MemoryBarrier(); // Dekker with BlockCompiler.Publish: one of us sees the other's write
+        if (Region is { } r) r.Dead = true;
+    }
+
     /// <summary>Why compiling the block failed (a compiler bug): the next vCPU to run it stops the machine with it.</summary>
     internal Exception? CompileError;
 

@@ -118,7 +118,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         for (int off = first; off < last; off++)
         {
             var b = page.BlockAt(off);
-            if (b is not null && b.PhysStart < to && b.PhysEnd > from) b.Dead = true;
+            if (b is not null && b.PhysStart < to && b.PhysEnd > from) b.Retire();
         }
     }
 
