@@ -70,7 +70,7 @@ public sealed class GuestMipsColumn : IColumn
         string type = c.Descriptor.Type.Name, method = c.Descriptor.WorkloadMethod.Name;
         string? s = type switch
         {
-            nameof(InterpreterThroughput) when method == nameof(InterpreterThroughput.Emulated) => ComputeGuest.Recorded($"insns-{type}-{method}"),
+            nameof(InterpreterThroughput) when method != nameof(InterpreterThroughput.Native) => ComputeGuest.Recorded($"insns-{type}-{method}"),
             nameof(TwoVcpuScaling) => ComputeGuest.Recorded($"insns-{type}-{c.Parameters["Vcpus"]}"),
             nameof(SeamsCost) => ComputeGuest.Recorded($"insns-{type}-{c.Job.Id}"),
             nameof(KernelDbt) => ComputeGuest.Recorded($"insns-{type}-{method}"),

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Harness.Smp;
+using Harness.Smp.Compile;
 using Harness.Smp.Control;
 
 namespace Harness.Benchmarks;
@@ -54,10 +55,10 @@ public static unsafe class ComputeGuest
     }
 
     /// <summary>A machine with the compute image loaded and its parameters patched; not yet run.</summary>
-    public static Machine Create(int vcpus, ulong iterations, int workCpus = 0)
+    public static Machine Create(int vcpus, ulong iterations, int workCpus = 0, BlockCompilation compile = BlockCompilation.Hot)
     {
         if (!File.Exists(ImagePath)) throw new FileNotFoundException($"{ImagePath} not built: run guest/build.sh (or benchmarks/run.sh)");
-        var m = new Machine(new MachineOptions { Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning() });
+        var m = new Machine(new MachineOptions { Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning(), Compile = compile });
         m.LoadElf(ImagePath);
         if (m.Memory.ReadU64(ParamsPhys) != Magic) throw new InvalidOperationException("compute.elf: no parameter block at physical 0x100000");
         m.Memory.WriteU64(ParamsPhys + 8, iterations);

@@ -60,7 +60,17 @@ static string Report(IEnumerable<Summary> summaries, bool quick)
         var native = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.WorkloadMethod.Name == nameof(InterpreterThroughput.Native));
         var emu = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(InterpreterThroughput) && c.Descriptor.WorkloadMethod.Name == nameof(InterpreterThroughput.Emulated));
         if (native is not null && emu is not null && s[native]?.ResultStatistics is { } n && s[emu]?.ResultStatistics is { } e)
-            sb.AppendLine(CultureInfo.InvariantCulture, $"- emulated / native = {e.Mean / n.Mean:F1}x slower (native work(N) {n.Mean / 1e6:F3} ms)");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"- interpreted / native = {e.Mean / n.Mean:F1}x slower (native work(N) {n.Mean / 1e6:F3} ms)");
+        var once = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(InterpreterThroughput) && c.Descriptor.WorkloadMethod.Name == nameof(InterpreterThroughput.Compiled));
+        var twice = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(InterpreterThroughput) && c.Descriptor.WorkloadMethod.Name == nameof(InterpreterThroughput.CompiledDouble));
+        if (native is not null && once is not null && twice is not null && s[native]?.ResultStatistics is { } nt
+            && s[once]?.ResultStatistics is { } c1 && s[twice]?.ResultStatistics is { } c2
+            && GuestMipsColumn.Instructions(once) is { } i1 && GuestMipsColumn.Instructions(twice) is { } i2)
+        {
+            double steadyMs = (c2.Mean - c1.Mean) / 1e6;
+            sb.AppendLine(CultureInfo.InvariantCulture, $"- compiled / native = {c1.Mean / nt.Mean:F1}x slower (whole run of work(N), compiler warm-up included)");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"- compiled steady state = {(i2 - i1) / (steadyMs / 1e3) / 1e6:F1} guest MIPS ((instructions(2N) - instructions(N)) / (time(2N) - time(N)) = {i2 - i1:N0} / {steadyMs:F1} ms); {steadyMs / (nt.Mean / 1e6):F1}x native work(N) (goal: >= 500 MIPS)");
+        }
         var kernelNative = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(KernelDbt) && c.Descriptor.WorkloadMethod.Name == nameof(KernelDbt.Native));
         if (kernelNative is not null && s[kernelNative]?.ResultStatistics is { } kn)
             foreach (var c in s.BenchmarksCases.Where(c => c.Descriptor.Type == typeof(KernelDbt) && c != kernelNative))
