@@ -102,7 +102,7 @@ internal sealed class RunReport(bool json)
     /// <summary>The block compiler's process-wide counters (every run of this process).</summary>
     internal static string CompilerLine() =>
         $"compiled {Harness.Smp.Compile.BlockCompiler.RegionsCompiled:N0} regions ({Harness.Smp.Compile.BlockCompiler.InstructionsCompiled:N0} instructions, " +
-        $"{Harness.Smp.Compile.BlockCompiler.InstructionsFallingBack:N0} through their handlers) in {Harness.Smp.Compile.BlockCompiler.CompileTime.TotalMilliseconds:F1} ms IL + {Harness.Smp.Compile.BlockCompiler.JitTime.TotalMilliseconds:F1} ms JIT";
+        $"{Harness.Smp.Compile.BlockCompiler.InstructionsFallingBack:N0} through their handlers; {Harness.Smp.Compile.BlockCompiler.RegionsReused:N0} reused) in {Harness.Smp.Compile.BlockCompiler.CompileTime.TotalMilliseconds:F1} ms IL + {Harness.Smp.Compile.BlockCompiler.JitTime.TotalMilliseconds:F1} ms JIT";
 
     private static Dictionary<string, object?> StatsDocument(Outcome x)
     {
@@ -128,6 +128,7 @@ internal sealed class RunReport(bool json)
                 regions = Harness.Smp.Compile.BlockCompiler.RegionsCompiled,
                 instructions = Harness.Smp.Compile.BlockCompiler.InstructionsCompiled,
                 throughHandlers = Harness.Smp.Compile.BlockCompiler.InstructionsFallingBack,
+                reused = Harness.Smp.Compile.BlockCompiler.RegionsReused,
                 milliseconds = Harness.Smp.Compile.BlockCompiler.CompileTime.TotalMilliseconds,
             },
             ["dbt"] = dbt is null ? null : new

@@ -26,7 +26,8 @@ public static class BlockCompiler
     /// Interpreted runs before a block is compiled. Compiling costs about as much as interpreting
     /// the block a few thousand times, so only blocks that keep running repay it.
     /// </summary>
-    public const int HotThreshold = 256;
+    public static int HotThreshold { get; } =
+        int.TryParse(Environment.GetEnvironmentVariable("HARNESS_COMPILE_THRESHOLD"), out int n) && n > 0 ? n : 256;
 
     private static long regions, instructions, fallbacks, ticks;
 
@@ -114,6 +115,16 @@ public static class BlockCompiler
         if (blocks.Count == 0) return;
         try
         {
+            var key = new CodeKey(blocks, plant);
+            if (Cached(key) is { } method)
+            {
+                // The same blocks at the same addresses compiled before (another machine of this
+                // process: a test's or a benchmark's next run): bind that code to these blocks.
+                var (r, e) = BlockEmitter.Bind(method, blocks.ToArray());
+                Interlocked.Increment(ref reused);
+                Publish(r, e);
+                return;
+            }
             long t0 = Stopwatch.GetTimestamp();
             var emitter = new BlockEmitter(blocks, plant);
             var (region, entries) = emitter.Finish();
@@ -122,12 +133,69 @@ public static class BlockCompiler
             Interlocked.Add(ref instructions, emitter.Instructions);
             Interlocked.Add(ref fallbacks, emitter.Fallbacks);
             Jit(entries[0]);
+            Remember(key, emitter.Method!);
             Publish(region, entries);
         }
         catch (Exception e)
         {
             foreach (var b in blocks) Volatile.Write(ref b.CompileError, e);
         }
+    }
+
+    // ---- the code cache: compiled regions by what they were compiled from ---------------------------
+
+    private const int CacheLimit = 4096;
+    private static readonly Dictionary<CodeKey, System.Reflection.Emit.DynamicMethod> cache = [];
+    private static long reused;
+
+    /// <summary>Regions whose code came from the code cache (compiled earlier for the same blocks in another machine).</summary>
+    public static long RegionsReused => Interlocked.Read(ref reused);
+
+    private static System.Reflection.Emit.DynamicMethod? Cached(CodeKey key)
+    {
+        lock (cache) return cache.GetValueOrDefault(key);
+    }
+
+    private static void Remember(CodeKey key, System.Reflection.Emit.DynamicMethod method)
+    {
+        lock (cache)
+        {
+            if (cache.Count >= CacheLimit) cache.Clear(); // a long-lived process that saw many kernels: start over
+            cache[key] = method;
+        }
+    }
+
+    /// <summary>
+    /// What a region's code depends on: its blocks' decoded instructions (addresses, operands and
+    /// handlers included), in region order, and the planted bug. The code reads nothing else that
+    /// differs between machines from constants (Region.Starts).
+    /// </summary>
+    private readonly unsafe struct CodeKey : IEquatable<CodeKey>
+    {
+        private readonly byte[] bytes;
+        private readonly int hash;
+
+        public CodeKey(List<Block> blocks, CompilerPlant plant)
+        {
+            int size = blocks.Sum(b => b.Count * sizeof(Insn) + sizeof(int)) + sizeof(int);
+            bytes = new byte[size];
+            var span = bytes.AsSpan();
+            int at = 0;
+            BitConverter.TryWriteBytes(span[at..], (int)plant); at += sizeof(int);
+            foreach (var b in blocks)
+            {
+                BitConverter.TryWriteBytes(span[at..], b.Count); at += sizeof(int);
+                var insns = new ReadOnlySpan<byte>(b.Ptr, b.Count * sizeof(Insn));
+                insns.CopyTo(span[at..]); at += insns.Length;
+            }
+            var h = new HashCode();
+            h.AddBytes(bytes);
+            hash = h.ToHashCode();
+        }
+
+        public bool Equals(CodeKey other) => hash == other.hash && bytes.AsSpan().SequenceEqual(other.bytes);
+        public override bool Equals(object? obj) => obj is CodeKey k && Equals(k);
+        public override int GetHashCode() => hash;
     }
 
     /// <summary>

@@ -17,10 +17,23 @@ internal unsafe delegate void CompiledBlock(Vcpu c, CpuState* s);
 /// One compiled region: its blocks and the page they lie in. Dead once any of its blocks is retired
 /// (<see cref="Block.Retire"/>): its edges then leave for the loop, which looks every block up afresh.
 /// </summary>
-internal sealed class Region(Block[] blocks, CodePage page)
+internal sealed unsafe class Region
 {
-    public readonly Block[] Blocks = blocks;
-    public readonly CodePage Page = page;
+    public Region(Block[] blocks)
+    {
+        Blocks = blocks;
+        Page = blocks[0].Page;
+        Starts = blocks.Select(b => (nint)b.Ptr).ToArray();
+    }
+
+    public readonly Block[] Blocks;
+    public readonly CodePage Page;
+    /// <summary>
+    /// Where each block's decoded instructions are: the code reads them from here (slow paths and
+    /// handler calls need an instruction's address), not as constants, so one compiled method
+    /// serves every machine whose page holds the same blocks (BlockCompiler's code cache).
+    /// </summary>
+    public readonly nint[] Starts;
     public volatile bool Dead;
 }
 
@@ -97,6 +110,7 @@ internal sealed unsafe partial class BlockEmitter
     private static readonly MethodInfo MReadSlow = VcpuMethod(nameof(Vcpu.ReadSlowAt)), MWriteSlow = VcpuMethod(nameof(Vcpu.WriteSlowAt));
     private static readonly MethodInfo MCodeWritten = VcpuMethod(nameof(Vcpu.CodeWrittenAt));
     private static readonly FieldInfo FBlockStart = VcpuField("blockStart"), FEventFlag = VcpuField("eventFlag"), FNextEvent = VcpuField("nextEvent");
+    private static readonly FieldInfo FRegionStarts = typeof(Region).GetField(nameof(Region.Starts))!;
     private static readonly FieldInfo FRegionDead = typeof(Region).GetField(nameof(Region.Dead))!, FPageValid = typeof(CodePage).GetField(nameof(CodePage.Valid))!;
     private static readonly MethodInfo MCond = VcpuMethod(nameof(Vcpu.Cond));
     private static readonly MethodInfo MCf = typeof(Smp.Vcpu).GetProperty("CF", Any)!.GetMethod!;
@@ -176,9 +190,19 @@ internal sealed unsafe partial class BlockEmitter
             ForgetRegs();   // and the registers in the state
             EmitBlock();
         }
-        var compiled = new Region(region.ToArray(), region[0].Page);
-        var entries = new CompiledBlock[region.Count];
-        for (int k = 0; k < region.Count; k++) entries[k] = (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), new RegionEntry(compiled, k));
+        Method = method;
+        return Bind(method, region.ToArray());
+    }
+
+    /// <summary>The compiled method (the code cache keeps it for other machines with the same blocks).</summary>
+    public DynamicMethod? Method { get; private set; }
+
+    /// <summary>A compiled region method bound to blocks that decode the same as those it was emitted for.</summary>
+    public static (Region Region, CompiledBlock[] Entries) Bind(DynamicMethod method, Block[] blocks)
+    {
+        var compiled = new Region(blocks);
+        var entries = new CompiledBlock[blocks.Length];
+        for (int k = 0; k < blocks.Length; k++) entries[k] = (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), new RegionEntry(compiled, k));
         return (compiled, entries);
     }
 
@@ -220,6 +244,19 @@ internal sealed unsafe partial class BlockEmitter
     private void Ldc(ulong v) => il.Emit(OpCodes.Ldc_I8, (long)v);
     private void LdcI4(int v) => il.Emit(OpCodes.Ldc_I4, v);
     private void LdcPtr(void* p) { il.Emit(OpCodes.Ldc_I8, (long)p); il.Emit(OpCodes.Conv_U); }
+
+    /// <summary>Pushes the current block's first instruction's address (from the region: see <see cref="Region.Starts"/>).</summary>
+    private void LdBlockStart()
+    {
+        Ld(regionLocal); il.Emit(OpCodes.Ldfld, FRegionStarts); LdcI4(regionIndex[block.Insns[0].Ip]); il.Emit(OpCodes.Ldelem_I);
+    }
+
+    /// <summary>Pushes the current instruction's address.</summary>
+    private void LdInsn()
+    {
+        LdBlockStart();
+        if (index != 0) { LdcI4(index * sizeof(Insn)); Op(OpCodes.Add); }
+    }
     private void Ld(LocalBuilder l) => il.Emit(OpCodes.Ldloc, l);
     private void St(LocalBuilder l) => il.Emit(OpCodes.Stloc, l);
     private void Op(OpCode o) => il.Emit(o);
@@ -395,7 +432,7 @@ internal sealed unsafe partial class BlockEmitter
         il.MarkLabel(slow);
         SpillRegs();
         StoreTime();
-        LdCpu(); Ld(ea); LdcI4(1 << log); LdcPtr(X); LdcPtr(block.Ptr); FlagRecord(); il.Emit(OpCodes.Call, MReadSlow); St(dest);
+        LdCpu(); Ld(ea); LdcI4(1 << log); LdInsn(); LdBlockStart(); FlagRecord(); il.Emit(OpCodes.Call, MReadSlow); St(dest);
         il.MarkLabel(done);
     }
 
@@ -420,7 +457,7 @@ internal sealed unsafe partial class BlockEmitter
         il.MarkLabel(slow);
         SpillRegs();
         StoreTime();
-        LdCpu(); Ld(ea); LdcI4(1 << log); Ld(value); LdcPtr(X); LdcPtr(block.Ptr); FlagRecord(); il.Emit(OpCodes.Call, MWriteSlow);
+        LdCpu(); Ld(ea); LdcI4(1 << log); Ld(value); LdInsn(); LdBlockStart(); FlagRecord(); il.Emit(OpCodes.Call, MWriteSlow);
         il.MarkLabel(done);
         mayBreak = true;
         blockMayBreak = true;
@@ -627,9 +664,9 @@ internal sealed unsafe partial class BlockEmitter
         Spill();
         FlushRegs();
         StoreTime();
-        LdCpu(); LdcPtr(block.Ptr); il.Emit(OpCodes.Stfld, FBlockStart); // Now and a fault count from the block's start
-        LdCpu(); LdcPtr(X); il.Emit(OpCodes.Stfld, FCurInsn);
-        LdCpu(); LdcPtr(X); LdcPtr(X->Exec);
+        LdCpu(); LdBlockStart(); il.Emit(OpCodes.Stfld, FBlockStart); // Now and a fault count from the block's start
+        LdCpu(); LdInsn(); il.Emit(OpCodes.Stfld, FCurInsn);
+        LdCpu(); LdInsn(); LdcPtr(X->Exec);
         il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), HandlerParameters, null);
         mayBreak = true;
         blockMayBreak = true;
