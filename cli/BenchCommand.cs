@@ -29,7 +29,23 @@ internal static class BenchCommand
             vcpus, quick, workload, kernel,
         };
         dbt.SetAction((r, ct) => Task.FromResult(RunDbt(r.GetValue(vcpus), r.GetValue(quick), r.GetValue(workload) ?? [], r.GetValue(kernel), ct)));
-        var bench = new Command("bench", "benchmarks of the translator (see docs/performance.md)") { dbt };
+        var iterations = new Option<ulong>("--iterations") { Description = "rounds of work() per vCPU (default 2150: about 200 M guest instructions on 1 vCPU)", DefaultValueFactory = _ => 2150 };
+        var repeat = new Option<int>("--repeat") { Description = "runs of each configuration (the fastest counts; 1..20)", DefaultValueFactory = _ => 3 };
+        var quickCompute = new Option<bool>("--quick") { Description = "smoke run: 40 rounds, one repeat (not a measurement)" };
+        var compute = new Command("compute", "the compute guest interpreted and compiled against the same C run natively: whole-run and steady-state MIPS, 2-vCPU scaling, goals")
+        {
+            iterations, repeat, quickCompute,
+        };
+        compute.SetAction((r, ct) =>
+        {
+            bool q = r.GetValue(quickCompute);
+            int rep = r.GetValue(repeat);
+            ulong n = r.GetValue(iterations);
+            if (rep is < 1 or > 20) { Console.Error.WriteLine($"harness: --repeat must be between 1 and 20 (got {rep})"); return Task.FromResult(ExitCodes.BadInput); }
+            if (n is < 1 or > 1_000_000) { Console.Error.WriteLine($"harness: --iterations must be between 1 and 1000000 (got {n})"); return Task.FromResult(ExitCodes.BadInput); }
+            return Task.FromResult(BenchCompute.Run(new BenchCompute.Settings(q ? 40 : n, q ? 1 : rep, q), ct));
+        });
+        var bench = new Command("bench", "benchmarks of the machine and the translator (see docs/performance.md)") { dbt, compute };
         return bench;
     }
 

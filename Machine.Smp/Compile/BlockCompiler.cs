@@ -66,7 +66,8 @@ public static class BlockCompiler
     internal static void Request(Block block, int threshold, CompilerPlant plant)
     {
         var page = block.Page;
-        if (Interlocked.Exchange(ref page.CompileRequested, 1) != 0) return;
+        // Read before the exchange: vCPUs running the page's blocks meanwhile only share the line.
+        if (Volatile.Read(ref page.CompileRequested) != 0 || Interlocked.Exchange(ref page.CompileRequested, 1) != 0) return;
         lock (queue) // never taken with the scheduling points on: compiling is off then
         {
             queue.Enqueue((page, block.Insns[0].Ip >> 12, threshold, plant));
@@ -108,11 +109,13 @@ public static class BlockCompiler
         // Blocks already compiled stay in their region (an edge there goes through the loop); warm
         // ones join the hot ones, so a loop whose blocks get hot one after another compiles as one.
         // A block that runs into the next page stays interpreted (the region checks one page).
-        var blocks = page.Published()
+        var candidates = page.Published()
             .Where(b => b.Valid && b.Code is null && b.Page2 is null && b.Insns[0].Ip >> 12 == virtualPage && b.Heat >= Math.Max(1, threshold / 4))
-            .OrderByDescending(b => b.Heat).TakeWhile(SizeAllows(BlockEmitter.MaxRegionInstructions))
-            .OrderBy(b => b.Insns[0].Ip).ToList();
+            .OrderByDescending(b => b.Heat).ToList();
+        var blocks = candidates.TakeWhile(SizeAllows(BlockEmitter.MaxRegionInstructions)).OrderBy(b => b.Insns[0].Ip).ToList();
         if (blocks.Count == 0) return;
+        // Hot blocks left over by the size limit ask no more (their heat stops at the threshold): the next region takes them.
+        if (candidates.Skip(blocks.Count).FirstOrDefault(b => b.Heat >= threshold) is { } left && worker is not null) Request(left, threshold, plant);
         try
         {
             var key = new CodeKey(blocks, plant);

@@ -216,7 +216,9 @@ public sealed unsafe partial class Vcpu : IDisposable
             if (!Seams.Points && compileAfter != 0)
             {
                 var code = block.Code;
-                if (code is null && ++block.Heat >= compileAfter) code = CompileHot(block);
+                // The count stops at the threshold: both vCPUs writing a shared block's line on
+                // every run would make them wait for each other.
+                if (code is null && block.Heat < compileAfter && ++block.Heat == compileAfter) code = CompileHot(block);
                 if (code is not null && budget >= block.Count)
                 {
                     blockStart = block.Ptr;
