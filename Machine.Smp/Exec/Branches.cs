@@ -39,6 +39,9 @@ internal static unsafe class Branches
 
     // In condition-code order. The unsigned compares and equality (what loop bounds and pointer
     // checks compile to) have their own handlers that read the lazy record directly; the rest evaluate x.Sub.
+    /// <summary>The conditional jumps, in condition-code order (the block compiler gives each its rule).</summary>
+    internal static IEnumerable<Mnemonic> ConditionalJumps => JccTable().Select(j => j.M);
+
     private static (Mnemonic M, nint Exec)[] JccTable()
     {
         nint any = (nint)(delegate*<Vcpu, ref Insn, void>)&JccAny;

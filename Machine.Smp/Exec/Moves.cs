@@ -40,13 +40,13 @@ internal static unsafe class Moves
     }
 
     // In condition-code order (the low nibble of the opcode): o no b ae e ne be a s ns p np l ge le g.
-    private static readonly Mnemonic[] Cmovcc =
+    internal static readonly Mnemonic[] Cmovcc =
     [
         Mnemonic.Cmovo, Mnemonic.Cmovno, Mnemonic.Cmovb, Mnemonic.Cmovae, Mnemonic.Cmove, Mnemonic.Cmovne, Mnemonic.Cmovbe, Mnemonic.Cmova,
         Mnemonic.Cmovs, Mnemonic.Cmovns, Mnemonic.Cmovp, Mnemonic.Cmovnp, Mnemonic.Cmovl, Mnemonic.Cmovge, Mnemonic.Cmovle, Mnemonic.Cmovg,
     ];
 
-    private static readonly Mnemonic[] Setcc =
+    internal static readonly Mnemonic[] Setcc =
     [
         Mnemonic.Seto, Mnemonic.Setno, Mnemonic.Setb, Mnemonic.Setae, Mnemonic.Sete, Mnemonic.Setne, Mnemonic.Setbe, Mnemonic.Seta,
         Mnemonic.Sets, Mnemonic.Setns, Mnemonic.Setp, Mnemonic.Setnp, Mnemonic.Setl, Mnemonic.Setge, Mnemonic.Setle, Mnemonic.Setg,

@@ -11,12 +11,6 @@ namespace Harness.Smp.Compile;
 // inside the compiled code while no event is due (BlockEmitter.Epilogue).
 internal sealed unsafe partial class BlockEmitter
 {
-    private static readonly Mnemonic[] JccByCc =
-    [
-        Mnemonic.Jo, Mnemonic.Jno, Mnemonic.Jb, Mnemonic.Jae, Mnemonic.Je, Mnemonic.Jne, Mnemonic.Jbe, Mnemonic.Ja,
-        Mnemonic.Js, Mnemonic.Jns, Mnemonic.Jp, Mnemonic.Jnp, Mnemonic.Jl, Mnemonic.Jge, Mnemonic.Jle, Mnemonic.Jg,
-    ];
-
     private static void BranchRules(Dictionary<nint, Rule> map)
     {
         On(map, &Branches.JmpRel, e => { e.EndBlock(); e.Leave(e.X->Imm); return true; });
@@ -25,7 +19,7 @@ internal sealed unsafe partial class BlockEmitter
         On(map, &Branches.CallR, e => e.Call(() => e.LoadReg(e.X->R0, 3)));
         On(map, &Branches.Ret, e => e.Ret());
         // Several conditions share a handler (the rest evaluate x.Sub): a rule per distinct handler.
-        foreach (var m in JccByCc) OnRow(map, m, e => e.Jcc());
+        foreach (var m in Branches.ConditionalJumps) OnRow(map, m, e => e.Jcc());
     }
 
     private bool Call(Action callee)

@@ -8,18 +8,6 @@ namespace Harness.Smp.Compile;
 // mov (register, memory, immediate forms), movzx movsx movsxd, lea, nop, cmovcc, setcc.
 internal sealed unsafe partial class BlockEmitter
 {
-    private static readonly Mnemonic[] CmovByCc =
-    [
-        Mnemonic.Cmovo, Mnemonic.Cmovno, Mnemonic.Cmovb, Mnemonic.Cmovae, Mnemonic.Cmove, Mnemonic.Cmovne, Mnemonic.Cmovbe, Mnemonic.Cmova,
-        Mnemonic.Cmovs, Mnemonic.Cmovns, Mnemonic.Cmovp, Mnemonic.Cmovnp, Mnemonic.Cmovl, Mnemonic.Cmovge, Mnemonic.Cmovle, Mnemonic.Cmovg,
-    ];
-
-    private static readonly Mnemonic[] SetccByCc =
-    [
-        Mnemonic.Seto, Mnemonic.Setno, Mnemonic.Setb, Mnemonic.Setae, Mnemonic.Sete, Mnemonic.Setne, Mnemonic.Setbe, Mnemonic.Seta,
-        Mnemonic.Sets, Mnemonic.Setns, Mnemonic.Setp, Mnemonic.Setnp, Mnemonic.Setl, Mnemonic.Setge, Mnemonic.Setle, Mnemonic.Setg,
-    ];
-
     private static void MoveRules(Dictionary<nint, Rule> map)
     {
         foreach (var form in (Form[])[Form.RR, Form.RI, Form.RM, Form.MR, Form.MI])
@@ -30,10 +18,10 @@ internal sealed unsafe partial class BlockEmitter
         OnForm(map, Mnemonic.Lea, Form.RM, e => e.Lea());
         OnRow(map, Mnemonic.Nop, _ => true);
         // cmovcc and setcc share one handler per form; the condition is the row's selector (x.Sub).
-        OnForm(map, CmovByCc[0], Form.RR, e => e.Cmov(memory: false));
-        OnForm(map, CmovByCc[0], Form.RM, e => e.Cmov(memory: true));
-        OnForm(map, SetccByCc[0], Form.R, e => e.Setcc());
-        OnForm(map, SetccByCc[0], Form.M, e => e.SetccMemory());
+        OnForm(map, Exec.Moves.Cmovcc[0], Form.RR, e => e.Cmov(memory: false));
+        OnForm(map, Exec.Moves.Cmovcc[0], Form.RM, e => e.Cmov(memory: true));
+        OnForm(map, Exec.Moves.Setcc[0], Form.R, e => e.Setcc());
+        OnForm(map, Exec.Moves.Setcc[0], Form.M, e => e.SetccMemory());
     }
 
     private bool Mov(Form form)
