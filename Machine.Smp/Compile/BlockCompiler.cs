@@ -66,6 +66,8 @@ public static class BlockCompiler
     internal static void Request(Block block, int threshold, CompilerPlant plant)
     {
         var page = block.Page;
+        // Compiled before in this process (another machine with the same code): bind it now, here.
+        if (TryBindCached(block, plant)) return;
         // Read before the exchange: vCPUs running the page's blocks meanwhile only share the line.
         if (Volatile.Read(ref page.CompileRequested) != 0 || Interlocked.Exchange(ref page.CompileRequested, 1) != 0) return;
         lock (queue) // never taken with the scheduling points on: compiling is off then
@@ -136,7 +138,7 @@ public static class BlockCompiler
             Interlocked.Add(ref instructions, emitter.Instructions);
             Interlocked.Add(ref fallbacks, emitter.Fallbacks);
             Jit(entries[0]);
-            Remember(key, emitter.Method!);
+            Remember(key, emitter.Method!, blocks);
             Publish(region, entries);
         }
         catch (Exception e)
@@ -159,13 +161,49 @@ public static class BlockCompiler
         lock (cache) return cache.GetValueOrDefault(key);
     }
 
-    private static void Remember(CodeKey key, System.Reflection.Emit.DynamicMethod method)
+    // Which blocks (by address) each compiled region of a virtual page held: a machine whose block
+    // gets hot there looks for the same blocks in its own page, and if they decode the same (the
+    // key), binds the cached code at once, whatever the other blocks' heat is at that moment.
+    private static readonly Dictionary<ulong, List<ulong[]>> layouts = [];
+
+    private static void Remember(CodeKey key, System.Reflection.Emit.DynamicMethod method, List<Block> blocks)
     {
         lock (cache)
         {
-            if (cache.Count >= CacheLimit) cache.Clear(); // a long-lived process that saw many kernels: start over
+            if (cache.Count >= CacheLimit) { cache.Clear(); layouts.Clear(); } // a long-lived process that saw many kernels: start over
             cache[key] = method;
+            ulong vpage = blocks[0].Insns[0].Ip >> 12;
+            if (!layouts.TryGetValue(vpage, out var list)) layouts[vpage] = list = [];
+            if (list.Count < 8) list.Add(blocks.Select(b => b.Insns[0].Ip).ToArray());
         }
+    }
+
+    /// <summary>Binds a cached region that holds the block and whose blocks this machine has decoded the same; false if none.</summary>
+    private static bool TryBindCached(Block block, CompilerPlant plant)
+    {
+        ulong ip = block.Insns[0].Ip, vpage = ip >> 12;
+        ulong[][] candidates;
+        lock (cache)
+        {
+            if (!layouts.TryGetValue(vpage, out var list)) return false;
+            candidates = list.Where(l => Array.IndexOf(l, ip) >= 0).ToArray();
+        }
+        foreach (var ips in candidates)
+        {
+            var blocks = new List<Block>(ips.Length);
+            foreach (ulong at in ips)
+            {
+                var b = block.Page.BlockAt((int)(at & 0xFFF));
+                if (b is null || b.Insns[0].Ip != at || !b.Valid || b.Code is not null || b.Page2 is not null) break;
+                blocks.Add(b);
+            }
+            if (blocks.Count != ips.Length || Cached(new CodeKey(blocks, plant)) is not { } method) continue;
+            var (r, e) = BlockEmitter.Bind(method, blocks.ToArray());
+            Interlocked.Increment(ref reused);
+            Publish(r, e);
+            return block.Code is not null;
+        }
+        return false;
     }
 
     /// <summary>
