@@ -1,6 +1,5 @@
 using Harness.Smp;
 using BenchmarkDotNet.Attributes;
-using BenchmarkDotNet.Jobs;
 using Harness.Smp.Control;
 
 namespace Harness.Benchmarks;

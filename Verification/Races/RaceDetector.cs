@@ -1,7 +1,6 @@
 using System.Text;
 using Harness.Smp;
 using Harness.Smp.Control;
-using Harness.Smp.Cpu;
 
 namespace Harness.Verification.Races;
 

@@ -22,6 +22,36 @@ public class BenchCommandTests
         Assert.Equal("", stdout);
     }
 
+    [Theory]
+    [InlineData("--repeat", "0", "--repeat must be between 1 and 20")]
+    [InlineData("--iterations", "0", "--iterations must be between 1 and")]
+    [InlineData("--iterations", "-3", "--iterations")]
+    public void BenchComputeBadArgumentsExit2WithAMessage(string option, string value, string message)
+    {
+        var (code, stdout, stderr) = Harness("bench", "compute", option, value);
+        Assert.True(code == 2, $"exit {code}; stderr: {stderr}");
+        Assert.Contains(message, stderr);
+        Assert.Equal("", stdout);
+    }
+
+    /// <summary>`bench compute --quick`: every run checked against the host's checksums, the table and the goals.</summary>
+    [Fact]
+    public void BenchComputeQuickRunPrintsTheRunsAndTheGoals()
+    {
+        var (code, stdout, stderr) = Harness("bench", "compute", "--quick");
+        Assert.True(code == 0, $"exit {code}; stderr: {stderr}\nstdout: {stdout}");
+        Assert.Contains("QUICK", stdout);
+        const string Bar = "[│|]";
+        foreach (var run in new[] { "interpreted, 1 vCPU", "compiled, 1 vCPU, first run", "compiled, 2 vCPUs", "native work" })
+            Assert.Matches(new Regex($@"{Bar} {Regex.Escape(run)}"), stdout);
+        // Exact instruction counts: the interpreted and the compiled run of work(N) retire the same instructions.
+        var counts = Regex.Matches(stdout, $@"{Bar} (interpreted, 1 vCPU|compiled, 1 vCPU, first run)\s+{Bar}\s+([\d,]+) {Bar}");
+        Assert.Equal(2, counts.Count);
+        Assert.Equal(counts[0].Groups[2].Value, counts[1].Groups[2].Value);
+        foreach (var goal in new[] { "whole run, compiled", "steady state, compiled", "2 vCPUs vs 1" })
+            Assert.Contains(goal, stdout);
+    }
+
     [Fact]
     public void BenchWithoutASubcommandExits2PointingAtItsHelp()
     {

@@ -1,8 +1,6 @@
 using System.Reflection.Emit;
 using Harness.Smp.Cpu;
-using Harness.Smp.Decode;
 using Harness.Smp.Exec;
-using Iced.Intel;
 using Label = System.Reflection.Emit.Label;
 
 namespace Harness.Smp.Compile;

@@ -1,6 +1,5 @@
 using System.Reflection.Emit;
 using Harness.Smp.Cpu;
-using Harness.Smp.Decode;
 using Harness.Smp.Exec;
 
 namespace Harness.Smp.Compile;
