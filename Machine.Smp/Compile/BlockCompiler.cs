@@ -178,6 +178,15 @@ public static class BlockCompiler
         }
     }
 
+    /// <summary>
+    /// Runs after which a block looks for code this process compiled before for the same blocks
+    /// (binding it costs microseconds, so it need not wait for the compile threshold).
+    /// </summary>
+    public const int EarlyBind = 16;
+
+    /// <summary>The block's code from the code cache, bound now; null when there is none (yet).</summary>
+    internal static CompiledBlock? BindCached(Block block, CompilerPlant plant) => TryBindCached(block, plant) ? block.Code : null;
+
     /// <summary>Binds a cached region that holds the block and whose blocks this machine has decoded the same; false if none.</summary>
     private static bool TryBindCached(Block block, CompilerPlant plant)
     {

@@ -218,7 +218,11 @@ public sealed unsafe partial class Vcpu : IDisposable
                 var code = block.Code;
                 // The count stops at the threshold: both vCPUs writing a shared block's line on
                 // every run would make them wait for each other.
-                if (code is null && block.Heat < compileAfter && ++block.Heat == compileAfter) code = CompileHot(block);
+                if (code is null && block.Heat < compileAfter)
+                {
+                    int heat = ++block.Heat;
+                    if (heat == compileAfter || heat == Compile.BlockCompiler.EarlyBind) code = CompileHot(block, hot: heat == compileAfter);
+                }
                 if (code is not null && budget >= block.Count)
                 {
                     blockStart = block.Ptr;
@@ -246,12 +250,17 @@ public sealed unsafe partial class Vcpu : IDisposable
         }
     }
 
-    /// <summary>A block reached the compile threshold: compile it now (Always) or on the compiler thread (Hot).</summary>
+    /// <summary>
+    /// A block reached the compile threshold (hot): compile it now (Always, tests) or on the compiler
+    /// thread (Hot); or it is warm (<see cref="Compile.BlockCompiler.EarlyBind"/> runs): bind cached code if there is some.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private Compile.CompiledBlock? CompileHot(Block block)
+    private Compile.CompiledBlock? CompileHot(Block block, bool hot)
     {
         if (block.CompileError is { } e) throw new InvalidOperationException($"compiling the block at 0x{block.Insns[0].Ip:x} failed: {e.Message}", e);
         if (block.Page2 is not null) { block.Heat = int.MinValue; return null; } // runs into the next page: stays interpreted
+        // Warm, not hot yet: code this process compiled for the same blocks is bound early (cheap); nothing is compiled.
+        if (!hot) return compileHere ? null : Compile.BlockCompiler.BindCached(block, Machine.CompilerPlant);
         if (compileHere) return Compile.BlockCompiler.Compile(block, compileAfter, Machine.CompilerPlant);
         Compile.BlockCompiler.Request(block, compileAfter, Machine.CompilerPlant);
         return null;
