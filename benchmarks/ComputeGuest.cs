@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using Harness.Samples;
 using Harness.Smp;
 using Harness.Smp.Compile;
 using Harness.Smp.Control;
@@ -12,9 +12,7 @@ namespace Harness.Benchmarks;
 /// </summary>
 public static unsafe class ComputeGuest
 {
-    public const ulong ParamsPhys = 0x100000;
-    public const ulong Magic = 0x31455455504D4F43; // "COMPUTE1"
-    public const ulong Seed = 0x0123456789ABCDEF;
+    public const ulong Seed = ComputeParams.DefaultSeed;
     public const int DefaultIterations = 800;
     public const int QuickIterations = 40;
 
@@ -27,8 +25,8 @@ public static unsafe class ComputeGuest
 
     public static string RepoRoot { get; } = FindRoot();
 
-    public static string ImagePath => Path.Combine(RepoRoot, "guest", "build", "samples", "compute.elf");
-    public static string NativeLibraryPath => Path.Combine(RepoRoot, "guest", "build", "host", "libwork.so");
+    public static string ImagePath => ComputeParams.ImagePath(RepoRoot);
+    public static string NativeLibraryPath => ComputeParams.NativeLibraryPath(RepoRoot);
 
     private static string FindRoot()
     {
@@ -45,12 +43,7 @@ public static unsafe class ComputeGuest
     /// <summary>work(iterations, seed) from libwork.so (gcc -O2 -fPIC -mgeneral-regs-only, same source as the guest's).</summary>
     public static ulong NativeWork(ulong iterations, ulong seed)
     {
-        if (native == null)
-        {
-            if (!File.Exists(NativeLibraryPath)) throw new FileNotFoundException($"{NativeLibraryPath} not built: run guest/build.sh (or benchmarks/run.sh)");
-            var lib = NativeLibrary.Load(NativeLibraryPath);
-            native = (delegate* unmanaged<ulong, ulong, ulong>)NativeLibrary.GetExport(lib, "work");
-        }
+        if (native == null) native = ComputeParams.LoadNative(NativeLibraryPath);
         return native(iterations, seed);
     }
 
@@ -60,10 +53,7 @@ public static unsafe class ComputeGuest
         if (!File.Exists(ImagePath)) throw new FileNotFoundException($"{ImagePath} not built: run guest/build.sh (or benchmarks/run.sh)");
         var m = new Machine(new MachineOptions { Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning(), Compile = compile });
         m.LoadElf(ImagePath);
-        if (m.Memory.ReadU64(ParamsPhys) != Magic) throw new InvalidOperationException("compute.elf: no parameter block at physical 0x100000");
-        m.Memory.WriteU64(ParamsPhys + 8, iterations);
-        m.Memory.WriteU64(ParamsPhys + 16, Seed);
-        m.Memory.WriteU64(ParamsPhys + 24, (ulong)workCpus);
+        ComputeParams.Patch(m, iterations, Seed, workCpus);
         return m;
     }
 
@@ -74,7 +64,7 @@ public static unsafe class ComputeGuest
         if (!r.Exited || r.ExitStatus != 0) throw new InvalidOperationException($"compute guest did not exit cleanly: {r.Reason}: {r.Message}");
         for (int i = 0; i < expected.Length; i++)
         {
-            ulong got = m.Memory.ReadU64(ParamsPhys + 64 + 8 * (ulong)i);
+            ulong got = ComputeParams.Checksum(m, i);
             if (got != expected[i]) throw new InvalidOperationException($"vCPU {i}: guest checksum 0x{got:x16} != native 0x{expected[i]:x16}");
         }
         return r;

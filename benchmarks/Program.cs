@@ -69,7 +69,10 @@ static string Report(IEnumerable<Summary> summaries, bool quick)
         {
             double steadyMs = (c2.Mean - c1.Mean) / 1e6;
             sb.AppendLine(CultureInfo.InvariantCulture, $"- compiled / native = {c1.Mean / nt.Mean:F1}x slower (whole run of work(N), compiler warm-up included)");
-            sb.AppendLine(CultureInfo.InvariantCulture, $"- compiled steady state = {(i2 - i1) / (steadyMs / 1e3) / 1e6:F1} guest MIPS ((instructions(2N) - instructions(N)) / (time(2N) - time(N)) = {i2 - i1:N0} / {steadyMs:F1} ms); {steadyMs / (nt.Mean / 1e6):F1}x native work(N) (goal: >= 500 MIPS)");
+            if (steadyMs <= 0)
+                sb.AppendLine(CultureInfo.InvariantCulture, $"- compiled steady state: not measurable in this run (time(2N) {c2.Mean / 1e6:F1} ms <= time(N) {c1.Mean / 1e6:F1} ms)");
+            else
+                sb.AppendLine(CultureInfo.InvariantCulture, $"- compiled steady state = {(i2 - i1) / (steadyMs / 1e3) / 1e6:F1} guest MIPS ((instructions(2N) - instructions(N)) / (time(2N) - time(N)) = {i2 - i1:N0} / {steadyMs:F1} ms); {steadyMs / (nt.Mean / 1e6):F1}x native work(N) (goal: >= 500 MIPS)");
         }
         var kernelNative = s.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(KernelDbt) && c.Descriptor.WorkloadMethod.Name == nameof(KernelDbt.Native));
         if (kernelNative is not null && s[kernelNative]?.ResultStatistics is { } kn)

@@ -1,5 +1,5 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
+using Harness.Samples;
 using Harness.Smp;
 using Harness.Smp.Compile;
 using Harness.Smp.Control;
@@ -15,7 +15,7 @@ namespace Harness.Cli;
 /// </summary>
 internal static unsafe class BenchCompute
 {
-    private const ulong ParamsPhys = 0x100000, Magic = 0x31455455504D4F43, Seed = 0x0123456789ABCDEF;
+    private const ulong Seed = ComputeParams.DefaultSeed;
 
     public sealed record Settings(ulong Iterations, int Repeat, bool Quick);
 
@@ -31,14 +31,14 @@ internal static unsafe class BenchCompute
         {
             string kernel = DefaultImage.Ensure(ct, line => Console.Error.WriteLine($"harness: {line}"));
             root = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(kernel)!, "..", "..", ".."));
-            image = Path.Combine(root, "guest", "build", "samples", "compute.elf");
-            native = Path.Combine(root, "guest", "build", "host", "libwork.so");
+            image = ComputeParams.ImagePath(root);
+            native = ComputeParams.NativeLibraryPath(root);
         }
         catch (DefaultImage.BuildException e) { Console.Error.WriteLine($"harness: {e.Message}"); return ExitCodes.BadInput; }
         catch (OperationCanceledException) { Console.Error.WriteLine($"harness: interrupted by {Signals.Received ?? "cancellation"}"); return Signals.ExitCode; }
         if (!File.Exists(image)) { Console.Error.WriteLine($"harness: {image} was not built (guest/build.sh)"); return ExitCodes.BadInput; }
 
-        var work = File.Exists(native) ? (delegate* unmanaged<ulong, ulong, ulong>)NativeLibrary.GetExport(NativeLibrary.Load(native), "work") : null;
+        var work = File.Exists(native) ? ComputeParams.LoadNative(native) : null;
         ulong n = s.Iterations;
         ulong[] want1 = work != null ? [work(n, Seed)] : [], want2 = work != null ? [work(2 * n, Seed)] : [];
         ulong[] wantPair = work != null ? [want1[0], work(n, Seed + 1)] : [];
@@ -103,15 +103,13 @@ internal static unsafe class BenchCompute
     {
         using var m = new Machine(new MachineOptions { Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning(), Compile = compile });
         m.LoadElf(image);
-        if (m.Memory.ReadU64(ParamsPhys) != Magic) throw new InvalidOperationException($"{image}: no compute parameter block at physical 0x100000");
-        m.Memory.WriteU64(ParamsPhys + 8, iterations);
-        m.Memory.WriteU64(ParamsPhys + 16, Seed);
+        ComputeParams.Patch(m, iterations, Seed);
         var r = m.Run(ct);
         string what = $"{(compile == BlockCompilation.Off ? "interpreted" : "compiled")} run on {vcpus} vCPU(s)";
         if (!r.Exited || r.ExitStatus != 0) errors.Add($"{what}: {r.Reason}: {r.Message}");
         for (int i = 0; i < want.Length; i++)
         {
-            ulong got = m.Memory.ReadU64(ParamsPhys + 64 + 8 * (ulong)i);
+            ulong got = ComputeParams.Checksum(m, i);
             if (got != want[i]) errors.Add($"{what}: vCPU {i} checksum 0x{got:x16}, native 0x{want[i]:x16}");
         }
         return new Row("", r.TotalInstructions, r.Wall, "");

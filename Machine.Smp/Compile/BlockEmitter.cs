@@ -45,12 +45,12 @@ internal sealed class RegionEntry(Region region, int entry)
 }
 
 /// <summary>
-/// Writes one block's IL. Each instruction becomes straight-line code with its operands as
-/// constants (register offsets, immediates, displacement, size); the guest registers stay in the
-/// state struct (so every fault sees precise registers without spill code), while the arithmetic
-/// flags of the last flag-setting instruction live in IL locals and reach the state's lazy record
-/// only where something can look at them: a block exit, a slow path (a fault pushes RFLAGS), an
-/// instruction run through its interpreter handler. Conditions read by jcc/cmov/setcc are
+/// Writes one region's IL. Each instruction becomes straight-line code with its operands as
+/// constants (register offsets, immediates, displacement, size); guest registers are cached in IL
+/// locals within a block and the arithmetic flags of the last flag-setting instruction live in IL
+/// locals; both reach the state only where something can look at them: a block exit or edge, a
+/// slow path (a fault pushes RFLAGS and sees the registers), an instruction run through its
+/// interpreter handler. Conditions read by jcc/cmov/setcc are
 /// computed from those locals directly where the flag-setter is known at compile time (cmp; jb
 /// becomes one unsigned compare). An instruction without a rule here calls its interpreter handler,
 /// so every block compiles and the rules only decide how fast.
@@ -94,7 +94,7 @@ internal sealed unsafe partial class BlockEmitter
     /// Instructions one region may hold: the runtime's compile time grows faster than the IL, and a
     /// method past its size limits is compiled without optimization (MinOpts).
     /// </summary>
-    public static readonly int MaxRegionInstructions = int.TryParse(Environment.GetEnvironmentVariable("HARNESS_REGION"), out int n) ? n : 300;
+    public const int MaxRegionInstructions = 300;
 
     public int Fallbacks { get; private set; }
 
@@ -206,7 +206,6 @@ internal sealed unsafe partial class BlockEmitter
         return (compiled, entries);
     }
 
-    public int RegionBlocks => region.Count;
     /// <summary>Instructions in the region's blocks.</summary>
     public int Instructions => region.Sum(b => b.Count);
 

@@ -5,7 +5,7 @@ namespace Harness.Smp;
 
 // What compiled blocks (Compile/BlockEmitter.cs) call: the slow paths with the faulting
 // instruction recorded first, so a fault from compiled code is delivered at the right instruction
-// exactly as from the interpreter (Run's catch reads curInsn), and the loop-back test.
+// exactly as from the interpreter (Run's catch reads curInsn), and the code-write notice.
 public unsafe partial class Vcpu
 {
     // The slow paths take the compiled code's flag record along and store it first: a fault there

@@ -1,4 +1,3 @@
-using Harness.Smp.Control;
 using Harness.Smp.Cpu;
 using Harness.Smp.Decode;
 

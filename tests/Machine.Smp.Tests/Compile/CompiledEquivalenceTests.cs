@@ -4,8 +4,8 @@
 // be the same whether blocks run interpreted or compiled. Regions, edges, loops, faults, interrupts
 // and handler calls from compiled code all happen there; a planted compiler bug shows the check fails.
 
-using System.Runtime.InteropServices;
 using System.Text;
+using Harness.Samples;
 using Harness.Smp.Compile;
 using Harness.Smp.Cpu;
 using Harness.Smp.Control;
@@ -21,14 +21,9 @@ public unsafe class CompiledEquivalenceTests(SampleGuestFixture guest)
 
     // ---- the compute guest: the host's own result ------------------------------------------------
 
-    private const ulong ParamsPhys = 0x100000, Seed = 0x0123456789ABCDEF, Iterations = 40;
+    private const ulong Seed = ComputeParams.DefaultSeed, Iterations = 40;
 
-    private static ulong NativeWork(ulong iterations, ulong seed)
-    {
-        var lib = NativeLibrary.Load(Built("host", "libwork.so"));
-        var work = (delegate* unmanaged<ulong, ulong, ulong>)NativeLibrary.GetExport(lib, "work");
-        return work(iterations, seed);
-    }
+    private static ulong NativeWork(ulong iterations, ulong seed) => ComputeParams.LoadNative(ComputeParams.NativeLibraryPath(Support.RepoRoot))(iterations, seed);
 
     private (RunResult Result, ulong[] Checksums) RunCompute(int vcpus, BlockCompilation compile)
     {
@@ -37,11 +32,10 @@ public unsafe class CompiledEquivalenceTests(SampleGuestFixture guest)
         {
             Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning(), Compile = compile, CompileThreshold = 8,
         });
-        m.LoadElf(Built("samples", "compute.elf"));
-        m.Memory.WriteU64(ParamsPhys + 8, Iterations);
-        m.Memory.WriteU64(ParamsPhys + 16, Seed);
+        m.LoadElf(ComputeParams.ImagePath(Support.RepoRoot));
+        ComputeParams.Patch(m, Iterations, Seed);
         var r = Support.RunWithWatchdog(m, limit: TimeSpan.FromSeconds(60));
-        return (r, Enumerable.Range(0, vcpus).Select(i => m.Memory.ReadU64(ParamsPhys + 64 + 8 * (ulong)i)).ToArray());
+        return (r, Enumerable.Range(0, vcpus).Select(i => ComputeParams.Checksum(m, i)).ToArray());
     }
 
     [Theory]
