@@ -25,12 +25,13 @@ public unsafe class CompiledEquivalenceTests(SampleGuestFixture guest)
 
     private static ulong NativeWork(ulong iterations, ulong seed) => ComputeParams.LoadNative(ComputeParams.NativeLibraryPath(Support.RepoRoot))(iterations, seed);
 
-    private (RunResult Result, ulong[] Checksums) RunCompute(int vcpus, BlockCompilation compile)
+    private (RunResult Result, ulong[] Checksums) RunCompute(int vcpus, BlockCompilation compile, CompilerPlant plant = CompilerPlant.None)
     {
         _ = guest.ImagePath; // builds guest/ once
         using var m = new Machine(new MachineOptions
         {
             Vcpus = vcpus, MemoryBytes = 64UL << 20, Control = new FreeRunning(), Compile = compile, CompileThreshold = 8,
+            CompilerPlant = plant, MaxInstructions = 50_000_000, // work(40) is 3.7 M; a planted bug may loop
         });
         m.LoadElf(ComputeParams.ImagePath(Support.RepoRoot));
         ComputeParams.Patch(m, Iterations, Seed);
@@ -54,6 +55,15 @@ public unsafe class CompiledEquivalenceTests(SampleGuestFixture guest)
             var (interpreted, _) = RunCompute(1, BlockCompilation.Off);
             Assert.Equal(interpreted.TotalInstructions, r.TotalInstructions); // exact: the same instructions retired
         }
+    }
+
+    [Fact]
+    public void PlantedConditionBugChangesTheComputeChecksum()
+    {
+        // jb/setb/cmovb after cmp reading "above": the sorts and loop bounds of work() go wrong.
+        var (r, sums) = RunCompute(1, BlockCompilation.Always, CompilerPlant.BelowIsAbove);
+        Assert.False(r.Exited && r.ExitStatus == 0 && sums[0] == NativeWork(Iterations, Seed),
+            $"the planted bug went unnoticed: {r.Reason}, checksum 0x{sums[0]:x}");
     }
 
     // ---- the kernel: every observable equal to the interpreter's -----------------------------------
